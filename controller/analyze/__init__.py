@@ -1,0 +1,1 @@
+"""Pure analysis: entries -> Trace, Traces -> BlockLog. No I/O, no clocks."""

@@ -1,0 +1,276 @@
+"""Entries -> Trace: classify, key and fold log entries into one trace.
+
+Lines of one trace arrive in any order, from several files, and late (after
+the end line, after their neighbours were garbage-collected from the journal).
+So a trace is not computed from a list of entries but from a
+`TraceAccumulator`, a commutative monoid: `add` and `merge` in any order and
+grouping give the same accumulator, and `to_dict`/`from_dict` let the journal
+keep it as a compact snapshot instead of the raw lines. It keeps only what
+`reduce_trace` needs: per trace kind the earliest (by `Entry.sort_key`)
+candidate for each derived value, plus counts and flags.
+
+Which entry wins is decided by `sort_key` alone (ties on an identical key fall
+back to the candidate's canonical JSON), never by arrival order; Foyle's
+unstable sort made its results depend on it (foyle-logs.md section 2).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.analyze.blocks import cell_to_block, exit_code_from_outputs
+from controller.api.entry import EVENT_KEY_PREFIX, Entry
+from controller.api.resource import get_path, rfc3339
+
+GENERATE, EXECUTE, RUNME, LOG_EVENT = "Generate", "Execute", "RunMe", "LogEvent"
+
+# Full Go function names end in these; `.funcN` are closures inside the method.
+_KIND_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"(?:^|/)agent\.\(\*Agent\)\.Generate$"), GENERATE),
+    (re.compile(r"(?:^|/)executor\.\(\*Executor\)\.Execute$"), EXECUTE),
+    (re.compile(r"(?:^|/)runner\.\(\*runnerService\)\.Execute(?:\.func\d+)*$"), RUNME),
+    (re.compile(r"(?:^|/)agent\.\(\*Agent\)\.LogEvents(?:\.func\d+)*$"), LOG_EVENT),
+)
+END_MESSAGES = {
+    GENERATE: "Agent.Generate returning response",
+    EXECUTE: "Executed instructions",
+    RUNME: "sending the final response with exit code",
+}
+
+SortKey = tuple[float, int, int]
+Pick = tuple[SortKey, Any]  # (sort key of the entry, the value it offers)
+
+
+def classify(function: str) -> str | None:
+    """The trace kind of a Go function name; None for StreamGenerate and anything unknown."""
+    for pattern, kind in _KIND_PATTERNS:
+        if pattern.search(function):
+            return kind
+    return None
+
+
+def trace_key(entry: Entry) -> str | None:
+    """The id of the trace an entry belongs to; None when it carries no trace data."""
+    if entry.trace_id:
+        return entry.trace_id
+    if entry.event is None:
+        return None
+    event_id = entry.event.get("eventId")
+    if isinstance(event_id, str) and event_id:
+        return EVENT_KEY_PREFIX + event_id
+    return f"{EVENT_KEY_PREFIX}{entry.time!r}-{entry.digest:08x}"
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=repr)
+
+
+def _earlier(a: Pick, b: Pick) -> Pick:
+    if a[0] != b[0]:
+        return a if a[0] < b[0] else b
+    return a if _canonical(a[1]) <= _canonical(b[1]) else b
+
+
+def _min_key(a: SortKey | None, b: SortKey | None) -> SortKey | None:
+    if a is None or b is None:
+        return a if b is None else b
+    return min(a, b)
+
+
+def _event_view(event: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A LogEvent's request (without the whole notebook) and the block ids it names."""
+    payload = event.get("event")
+    cells = payload.get("cells") if isinstance(payload, dict) else None
+    blocks = (
+        [cell_to_block(c) for c in cells if isinstance(c, dict)] if isinstance(cells, list) else []
+    )
+    selected = event.get("selectedCellId")
+    selected = selected if isinstance(selected, str) else ""
+    event_type = event.get("eventType")
+    request: dict[str, Any] = {
+        "eventType": event_type if isinstance(event_type, str) else "",
+        "selectedCellId": selected,
+    }
+    chosen = next((b for b in blocks if selected and b["id"] == selected), None)
+    if chosen is not None:
+        request["block"] = chosen
+    return request, [selected] if selected else [b["id"] for b in blocks]
+
+
+def _ends(kind: str, entry: Entry) -> bool:
+    """A LogEvent is one line; the other kinds end with a known message."""
+    return kind == LOG_EVENT or entry.message == END_MESSAGES[kind]
+
+
+def _offers(kind: str, entry: Entry, ended: bool) -> dict[str, Any]:
+    """What one entry of `kind` offers to each slot of the trace (None: nothing)."""
+    if kind == LOG_EVENT:
+        request, block_ids = _event_view(entry.event or {})
+        return {"request": request, "blockIds": block_ids}
+    return {
+        "request": entry.request,
+        "response": entry.response,
+        "exitCode": entry.exit_code,
+        "endExitCode": entry.exit_code if ended else None,
+        "blockIds": list(entry.block_ids) or None,
+        "knownId": entry.known_id or None,
+    }
+
+
+@dataclass
+class _KindState:
+    """The earliest candidates among the entries of one trace kind."""
+
+    first: SortKey
+    ended: bool = False
+    picks: dict[str, Pick] = field(default_factory=dict)
+
+    def offer(self, slot: str, pick: Pick) -> None:
+        current = self.picks.get(slot)
+        self.picks[slot] = pick if current is None else _earlier(current, pick)
+
+    def value(self, slot: str) -> Any:
+        pick = self.picks.get(slot)
+        return None if pick is None else pick[1]
+
+    def merge(self, other: _KindState) -> None:
+        self.first = min(self.first, other.first)
+        self.ended = self.ended or other.ended
+        for slot, pick in other.picks.items():
+            self.offer(slot, pick)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "first": list(self.first),
+            "ended": self.ended,
+            "picks": {slot: [list(key), value] for slot, (key, value) in self.picks.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> _KindState:
+        return cls(
+            first=_key(data["first"]),
+            ended=bool(data.get("ended")),
+            picks={slot: (_key(key), value) for slot, (key, value) in data["picks"].items()},
+        )
+
+
+def _key(raw: list[Any]) -> SortKey:
+    return (float(raw[0]), int(raw[1]), int(raw[2]))
+
+
+@dataclass
+class TraceAccumulator:
+    """Everything `reduce_trace` needs from a trace's entries; a mergeable, JSON-safe monoid."""
+
+    count: int = 0
+    eval_mode: bool = False
+    first: SortKey | None = None
+    kinds: dict[str, _KindState] = field(default_factory=dict)
+
+    def add(self, entry: Entry) -> None:
+        self.count += 1
+        self.eval_mode = self.eval_mode or entry.eval_mode
+        self.first = _min_key(self.first, entry.sort_key)
+        kind = classify(entry.function)
+        if kind is None:
+            return
+        state = self.kinds.setdefault(kind, _KindState(first=entry.sort_key))
+        state.first = min(state.first, entry.sort_key)
+        ended = _ends(kind, entry)
+        state.ended = state.ended or ended
+        for slot, value in _offers(kind, entry, ended).items():
+            if value is not None:
+                state.offer(slot, (entry.sort_key, value))
+
+    def merge(self, other: TraceAccumulator) -> None:
+        self.count += other.count
+        self.eval_mode = self.eval_mode or other.eval_mode
+        self.first = _min_key(self.first, other.first)
+        for kind, state in other.kinds.items():
+            if kind in self.kinds:
+                self.kinds[kind].merge(state)
+            else:
+                self.kinds[kind] = _KindState(state.first, state.ended, dict(state.picks))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "evalMode": self.eval_mode,
+            "first": None if self.first is None else list(self.first),
+            "kinds": {kind: state.to_dict() for kind, state in self.kinds.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TraceAccumulator:
+        first = data.get("first")
+        return cls(
+            count=int(data.get("count", 0)),
+            eval_mode=bool(data.get("evalMode")),
+            first=None if first is None else _key(first),
+            kinds={k: _KindState.from_dict(v) for k, v in data.get("kinds", {}).items()},
+        )
+
+
+def _clean_ids(ids: Any) -> list[str]:
+    """Non-empty string ids, each once, in order."""
+    if not isinstance(ids, list):
+        return []
+    return list(dict.fromkeys(i for i in ids if isinstance(i, str) and i))
+
+
+def _block_ids(kind: str, state: _KindState) -> list[str]:
+    request, response = state.value("request"), state.value("response")
+    if kind == GENERATE:
+        if response is None:
+            return _clean_ids(state.value("blockIds"))
+        blocks = get_path(response, "blocks")
+        blocks = blocks if isinstance(blocks, list) else []
+        return _clean_ids([b.get("id") for b in blocks if isinstance(b, dict)])
+    if kind == EXECUTE:
+        return _clean_ids([get_path(request, "block.id")])
+    if kind == RUNME:
+        known = (
+            state.value("knownId") or get_path(request, "knownId") or get_path(request, "knownID")
+        )
+        return _clean_ids([known])
+    return _clean_ids(state.value("blockIds"))
+
+
+def _exit_code(kind: str, state: _KindState) -> int | None:
+    if kind == EXECUTE:
+        return exit_code_from_outputs(get_path(state.value("response"), "outputs"))
+    if kind == RUNME:
+        end_code = state.value("endExitCode")
+        return end_code if end_code is not None else state.value("exitCode")
+    return None
+
+
+def reduce_trace(
+    trace_id: str, acc: TraceAccumulator
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The Trace (spec, status) of an accumulator; None when no entry classifies to a kind."""
+    if not acc.kinds or acc.first is None:
+        return None
+    kind = min(acc.kinds, key=lambda k: (acc.kinds[k].first, k))
+    state = acc.kinds[kind]
+    request, response = state.picks.get("request"), state.picks.get("response")
+    start = request[0][0] if request else acc.first[0]
+    end = start if kind == LOG_EVENT else (response[0][0] if response else None)
+    spec: dict[str, Any] = {"id": trace_id, "kind": kind, "startTime": rfc3339(start)}
+    if end is not None:
+        spec["endTime"] = rfc3339(end)
+    spec["evalMode"] = acc.eval_mode
+    spec["blockIds"] = _block_ids(kind, state)
+    exit_code = _exit_code(kind, state)
+    if exit_code is not None:
+        spec["exitCode"] = exit_code
+    if request is not None:
+        spec["request"] = request[1]
+    if response is not None:
+        spec["response"] = response[1]
+    status = {"phase": "Complete" if state.ended else "InProgress", "entries": acc.count}
+    return spec, status

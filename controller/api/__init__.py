@@ -1,0 +1,1 @@
+"""Resource types (LogFile, Trace, BlockLog, Example), names and schemas."""

@@ -1,0 +1,217 @@
+"""`foylectl`: argument parsing only; the work is in controller.app.
+
+Start-up stays fast for `foylectl get` (typed many times): heavy libraries
+(kopf, kubernetes, watchdog, prometheus) are imported by the commands that
+need them, never here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from controller.output import OUTPUTS
+
+DESCRIPTION = """\
+Continuous log processing and learning for Foyle and RunMe.
+
+foylectl watches Foyle's and RunMe's log files and keeps Traces, BlockLogs,
+LogFiles and Examples converged to their contents, in an embedded SQLite store
+(default) or as Kubernetes custom resources.
+
+Common use:
+  foylectl run                      watch the default log dirs, keep the store current
+  foylectl get blocklogs -w         follow block logs from another terminal
+  foylectl analyze --logs DIR       process every log once and exit
+  foylectl examples search "TEXT"   the learned examples nearest to TEXT
+"""
+
+
+class UsageError(Exception):
+    """Arguments that cannot work: printed as one line, exit code 2."""
+
+
+def _state_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        help="where the store, journal and index live"
+        " (default: $FOYLECTL_STATE_DIR or ~/.foyle/controller)",
+    )
+
+
+def _store_args(p: argparse.ArgumentParser) -> None:
+    _state_args(p)
+    p.add_argument(
+        "--store",
+        choices=("sqlite", "kube"),
+        default="sqlite",
+        help="sqlite: the embedded store in the state dir (default); kube: custom resources",
+    )
+    p.add_argument(
+        "--namespace", default="foyle", help="namespace for --store kube (default foyle)"
+    )
+    p.add_argument(
+        "--kubeconfig", help="kubeconfig for --store kube (default: in-cluster or ~/.kube/config)"
+    )
+
+
+def _log_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--logs",
+        type=Path,
+        action="append",
+        metavar="DIR",
+        help="a log directory, searched recursively for *.json and *.jsonl (repeatable;"
+        " default: ~/.foyle/logs/raw and RunMe's log dir)",
+    )
+    p.add_argument(
+        "--max-line-bytes",
+        type=int,
+        default=16 << 20,
+        help="longer lines are skipped and counted as bad (default 16 MiB)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="foylectl",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "analyze", help="process every complete line of every log file once, then exit"
+    )
+    _log_args(p)
+    _store_args(p)
+    p.add_argument("--no-learn", action="store_true", help="do not derive Examples")
+    p.add_argument(
+        "--training-dir",
+        type=Path,
+        action="append",
+        help="where Examples are written for Foyle (repeatable; default ~/.foyle/training)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="never show the progress bar")
+
+    p = sub.add_parser("run", help="watch the log directories and keep everything converged")
+    _log_args(p)
+    _store_args(p)
+    p.add_argument(
+        "--poll",
+        action="store_true",
+        help="poll for changes instead of inotify (network filesystems)",
+    )
+    p.add_argument("--workers", type=int, default=2, help="worker threads per queue (default 2)")
+    p.add_argument(
+        "--metrics-addr", metavar="HOST:PORT", help="serve /metrics, /healthz and /readyz here"
+    )
+    p.add_argument(
+        "--rescan-interval",
+        type=float,
+        default=30.0,
+        help="seconds between full rescans, the backstop for lost events (default 30)",
+    )
+    p.add_argument(
+        "--abandon-after",
+        type=float,
+        default=600.0,
+        help="seconds without a line before an unfinished trace is Abandoned (default 600)",
+    )
+    p.add_argument(
+        "--retention",
+        type=float,
+        default=3600.0,
+        help="seconds a Complete trace keeps its raw journal entries (default 3600)",
+    )
+    p.add_argument(
+        "--no-learn", action="store_true", help="do not run the learning controller in this process"
+    )
+    p.add_argument(
+        "--training-dir",
+        type=Path,
+        action="append",
+        help="where Examples are written for Foyle (repeatable; default ~/.foyle/training)",
+    )
+    p.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="log line format on stderr"
+    )
+    p.add_argument(
+        "--node", help="this node's name, for LogFiles in a cluster (default: host name)"
+    )
+
+    p = sub.add_parser("get", help="list resources (like kubectl get)")
+    p.add_argument("kind", help="logfiles (lf), traces (tr), blocklogs (bl), examples (ex)")
+    p.add_argument("name", nargs="?", help="a resource name or raw id")
+    p.add_argument("-o", "--output", choices=OUTPUTS, default="table")
+    p.add_argument(
+        "-w", "--watch", action="store_true", help="after listing, print changes as they happen"
+    )
+    p.add_argument("-l", "--selector", help="label selector, e.g. foyle.io/node=host1")
+    _store_args(p)
+
+    p = sub.add_parser(
+        "describe", help="a readable view of one resource (a BlockLog with its traces)"
+    )
+    p.add_argument("kind")
+    p.add_argument("name", help="a resource name or raw id")
+    _store_args(p)
+
+    p = sub.add_parser(
+        "learn", help="turn every learnable BlockLog into an Example, then exit (or --follow)"
+    )
+    _store_args(p)
+    p.add_argument("--follow", action="store_true", help="keep following the store's changes")
+    p.add_argument(
+        "--training-dir",
+        type=Path,
+        action="append",
+        help="where Examples are written for Foyle (repeatable)",
+    )
+    p.add_argument(
+        "--openai-api-key-file",
+        type=Path,
+        help="embed with OpenAI text-embedding-3-small (default: local BM25, no network)",
+    )
+
+    p = sub.add_parser("examples", help="work with learned examples")
+    ex = p.add_subparsers(dest="examples_command", metavar="SUBCOMMAND", required=True)
+    s = ex.add_parser("search", help="the examples whose query is nearest to TEXT")
+    s.add_argument("text")
+    s.add_argument("-k", type=int, default=3, help="how many (default 3)")
+    s.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    _state_args(s)
+
+    p = sub.add_parser(
+        "operator", help="run the in-cluster operator (kopf): the learning controller on CRDs"
+    )
+    p.add_argument("--namespace", default="foyle")
+    p.add_argument("--standalone", action="store_true", help="no peering with other operators")
+    p.add_argument("--peering", default=None, help="kopf peering object name")
+    p.add_argument(
+        "--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint"
+    )
+    _state_args(p)
+    p.add_argument(
+        "--training-dir", type=Path, action="append", help="where Examples are written (repeatable)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from controller import app
+    from controller.store.base import StoreUnavailable
+
+    try:
+        return app.dispatch(args)
+    except (UsageError, StoreUnavailable) as err:
+        print(f"foylectl: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0

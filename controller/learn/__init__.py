@@ -1,0 +1,1 @@
+"""Pure learning rule (BlockLog -> Example) and the retrieval index."""

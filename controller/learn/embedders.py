@@ -1,0 +1,94 @@
+"""Embedders turn query texts into vectors for the retrieval index.
+
+The index works without one (SQLite FTS5 / BM25); an embedder is used when
+configured, e.g. OpenAI's `text-embedding-3-small`, the model Foyle used. The
+OpenAI client is a few lines of urllib: one POST, no SDK to install or import
+at start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Protocol
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+OPENAI_MODEL = "text-embedding-3-small"
+
+
+class Embedder(Protocol):
+    """`name` identifies the vector space: vectors from different names never mix."""
+
+    name: str
+
+    def embed(self, texts: list[str]) -> list[list[float]]: ...
+
+
+class EmbeddingError(RuntimeError):
+    """The embedding service failed; the message says why (never the API key)."""
+
+
+class OpenAIEmbedder:
+    """OpenAI's embeddings endpoint (POST {base_url}/embeddings, Bearer key)."""
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        base_url: str = OPENAI_BASE_URL,
+        model: str = OPENAI_MODEL,
+        timeout: float = 30.0,
+    ) -> None:
+        if not api_key:
+            raise ValueError("an OpenAI API key is required for the OpenAI embedder")
+        self.name = model
+        self._api_key = api_key
+        self._url = base_url.rstrip("/") + "/embeddings"
+        self._timeout = timeout
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        request = urllib.request.Request(
+            self._url,
+            data=json.dumps({"model": self.name, "input": texts}).encode(),
+            headers={
+                "Authorization": f"Bearer {self._api_key}",
+                "Content-Type": "application/json",
+            },
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout) as response:
+                body = json.loads(response.read())
+        except urllib.error.HTTPError as err:
+            raise EmbeddingError(
+                f"{self._url}: HTTP {err.code}: {_error_message(err.read())}"
+            ) from err
+        except (urllib.error.URLError, TimeoutError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            raise EmbeddingError(f"{self._url}: cannot reach the embeddings API: {reason}") from err
+        except ValueError as err:
+            raise EmbeddingError(f"{self._url}: the response is not JSON: {err}") from err
+        return _vectors(body, len(texts), self._url)
+
+
+def _vectors(body: object, expected: int, url: str) -> list[list[float]]:
+    """The embeddings in input order (the API tags each with its input's index)."""
+    try:
+        data = sorted(body["data"], key=lambda d: d["index"])  # type: ignore[index]
+        vectors = [[float(x) for x in d["embedding"]] for d in data]
+    except (KeyError, TypeError, ValueError) as err:
+        raise EmbeddingError(f"{url}: unexpected response shape: {err!r}") from err
+    if len(vectors) != expected:
+        raise EmbeddingError(f"{url}: asked for {expected} embeddings, got {len(vectors)}")
+    return vectors
+
+
+def _error_message(raw: bytes) -> str:
+    """OpenAI's `error.message` when the body has one, else the start of the body."""
+    try:
+        return str(json.loads(raw)["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return raw[:200].decode("utf-8", "replace") or "(empty body)"

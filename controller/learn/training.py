@@ -1,0 +1,81 @@
+"""Foyle training files: one `<name>.example.binpb` per Example in each training directory.
+
+Foyle's agent globs `*.example.binpb` and may read while we write, so each file
+is written to a hidden temp file in the same directory (the glob never matches
+it), fsynced, and renamed over the old one: a reader sees the old or the new
+file, never half of one. The file name is the Example's `metadata.name`, which
+is DNS-1123 safe, never the raw block id (untrusted, may hold `/` or `..`).
+A file whose bytes are already right is left alone, so re-reconciling writes
+nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from controller.api.kinds import Resource
+from controller.api.names import is_valid_name
+from controller.learn.foyle_pb import example_to_proto
+
+SUFFIX = ".example.binpb"
+
+
+class TrainingWriter:
+    """Writes and deletes an Example's training file in every configured directory."""
+
+    def __init__(self, dirs: Sequence[Path]) -> None:
+        self.dirs = [Path(d).expanduser() for d in dirs]
+
+    def path_for(self, directory: Path, name: str) -> Path:
+        if not is_valid_name(name):
+            raise ValueError(f"not a safe Example name for a training file: {name[:80]!r}")
+        return directory / f"{name}{SUFFIX}"
+
+    def write(self, example: Resource, embedding: Sequence[float] | None = None) -> list[str]:
+        """Write the Example's file everywhere; returns the paths (written or already right)."""
+        data = example_to_proto(example, embedding)
+        name = example["metadata"]["name"]
+        paths = []
+        for directory in self.dirs:
+            path = self.path_for(directory, name)
+            if _read(path) != data:
+                _atomic_write(path, data)
+            paths.append(str(path))
+        return paths
+
+    def delete(self, name: str) -> None:
+        """Remove the Example's file from every directory (absent files are fine)."""
+        for directory in self.dirs:
+            with contextlib.suppress(FileNotFoundError):
+                self.path_for(directory, name).unlink()
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)

@@ -1,0 +1,1 @@
+"""Log reading: line framing, file identity and watermarks, entry normalisation."""

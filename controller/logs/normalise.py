@@ -1,0 +1,85 @@
+"""One parsed log line (Foyle's or RunMe's key names) -> the writer-neutral Entry.
+
+Foyle and RunMe name the same facts differently (`time`/`ts`, `traceId`/`_id`,
+`request`/`req`...). Folding both into one Entry here means nothing downstream
+knows which writer produced a line; Foyle itself never read `ts`, which left
+every RunMe trace at time zero. Values of the wrong type become the field's
+empty value rather than an error: a log line is untrusted input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from controller.api.entry import Entry
+
+LOG_EVENTS_FUNCTION = "agent.(*Agent).LogEvents"
+EVENT_KEYS = ("eventId", "eventType", "selectedCellId", "contextId", "event")
+
+
+def normalise(obj: dict[str, Any], offset: int, digest: int) -> Entry:
+    """The Entry for the line starting at byte `offset` whose bytes have CRC `digest`."""
+    function = _str(obj.get("function"))
+    exit_code = obj.get("exitCode")
+    block_ids = obj.get("blockIds")
+    return Entry(
+        time=_time(_first(obj, "time", "ts")),
+        offset=offset,
+        digest=digest,
+        trace_id=_str(_first(obj, "traceId", "_id")),
+        function=function,
+        message=_str(_first(obj, "message", "msg")),
+        eval_mode=obj.get("evalMode") is True,
+        request=decode_payload(_first(obj, "request", "req")),
+        response=decode_payload(_first(obj, "response", "resp")),
+        exit_code=exit_code if type(exit_code) is int else None,
+        known_id=_str(_first(obj, "knownID", "knownId")),
+        block_ids=_str_tuple(block_ids),
+        event=_event(obj) if LOG_EVENTS_FUNCTION in function else None,
+    )
+
+
+def decode_payload(value: Any) -> Any:
+    """A JSON object logged as a string (zap's `String` field) becomes the object."""
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        try:
+            decoded = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return value
+        if isinstance(decoded, dict):
+            return decoded
+    return value
+
+
+def _first(obj: dict[str, Any], *keys: str) -> Any:
+    """The value of the first key present with a non-null value (Foyle's name first)."""
+    for key in keys:
+        value = obj.get(key)
+        if value is not None:
+            return value
+    return None
+
+
+def _time(value: Any) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return 0.0
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _str_tuple(value: Any) -> tuple[str, ...]:
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return tuple(value)
+    return ()
+
+
+def _event(obj: dict[str, Any]) -> dict[str, Any]:
+    event = {key: obj[key] for key in EVENT_KEYS if key in obj}
+    if "event" in event:
+        event["event"] = decode_payload(event["event"])
+    return event

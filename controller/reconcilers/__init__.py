@@ -1,0 +1,1 @@
+"""Glue: read state, call the pure core, write state."""

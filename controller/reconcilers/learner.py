@@ -1,0 +1,198 @@
+"""The learner: keeps one Example, its training files and its index entry per learnable BlockLog.
+
+Keyed by BlockLog name (an Example shares its BlockLog's name). `reconcile`
+reads the BlockLog and converges everything derived from it:
+
+* learnable -> the Example (spec written only when it changed), the index
+  entry, the training files (with the index's embedding when there is one),
+  then the Example's status (`indexedTime`, `trainingFiles`,
+  `observedGeneration`), rewritten only when something moved;
+* absent or no longer learnable (e.g. a later execution undid the fix) -> the
+  index entry, the training files and then the Example are deleted. Derived
+  data goes first so a crash in between leaves an Example to find next time.
+
+Level-triggered and idempotent: a repeated call on an unchanged BlockLog makes
+no store writes and no file writes. Learning reads only BlockLogs, so it can be
+redone (`learn_all`) without reprocessing any log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import orjson
+
+from controller.api.kinds import Resource
+from controller.api.resource import rfc3339
+from controller.learn.index import ExampleIndex
+from controller.learn.query import query_text
+from controller.learn.rule import example_for, learnability
+from controller.learn.training import TrainingWriter
+from controller.store.base import NotFound, Store, read_modify_write
+
+log = logging.getLogger(__name__)
+
+KIND = "Example"
+
+
+class _Counter(Protocol):
+    def labels(self, *values: str) -> _Counter: ...
+
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class Metrics(Protocol):
+    """What the learner needs from a metrics registry (runtime.metrics.MetricsRegistry fits)."""
+
+    def counter(self, name: str, doc: str, labels: Sequence[str] = ()) -> Any: ...
+
+
+class _NullCounter:
+    def labels(self, *values: str) -> _NullCounter:
+        return self
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+
+class LearnerReconciler:
+    """BlockLog -> Example + training files + index entry (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        index: ExampleIndex,
+        training: TrainingWriter,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.index = index
+        self.training = training
+        self.clock = clock
+        self._learned: _Counter = _NullCounter()
+        self._not_learnable: _Counter = _NullCounter()
+        self._errors: _Counter = _NullCounter()
+        if metrics is not None:
+            self._learned = metrics.counter(
+                "learner_examples_total", "Examples created or changed by the learner."
+            )
+            self._not_learnable = metrics.counter(
+                "learner_not_learnable_total",
+                "Reconciles that found a BlockLog not learnable, by reason.",
+                ["reason"],
+            )
+            self._errors = metrics.counter(
+                "learner_reconcile_errors_total", "Learner reconciles that raised."
+            )
+
+    def reconcile(self, name: str) -> None:
+        """Converge the Example and its derived data for BlockLog `name`."""
+        try:
+            self._reconcile(name)
+        except Exception:
+            self._errors.inc()
+            raise
+
+    def _reconcile(self, name: str) -> None:
+        try:
+            blocklog = self.store.get("BlockLog", name)
+        except NotFound:
+            self._forget(name)
+            return
+        learnable, reason = learnability(blocklog)
+        example = example_for(blocklog) if learnable else None
+        if example is None:
+            self._not_learnable.labels(reason).inc()
+            self._forget(name)
+            return
+        if self._write_spec(example):
+            self._learned.inc()
+        self.index.upsert(
+            name,
+            query_text(example["spec"]["query"]),
+            orjson.dumps(example, option=orjson.OPT_SORT_KEYS).decode(),
+        )
+        files = self.training.write(example, self.index.embedding(name))
+        self._write_status(name, files)
+
+    def _write_spec(self, example: Resource) -> bool:
+        """Create or update the Example's spec, labels and owner; True when they changed."""
+        changed = False
+
+        def mutate(current: Resource | None) -> Resource | None:
+            nonlocal changed
+            if current is None:
+                changed = True
+                return example
+            desired = dict(current, spec=example["spec"])
+            desired["metadata"] = dict(current["metadata"])
+            for key in ("labels", "ownerReferences"):
+                if key in example["metadata"]:
+                    desired["metadata"][key] = example["metadata"][key]
+                else:
+                    desired["metadata"].pop(key, None)
+            changed = desired != current
+            return desired if changed else None
+
+        read_modify_write(self.store, KIND, example["metadata"]["name"], mutate)
+        return changed
+
+    def _write_status(self, name: str, files: list[str]) -> None:
+        def mutate(current: Resource | None) -> Resource | None:
+            if current is None:
+                return None  # deleted meanwhile; the next reconcile decides again
+            status = current.get("status") or {}
+            generation = current["metadata"].get("generation", 1)
+            if (
+                status.get("observedGeneration") == generation
+                and status.get("trainingFiles") == files
+                and status.get("indexedTime")
+            ):
+                return None
+            current["status"] = dict(
+                status,
+                indexedTime=rfc3339(self.clock()),
+                trainingFiles=files,
+                observedGeneration=generation,
+            )
+            return current
+
+        read_modify_write(self.store, KIND, name, mutate)
+
+    def _forget(self, name: str) -> None:
+        self.index.delete(name)
+        self.training.delete(name)
+        with contextlib.suppress(NotFound):
+            self.store.delete(KIND, name)
+
+
+def learn_all(store: Store, reconciler: LearnerReconciler) -> dict[str, int]:
+    """One pass over every BlockLog, plus Examples and index entries left without one.
+
+    A failing BlockLog is logged and counted, and the pass goes on.
+    """
+    counts = {"blocklogs": 0, "learnable": 0, "notLearnable": 0, "orphans": 0, "errors": 0}
+    blocklogs = store.list("BlockLog")
+    live = {b["metadata"]["name"] for b in blocklogs}
+    orphans = ({e["metadata"]["name"] for e in store.list(KIND)} | reconciler.index.names()) - live
+    work = [(b["metadata"]["name"], learnability(b)[0]) for b in blocklogs]
+    for name in sorted(orphans):
+        work.append((name, False))
+    for name, learnable in work:
+        try:
+            reconciler.reconcile(name)
+        except Exception:
+            log.exception("learner: reconcile of %s failed", name)
+            counts["errors"] += 1
+            continue
+        if name in orphans:
+            counts["orphans"] += 1
+        else:
+            counts["blocklogs"] += 1
+            counts["learnable" if learnable else "notLearnable"] += 1
+    return counts

@@ -1,0 +1,380 @@
+"""LogFile reconciler: bring the journal up to the bytes a log path holds now.
+
+`reconcile(path)` is level-triggered: it looks at what the path is now (which
+file identity, how long) and at what the journal says was read, and closes
+the gap. Watchdog events only say "look again".
+
+* Same identity, longer: read complete lines from the watermark, in batches;
+  each batch commits entries + watermark in one journal transaction, then
+  the traces it touched are handed on (`on_traces`).
+* Different identity at the path (rename+create rotation, inode reuse):
+  drain the old file through the handle still open on it, mark it Rotated
+  (or Deleted when its last link is gone), then start the new file at 0;
+  an identity already known under another path (renamed into this one) goes
+  on from its own watermark, so nothing is read twice.
+* Shorter than the watermark or first bytes changed (copytruncate,
+  truncation): a new file row from offset 0, the truncation counted and the
+  bytes that could not be read reported in `unreadBytes`.
+* Gone: drain by handle, then phase Deleted. Unreadable: phase says so.
+
+The LogFile resource is published at most once a second per file (and once
+more when the file goes quiet), not on every batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import orjson
+
+from controller.analyze.traces import classify, trace_key
+from controller.api.entry import Entry
+from controller.api.names import name_for_id
+from controller.api.resource import new_resource, rfc3339
+from controller.logs.framing import CarryState, ReadBatch, read_batch
+from controller.logs.identity import (
+    FINGERPRINT_BYTES,
+    FileIdentity,
+    grow_fingerprint,
+    identify,
+    still_same,
+)
+from controller.reconcilers.result import DONE, Result
+from controller.store.base import Store, read_modify_write
+from controller.store.journal import Batch, FileRow, Journal, WatermarkMoved
+
+log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class LogFileSettings:
+    node: str = "local"
+    max_line_bytes: int = 16 << 20
+    batch_bytes: int = 4 << 20
+    bytes_per_reconcile: int = 32 << 20  # then requeue, so one huge file cannot starve others
+    publish_interval: float = 1.0
+    idle_after: float = 300.0
+    max_open_files: int = 256
+
+
+def entry_body(entry: Entry) -> bytes:
+    """The journal's copy of an entry; payloads are kept only where analysis can use them."""
+    data = entry.to_dict()
+    if classify(entry.function) is None:
+        data.pop("request", None)
+        data.pop("response", None)
+    return orjson.dumps(data)
+
+
+def logfile_name(row: FileRow, node: str) -> str:
+    base = os.path.basename(row.path) or "file"
+    return name_for_id(f"{base}-{node}-{row.uid[:10]}")
+
+
+def _identity(row: FileRow) -> FileIdentity:
+    return FileIdentity(row.device, row.inode, row.fingerprint, row.fingerprint_len)
+
+
+class _Handles:
+    """Open files by journal row id, least recently used closed first (bounded fds)."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._files: OrderedDict[int, BinaryIO] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, file_id: int) -> BinaryIO | None:
+        with self._lock:
+            f = self._files.get(file_id)
+            if f is not None:
+                self._files.move_to_end(file_id)
+            return f
+
+    def put(self, file_id: int, f: BinaryIO) -> None:
+        with self._lock:
+            old = self._files.pop(file_id, None)
+            if old is not None and old is not f:
+                old.close()
+            self._files[file_id] = f
+            while len(self._files) > self._limit:
+                _, victim = self._files.popitem(last=False)
+                victim.close()
+
+    def close(self, file_id: int) -> None:
+        with self._lock:
+            f = self._files.pop(file_id, None)
+        if f is not None:
+            f.close()
+
+    def close_all(self) -> None:
+        with self._lock:
+            files, self._files = list(self._files.values()), OrderedDict()
+        for f in files:
+            f.close()
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+
+class LogFileReconciler:
+    def __init__(
+        self,
+        journal: Journal,
+        store: Store,
+        on_traces: Callable[[set[str]], None],
+        settings: LogFileSettings | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.journal = journal
+        self.store = store
+        self.on_traces = on_traces
+        self.settings = settings or LogFileSettings()
+        self.clock = clock
+        self.handles = _Handles(self.settings.max_open_files)
+        self._published: dict[int, tuple[float, tuple]] = {}
+        self._last_growth: dict[int, float] = {}
+        self._path_locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    # -- entry point ---------------------------------------------------------------------
+
+    def reconcile(self, path: str) -> Result:
+        with self._lock_for(path):
+            return self._reconcile(path)
+
+    def close(self) -> None:
+        self.handles.close_all()
+
+    def _lock_for(self, path: str) -> threading.Lock:
+        # The queue never hands one path to two workers, but a file renamed from one
+        # watched path to another is reachable from both keys.
+        with self._locks_guard:
+            return self._path_locks.setdefault(path, threading.Lock())
+
+    def _reconcile(self, path: str) -> Result:
+        row = self.journal.active_file_at(path)
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - the handle outlives this call (see _Handles)
+        except FileNotFoundError:
+            if row is not None:
+                self._retire(row)
+            return DONE
+        except (PermissionError, IsADirectoryError, OSError) as err:
+            return self._unreadable(path, row, err)
+
+        ident = identify(f)
+        if row is not None and self._same(row, f, ident):
+            target = row
+            cached = self.handles.get(row.id)
+            if cached is not None:
+                f.close()
+                f = cached
+        else:
+            target = self._adopt(path, row, f, ident)
+        self.handles.put(target.id, f)
+        return self._read(target, f)
+
+    # -- identity ------------------------------------------------------------------------
+
+    def _same(self, row: FileRow, f: BinaryIO, ident: FileIdentity) -> bool:
+        if (row.device, row.inode) != (ident.device, ident.inode):
+            return False
+        size = os.fstat(f.fileno()).st_size
+        return size >= row.watermark and still_same(_identity(row), f)
+
+    def _adopt(self, path: str, old: FileRow | None, f: BinaryIO, ident: FileIdentity) -> FileRow:
+        """The path holds a file the active row does not describe: settle the old, find the new."""
+        truncated = old is not None and (old.device, old.inode) == (ident.device, ident.inode)
+        if old is not None:
+            self._retire(old, truncated=truncated)
+        for candidate in self.journal.files_with_inode(ident.device, ident.inode):
+            if candidate.phase in ("Rotated", "Deleted") and still_same(_identity(candidate), f):
+                size = os.fstat(f.fileno()).st_size
+                if size >= candidate.watermark:
+                    self.journal.update_file(candidate.id, path=path, phase="Active")
+                    log.info("file %s is the rotated file %s, continuing", path, candidate.path)
+                    return self.journal.file(candidate.id)
+        new = self.journal.add_file(
+            path, ident.device, ident.inode, ident.fingerprint, ident.fingerprint_len
+        )
+        if truncated and old is not None:
+            unread = max(0, old.size - old.watermark)
+            self.journal.update_file(
+                new.id, truncations=old.truncations + 1, unread_bytes=old.unread_bytes + unread
+            )
+            log.warning(
+                "log file %s was truncated at offset %d; reading it again from 0"
+                " (%d bytes written before the truncation could not be read)",
+                path,
+                old.watermark,
+                unread,
+            )
+            new = self.journal.file(new.id)
+        return new
+
+    def _retire(self, row: FileRow, *, truncated: bool = False) -> None:
+        """Drain what the old handle can still read, then mark the row Rotated or Deleted."""
+        handle = self.handles.get(row.id)
+        still_linked = False
+        if handle is not None and not truncated:
+            self._read(row, handle, drain=True)
+            still_linked = os.fstat(handle.fileno()).st_nlink > 0
+        self.handles.close(row.id)
+        phase = "Rotated" if truncated or still_linked else "Deleted"
+        self.journal.update_file(row.id, phase=phase)
+        self._publish(self.journal.file(row.id), force=True)
+
+    def _unreadable(self, path: str, row: FileRow | None, err: OSError) -> Result:
+        message = f"{type(err).__name__}: {err.strerror or err}"
+        if row is None:
+            try:
+                st = os.stat(path)
+            except OSError:
+                return DONE
+            if not os.path.isfile(path):
+                return DONE
+            row = self.journal.add_file(path, st.st_dev, st.st_ino, "", 0)
+        if row.phase != "Unreadable" or row.last_error != message:
+            log.warning("cannot read log file %s: %s", path, message)
+            self.journal.update_file(row.id, phase="Unreadable", last_error=message)
+            self._publish(self.journal.file(row.id), force=True)
+        return DONE
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _read(self, row: FileRow, f: BinaryIO, *, drain: bool = False) -> Result:
+        budget = None if drain else self.settings.bytes_per_reconcile
+        offset, carry = row.watermark, CarryState(row.carry)
+        grew = False
+        if not row.fingerprint or row.fingerprint_len < FINGERPRINT_BYTES:
+            self._grow_fingerprint(row, f)
+        while budget is None or budget > 0:
+            size = os.fstat(f.fileno()).st_size
+            chunk = (
+                self.settings.batch_bytes
+                if budget is None
+                else min(self.settings.batch_bytes, budget)
+            )
+            rb = read_batch(
+                f, offset, carry, max_bytes=chunk, max_line_bytes=self.settings.max_line_bytes
+            )
+            if rb.next_offset == offset and rb.carry == carry:
+                break
+            try:
+                touched = self.journal.commit_batch(self._batch(row.id, rb, size), self.clock())
+            except WatermarkMoved:
+                log.info("file %s: another reader advanced it; looking again", row.path)
+                return Result(requeue=True)
+            grew = True
+            if touched:
+                self.on_traces(touched)
+            offset, carry = rb.next_offset, rb.carry
+            if budget is not None:
+                budget -= rb.next_offset - rb.start_offset
+        now = self.clock()
+        if grew:
+            self._last_growth[row.id] = now
+        current = self.journal.file(row.id)
+        size = os.fstat(f.fileno()).st_size
+        if current.size != size:
+            self.journal.update_file(row.id, size=size)
+            current.size = size
+        phase = self._phase(current, now)
+        if phase != current.phase and current.phase in ("Active", "Idle", "Unreadable"):
+            self.journal.update_file(row.id, phase=phase, last_error="")
+            current.phase, current.last_error = phase, ""
+        if drain:
+            return DONE
+        more = budget is not None and budget <= 0
+        published = self._publish(current, force=False)
+        if more:
+            return Result(requeue=True)
+        if not published:
+            return Result(requeue_after=self.settings.publish_interval)
+        return DONE
+
+    def _phase(self, row: FileRow, now: float) -> str:
+        last = self._last_growth.get(row.id)
+        if last is None:
+            self._last_growth[row.id] = now
+            return "Active"
+        return "Idle" if now - last >= self.settings.idle_after else "Active"
+
+    def _grow_fingerprint(self, row: FileRow, f: BinaryIO) -> None:
+        """Lengthen a short fingerprint once the file has more bytes (same first bytes only)."""
+        try:
+            grown = grow_fingerprint(_identity(row), f)
+        except ValueError:
+            return  # not the same file any more: the next reconcile adopts the new content
+        if grown.fingerprint_len > row.fingerprint_len:
+            self.journal.update_file(
+                row.id, fingerprint=grown.fingerprint, fingerprint_len=grown.fingerprint_len
+            )
+            row.fingerprint, row.fingerprint_len = grown.fingerprint, grown.fingerprint_len
+
+    def _batch(self, file_id: int, rb: ReadBatch, size: int) -> Batch:
+        entries: list[tuple[int, str, bytes]] = []
+        for entry in rb.entries:
+            key = trace_key(entry)
+            if key is not None:
+                entries.append((entry.offset, key, entry_body(entry)))
+        return Batch(
+            file_id=file_id,
+            start_offset=rb.start_offset,
+            next_offset=rb.next_offset,
+            carry=rb.carry.value,
+            size=max(size, rb.next_offset),
+            lines=rb.lines,
+            bad_lines=len(rb.bad),
+            last_bad_offset=rb.bad[-1].offset if rb.bad else None,
+            entries=entries,
+        )
+
+    # -- the LogFile resource ------------------------------------------------------------
+
+    def _publish(self, row: FileRow, *, force: bool) -> bool:
+        """Write the LogFile status if it changed, at most once per publish interval."""
+        now = self.clock()
+        status = {
+            "offset": row.watermark,
+            "size": row.size,
+            "lines": row.lines,
+            "badLines": row.bad_lines,
+            "truncations": row.truncations,
+            "unreadBytes": row.unread_bytes,
+            "phase": row.phase,
+            "device": row.device,
+            "inode": row.inode,
+            "fingerprint": row.fingerprint,
+        }
+        if row.last_bad_offset is not None:
+            status["lastBadOffset"] = row.last_bad_offset
+        if row.last_error:
+            status["lastError"] = row.last_error
+        signature = tuple(sorted(status.items())) + (row.path,)
+        last = self._published.get(row.id)
+        if last is not None and last[1] == signature:
+            return True
+        if not force and last is not None and now - last[0] < self.settings.publish_interval:
+            return False
+        status["lastSyncTime"] = rfc3339(now)
+        name = logfile_name(row, self.settings.node)
+        spec = {"path": row.path, "node": self.settings.node}
+
+        def mutate(current: dict | None) -> dict | None:
+            desired = current or new_resource(
+                "LogFile", name, spec, labels={"foyle.io/node": self.settings.node}, name=name
+            )
+            desired["spec"] = spec
+            desired["status"] = status
+            return desired
+
+        read_modify_write(self.store, "LogFile", name, mutate)
+        self._published[row.id] = (now, signature)
+        return True

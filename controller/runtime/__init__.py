@@ -1,0 +1,1 @@
+"""Work queue, manager, metrics and health endpoints."""

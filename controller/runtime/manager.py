@@ -1,0 +1,220 @@
+"""The manager: wires the controllers, the watcher, resync, GC and shutdown.
+
+Flow (see docs/design.md):
+
+    watchdog / scans --path--> [logfile] --trace keys--> [trace] --names--> [blocklog] --> [example]
+
+Every arrow is a hint into a de-duplicating queue; the journal's durable dirty
+marks and the store's `observedGeneration` are what `resync()` re-queues on
+start, so no queue needs to survive a crash. `run_until_idle()` drives the
+very same controllers to completion for the one-shot `foylectl analyze`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from controller.reconcilers.blocklog import BlockLogReconciler
+from controller.reconcilers.logfile import LogFileReconciler, LogFileSettings
+from controller.reconcilers.result import Result
+from controller.reconcilers.trace import TraceReconciler, TraceSettings, collect_garbage
+from controller.runtime.controller import Controller
+from controller.runtime.metrics import MetricsRegistry
+from controller.runtime.watcher import LogWatcher, scan
+from controller.settings import Settings
+from controller.store.base import Store
+from controller.store.journal import BLOCKLOGS, TRACES, Journal
+
+log = logging.getLogger(__name__)
+
+
+class Manager:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        journal: Journal,
+        registry: MetricsRegistry | None = None,
+        learner: Callable[[str], object] | None = None,
+        oneshot: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.journal = journal
+        self.registry = registry or MetricsRegistry()
+        workers = max(1, settings.workers)
+        self.logfile_reconciler = LogFileReconciler(
+            journal,
+            store,
+            on_traces=self._on_traces,
+            settings=LogFileSettings(
+                node=settings.node,
+                max_line_bytes=settings.max_line_bytes,
+                publish_interval=0.0 if oneshot else 1.0,
+            ),
+        )
+        self.logfiles = Controller(
+            "logfile", self._reconcile_logfile, self.registry, workers=workers, oneshot=oneshot
+        )
+        self.traces = Controller(
+            "trace",
+            TraceReconciler(
+                journal,
+                store,
+                on_blocklogs=self._on_blocklogs,
+                settings=TraceSettings(settings.abandon_after, settings.retention),
+            ).reconcile,
+            self.registry,
+            workers=workers,
+            oneshot=oneshot,
+        )
+        self.examples = (
+            Controller("example", learner, self.registry, workers=1, oneshot=oneshot)
+            if learner
+            else None
+        )
+        self.blocklogs = Controller(
+            "blocklog",
+            BlockLogReconciler(store, journal).reconcile,
+            self.registry,
+            workers=workers,
+            after=self.examples.add if self.examples else None,
+            oneshot=oneshot,
+        )
+        self.controllers = [
+            c for c in (self.logfiles, self.traces, self.blocklogs, self.examples) if c
+        ]
+        self.watcher = LogWatcher(settings.log_dirs, self.logfiles.add, poll=settings.poll)
+        self._initial: set[str] = set()
+        self._initial_lock = threading.Lock()
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._timers: list[threading.Thread] = []
+
+    # -- wiring --------------------------------------------------------------------------
+
+    def _on_traces(self, keys: set[str]) -> None:
+        for key in keys:
+            self.traces.add(key)
+
+    def _on_blocklogs(self, names: set[str]) -> None:
+        for name in names:
+            self.blocklogs.add(name)
+
+    def _reconcile_logfile(self, path: str) -> Result:
+        result = self.logfile_reconciler.reconcile(path)
+        if not result.requeue:
+            with self._initial_lock:
+                self._initial.discard(path)
+        return result
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def resync(self) -> None:
+        """Re-queue what a previous run left unfinished: dirty marks and lagging statuses."""
+        for key in self.journal.dirty_keys(TRACES):
+            self.traces.add(key)
+        for name in self.journal.dirty_keys(BLOCKLOGS):
+            self.blocklogs.add(name)
+        for blocklog in self.store.list("BlockLog"):
+            meta = blocklog["metadata"]
+            if blocklog.get("status", {}).get("observedGeneration") != meta.get("generation"):
+                self.blocklogs.add(meta["name"])
+            if self.examples is not None:
+                self.examples.add(meta["name"])
+        for trace in self.store.list("Trace"):
+            if trace.get("status", {}).get("phase") == "InProgress":
+                self.traces.add(trace["spec"]["id"])
+        for row in self.journal.files(active_only=True):
+            self.logfiles.add(row.path)
+
+    def initial_scan(self) -> int:
+        paths = list(scan(self.settings.log_dirs))
+        with self._initial_lock:
+            self._initial.update(paths)
+        for path in paths:
+            self.logfiles.add(path)
+        return len(paths)
+
+    def start(self) -> None:
+        for controller in self.controllers:
+            controller.start()
+        self.resync()
+        self.watcher.start()  # before the scan: a file created in between is not missed
+        found = self.initial_scan()
+        log.info("initial scan found %d log files", found)
+        self._every(self.settings.rescan_interval, self._rescan, "rescan")
+        self._every(self.settings.gc_interval, self._collect, "gc")
+        self._every(0.05, self._check_ready, "readiness", until_ready=True)
+
+    def _every(
+        self, interval: float, fn: Callable[[], None], name: str, until_ready: bool = False
+    ) -> None:
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                if until_ready and self._ready.is_set():
+                    return
+                try:
+                    fn()
+                except Exception:
+                    log.exception("%s failed; trying again in %.0f s", name, interval)
+
+        thread = threading.Thread(target=loop, name=name, daemon=True)
+        thread.start()
+        self._timers.append(thread)
+
+    def _rescan(self) -> None:
+        for path in scan(self.settings.log_dirs):
+            self.logfiles.add(path)
+        for row in self.journal.files(active_only=True):
+            self.logfiles.add(row.path)
+
+    def _collect(self) -> None:
+        collected = collect_garbage(self.journal, time.time(), self.settings.retention)
+        if collected:
+            log.info("garbage-collected the journal entries of %d complete traces", collected)
+
+    def _check_ready(self) -> None:
+        with self._initial_lock:
+            pending = bool(self._initial)
+        if not pending and all(c.is_idle() for c in self.controllers):
+            if not self._ready.is_set():
+                log.info("caught up with the initial scan; ready")
+            self._ready.set()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def idle(self) -> bool:
+        return all(c.is_idle() for c in self.controllers)
+
+    def run_until_idle(self, timeout: float | None = None) -> bool:
+        """Drive every controller until all queues are empty (the one-shot analyze)."""
+        for controller in self.controllers:
+            controller.start()
+        self.resync()
+        self.initial_scan()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        stable = 0
+        while deadline is None or time.monotonic() < deadline:
+            # Idle twice in a row: a reconcile that just finished may have queued more.
+            stable = stable + 1 if self.idle() else 0
+            if stable >= 2:
+                return True
+            self._stop.wait(0.005)
+        return False
+
+    def stop(self, timeout: float = 8.0) -> bool:
+        """Stop watching, finish in-flight reconciles, close; True when everything drained."""
+        self._stop.set()
+        self.watcher.stop()
+        deadline = time.monotonic() + timeout
+        drained = True
+        for controller in self.controllers:
+            drained &= controller.stop(max(0.1, deadline - time.monotonic()))
+        self.logfile_reconciler.close()
+        return drained

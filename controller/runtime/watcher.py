@@ -1,0 +1,96 @@
+"""Watching log directories: watchdog events as wake-up hints, plus scans.
+
+Events coalesce and can overflow silently (inotify drops them when its queue
+is full), so an event only says "look at this path again". The initial scan
+and a periodic rescan are the backstop that makes a lost event cost a delay,
+never data.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+
+log = logging.getLogger(__name__)
+
+LOG_SUFFIXES = (".json", ".jsonl")
+
+
+def is_log_file(path: str) -> bool:
+    return path.endswith(LOG_SUFFIXES)
+
+
+def scan(directories: list[Path]) -> Iterator[str]:
+    """Every log file under the directories, recursively, in a stable order."""
+    for directory in directories:
+        for root, dirs, files in os.walk(directory):
+            dirs.sort()
+            for name in sorted(files):
+                if is_log_file(name):
+                    yield os.path.join(root, name)
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, on_path: Callable[[str], None]) -> None:
+        self._on_path = on_path
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        paths = [event.src_path, getattr(event, "dest_path", "")]
+        for raw in paths:
+            path = os.fsdecode(raw) if raw else ""
+            if not path:
+                continue
+            if event.is_directory:
+                if event.event_type in ("created", "moved"):
+                    for found in scan([Path(path)]):
+                        self._on_path(found)
+            elif is_log_file(path):
+                self._on_path(path)
+
+
+class LogWatcher:
+    """A watchdog observer (inotify, or polling with `poll=True`) over every log directory."""
+
+    def __init__(
+        self,
+        directories: list[Path],
+        on_path: Callable[[str], None],
+        *,
+        poll: bool = False,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self.directories = directories
+        self._on_path = on_path
+        self._poll = poll
+        self._poll_interval = poll_interval
+        self._observer = None
+
+    def start(self) -> None:
+        if self._poll:
+            from watchdog.observers.polling import PollingObserver
+
+            observer = PollingObserver(timeout=self._poll_interval)
+        else:
+            from watchdog.observers import Observer
+
+            observer = Observer()
+        handler = _Handler(self._on_path)
+        for directory in self.directories:
+            try:
+                observer.schedule(handler, str(directory), recursive=True)
+            except OSError as err:
+                # e.g. the inotify watch limit: the periodic rescan still finds new lines.
+                log.warning("cannot watch %s (%s); relying on the periodic rescan", directory, err)
+        observer.daemon = True
+        observer.start()
+        self._observer = observer
+
+    def stop(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+            self._observer = None

@@ -1,0 +1,64 @@
+"""One settings object for the whole controller, instead of long argument chains."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ENV_STATE_DIR = "FOYLECTL_STATE_DIR"
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get(ENV_STATE_DIR) or Path.home() / ".foyle" / "controller")
+
+
+def default_log_dirs() -> list[Path]:
+    """Foyle's raw logs and RunMe's log directory (per platform), as Foyle itself uses them."""
+    home = Path.home()
+    runme = (
+        home / "Library" / "Application Support" / "runme" / "logs"
+        if platform.system() == "Darwin"
+        else home / ".config" / "runme" / "logs"
+    )
+    return [home / ".foyle" / "logs" / "raw", runme]
+
+
+def default_training_dirs() -> list[Path]:
+    return [Path.home() / ".foyle" / "training"]
+
+
+@dataclass
+class Settings:
+    log_dirs: list[Path] = field(default_factory=default_log_dirs)
+    state_dir: Path = field(default_factory=default_state_dir)
+    store: str = "sqlite"  # or "kube"
+    namespace: str = "foyle"
+    node: str = field(default_factory=socket.gethostname)
+    poll: bool = False
+    workers: int = 2
+    rescan_interval: float = 30.0
+    abandon_after: float = 600.0
+    retention: float = 3600.0
+    gc_interval: float = 60.0
+    max_line_bytes: int = 16 << 20
+    metrics_addr: str | None = None
+    learn: bool = True
+    training_dirs: list[Path] = field(default_factory=default_training_dirs)
+    log_format: str = "text"
+    kube_qps: float = 50.0
+    kube_burst: int = 100
+
+    @property
+    def store_path(self) -> Path:
+        return self.state_dir / "store.db"
+
+    @property
+    def journal_path(self) -> Path:
+        return self.state_dir / "journal.db"
+
+    @property
+    def index_path(self) -> Path:
+        return self.state_dir / "examples-index.db"

@@ -1,0 +1,1 @@
+"""The Store contract and its backends (SQLite, Kubernetes), and the journal."""

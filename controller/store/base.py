@@ -1,0 +1,200 @@
+"""The Store contract: what every backend (SQLite, Kubernetes) must provide.
+
+Objects are Kubernetes-shaped dicts (see controller.api.kinds). The contract
+mirrors the API server's:
+
+* `resourceVersion` is an opaque string set by the store on every write and
+  monotonic across the whole store (SQLite) or per the API server's rules;
+* `update` and `update_status` require the resourceVersion the caller read and
+  raise `Conflict` when the stored one differs; nothing writes blind;
+* `update` writes spec/metadata (labels) only and bumps `metadata.generation`
+  when the spec changed; `update_status` writes status only;
+* `watch(kind, since)` yields every change after resourceVersion `since`, and
+  raises `Gone` when the store no longer remembers that far back (re-list).
+
+`read_modify_write` is the one safe way to change an object concurrently.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from controller.api.kinds import Resource
+
+
+class StoreError(Exception):
+    """Base of the store's errors."""
+
+
+class NotFound(StoreError):
+    pass
+
+
+class AlreadyExists(StoreError):
+    pass
+
+
+class Conflict(StoreError):
+    """The object changed since the caller read it (stale resourceVersion)."""
+
+
+class Gone(StoreError):
+    """A watch asked for history the store no longer keeps: re-list and watch again."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached or opened; the message says how to recover."""
+
+
+EventType = Literal["ADDED", "MODIFIED", "DELETED"]
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    type: EventType
+    object: Resource
+
+    @property
+    def resource_version(self) -> str:
+        return self.object["metadata"]["resourceVersion"]
+
+
+class Store(Protocol):
+    def get(self, kind: str, name: str) -> Resource: ...
+
+    def list(self, kind: str, label_selector: str | None = None) -> list[Resource]: ...
+
+    def list_with_version(
+        self, kind: str, label_selector: str | None = None
+    ) -> tuple[list[Resource], str]:
+        """The objects and the store's resourceVersion to start a watch from."""
+        ...
+
+    def create(self, obj: Resource) -> Resource: ...
+
+    def update(self, obj: Resource) -> Resource: ...
+
+    def update_status(self, obj: Resource) -> Resource: ...
+
+    def delete(self, kind: str, name: str, resource_version: str | None = None) -> None: ...
+
+    def watch(
+        self,
+        kind: str,
+        since: str,
+        timeout: float | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> Iterator[WatchEvent]:
+        """Changes after `since`, in order; ends after `timeout` s or when `stop()` is true."""
+        ...
+
+    def close(self) -> None: ...
+
+
+Mutator = Callable[[Resource | None], Resource | None]
+
+
+def read_modify_write(
+    store: Store,
+    kind: str,
+    name: str,
+    mutate: Mutator,
+    *,
+    attempts: int = 100,
+) -> Resource | None:
+    """Apply `mutate` to the current object and write it back, retrying on Conflict.
+
+    `mutate` receives a deep copy of the stored object (None when absent) and
+    returns the desired object (None: leave it as it is). Spec and metadata go
+    through `update` (or `create`), status through `update_status`, each with
+    the resourceVersion just read, so concurrent writers never lose an update.
+    Returns the stored result, or the unchanged current object.
+    """
+    for _ in range(attempts):
+        try:
+            current: Resource | None = store.get(kind, name)
+        except NotFound:
+            current = None
+        desired = mutate(copy.deepcopy(current) if current is not None else None)
+        if desired is None:
+            return current
+        try:
+            return write_changes(store, current, desired)
+        except (Conflict, AlreadyExists, NotFound):
+            continue
+    raise Conflict(f"{kind}/{name}: gave up after {attempts} conflicting attempts")
+
+
+def write_changes(store: Store, current: Resource | None, desired: Resource) -> Resource:
+    """Write only what differs between `current` and `desired` (no write when equal)."""
+    if current is None:
+        created = store.create(desired)
+        if desired.get("status") and created.get("status") != desired["status"]:
+            created["status"] = desired["status"]
+            created = store.update_status(created)
+        return created
+    result = current
+    if desired.get("spec") != current.get("spec") or _labels(desired) != _labels(current):
+        body = copy.deepcopy(desired)
+        body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        result = store.update(body)
+    if desired.get("status") != current.get("status"):
+        body = copy.deepcopy(result)
+        body["status"] = desired.get("status") or {}
+        result = store.update_status(body)
+    return result
+
+
+def _labels(obj: Resource) -> dict[str, Any]:
+    return obj.get("metadata", {}).get("labels") or {}
+
+
+def parse_label_selector(selector: str | None) -> list[tuple[str, str, str | None]]:
+    """Parse `a=b,c!=d,e,!f` into (key, op, value) with op in = != exists !exists."""
+    if not selector:
+        return []
+    terms: list[tuple[str, str, str | None]] = []
+    for raw in selector.split(","):
+        term = raw.strip()
+        if not term:
+            continue
+        if "!=" in term:
+            key, value = term.split("!=", 1)
+            terms.append((key.strip(), "!=", value.strip()))
+        elif "==" in term:
+            key, value = term.split("==", 1)
+            terms.append((key.strip(), "=", value.strip()))
+        elif "=" in term:
+            key, value = term.split("=", 1)
+            terms.append((key.strip(), "=", value.strip()))
+        elif term.startswith("!"):
+            terms.append((term[1:].strip(), "!exists", None))
+        else:
+            terms.append((term, "exists", None))
+    return terms
+
+
+def matches_labels(obj: Resource, selector: str | None) -> bool:
+    labels = _labels(obj)
+    for key, op, value in parse_label_selector(selector):
+        if op == "=" and labels.get(key) != value:
+            return False
+        if op == "!=" and labels.get(key) == value:
+            return False
+        if op == "exists" and key not in labels:
+            return False
+        if op == "!exists" and key in labels:
+            return False
+    return True
+
+
+def strip_server_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    """A copy without what the store itself sets (for comparing two stores' contents)."""
+    out = copy.deepcopy(obj)
+    meta = out.get("metadata", {})
+    for key in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
+        meta.pop(key, None)
+    return out

@@ -1,0 +1,210 @@
+"""The learner reconciler over a real SQLite store, real training files and a real index."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.learn import foyle_pb
+from controller.learn.index import ExampleIndex
+from controller.learn.training import TrainingWriter
+from controller.reconcilers.learner import LearnerReconciler, learn_all
+from controller.runtime.metrics import MetricsRegistry
+from controller.store.base import NotFound, read_modify_write
+from controller.store.sqlite import SQLiteStore
+
+NOW = 1_713_303_852.0
+GENERATED = "gcloud logging read --project foyle-dev"
+FIXED = "gcloud logging read 'resource.labels.cluster_name=\"dev\"' --project foyle-dev"
+
+
+class Env:
+    def __init__(self, tmp_path: Path) -> None:
+        self.store = SQLiteStore(tmp_path / "store.db")
+        self.index = ExampleIndex(tmp_path / "index.db")
+        self.training_dir = tmp_path / "training"
+        self.metrics = MetricsRegistry()
+        self.learner = LearnerReconciler(
+            self.store,
+            self.index,
+            TrainingWriter([self.training_dir]),
+            self.metrics,
+            clock=lambda: NOW,
+        )
+
+    def put_blocklog(self, name: str, executed: str | None, **status: Any) -> None:
+        """Create or change a BlockLog whose suggestion was GENERATED and ran `executed`."""
+        desired_status: dict[str, Any] = {
+            "doc": {"blocks": [{"kind": "MARKUP", "contents": f"read the {name} logs in dev"}]},
+            "generatedBlock": {"kind": "CODE", "language": "bash", "contents": GENERATED},
+            **status,
+        }
+        if executed is not None:
+            desired_status["executedBlock"] = {
+                "kind": "CODE",
+                "language": "bash",
+                "contents": executed,
+                "id": name,
+            }
+
+        def mutate(current: dict[str, Any] | None) -> dict[str, Any]:
+            obj = current or {
+                "apiVersion": "foyle.io/v1alpha1",
+                "kind": "BlockLog",
+                "metadata": {"name": name},
+                "spec": {"id": name, "genTraceId": "t1", "execTraceIds": []},
+            }
+            obj["status"] = desired_status
+            return obj
+
+        read_modify_write(self.store, "BlockLog", name, mutate)
+
+    def example(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self.store.get("Example", name)
+        except NotFound:
+            return None
+
+    def files(self) -> list[str]:
+        return (
+            sorted(p.name for p in self.training_dir.glob("*"))
+            if self.training_dir.exists()
+            else []
+        )
+
+    def counter(self, name: str, **labels: str) -> float:
+        return self.metrics.value(name, labels) or 0.0
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    e = Env(tmp_path)
+    yield e
+    e.index.close()
+    e.store.close()
+
+
+def test_fixed_suggestion_becomes_example_file_and_index_entry(env: Env) -> None:
+    env.put_blocklog("b1", FIXED)
+    env.learner.reconcile("b1")
+
+    example = env.example("b1")
+    assert example is not None
+    blocklog = env.store.get("BlockLog", "b1")
+    assert example["spec"] == {
+        "id": "b1",
+        "blockLog": "b1",
+        "query": blocklog["status"]["doc"],
+        "answer": [blocklog["status"]["executedBlock"]],
+    }
+    assert example["metadata"]["ownerReferences"][0]["uid"] == blocklog["metadata"]["uid"]
+    path = str(env.training_dir / "b1.example.binpb")
+    assert example["status"] == {
+        "indexedTime": "2024-04-16T21:44:12.000000Z",
+        "trainingFiles": [path],
+        "observedGeneration": example["metadata"]["generation"],
+    }
+    decoded = foyle_pb.Example.FromString(Path(path).read_bytes())
+    assert (decoded.id, decoded.answer[0].contents) == ("b1", FIXED)
+    [(name, _, body)] = env.index.search("read the logs of dev", k=3)
+    assert name == "b1" and json.loads(body)["spec"]["answer"][0]["contents"] == FIXED
+    assert env.counter("learner_examples_total") == 1
+
+
+def test_reconciling_again_writes_nothing(env: Env) -> None:
+    env.put_blocklog("b1", FIXED)
+    env.learner.reconcile("b1")
+    _, version = env.store.list_with_version("Example")
+    inode = (env.training_dir / "b1.example.binpb").stat().st_ino
+
+    env.learner.reconcile("b1")
+    env.learner.reconcile("b1")
+
+    assert env.store.list_with_version("Example")[1] == version
+    assert (env.training_dir / "b1.example.binpb").stat().st_ino == inode
+    assert env.counter("learner_examples_total") == 1
+
+
+def test_a_later_fix_updates_the_example_and_its_file(env: Env) -> None:
+    env.put_blocklog("b1", FIXED)
+    env.learner.reconcile("b1")
+    env.put_blocklog("b1", FIXED + " --limit 10")
+    env.learner.reconcile("b1")
+
+    example = env.example("b1")
+    assert example is not None
+    assert example["spec"]["answer"][0]["contents"] == FIXED + " --limit 10"
+    assert example["metadata"]["generation"] == 2
+    assert example["status"]["observedGeneration"] == 2
+    decoded = foyle_pb.Example.FromString((env.training_dir / "b1.example.binpb").read_bytes())
+    assert decoded.answer[0].contents == FIXED + " --limit 10"
+    assert env.counter("learner_examples_total") == 2
+
+
+@pytest.mark.parametrize(
+    ("executed", "status", "reason"),
+    [
+        (GENERATED, {}, "unchanged"),
+        (FIXED, {"evalMode": True}, "eval-mode"),
+        (None, {}, "no-executed-block"),
+    ],
+)
+def test_blocklog_that_stops_being_learnable_loses_everything_derived(
+    env: Env, executed: str | None, status: dict[str, Any], reason: str
+) -> None:
+    env.put_blocklog("b1", FIXED)
+    env.learner.reconcile("b1")
+    assert env.files() == ["b1.example.binpb"]
+
+    env.put_blocklog("b1", executed, **status)  # e.g. a later execution reverts the fix
+    env.learner.reconcile("b1")
+
+    assert env.example("b1") is None
+    assert env.files() == []
+    assert len(env.index) == 0
+    assert env.counter("learner_not_learnable_total", reason=reason) == 1
+
+
+def test_deleted_blocklog_takes_its_example_along(env: Env) -> None:
+    env.put_blocklog("b1", FIXED)
+    env.learner.reconcile("b1")
+    env.store.delete("BlockLog", "b1")
+    env.learner.reconcile("b1")
+    assert (env.example("b1"), env.files(), len(env.index)) == (None, [], 0)
+    env.learner.reconcile("b1")  # nothing left to delete is fine
+
+
+def test_reconcile_error_is_counted_and_raised(env: Env) -> None:
+    env.put_blocklog("b1", FIXED)
+    env.store.close()
+    with pytest.raises(Exception, match="closed"):
+        env.learner.reconcile("b1")
+    assert env.counter("learner_reconcile_errors_total") == 1
+
+
+def test_learn_all_makes_examples_for_exactly_the_learnable_blocklogs(env: Env) -> None:
+    env.put_blocklog("fixed-1", FIXED)
+    env.put_blocklog("fixed-2", FIXED + " | head")
+    env.put_blocklog("accepted", GENERATED)
+    env.put_blocklog("eval", FIXED, evalMode=True)
+    env.put_blocklog("gone", FIXED)
+    env.learner.reconcile("gone")
+    env.store.delete("BlockLog", "gone")
+
+    counts = learn_all(env.store, env.learner)
+
+    assert counts == {
+        "blocklogs": 4,
+        "learnable": 2,
+        "notLearnable": 2,
+        "orphans": 1,
+        "errors": 0,
+    }
+    assert {e["metadata"]["name"] for e in env.store.list("Example")} == {"fixed-1", "fixed-2"}
+    assert env.index.names() == {"fixed-1", "fixed-2"}
+    assert env.files() == ["fixed-1.example.binpb", "fixed-2.example.binpb"]
+    assert learn_all(env.store, env.learner)["orphans"] == 0

@@ -1,0 +1,180 @@
+"""SQLiteStore: the shared Store contract, plus what only an SQLite file promises."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import stat
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.store.base import Gone, StoreUnavailable, WatchEvent, read_modify_write
+from controller.store.sqlite import SQLiteStore
+from tests.store_contract import *  # noqa: F403  (the contract's tests run here)
+from tests.store_contract import _increment, _trace, _trace_with
+
+SPAWN = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited connections
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "store.db"
+
+
+@pytest.fixture
+def new_store(db_path: Path) -> Iterator[Callable[[], SQLiteStore]]:
+    opened: list[SQLiteStore] = []
+
+    def make(**options: Any) -> SQLiteStore:
+        opened.append(SQLiteStore(db_path, **options))
+        return opened[-1]
+
+    yield make
+    for s in opened:
+        s.close()
+
+
+@pytest.fixture
+def store(new_store: Callable[[], SQLiteStore]) -> SQLiteStore:
+    return new_store()
+
+
+# ---- helpers run in other processes (module level, so spawn can import them) ----
+
+
+def _report(results: Any, fn: Callable[[], Any]) -> None:
+    try:
+        results.put(("ok", fn()))
+    except BaseException:
+        results.put(("error", traceback.format_exc()))
+
+
+def _increment_worker(path: str, times: int, start: Any, results: Any) -> None:
+    def run() -> int:
+        with SQLiteStore(path) as s:
+            start.wait(timeout=30)
+            for _ in range(times):
+                read_modify_write(s, "BlockLog", "counter", _increment, attempts=10_000)
+        return times
+
+    _report(results, run)
+
+
+def _reader_worker(path: str, started: Any, results: Any) -> None:
+    """List until the writer marks the counter done; busy_timeout 0 makes any wait an error."""
+
+    def run() -> tuple[int, int]:
+        with SQLiteStore(path, busy_timeout_ms=0) as s:
+            seen: set[int] = set()
+            loops = 0
+            while True:
+                objects = s.list("Trace")
+                loops += 1
+                started.set()
+                if objects:
+                    seen.add(objects[0]["spec"]["exitCode"])
+                    if objects[0]["spec"].get("evalMode"):
+                        return loops, len(seen)
+
+    _report(results, run)
+
+
+def _collect(results: Any, count: int) -> list[Any]:
+    out = []
+    for _ in range(count):
+        status, value = results.get(timeout=60)
+        assert status == "ok", value
+        out.append(value)
+    return out
+
+
+# ---- SQLite-only claims ----
+
+
+def test_two_processes_lose_no_read_modify_write_increment(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    start, results = SPAWN.Barrier(2), SPAWN.Queue()
+    procs = [
+        SPAWN.Process(target=_increment_worker, args=(str(db_path), 200, start, results))
+        for _ in range(2)
+    ]
+    for p in procs:
+        p.start()
+    _collect(results, 2)
+    for p in procs:
+        p.join(timeout=30)
+    assert store.get("BlockLog", "counter")["spec"]["executions"] == 400
+
+
+def test_reader_process_never_sees_a_locked_database_while_a_writer_commits(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    obj = store.create(_trace("counter", exitCode=0))
+    started, results = SPAWN.Event(), SPAWN.Queue()
+    reader = SPAWN.Process(target=_reader_worker, args=(str(db_path), started, results))
+    reader.start()
+    assert started.wait(timeout=60)
+    for i in range(1, 300):
+        obj = store.update(_trace_with(obj, exitCode=i))
+    store.update(_trace_with(obj, evalMode=True))
+    [(loops, distinct)] = _collect(results, 1)
+    reader.join(timeout=30)
+    assert distinct > 1, "the reader never overlapped the writer"
+    assert loops >= distinct
+
+
+def test_database_and_wal_files_are_private(store: SQLiteStore, db_path: Path) -> None:
+    store.create(_trace("a"))
+    for path in (db_path, db_path.with_name(db_path.name + "-wal")):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_journal_is_in_wal_mode(store: SQLiteStore, db_path: Path) -> None:
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_watch_from_pruned_history_raises_gone(new_store: Callable[..., SQLiteStore]) -> None:
+    store = new_store(keep_changes=3)
+    first = store.create(_trace("a"))
+    obj = first
+    for i in range(1, 10):
+        obj = store.update(_trace_with(obj, exitCode=i))
+    with pytest.raises(Gone):
+        next(store.watch("Trace", first["metadata"]["resourceVersion"], timeout=1))
+    recent = str(int(obj["metadata"]["resourceVersion"]) - 3)
+    kept = list(store.watch("Trace", recent, timeout=0.1))
+    assert [e.object["spec"]["exitCode"] for e in kept] == [7, 8, 9]
+
+
+def test_corrupt_file_raises_store_unavailable_naming_the_file(db_path: Path) -> None:
+    db_path.write_bytes(b"this is not an SQLite database, just some bytes\n" * 100)
+    with pytest.raises(StoreUnavailable) as caught:
+        SQLiteStore(db_path)
+    assert str(db_path) in str(caught.value)
+    assert "foylectl analyze" in str(caught.value)
+
+
+def test_listeners_run_after_commit_for_this_instances_writes(
+    store: SQLiteStore, new_store: Callable[[], SQLiteStore]
+) -> None:
+    other = new_store()
+    seen: list[tuple[str, str, str]] = []
+
+    def listener(event: WatchEvent) -> None:
+        # Another connection already sees the write: the listener runs after commit.
+        visible = other.list_with_version("Trace")[1]
+        seen.append((event.type, event.resource_version, visible))
+
+    store.add_listener(listener)
+    obj = store.create(_trace("a"))
+    other.update(_trace_with(obj, exitCode=1))  # another instance's write: no callback
+    store.delete("Trace", "a")
+    assert [t for t, _, _ in seen] == ["ADDED", "DELETED"]
+    assert seen[0][1] == obj["metadata"]["resourceVersion"]
+    assert all(rv == visible for _, rv, visible in seen)
