@@ -36,17 +36,30 @@ def writable_state_dir(path: Path) -> Path:
     return path
 
 
-def settings_from(args: argparse.Namespace, *, need_logs: bool) -> Settings:
+def settings_from(
+    args: argparse.Namespace, *, need_logs: bool, create_default_dirs: bool = False
+) -> Settings:
     settings = Settings(state_dir=state_dir_of(args))
     if getattr(args, "store", None):
         settings.store = args.store
         settings.namespace = args.namespace
     if need_logs:
         explicit = bool(args.logs)
-        dirs = [Path(d).expanduser().absolute() for d in args.logs] if explicit else default_log_dirs()
+        dirs = (
+            [Path(d).expanduser().absolute() for d in args.logs] if explicit else default_log_dirs()
+        )
         missing = [d for d in dirs if not d.is_dir()]
         if explicit and missing:
             raise UsageError(f"log directory {missing[0]} does not exist or is not a directory")
+        if create_default_dirs and not explicit:
+            # Foyle and RunMe create these when they first log; watching them from the start
+            # means their first lines are seen the moment they are written.
+            for directory in missing:
+                try:
+                    directory.mkdir(parents=True, exist_ok=True)
+                    log.info("created %s (where %s writes its logs)", directory, directory.name)
+                except OSError as err:
+                    log.warning("cannot create %s: %s", directory, err.strerror)
         settings.log_dirs = [d for d in dirs if d.is_dir()]
         if not settings.log_dirs:
             raise UsageError(
@@ -188,14 +201,14 @@ def _setup_logging(fmt: str) -> None:
     setup_logging(fmt)
 
 
-def _learner(settings: Settings, store: Store):  # noqa: ANN202 - lazy import of the learner
+def _learner(settings: Settings, store: Store, registry: Any = None):  # noqa: ANN202 - lazy import
     from controller.learn.index import ExampleIndex
     from controller.learn.training import TrainingWriter
     from controller.reconcilers.learner import LearnerReconciler
 
     writable_state_dir(settings.state_dir)
     index = ExampleIndex(settings.index_path)
-    return LearnerReconciler(store, index, TrainingWriter(settings.training_dirs))
+    return LearnerReconciler(store, index, TrainingWriter(settings.training_dirs), metrics=registry)
 
 
 def _journal(settings: Settings):  # noqa: ANN202
@@ -242,9 +255,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from controller.runtime.httpserver import HealthServer
     from controller.runtime.manager import Manager
+    from controller.runtime.metrics import MetricsRegistry
 
     _setup_logging(args.log_format)
-    settings = settings_from(args, need_logs=True)
+    settings = settings_from(args, need_logs=True, create_default_dirs=True)
     settings.poll = args.poll
     settings.workers = max(1, args.workers)
     settings.metrics_addr = args.metrics_addr
@@ -257,8 +271,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     writable_state_dir(settings.state_dir)
     store = open_store(settings, args)
     journal = _journal(settings)
-    learner = _learner(settings, store) if settings.learn else None
-    manager = Manager(settings, store, journal, learner=learner.reconcile if learner else None)
+    registry = MetricsRegistry()
+    learner = _learner(settings, store, registry) if settings.learn else None
+    manager = Manager(
+        settings, store, journal, registry, learner=learner.reconcile if learner else None
+    )
     server = None
     if settings.metrics_addr:
         server = HealthServer(settings.metrics_addr, manager.registry, lambda: manager.ready)
@@ -316,12 +333,13 @@ def cmd_examples(args: argparse.Namespace) -> int:
             f"no example index at {settings.index_path}: run `foylectl run` or `foylectl learn` first"
         )
     hits = ExampleIndex(settings.index_path).search(args.text, k=args.k)
+    results = [(name, score, json.loads(example)) for name, score, example in hits]
     if args.output == "json":
-        print(json.dumps([{"name": n, "score": s, "example": e} for n, s, e in hits], indent=2))
+        print(json.dumps([{"name": n, "score": s, "example": e} for n, s, e in results], indent=2))
         return 0
-    if not hits:
+    if not results:
         print("no examples found")
-    for rank, (name, score, example) in enumerate(hits, 1):
+    for rank, (name, score, example) in enumerate(results, 1):
         answer = (example.get("spec", {}).get("answer") or [{}])[0].get("contents", "")
         print(f"{rank}. {name}  score={score:.3f}")
         print("   answer: " + answer.strip().replace("\n", "\n           "))

@@ -163,7 +163,7 @@ def fake_openai() -> Iterator[str]:
     FakeOpenAI.requests = []
     FakeOpenAI.status = 200
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAI)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/v1"
     server.shutdown()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import random
+import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -104,6 +105,16 @@ def test_is_idle_counts_queued_delayed_and_processing_items() -> None:
     assert queue.is_idle()
 
 
+@pytest.fixture
+def frequent_thread_switches() -> Iterator[None]:
+    """Make the interpreter switch threads often, so races show up within a short test."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(previous)
+
+
+@pytest.mark.usefixtures("frequent_thread_switches")
 def test_no_item_is_processed_by_two_workers_at_once() -> None:
     queue: WorkQueue[int] = WorkQueue("q")
     keys = range(300)
@@ -203,6 +214,9 @@ def test_add_after_without_delay_adds_now() -> None:
 
 def test_blocked_getter_receives_a_delayed_item_when_due() -> None:
     queue: WorkQueue[str] = WorkQueue("q")
+    queue.add_after("late", 60.0)
+    # Once the delay thread sleeps until "late", an earlier item must wake it.
+    wait_until(lambda: len(queue._due._waiters) == 1)  # type: ignore[attr-defined]
     start = time.monotonic()
     queue.add_after("a", 0.05)
 
@@ -281,7 +295,10 @@ def test_shutdown_with_drain_waits_for_in_flight_items() -> None:
     queue.add("a")
     item, _ = queue.get(timeout=0)
     drained: list[bool] = []
-    drainer = threading.Thread(target=lambda: drained.append(queue.shutdown_with_drain(DEADLINE)))
+    # A drain timeout far beyond the join deadline: only a wake-up by done() ends it in time.
+    drainer = threading.Thread(
+        target=lambda: drained.append(queue.shutdown_with_drain(60.0)), daemon=True
+    )
     drainer.start()
     # shutting_down() takes the queue's lock, so once it says True the drainer is waiting.
     wait_until(queue.shutting_down)
@@ -291,6 +308,7 @@ def test_shutdown_with_drain_waits_for_in_flight_items() -> None:
     queue.done("a")
     drainer.join(DEADLINE)
 
+    assert not drainer.is_alive()
     assert drained == [True]
     assert queue.is_idle()
 

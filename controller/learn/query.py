@@ -18,7 +18,7 @@ _TRUE = {"1", "t", "true"}  # Go's strconv.ParseBool spellings of true, case-fol
 
 def query_text(doc: dict[str, Any]) -> str:
     """The text Foyle would embed to find examples for `doc`."""
-    blocks = [b for b in (doc or {}).get("blocks") or [] ]
+    blocks = [b for b in (doc or {}).get("blocks") or [] if not is_ghost(b)]
     if not blocks:
         return ""
     start = len(blocks) - 1

@@ -208,7 +208,7 @@ class WorkQueue(Generic[T]):
     # -- internals (call with the lock held) --------------------------------
 
     def _add_locked(self, item: T) -> None:
-        if self._shutting_down:
+        if self._shutting_down or item in self._dirty:
             return
         self._dirty.add(item)
         self._metrics.add(item)

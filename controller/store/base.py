@@ -137,7 +137,9 @@ def write_changes(store: Store, current: Resource | None, desired: Resource) -> 
             created = store.update_status(created)
         return created
     result = current
-    if desired.get("spec") != current.get("spec") or _labels(desired) != _labels(current):
+    if desired.get("spec") != current.get("spec") or _owned_metadata(desired) != _owned_metadata(
+        current
+    ):
         body = copy.deepcopy(desired)
         body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         result = store.update(body)
@@ -150,6 +152,12 @@ def write_changes(store: Store, current: Resource | None, desired: Resource) -> 
 
 def _labels(obj: Resource) -> dict[str, Any]:
     return obj.get("metadata", {}).get("labels") or {}
+
+
+def _owned_metadata(obj: Resource) -> tuple[Any, ...]:
+    """The metadata a client writes with `update` (the rest is the server's)."""
+    meta = obj.get("metadata", {})
+    return tuple(meta.get(k) or {} for k in ("labels", "annotations", "ownerReferences"))
 
 
 def parse_label_selector(selector: str | None) -> list[tuple[str, str, str | None]]:

@@ -1,0 +1,402 @@
+"""The Kubernetes Store backend: resources as namespaced custom objects (foyle.io/v1alpha1).
+
+Data flow: every call is one API request through the `kubernetes` client's
+CustomObjectsApi, paced by a client-side token bucket (qps, burst) so a
+backlog of reconciles never floods the API server. The API server is the
+source of truth and does the concurrency control: `update` and
+`update_status` send the resourceVersion the caller read, and its 409 becomes
+the same `Conflict` the SQLite store raises; status goes through the status
+subresource, so spec writers and status writers never overwrite each other.
+
+`watch` streams `?watch=true` from a resourceVersion. A stream that ends
+(server timeout, dropped connection) is reopened from the last version seen,
+so callers see one unbroken sequence. When the API server answers 410 Gone,
+the history the caller needs is lost and no re-list inside the watch could
+reconstruct the deletions it missed, so `Gone` goes to the caller, whose
+contract is to re-list (`list_with_version`) and watch again.
+
+The `kubernetes` package takes about a second to import; it is imported here
+only, so `foylectl` commands that do not talk to a cluster stay fast.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from controller.api.kinds import BY_KIND, GROUP, VERSION, KindInfo, Resource
+from controller.store.base import (
+    AlreadyExists,
+    Conflict,
+    Gone,
+    NotFound,
+    StoreError,
+    StoreUnavailable,
+    WatchEvent,
+)
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+log = logging.getLogger(__name__)
+
+# Like client-go's reflector: long watches with jitter, so many watchers do not reconnect together.
+WATCH_SECONDS = (300, 600)
+POLL = 0.05  # seconds between checks of `stop` and the deadline while a watch is idle
+RECONNECT_DELAY = (0.1, 5.0)  # back-off bounds after a failed watch connection
+CONNECT_TIMEOUT = 10.0
+
+
+class TokenBucket:
+    """A blocking token bucket, like client-go's flowcontrol.NewTokenBucketRateLimiter.
+
+    `burst` requests go at once; after that one request per 1/qps seconds. A caller
+    that finds no token reserves the next one and sleeps until it exists, so
+    concurrent callers are spaced out rather than released together.
+    """
+
+    def __init__(
+        self,
+        qps: float,
+        burst: int,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if qps <= 0 or burst < 1:
+            raise ValueError("qps must be positive and burst at least 1")
+        self._qps = qps
+        self._burst = float(burst)
+        self._clock = clock
+        self._sleep = sleep
+        self._tokens = float(burst)
+        self._last = clock()
+        self._lock = threading.Lock()
+
+    def reserve(self) -> float:
+        """Take a token; returns how many seconds the caller must wait for it."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self._burst, self._tokens + max(0.0, now - self._last) * self._qps)
+            self._last = now
+            self._tokens -= 1.0
+            return 0.0 if self._tokens >= 0 else -self._tokens / self._qps
+
+    def acquire(self) -> None:
+        delay = self.reserve()
+        if delay > 0:
+            self._sleep(delay)
+
+
+def load_api_client(kubeconfig: str | None = None) -> ApiClient:
+    """An ApiClient from `kubeconfig`, else in-cluster config, else the default kubeconfig.
+
+    The order is controller-runtime's: an explicit file wins; inside a pod the
+    service account is used; elsewhere $KUBECONFIG or ~/.kube/config.
+    """
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    try:
+        if kubeconfig is not None:
+            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        else:
+            try:
+                config.load_incluster_config(client_configuration=configuration)
+            except config.ConfigException:
+                config.load_kube_config(client_configuration=configuration)
+    except (config.ConfigException, OSError) as exc:
+        raise StoreUnavailable(
+            f"no Kubernetes configuration ({exc}); pass --kubeconfig, set KUBECONFIG, "
+            "or run inside a cluster"
+        ) from exc
+    return client.ApiClient(configuration)
+
+
+class KubeStore:
+    """The Store contract (controller.store.base.Store) on custom objects in one namespace."""
+
+    def __init__(
+        self,
+        namespace: str = "foyle",
+        *,
+        api_client: ApiClient | None = None,
+        qps: float = 50.0,
+        burst: int = 100,
+        kubeconfig: str | None = None,
+    ) -> None:
+        from kubernetes import client
+
+        self.namespace = namespace
+        self._api_client = api_client if api_client is not None else load_api_client(kubeconfig)
+        self._owns_client = api_client is None
+        self._api = client.CustomObjectsApi(self._api_client)
+        self._limiter = TokenBucket(qps, burst)
+        self._closed = False
+
+    # ---- plumbing ----
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """One rate-limited API request, its failures translated into the Store's errors."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        if self._closed:
+            raise StoreUnavailable("the store is closed")
+        self._limiter.acquire()
+        try:
+            return fn(GROUP, VERSION, self.namespace, *args, **kwargs)
+        except ApiException as exc:
+            raise _translate(what, exc) from exc
+        except HTTPError as exc:
+            raise StoreUnavailable(f"{what}: the API server cannot be reached: {exc}") from exc
+
+    @staticmethod
+    def _info(kind: str) -> KindInfo:
+        try:
+            return BY_KIND[kind]
+        except KeyError:
+            raise ValueError(f"unknown kind {kind!r}") from None
+
+    # ---- reads ----
+
+    def get(self, kind: str, name: str) -> Resource:
+        info = self._info(kind)
+        return self._call(
+            f"{kind}/{name}", self._api.get_namespaced_custom_object, info.plural, name
+        )
+
+    def list(self, kind: str, label_selector: str | None = None) -> list[Resource]:
+        return self.list_with_version(kind, label_selector)[0]
+
+    def list_with_version(
+        self, kind: str, label_selector: str | None = None
+    ) -> tuple[list[Resource], str]:
+        info = self._info(kind)
+        kwargs = {"label_selector": label_selector} if label_selector else {}
+        result = self._call(kind, self._api.list_namespaced_custom_object, info.plural, **kwargs)
+        items = sorted(result.get("items") or [], key=lambda o: o["metadata"]["name"])
+        for item in items:  # list items may omit them; the Store's objects always carry them
+            item.setdefault("apiVersion", f"{GROUP}/{VERSION}")
+            item.setdefault("kind", kind)
+        return items, result["metadata"]["resourceVersion"]
+
+    # ---- writes ----
+
+    def create(self, obj: Resource) -> Resource:
+        """Create; the API server ignores status (subresource), so does this."""
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        body = copy.deepcopy(obj)
+        body["metadata"].pop("resourceVersion", None)
+        body.pop("status", None)
+        info = self._info(kind)
+        return self._call(
+            f"{kind}/{name}", self._api.create_namespaced_custom_object, info.plural, body
+        )
+
+    def update(self, obj: Resource) -> Resource:
+        """Replace spec and metadata (the server keeps status); Conflict when the version is stale."""
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        body = _versioned(obj)
+        return self._call(
+            f"{kind}/{name}",
+            self._api.replace_namespaced_custom_object,
+            self._info(kind).plural,
+            name,
+            body,
+        )
+
+    def update_status(self, obj: Resource) -> Resource:
+        """Replace status through the status subresource; Conflict when the version is stale."""
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        body = _versioned(obj)
+        body["status"] = body.get("status") or {}
+        return self._call(
+            f"{kind}/{name}",
+            self._api.replace_namespaced_custom_object_status,
+            self._info(kind).plural,
+            name,
+            body,
+        )
+
+    def delete(self, kind: str, name: str, resource_version: str | None = None) -> None:
+        from kubernetes.client import V1DeleteOptions, V1Preconditions
+
+        options = V1DeleteOptions()
+        if resource_version is not None:
+            options.preconditions = V1Preconditions(resource_version=resource_version)
+        self._call(
+            f"{kind}/{name}",
+            self._api.delete_namespaced_custom_object,
+            self._info(kind).plural,
+            name,
+            body=options,
+        )
+
+    # ---- watch ----
+
+    def watch(
+        self,
+        kind: str,
+        since: str,
+        timeout: float | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> Iterator[WatchEvent]:
+        """Changes of `kind` after `since`, in order, across reconnects; Gone when too old."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def finished() -> bool:
+            return (
+                self._closed
+                or (stop is not None and stop())
+                or (deadline is not None and time.monotonic() >= deadline)
+            )
+
+        last = since
+        delay = RECONNECT_DELAY[0]
+        while not finished():
+            try:
+                stream = self._open_watch(kind, last, deadline)
+            except StoreUnavailable as exc:
+                log.warning("watch %s from %s: %s; retrying in %.1f s", kind, last, exc, delay)
+                _wait(delay, finished)
+                delay = min(delay * 2, RECONNECT_DELAY[1])
+                continue
+            delay = RECONNECT_DELAY[0]
+            try:
+                for event in stream.events(finished):
+                    type_, obj = event["type"], event["object"]
+                    if type_ == "ERROR":
+                        raise _watch_error(kind, last, obj)
+                    last = obj["metadata"]["resourceVersion"]
+                    if type_ != "BOOKMARK":
+                        yield WatchEvent(type_, obj)
+            finally:
+                stream.close()
+
+    def _open_watch(self, kind: str, since: str, deadline: float | None) -> _WatchStream:
+        seconds = random.randint(*WATCH_SECONDS)
+        if deadline is not None:
+            seconds = max(1, min(seconds, int(deadline - time.monotonic()) + 1))
+        response = self._call(
+            f"watch {kind}",
+            self._api.list_namespaced_custom_object,
+            self._info(kind).plural,
+            watch=True,
+            resource_version=since or None,
+            allow_watch_bookmarks=True,
+            timeout_seconds=seconds,
+            _preload_content=False,
+            _request_timeout=(CONNECT_TIMEOUT, seconds + 30),
+        )
+        return _WatchStream(response)
+
+    # ---- lifecycle ----
+
+    def close(self) -> None:
+        """Stop watches at their next check and release the client's connections."""
+        self._closed = True
+        if self._owns_client:
+            self._api_client.close()
+
+    def __enter__(self) -> KubeStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _WatchStream:
+    """One watch response, read by a thread so the consumer can give up at any moment.
+
+    A blocking socket read cannot see `stop()`; the reader thread can block
+    instead, and `close` shuts the socket down under it.
+    """
+
+    _END = object()
+
+    def __init__(self, response: Any) -> None:
+        self._response = response
+        self._queue: queue.Queue[Any] = queue.Queue()
+        threading.Thread(target=self._read, name="kube-watch", daemon=True).start()
+
+    def _read(self) -> None:
+        from kubernetes.watch.watch import iter_resp_lines
+
+        try:
+            for line in iter_resp_lines(self._response):
+                self._queue.put(line)
+        except Exception as exc:  # a dropped connection: the consumer reconnects
+            log.debug("watch stream ended: %s", exc)
+        finally:
+            self._queue.put(self._END)
+
+    def events(self, finished: Callable[[], bool]) -> Iterator[dict[str, Any]]:
+        """The decoded events until the stream ends or `finished()` becomes true."""
+        while not finished():
+            try:
+                item = self._queue.get(timeout=POLL)
+            except queue.Empty:
+                continue
+            if item is self._END:
+                return
+            yield json.loads(item)
+
+    def close(self) -> None:
+        self._response.shutdown()
+        self._response.release_conn()
+
+
+def _wait(seconds: float, finished: Callable[[], bool]) -> None:
+    end = time.monotonic() + seconds
+    while not finished() and time.monotonic() < end:
+        time.sleep(min(POLL, max(0.0, end - time.monotonic())))
+
+
+def _versioned(obj: Resource) -> Resource:
+    """A copy to write; the API server would accept a PUT without a version, the Store must not."""
+    version = obj.get("metadata", {}).get("resourceVersion")
+    if not version:
+        raise Conflict(
+            f"{obj['kind']}/{obj['metadata']['name']}: no resourceVersion; read it first"
+        )
+    return copy.deepcopy(obj)
+
+
+def _reason(exc: Any) -> tuple[str, str]:
+    """The Status reason and message of an ApiException (its body is a Status object)."""
+    try:
+        status = json.loads(exc.body or "{}")
+    except ValueError:
+        return "", str(exc.body or exc.reason)
+    return status.get("reason", ""), status.get("message", "") or str(exc.reason)
+
+
+def _translate(what: str, exc: Any) -> StoreError:
+    reason, message = _reason(exc)
+    text = f"{what}: {message or exc.reason}"
+    if exc.status == 404:
+        return NotFound(text)
+    if exc.status == 409:
+        return AlreadyExists(text) if reason == "AlreadyExists" else Conflict(text)
+    if exc.status == 410:
+        return Gone(text)
+    if exc.status in (401, 403):
+        return StoreUnavailable(f"{text} (check the credentials and the RBAC rules in deploy/)")
+    if exc.status in (429, 500, 502, 503, 504):
+        return StoreUnavailable(text)
+    return StoreError(text)
+
+
+def _watch_error(kind: str, since: str, status: dict[str, Any]) -> StoreError:
+    """An ERROR event of a watch stream; 410 means the history after `since` is gone."""
+    message = f"watch {kind} from {since}: {status.get('message', status)}"
+    if status.get("code") == 410:
+        return Gone(f"{message}; re-list and watch again")
+    return StoreUnavailable(message)
