@@ -151,7 +151,8 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
     _served: dict[str, Served] = attrs.field(factory=dict, init=False)
     _objects: dict[Key, Obj] = attrs.field(factory=dict, init=False)
     _history: deque[_Change] = attrs.field(factory=deque, init=False)
-    _rv: int = attrs.field(default=0, init=False)
+    # etcd's revision is never 0 in a real cluster, and "0" means "any version" to a watch.
+    _rv: int = attrs.field(default=1, init=False)
     _compacted: int = attrs.field(default=0, init=False)  # watches from below this get 410
     _changed: _Notifier | None = attrs.field(default=None, init=False)
 
@@ -546,6 +547,10 @@ class RunningEmulator:
             return fn()
 
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=10)
+
+    def requests(self) -> list[kmock.Request]:
+        """Every request the emulator has served so far, in order (kmock records them)."""
+        return self.call(lambda: list(self.emulator))
 
     def stop(self) -> None:
         if self._stopping is not None:

@@ -21,6 +21,7 @@ only, so `foylectl` commands that do not talk to a cluster stay fast.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -349,8 +350,11 @@ class _WatchStream:
             yield json.loads(item)
 
     def close(self) -> None:
-        self._response.shutdown()
-        self._response.release_conn()
+        # The reader may be releasing a finished stream's connection right now: both are fine.
+        with contextlib.suppress(RuntimeError, ValueError, OSError):
+            if self._response.connection is not None:
+                self._response.shutdown()
+        self._response.close()
 
 
 def _wait(seconds: float, finished: Callable[[], bool]) -> None:

@@ -1,0 +1,102 @@
+"""Running `foylectl` as a real subprocess, and reading what it stored."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from controller.store.base import strip_server_fields
+
+
+def foylectl(
+    *args: str | Path, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "-m", "controller", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"foylectl {args} exited {proc.returncode}:\n{proc.stderr}")
+    return proc
+
+
+def get_json(state_dir: Path, kind: str) -> list[dict[str, Any]]:
+    out = foylectl("get", kind, "-o", "json", "--state-dir", state_dir).stdout
+    doc = json.loads(out)
+    assert doc["kind"] == "List" and doc["apiVersion"] == "v1"
+    return doc["items"]
+
+
+def comparable(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Resources by name without what the store itself sets (versions, uids, timestamps)."""
+    out = {}
+    for obj in items:
+        clean = strip_server_fields(obj)
+        clean.get("status", {}).pop("observedGeneration", None)
+        out[obj["metadata"]["name"]] = clean
+    return out
+
+
+def wait_for(
+    condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.02
+) -> Any:
+    """Poll `condition` until it returns something truthy; fail with `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class RunningController:
+    """`foylectl run` as a subprocess, with its stderr kept in a file for failures."""
+
+    def __init__(
+        self, log_dir: Path, state_dir: Path, *extra: str, env: dict | None = None
+    ) -> None:
+        self.log_path = state_dir.parent / f"run-{state_dir.name}.log"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "controller",
+                "run",
+                "--logs",
+                str(log_dir),
+                "--state-dir",
+                str(state_dir),
+                "--no-learn",
+                *extra,
+            ],
+            stdout=self._log,
+            stderr=self._log,
+            env={**os.environ, **(env or {})},
+        )
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self._log.close()
+
+    def terminate(self, timeout: float = 10) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            self._log.close()
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
