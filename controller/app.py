@@ -257,6 +257,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from controller.runtime.manager import Manager
     from controller.runtime.metrics import MetricsRegistry
 
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    # First thing: a SIGTERM during start-up still means a clean exit 0.
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     _setup_logging(args.log_format)
     settings = settings_from(args, need_logs=True, create_default_dirs=True)
     settings.poll = args.poll
@@ -280,14 +289,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     if settings.metrics_addr:
         server = HealthServer(settings.metrics_addr, manager.registry, lambda: manager.ready)
         server.start()
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        log.info("received %s, shutting down", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     log.info(
         "watching %s; state in %s (%s store); learning %s%s",
         ", ".join(str(d) for d in settings.log_dirs),
@@ -296,7 +297,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         "on" if learner else "off",
         f"; metrics on http://{settings.metrics_addr}/metrics" if server else "",
     )
-    manager.start()
+    if not stop.is_set():
+        manager.start()
+        log.info("started")
     stop.wait()
     drained = manager.stop(timeout=8.0)
     if server is not None:

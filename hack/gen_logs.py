@@ -46,6 +46,11 @@ LOG_EVENTS_FN = f"{FOYLE_PKG}/agent.(*Agent).LogEvents.func1"
 EXECUTE_FN = f"{FOYLE_PKG}/executor.(*Executor).Execute"
 RUNNER_FN = f"{RUNME_PKG}/runner.(*runnerService).Execute"
 GENERATE_END = "Agent.Generate returning response"
+END_RUNME = "sending the final response with exit code"
+EDITOR_CALLER = "editorservice/service.go:103"
+SERIALIZE_FN = "github.com/stateful/runme/v3/pkg/document/editor/editorservice.(*parserServiceServer).Serialize"
+MODEL = "gpt-3.5-turbo-0125"
+Gap = tuple[float, float]  # seconds since the previous line: drawn uniformly from the range
 
 SYSTEM_PROMPT = (
     "You are a helpful AI assistant for software developers. You are helping software engineers"
@@ -206,13 +211,20 @@ class _SessionBuilder:
         self.names = {k: rng.choice(v) for k, v in NAMES.items()}
         self.s = Session(eval_mode=eval_mode)
 
-    def tick(self, lo: float, hi: float) -> float:
-        self.t = round(self.t + self.rng.uniform(lo, hi), 6)
-        return self.t
+    def foyle(self, gap: Gap, caller: str, function: str, message: str, **fields: Any) -> None:
+        """A Foyle line `gap` seconds (drawn from the range) after the previous one."""
+        self.s.lines.append((FOYLE, _foyle(self._tick(gap), caller, function, message, **fields)))
 
-    def emit(self, role: str, line: bytes) -> None:
-        self.s.lines.append((role, line))
-        self.s.end_time = self.t
+    def runme(
+        self, gap: Gap, line: int, msg: str, function: str = RUNNER_FN, **fields: Any
+    ) -> None:
+        """A RunMe runner line (runner/service.go:`line`), `gap` after the previous one."""
+        caller = f"runner/service.go:{line}"
+        self.s.lines.append((RUNME, _runme(self._tick(gap), caller, function, msg, **fields)))
+
+    def _tick(self, gap: Gap) -> float:
+        self.t = self.s.end_time = round(self.t + self.rng.uniform(*gap), 6)
+        return self.t
 
     def fill(self, template: str) -> str:
         return template.format(**self.names)
@@ -237,51 +249,16 @@ class _SessionBuilder:
             blocks.append(_block("CODE", "\n".join(commands) + "\n", _uuid(rng), "bash"))
         return blocks
 
-    def generate(self) -> list[dict[str, Any]]:
-        rng, ev = self.rng, self.eval_field()
-        trace_id = _hex(rng, 128)
-        self.s.gen_trace_id = trace_id
-        self.s.trace_ids.append(trace_id)
-        doc, blocks = self.request_doc(), self.suggestion()
-        self.emit(
-            FOYLE,
-            _foyle(
-                self.tick(0.1, 2),
-                "agent/agent.go:61",
-                GENERATE_FN,
-                "Agent.Generate",
-                **ev,
-                traceId=trace_id,
-                request={"doc": {"blocks": doc}},
-            ),
-        )
-        messages = [
-            {"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": USER_PREAMBLE + _markdown(doc) + "\n"},
-        ]
-        request = {
-            "model": "gpt-3.5-turbo-0125",
-            "messages": messages,
-            "max_tokens": 2000,
-            "temperature": 0.9,
-        }
-        self.emit(
-            FOYLE,
-            _foyle(
-                self.tick(0.001, 0.01),
-                "agent/agent.go:117",
-                COMPLETE_FN,
-                "OpenAI:CreateChatCompletion",
-                traceId=trace_id,
-                request=request,
-            ),
-        )
+    def completion(self, blocks: list[dict[str, Any]]) -> dict[str, Any]:
+        """OpenAI's chat completion whose answer was parsed into `blocks`."""
+        rng = self.rng
         prompt, completion = rng.randint(300, 3000), rng.randint(80, 600)
-        resp = {
+        usage = {"prompt_tokens": prompt, "completion_tokens": completion}
+        return {
             "id": f"chatcmpl-{_hex(rng, 112)}",
             "object": "chat.completion",
             "created": int(self.t),
-            "model": "gpt-3.5-turbo-0125",
+            "model": MODEL,
             "choices": [
                 {
                     "index": 0,
@@ -289,79 +266,45 @@ class _SessionBuilder:
                     "finish_reason": "stop",
                 }
             ],
-            "usage": {
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "total_tokens": prompt + completion,
-            },
+            "usage": usage | {"total_tokens": prompt + completion},
             "system_fingerprint": f"fp_{_hex(rng, 40)}",
         }
-        self.emit(
-            FOYLE,
-            _foyle(
-                self.tick(1, 4),
-                "agent/agent.go:132",
-                COMPLETE_FN,
-                "OpenAI:CreateChatCompletion response",
-                traceId=trace_id,
-                resp=resp,
-            ),
-        )
+
+    def generate(self) -> list[dict[str, Any]]:
+        ev, trace_id = self.eval_field(), _hex(self.rng, 128)
+        self.s.gen_trace_id = trace_id
+        self.s.trace_ids.append(trace_id)
+        doc, blocks = self.request_doc(), self.suggestion()
+        request = {"doc": {"blocks": doc}}
+        self.foyle((0.1, 2), "agent/agent.go:61", GENERATE_FN, "Agent.Generate", **ev,
+                   traceId=trace_id, request=request)  # fmt: skip
+        prompt = USER_PREAMBLE + _markdown(doc) + "\n"
+        messages = [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": prompt},
+        ]
+        chat = {"model": MODEL, "messages": messages, "max_tokens": 2000, "temperature": 0.9}
+        self.foyle((0.001, 0.01), "agent/agent.go:117", COMPLETE_FN, "OpenAI:CreateChatCompletion",
+                   traceId=trace_id, request=chat)  # fmt: skip
+        self.foyle((1, 4), "agent/agent.go:132", COMPLETE_FN, "OpenAI:CreateChatCompletion response",
+                   traceId=trace_id, resp=self.completion(blocks))  # fmt: skip
         ids = [b["id"] for b in blocks]
-        self.emit(
-            FOYLE,
-            _foyle(
-                self.tick(0.001, 0.003),
-                "agent/agent.go:76",
-                GENERATE_FN,
-                "Agent.Generate returning blocks",
-                **ev,
-                traceId=trace_id,
-                blockIds=ids,
-            ),
-        )
-        self.emit(
-            FOYLE,
-            _foyle(
-                self.tick(0.00005, 0.0002),
-                "agent/agent.go:83",
-                GENERATE_FN,
-                GENERATE_END,
-                **ev,
-                traceId=trace_id,
-                response={"blocks": blocks},
-            ),
-        )
+        self.foyle((0.001, 0.003), "agent/agent.go:76", GENERATE_FN,
+                   "Agent.Generate returning blocks", **ev, traceId=trace_id, blockIds=ids)  # fmt: skip
+        self.foyle((0.00005, 0.0002), "agent/agent.go:83", GENERATE_FN, GENERATE_END, **ev,
+                   traceId=trace_id, response={"blocks": blocks})  # fmt: skip
         self.s.block_ids.extend(ids)
         return blocks
 
     def log_event(
         self, event_type: str, selected: dict[str, Any], cells: list[dict[str, Any]]
     ) -> None:
-        rng = self.rng
-        event_id, context_id = _uuid(rng), _ulid(rng, self.t)
-        event = {
-            "type": event_type,
-            "cells": [_cell(c) for c in cells],
-            "selectedIndex": cells.index(selected),
-            "selectedId": selected["id"],
-            "eventId": event_id,
-            "contextId": context_id,
-        }
-        self.emit(
-            FOYLE,
-            _foyle(
-                self.tick(0.2, 3),
-                "agent/agent.go:452",
-                LOG_EVENTS_FN,
-                "LogEvent",
-                eventId=event_id,
-                eventType=event_type,
-                contextId=context_id,
-                selectedCellId=selected["id"],
-                event=event,
-            ),
-        )
+        event_id, context_id = _uuid(self.rng), _ulid(self.rng, self.t)
+        ids = {"eventId": event_id, "contextId": context_id}
+        event = {"type": event_type, "cells": [_cell(c) for c in cells],
+                 "selectedIndex": cells.index(selected), "selectedId": selected["id"]} | ids  # fmt: skip
+        self.foyle((0.2, 3), "agent/agent.go:452", LOG_EVENTS_FN, "LogEvent", **ids,
+                   eventType=event_type, selectedCellId=selected["id"], event=event)  # fmt: skip
 
     def edited(self, contents: str) -> str:
         lines = contents.rstrip("\n").split("\n")
@@ -372,150 +315,40 @@ class _SessionBuilder:
     def runme_execute(self, block: dict[str, Any], contents: str) -> None:
         rng = self.rng
         run_id, session_id = _ulid(rng, self.t), _ulid(rng, self.t - 60)
-        known = {"knownID": block["id"], "knownName": ""}
-        commands = contents.split("\n")
+        ids = {"_id": run_id, "knownID": block["id"], "knownName": ""}
         exit_code = rng.choice((0, 0, 0, 1))
         self.s.trace_ids.append(run_id)
-        caller = "runner/service.go:"
-        self.emit(
-            RUNME,
-            _runme(
-                self.tick(5, 60),
-                caller + "211",
-                RUNNER_FN,
-                "running Execute in runnerService",
-                _id=run_id,
-            ),
-        )
-        req = {
-            "commandMode": "COMMAND_MODE_INLINE_SHELL",
-            "commands": commands,
-            "directory": "/home/user/notebooks",
-            "envs": [f"RUNME_ID={block['id']}", "TERM="],
-            "knownId": block["id"],
-            "knownName": "",
-            "languageId": "sh",
-            "programName": "/bin/bash",
-            "sessionId": session_id,
-            "storeLastOutput": True,
-        }
-        self.emit(
-            RUNME,
-            _runme(
-                self.tick(0.005, 0.03),
-                caller + "232",
-                RUNNER_FN,
-                "received initial request",
-                _id=run_id,
-                **known,
-                req=req,
-            ),
-        )
-        self.emit(
-            RUNME,
-            _runme(
-                self.tick(0.05, 3),
-                caller + "496",
-                RUNNER_FN,
-                "command finished",
-                _id=run_id,
-                **known,
-                exitCode=exit_code,
-            ),
-        )
-        self.emit(
-            RUNME,
-            _runme(
-                self.tick(0.0001, 0.001),
-                caller + "509",
-                RUNNER_FN,
-                "command was finalized successfully",
-                _id=run_id,
-                **known,
-            ),
-        )
-        self.emit(
-            RUNME,
-            _runme(
-                self.tick(0.0001, 0.001),
-                caller + "538",
-                RUNNER_FN,
-                "sending the final response with exit code",
-                _id=run_id,
-                **known,
-                exitCode=exit_code,
-            ),
-        )
-        self.emit(
-            RUNME,
-            _runme(
-                self.tick(0.0001, 0.001),
-                caller + "391",
-                RUNNER_FN + ".func5",
-                "stream canceled after the process finished; ignoring",
-                _id=run_id,
-                **known,
-            ),
-        )
+        req = {"commandMode": "COMMAND_MODE_INLINE_SHELL", "commands": contents.split("\n"),
+               "directory": "/home/user/notebooks", "envs": [f"RUNME_ID={block['id']}", "TERM="],
+               "knownId": block["id"], "knownName": "", "languageId": "sh",
+               "programName": "/bin/bash", "sessionId": session_id, "storeLastOutput": True}  # fmt: skip
+        quick = (0.0001, 0.001)
+        self.runme((5, 60), 211, "running Execute in runnerService", _id=run_id)
+        self.runme((0.005, 0.03), 232, "received initial request", **ids, req=req)
+        self.runme((0.05, 3), 496, "command finished", **ids, exitCode=exit_code)
+        self.runme(quick, 509, "command was finalized successfully", **ids)
+        self.runme(quick, 538, END_RUNME, **ids, exitCode=exit_code)
+        self.runme(quick, 391, "stream canceled after the process finished; ignoring",
+                   RUNNER_FN + ".func5", **ids)  # fmt: skip
 
     def foyle_execute(self, block: dict[str, Any], contents: str) -> None:
-        rng, ev = self.rng, self.eval_field()
-        trace_id = _hex(rng, 128)
+        ev, trace_id = self.eval_field(), _hex(self.rng, 128)
         self.s.trace_ids.append(trace_id)
-        executed = _block("CODE", contents, block["id"], "bash")
-        self.emit(
-            FOYLE,
-            _foyle(
-                self.tick(5, 60),
-                "executor/executor.go:43",
-                EXECUTE_FN,
-                "Executor.Execute",
-                **ev,
-                traceId=trace_id,
-                blockId=block["id"],
-                request={"block": executed},
-            ),
-        )
-        output = {
-            "items": [{"mime": "text/plain", "text_data": f"exitCode: {rng.choice((0, 0, 1))}"}]
-        }
-        self.emit(
-            FOYLE,
-            _foyle(
-                self.tick(0.1, 5),
-                "executor/executor.go:61",
-                EXECUTE_FN,
-                "Executed instructions",
-                **ev,
-                traceId=trace_id,
-                response={"outputs": [output]},
-            ),
-        )
+        request = {"block": _block("CODE", contents, block["id"], "bash")}
+        self.foyle((5, 60), "executor/executor.go:43", EXECUTE_FN, "Executor.Execute", **ev,
+                   traceId=trace_id, blockId=block["id"], request=request)  # fmt: skip
+        item = {"mime": "text/plain", "text_data": f"exitCode: {self.rng.choice((0, 0, 1))}"}
+        self.foyle((0.1, 5), "executor/executor.go:61", EXECUTE_FN, "Executed instructions", **ev,
+                   traceId=trace_id, response={"outputs": [{"items": [item]}]})  # fmt: skip
 
     def noise(self) -> None:
-        rng = self.rng
-        if rng.random() < 0.5:
-            self.emit(
-                RUNME,
-                _runme(
-                    self.tick(0.1, 2),
-                    "editorservice/service.go:103",
-                    "github.com/stateful/runme/v3/pkg/document/editor/editorservice"
-                    ".(*parserServiceServer).Serialize",
-                    "Serialize",
-                ),
-            )
+        """A line with no trace id: RunMe saving the notebook or a Foyle streaming request."""
+        if self.rng.random() < 0.5:
+            line = _runme(self._tick((0.1, 2)), EDITOR_CALLER, SERIALIZE_FN, "Serialize")
+            self.s.lines.append((RUNME, line))
         else:
-            self.emit(
-                FOYLE,
-                _foyle(
-                    self.tick(0.1, 2),
-                    "agent/agent.go:170",
-                    STREAM_FN,
-                    "Agent.StreamGenerate: received request",
-                    streamTraceId=_hex(rng, 128),
-                ),
-            )
+            self.foyle((0.1, 2), "agent/agent.go:170", STREAM_FN,
+                       "Agent.StreamGenerate: received request", streamTraceId=_hex(self.rng, 128))  # fmt: skip
 
     def executions(self, blocks: list[dict[str, Any]]) -> None:
         rng = self.rng
@@ -536,9 +369,8 @@ class _SessionBuilder:
             self.foyle_execute(block, contents)
             return
         if self.rng.random() < 0.3:  # vscode reports the execution as well
-            self.log_event(
-                "EXECUTE", {**block, "contents": contents}, [{**block, "contents": contents}]
-            )
+            cell = {**block, "contents": contents}
+            self.log_event("EXECUTE", cell, [cell])
         self.runme_execute(block, contents)
 
 
@@ -673,7 +505,9 @@ def generate(
     runme: list[Path] = []
     for i in range(runme_files):
         path = out_dir / RUNME / f"logs.{_stamp(t0 + i)}.json"
-        runme.append(writers.open(path, runme_startup(t0 + i, str(path))))
+        runme.append(
+            writers.open(path, runme_startup(t0 + i, f"/home/user/.config/runme/logs/{path.name}"))
+        )
     foyle: Path | None = None
     foyle_index = -1
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -60,14 +61,17 @@ def wait_for(
         time.sleep(interval)
 
 
+_instances = itertools.count()
+
+
 class RunningController:
     """`foylectl run` as a subprocess, with its stderr kept in a file for failures."""
 
     def __init__(
         self, log_dir: Path, state_dir: Path, *extra: str, env: dict | None = None
     ) -> None:
-        self.log_path = state_dir.parent / f"run-{state_dir.name}.log"
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.log_path = state_dir.parent / f"run-{state_dir.name}-{next(_instances)}.log"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in kill()/terminate()
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -91,7 +95,13 @@ class RunningController:
         self.proc.wait(timeout=10)
         self._log.close()
 
+    def wait_started(self, timeout: float = 30) -> None:
+        """Until the controller logged that it started (its signal handlers are in place)."""
+        wait_for(lambda: "INFO    foylectl: started" in self.output(), timeout, "start-up")
+
     def terminate(self, timeout: float = 10) -> int:
+        """SIGTERM once started; the exit code."""
+        self.wait_started()
         self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout=timeout)

@@ -553,7 +553,8 @@ class RunningEmulator:
         return self.call(lambda: list(self.emulator))
 
     def stop(self) -> None:
-        if self._stopping is not None:
+        """Stop serving (idempotent): clients then see connections refused."""
+        if self._stopping is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._stopping.set)
         self._thread.join(timeout=10)
 

@@ -80,7 +80,9 @@ def test_crd_is_namespaced_with_names_category_and_status_subresource(info: Kind
 
 @pytest.mark.parametrize("info", KINDS, ids=lambda k: k.kind)
 def test_every_schema_node_has_a_type(info: KindInfo) -> None:
-    untyped = [path or "<root>" for path, node in _nodes(_schema(_committed(info))) if "type" not in node]
+    untyped = [
+        path or "<root>" for path, node in _nodes(_schema(_committed(info))) if "type" not in node
+    ]
     assert untyped == []
 
 
@@ -125,4 +127,6 @@ def test_printer_columns_equal_kinds_columns(info: KindInfo) -> None:
         (c.name, c.json_path, c.type, c.priority) for c in info.columns
     ]
     age = [c for c in columns if c["jsonPath"] == ".metadata.creationTimestamp"]
-    assert age == [{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp", "priority": 0}]
+    assert age == [
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp", "priority": 0}
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -203,3 +204,76 @@ def test_token_bucket_spaces_out_concurrent_reservations() -> None:
 def test_token_bucket_rejects_impossible_settings(qps: float, burst: int) -> None:
     with pytest.raises(ValueError):
         TokenBucket(qps=qps, burst=burst)
+
+
+# ---- the emulator's API-server rules that the Store does not exercise (kopf relies on them) ----
+
+
+@pytest.fixture
+def api(kube_emulator: RunningEmulator) -> Iterator[Any]:  # noqa: F811
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    config.load_kube_config(str(kube_emulator.kubeconfig), client_configuration=configuration)
+    with client.ApiClient(configuration) as api_client:
+        yield client.CustomObjectsApi(api_client)
+
+
+TRACES = ("foyle.io", "v1alpha1", "foyle", "traces")
+
+
+def test_emulator_merge_patch_with_a_stale_version_is_a_conflict(api: Any) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    created = api.create_namespaced_custom_object(*TRACES, _trace("a"))
+    old = created["metadata"]["resourceVersion"]
+    patched = api.patch_namespaced_custom_object_status(
+        *TRACES, "a", {"status": {"phase": "Complete"}}
+    )
+    assert patched["status"] == {"phase": "Complete"}
+    assert patched["metadata"]["generation"] == 1
+    with pytest.raises(ApiException) as caught:
+        api.patch_namespaced_custom_object(
+            *TRACES, "a", {"metadata": {"resourceVersion": old}, "spec": {"exitCode": 1}}
+        )
+    assert caught.value.status == 409
+
+
+def test_emulator_delete_waits_for_finalizers(api: Any) -> None:
+    body = _trace("a")
+    body["metadata"]["finalizers"] = ["foyle.io/test"]
+    api.create_namespaced_custom_object(*TRACES, body)
+    api.delete_namespaced_custom_object(*TRACES, "a")
+    marked = api.get_namespaced_custom_object(*TRACES, "a")
+    assert marked["metadata"]["deletionTimestamp"]
+    api.patch_namespaced_custom_object(*TRACES, "a", {"metadata": {"finalizers": None}})
+    assert api.list_namespaced_custom_object(*TRACES)["items"] == []
+
+
+def test_emulator_watch_filters_by_label_selector(api: Any) -> None:
+    since = api.list_namespaced_custom_object(*TRACES)["metadata"]["resourceVersion"]
+    api.create_namespaced_custom_object(*TRACES, _trace("a", {"team": "x"}))
+    api.create_namespaced_custom_object(*TRACES, _trace("b", {"team": "y"}))
+    stream = api.list_namespaced_custom_object(
+        *TRACES,
+        watch=True,
+        resource_version=since,
+        label_selector="team=y",
+        timeout_seconds=1,
+        _preload_content=False,
+    )
+    lines = [line for line in stream.read().decode().splitlines() if line]
+    names = [json.loads(line)["object"]["metadata"]["name"] for line in lines]
+    assert names == ["b"]
+
+
+def test_emulator_announces_the_crds_in_discovery(api: Any) -> None:
+    from kubernetes import client
+
+    resources = client.CustomObjectsApi(api.api_client).get_api_resources("foyle.io", "v1alpha1")
+    by_name = {r.name: r for r in resources.resources}
+    assert set(by_name) == {"logfiles", "traces", "blocklogs", "examples"} | {
+        f"{p}/status" for p in ("logfiles", "traces", "blocklogs", "examples")
+    }
+    assert by_name["blocklogs"].short_names == ["bl"]
+    assert by_name["blocklogs"].categories == ["foyle"]

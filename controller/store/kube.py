@@ -25,6 +25,7 @@ import contextlib
 import copy
 import json
 import logging
+import os
 import queue
 import random
 import threading
@@ -111,7 +112,9 @@ def load_api_client(kubeconfig: str | None = None) -> ApiClient:
             try:
                 config.load_incluster_config(client_configuration=configuration)
             except config.ConfigException:
-                config.load_kube_config(client_configuration=configuration)
+                # Read $KUBECONFIG now: the client reads it once, when first imported.
+                default = os.environ.get("KUBECONFIG") or None
+                config.load_kube_config(config_file=default, client_configuration=configuration)
     except (config.ConfigException, OSError) as exc:
         raise StoreUnavailable(
             f"no Kubernetes configuration ({exc}); pass --kubeconfig, set KUBECONFIG, "
@@ -183,9 +186,6 @@ class KubeStore:
         kwargs = {"label_selector": label_selector} if label_selector else {}
         result = self._call(kind, self._api.list_namespaced_custom_object, info.plural, **kwargs)
         items = sorted(result.get("items") or [], key=lambda o: o["metadata"]["name"])
-        for item in items:  # list items may omit them; the Store's objects always carry them
-            item.setdefault("apiVersion", f"{GROUP}/{VERSION}")
-            item.setdefault("kind", kind)
         return items, result["metadata"]["resourceVersion"]
 
     # ---- writes ----

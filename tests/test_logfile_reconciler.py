@@ -1,0 +1,562 @@
+"""The LogFile reconciler against real files, a real journal and a real SQLite store.
+
+Every line the tests write carries its own trace id, so "ingested exactly once"
+is a count per id in the journal's entries table. Each test changes files the
+way writers and logrotate do, calls `reconcile(path)` like the worker loop
+would, and checks the entries, the journal's file rows and the LogFile status.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from controller.reconcilers.logfile import LogFileReconciler, LogFileSettings, logfile_name
+from controller.reconcilers.result import DONE, Result
+from controller.store.journal import FileRow, Journal
+from controller.store.sqlite import SQLiteStore
+
+NODE = "node-a"
+EXECUTE = "github.com/jlewi/foyle/app/pkg/executor.(*Executor).Execute"
+
+
+def trace_id(n: int) -> str:
+    return f"{n:032x}"
+
+
+def line(n: int, *, payload: str = "gcloud logging read --project=foyle-dev\n") -> bytes:
+    """A Foyle Executor line (the shape of testdata/foyle/execute_traces_lines.jsonl)."""
+    return (
+        orjson.dumps(
+            {
+                "severity": "info",
+                "time": 1713303870.400788 + n,
+                "caller": "executor/executor.go:43",
+                "function": EXECUTE,
+                "message": "Executor.Execute",
+                "traceId": trace_id(n),
+                "blockId": "",
+                "request": {"block": {"kind": "CODE", "contents": payload, "id": f"b{n}"}},
+            }
+        )
+        + b"\n"
+    )
+
+
+def lines(ns: Iterable[int]) -> bytes:
+    return b"".join(line(n) for n in ns)
+
+
+def append(path: Path, data: bytes) -> None:
+    with path.open("ab") as f:
+        f.write(data)
+
+
+def truncate(path: Path) -> None:
+    with path.open("r+b") as f:
+        f.truncate(0)
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_713_300_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Rig:
+    """A reconciler over a journal and a store in tmp_path, and what it handed on."""
+
+    def __init__(self, tmp_path: Path, settings: LogFileSettings) -> None:
+        self.dir = tmp_path / "logs"
+        self.dir.mkdir()
+        self.journal = Journal(tmp_path / "journal.db")
+        self.store = SQLiteStore(tmp_path / "store.db")
+        self.settings = settings
+        self.clock = FakeClock()
+        self.handed_on: list[str] = []
+        self.reconciler = self.new_reconciler()
+
+    def new_reconciler(self) -> LogFileReconciler:
+        return LogFileReconciler(
+            self.journal, self.store, self.handed_on.extend, self.settings, self.clock
+        )
+
+    def restart(self) -> None:
+        """A new reconciler on the same journal and store: no open handles, no memory."""
+        self.reconciler.close()
+        self.reconciler = self.new_reconciler()
+
+    def path(self, name: str, data: bytes | None = None) -> Path:
+        path = self.dir / name
+        if data is not None:
+            path.write_bytes(data)
+        return path
+
+    def reconcile(self, path: Path) -> Result:
+        return self.reconciler.reconcile(str(path))
+
+    def ingested(self) -> Counter[str]:
+        """How often each trace id is in the journal (a fresh connection: what is committed)."""
+        with sqlite3.connect(self.journal.path) as conn:
+            return Counter(key for (key,) in conn.execute("SELECT trace_key FROM entries"))
+
+    def assert_once(self, ns: Iterable[int]) -> None:
+        assert self.ingested() == Counter(trace_id(n) for n in ns)
+
+    def rows(self, path: Path) -> list[FileRow]:
+        return [row for row in self.journal.files() if row.path == str(path)]
+
+    def row(self, path: Path) -> FileRow:
+        (row,) = [row for row in self.rows(path) if row.phase in ("Active", "Idle")]
+        return row
+
+    def status(self, row: FileRow) -> dict[str, Any]:
+        current = self.journal.file(row.id)
+        return self.store.get("LogFile", logfile_name(current, NODE))["status"]
+
+    def close(self) -> None:
+        self.reconciler.close()
+        self.store.close()
+        self.journal.close()
+
+
+@pytest.fixture
+def make_rig(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
+    rigs: list[Rig] = []
+
+    def make(**settings: Any) -> Rig:
+        settings.setdefault("publish_interval", 0.0)
+        rigs.append(Rig(tmp_path, LogFileSettings(node=NODE, **settings)))
+        return rigs[-1]
+
+    yield make
+    for rig in rigs:
+        rig.close()
+
+
+@pytest.fixture
+def rig(make_rig: Callable[..., Rig]) -> Rig:
+    return make_rig()
+
+
+def assert_status(rig: Rig, row: FileRow, **expected: Any) -> None:
+    status = rig.status(row)
+    assert {key: status.get(key) for key in expected} == expected
+
+
+# -- 1. appends -----------------------------------------------------------------------------
+
+
+def test_half_line_waits_for_its_rest_and_each_line_is_ingested_once(rig: Rig) -> None:
+    first, second = line(0), line(1)
+    path = rig.path("foyle.logs.json", first + second[:40])
+    rig.reconcile(path)
+    rig.assert_once([0])
+    row = rig.row(path)
+    assert (row.watermark, row.carry, row.lines) == (len(first), "none", 1)
+    assert_status(rig, row, offset=len(first), size=len(first) + 40, lines=1, phase="Active")
+
+    append(path, second[40:] + line(2))
+    rig.reconcile(path)
+    rig.assert_once([0, 1, 2])
+    size = path.stat().st_size
+    assert_status(rig, row, offset=size, size=size, lines=3, badLines=0, phase="Active")
+    assert Counter(rig.handed_on) == Counter(trace_id(n) for n in range(3))
+
+
+def test_complete_last_object_without_newline_is_read_once_and_its_newline_swallowed(
+    rig: Rig,
+) -> None:
+    path = rig.path("foyle.logs.json", line(0) + line(1)[:-1])
+    rig.reconcile(path)
+    rig.assert_once([0, 1])
+    row = rig.journal.file(rig.row(path).id)
+    assert (row.watermark, row.carry) == (path.stat().st_size, "after-unterminated")
+
+    append(path, b"\n")
+    rig.reconcile(path)
+    append(path, line(2))
+    rig.reconcile(path)
+    rig.assert_once([0, 1, 2])
+    size = path.stat().st_size
+    assert_status(rig, row, offset=size, size=size, lines=3, badLines=0)
+
+
+# -- 2-4. rotation --------------------------------------------------------------------------
+
+
+def test_rename_rotation_drains_the_old_tail_through_its_handle_then_reads_the_new_file(
+    rig: Rig,
+) -> None:
+    path = rig.path("x.json", lines(range(3)))
+    rig.reconcile(path)
+    old = rig.row(path)
+    append(path, lines([3, 4]))  # never seen under x.json
+    path.rename(rig.dir / "x.json.1")  # a name nobody watches
+    rig.path("x.json", lines([5, 6]))
+
+    assert rig.reconcile(path) == DONE
+    rig.assert_once(range(7))
+    old_size = (rig.dir / "x.json.1").stat().st_size
+    assert_status(rig, old, phase="Rotated", offset=old_size, size=old_size, lines=5)
+    new = rig.row(path)
+    assert new.id != old.id
+    assert_status(rig, new, phase="Active", offset=path.stat().st_size, lines=2, truncations=0)
+
+
+@pytest.mark.parametrize("order", ["new-path-first", "renamed-path-first"])
+def test_rename_to_another_watched_name_reads_nothing_twice_in_either_order(
+    rig: Rig, order: str
+) -> None:
+    path, renamed = rig.path("x.json", lines(range(3))), rig.dir / "x-1.json"
+    rig.reconcile(path)
+    old = rig.row(path)
+    append(path, lines([3, 4]))
+    path.rename(renamed)
+    rig.path("x.json", lines([5, 6]))
+
+    for p in (path, renamed) if order == "new-path-first" else (renamed, path):
+        rig.reconcile(p)
+    rig.assert_once(range(7))
+    append(renamed, line(7))
+    append(path, line(8))
+    for p in (renamed, path):
+        rig.reconcile(p)
+    rig.assert_once(range(9))
+
+    continued = rig.row(renamed)
+    assert continued.uid == old.uid  # the same file identity goes on, from its watermark
+    assert_status(rig, continued, offset=renamed.stat().st_size, lines=6, phase="Active")
+    assert_status(rig, rig.row(path), offset=path.stat().st_size, lines=3, phase="Active")
+
+
+def test_two_rotations_in_one_backlog_drain_what_the_handle_still_reaches(rig: Rig) -> None:
+    path = rig.path("x.json", lines(range(2)))
+    rig.reconcile(path)
+    old = rig.row(path)
+    append(path, lines([2, 3]))
+    path.rename(rig.dir / "x.json.1")
+    rig.path("x.json", lines([10, 11]))  # lives and rotates away unseen
+    (rig.dir / "x.json.1").rename(rig.dir / "x.json.2")
+    path.rename(rig.dir / "x.json.1")
+    rig.path("x.json", lines([20, 21]))
+
+    rig.reconcile(path)
+    rig.assert_once([0, 1, 2, 3, 20, 21])  # 10 and 11 were never reachable
+    assert_status(rig, old, phase="Rotated", offset=(rig.dir / "x.json.2").stat().st_size)
+    assert_status(rig, rig.row(path), phase="Active", lines=2)
+
+
+# -- 5. truncation --------------------------------------------------------------------------
+
+
+def test_copytruncate_starts_a_new_row_and_reports_the_bytes_it_could_not_read(
+    rig: Rig,
+) -> None:
+    half = line(3)[:50]
+    path = rig.path("x.json", lines(range(3)) + half)
+    rig.reconcile(path)
+    old = rig.row(path)
+    shutil.copyfile(path, rig.dir / "x.json.1")
+    truncate(path)
+    append(path, lines([4, 5]))
+
+    rig.reconcile(path)
+    rig.assert_once([0, 1, 2, 4, 5])
+    new = rig.row(path)
+    assert new.id != old.id
+    assert_status(rig, old, phase="Rotated", lines=3)
+    assert_status(
+        rig, new, phase="Active", offset=path.stat().st_size, lines=2, truncations=1,
+        unreadBytes=len(half),
+    )  # fmt: skip
+
+
+def test_truncation_then_the_same_first_line_again_reads_the_rewritten_file(
+    rig: Rig,
+) -> None:
+    path = rig.path("x.json", lines([0, 1]))
+    rig.reconcile(path)
+    truncate(path)
+    append(path, line(0))
+    rig.reconcile(path)
+    append(path, line(2))
+    rig.reconcile(path)
+
+    # line 0 was written twice, once into each content of the file
+    assert rig.ingested() == Counter({trace_id(0): 2, trace_id(1): 1, trace_id(2): 1})
+    assert [row.phase for row in rig.rows(path)] == ["Rotated", "Active"]
+    assert_status(rig, rig.row(path), lines=2, truncations=1, unreadBytes=0)
+
+
+def test_truncation_while_stopped_and_regrowth_past_the_watermark_is_noticed(
+    rig: Rig,
+) -> None:
+    half = line(2)[:30]
+    path = rig.path("x.json", lines([0, 1]) + half)
+    rig.reconcile(path)
+    old = rig.row(path)
+    rig.restart()
+    truncate(path)
+    append(path, lines(range(10, 15)))
+    assert path.stat().st_size > old.watermark
+
+    rig.reconcile(path)
+    rig.assert_once([0, 1, *range(10, 15)])
+    assert_status(rig, old, phase="Rotated")
+    assert_status(
+        rig, rig.row(path), offset=path.stat().st_size, lines=5, truncations=1,
+        unreadBytes=len(half),
+    )  # fmt: skip
+
+
+# -- 6. deletion ----------------------------------------------------------------------------
+
+
+def test_deleted_file_is_drained_through_its_handle_then_marked_deleted(rig: Rig) -> None:
+    path = rig.path("x.json", lines([0, 1]))
+    rig.reconcile(path)
+    row = rig.row(path)
+    append(path, lines([2, 3]))
+    size = path.stat().st_size
+    path.unlink()
+
+    assert rig.reconcile(path) == DONE
+    rig.assert_once(range(4))
+    assert_status(rig, row, phase="Deleted", offset=size, size=size, lines=4)
+    assert len(rig.reconciler.handles) == 0
+
+
+@pytest.mark.parametrize("restarted", [False, True], ids=["with-handle", "after-restart"])
+def test_recreated_file_on_a_reused_inode_is_told_apart_by_its_fingerprint(
+    rig: Rig, restarted: bool
+) -> None:
+    path = rig.path("x.json", lines([0, 1]))
+    rig.reconcile(path)
+    old = rig.row(path)
+    if restarted:
+        rig.restart()
+    else:
+        append(path, line(2))
+    path.unlink()
+    if not restarted:
+        rig.reconcile(path)  # drains line 2 and lets go of the inode
+    rig.path("x.json", line(7) + lines([8, 9]))  # longer than the old watermark
+    if path.stat().st_ino != old.inode:
+        pytest.skip("this filesystem did not reuse the inode")
+
+    rig.reconcile(path)
+    rig.assert_once([0, 1, 7, 8, 9] if restarted else [0, 1, 2, 7, 8, 9])
+    new = rig.row(path)
+    assert new.id != old.id and new.fingerprint != old.fingerprint
+    assert_status(rig, new, offset=path.stat().st_size, lines=3)
+    assert rig.journal.file(old.id).phase in ("Deleted", "Rotated")
+
+
+# -- 7. bad lines ---------------------------------------------------------------------------
+
+
+def test_bad_lines_are_counted_with_the_last_offset_and_good_ones_read(rig: Rig) -> None:
+    bad = [b'{"traceId": "x", ', b"[1, 2]", b"42", b"", b"\0\0\0\0", b'{"m": "\xff\xfe"}']
+    good_crlf = line(1)[:-1] + b"\r\n"
+    data = b"\xef\xbb\xbf" + line(0) + b"".join(b + b"\n" for b in bad) + good_crlf + line(2)
+    path = rig.path("x.json", data)
+    last_bad_offset = data.index(bad[-1])
+
+    rig.reconcile(path)
+    rig.assert_once([0, 1, 2])  # BOM and CRLF are tolerated, not bad
+    assert_status(
+        rig, rig.row(path), lines=9, badLines=6, lastBadOffset=last_bad_offset,
+        offset=len(data), phase="Active",
+    )  # fmt: skip
+
+
+def test_over_long_line_is_skipped_even_when_written_in_pieces(
+    make_rig: Callable[..., Rig],
+) -> None:
+    rig = make_rig(max_line_bytes=2048)
+    long_line = line(1, payload="x" * 5000)
+    path = rig.path("x.json", line(0) + long_line[:3000])
+    rig.reconcile(path)
+    append(path, long_line[3000:] + line(2))
+    rig.reconcile(path)
+
+    rig.assert_once([0, 2])
+    assert_status(rig, rig.row(path), lines=3, badLines=1, lastBadOffset=len(line(0)))
+
+
+# -- 8. unreadable files --------------------------------------------------------------------
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_uint32) for n in ("effective", "permitted", "inheritable")]
+
+
+@contextmanager
+def without_read_override() -> Iterator[None]:
+    """Make file modes bind this thread, even as root.
+
+    Root reads a mode-000 file because of CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH.
+    Linux capabilities are per thread, so dropping them from this thread's
+    effective set (and restoring them after) gives a real EACCES from open(),
+    the same error a non-root controller gets, without faking any call.
+    """
+    if os.geteuid() != 0:
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    header, data = _CapHeader(0x20080522, 0), (_CapData * 2)()  # _LINUX_CAPABILITY_VERSION_3
+    if libc.capget(ctypes.byref(header), data) != 0:
+        pytest.skip("cannot read this thread's capabilities")
+    saved = data[0].effective
+    data[0].effective &= ~((1 << 1) | (1 << 2))  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+    if libc.capset(ctypes.byref(header), data) != 0:
+        pytest.skip("cannot drop CAP_DAC_OVERRIDE in this thread")
+    try:
+        yield
+    finally:
+        data[0].effective = saved
+        assert libc.capset(ctypes.byref(header), data) == 0
+
+
+def test_unreadable_file_says_so_and_other_files_go_on(rig: Rig) -> None:
+    locked, other = rig.path("a.json", lines([0, 1])), rig.path("b.json", lines([5]))
+    locked.chmod(0)
+    with without_read_override():
+        rig.reconcile(locked)
+        rig.reconcile(other)
+    rig.assert_once([5])
+    (row,) = rig.rows(locked)
+    status = rig.status(row)
+    assert status["phase"] == "Unreadable" and "PermissionError" in status["lastError"]
+
+    locked.chmod(0o644)
+    rig.reconcile(locked)
+    rig.assert_once([0, 1, 5])
+    (row,) = rig.rows(locked)  # the same row goes on: no truncation, no second LogFile
+    assert_status(rig, row, phase="Active", lines=2, truncations=0)
+    assert "lastError" not in rig.status(row)
+
+
+def test_file_that_turns_unreadable_goes_on_from_its_watermark_when_readable_again(
+    rig: Rig,
+) -> None:
+    path = rig.path("a.json", lines([0, 1]))
+    rig.reconcile(path)
+    rig.restart()  # no cached handle: the reconciler must open the path
+    append(path, line(2))
+    path.chmod(0)
+    with without_read_override():
+        rig.reconcile(path)
+    (row,) = rig.rows(path)
+    assert_status(rig, row, phase="Unreadable", lines=2)
+
+    path.chmod(0o644)
+    rig.reconcile(path)
+    rig.assert_once(range(3))
+    (row,) = rig.rows(path)
+    assert_status(rig, row, phase="Active", lines=3, truncations=0)
+
+
+# -- 9. restarts and races ------------------------------------------------------------------
+
+
+def test_restart_rereads_nothing(rig: Rig) -> None:
+    path = rig.path("x.json", lines(range(3)) + line(3)[:20])
+    rig.reconcile(path)
+    rig.restart()
+    handed_on = len(rig.handed_on)
+
+    rig.reconcile(path)
+    assert len(rig.handed_on) == handed_on
+    append(path, line(3)[20:])
+    rig.reconcile(path)
+    rig.assert_once(range(4))
+    assert_status(rig, rig.row(path), lines=4, offset=path.stat().st_size)
+
+
+@pytest.mark.parametrize("known", [True, False], ids=["known-file", "new-file"])
+def test_two_reconcilers_racing_on_one_growing_file_insert_nothing_twice(
+    rig: Rig, known: bool
+) -> None:
+    """Two reconcilers (two workers, or two controllers on one state dir) on one file."""
+    path = rig.path("x.json", line(0))
+    if known:
+        rig.reconcile(path)
+    second = rig.new_reconciler()
+    written = 1
+    start = threading.Barrier(3)
+    stop = threading.Event()
+
+    def race(reconciler: LogFileReconciler) -> None:
+        start.wait()
+        while not stop.is_set():
+            reconciler.reconcile(str(path))
+
+    threads = [threading.Thread(target=race, args=(r,)) for r in (rig.reconciler, second)]
+    for t in threads:
+        t.start()
+    start.wait()
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        append(path, line(written))
+        written += 1
+    stop.set()
+    for t in threads:
+        t.join()
+    rig.reconcile(path)
+    second.close()
+
+    rig.assert_once(range(written))
+    assert_status(rig, rig.row(path), lines=written, offset=path.stat().st_size)
+
+
+# -- 10. publishing -------------------------------------------------------------------------
+
+
+def test_status_is_published_at_most_once_per_interval_and_the_final_state_after_it(
+    make_rig: Callable[..., Rig],
+) -> None:
+    rig = make_rig(publish_interval=1.0)
+    path = rig.path("x.json", line(0))
+    assert rig.reconcile(path) == DONE
+    row = rig.row(path)
+    name = logfile_name(row, NODE)
+    published = rig.store.get("LogFile", name)["metadata"]["resourceVersion"]
+
+    for n in (1, 2):
+        rig.clock.now += 0.3
+        append(path, line(n))
+        result = rig.reconcile(path)
+        assert result.requeue_after is not None and 0 < result.requeue_after <= 1.0
+        assert rig.journal.file(row.id).lines == n + 1  # the journal is never held back
+        obj = rig.store.get("LogFile", name)
+        assert (obj["metadata"]["resourceVersion"], obj["status"]["lines"]) == (published, 1)
+
+    rig.clock.now += 0.4
+    assert rig.reconcile(path) == DONE
+    obj = rig.store.get("LogFile", name)
+    assert obj["status"]["lines"] == 3 and obj["status"]["offset"] == path.stat().st_size
+    published = obj["metadata"]["resourceVersion"]
+
+    rig.clock.now += 0.1
+    assert rig.reconcile(path) == DONE  # nothing changed: no write, no requeue
+    assert rig.store.get("LogFile", name)["metadata"]["resourceVersion"] == published
