@@ -9,12 +9,17 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.api.kinds import KindInfo, UnknownKind, lookup
 from controller.cli import UsageError
 from controller.settings import Settings, default_log_dirs, default_state_dir
 from controller.store.base import NotFound, Store
+
+if TYPE_CHECKING:  # heavy modules are imported lazily by the commands that need them
+    from controller.learn.index import ExampleIndex
+    from controller.reconcilers.learner import LearnerReconciler
+    from controller.store.journal import Journal
 
 log = logging.getLogger("foylectl")
 
@@ -201,17 +206,37 @@ def _setup_logging(fmt: str) -> None:
     setup_logging(fmt)
 
 
-def _learner(settings: Settings, store: Store, registry: Any = None):  # noqa: ANN202 - lazy import
+def _index(settings: Settings, args: argparse.Namespace) -> ExampleIndex:
+    """The example index, embedding with OpenAI when a key file is given."""
     from controller.learn.index import ExampleIndex
+
+    embedder = None
+    key_file = getattr(args, "openai_api_key_file", None)
+    if key_file:
+        from controller.learn.embedders import OpenAIEmbedder
+
+        try:
+            key = Path(key_file).expanduser().read_text().strip()
+        except OSError as err:
+            raise UsageError(
+                f"cannot read the OpenAI API key file {key_file}: {err.strerror}"
+            ) from err
+        embedder = OpenAIEmbedder(key)
+    return ExampleIndex(settings.index_path, embedder)
+
+
+def _learner(
+    settings: Settings, store: Store, args: argparse.Namespace, registry: Any = None
+) -> LearnerReconciler:
     from controller.learn.training import TrainingWriter
     from controller.reconcilers.learner import LearnerReconciler
 
     writable_state_dir(settings.state_dir)
-    index = ExampleIndex(settings.index_path)
+    index = _index(settings, args)
     return LearnerReconciler(store, index, TrainingWriter(settings.training_dirs), metrics=registry)
 
 
-def _journal(settings: Settings):  # noqa: ANN202
+def _journal(settings: Settings) -> Journal:
     from controller.store.journal import Journal
 
     writable_state_dir(settings.state_dir)
@@ -228,7 +253,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     started = time.monotonic()
     store = open_store(settings, args)
     journal = _journal(settings)
-    learner = _learner(settings, store) if settings.learn else None
+    learner = _learner(settings, store, args) if settings.learn else None
     manager = Manager(
         settings, store, journal, learner=learner.reconcile if learner else None, oneshot=True
     )
@@ -281,7 +306,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = open_store(settings, args)
     journal = _journal(settings)
     registry = MetricsRegistry()
-    learner = _learner(settings, store, registry) if settings.learn else None
+    learner = _learner(settings, store, args, registry) if settings.learn else None
     manager = Manager(
         settings, store, journal, registry, learner=learner.reconcile if learner else None
     )
@@ -314,7 +339,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
     _setup_logging("text")
     settings = settings_from(args, need_logs=False)
     store = open_store(settings, args, must_exist=settings.store == "sqlite")
-    learner = _learner(settings, store)
+    learner = _learner(settings, store, args)
     counts = learn_all(store, learner)
     print("learned: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     if not args.follow:
@@ -328,14 +353,12 @@ def cmd_learn(args: argparse.Namespace) -> int:
 def cmd_examples(args: argparse.Namespace) -> int:
     import json
 
-    from controller.learn.index import ExampleIndex
-
     settings = settings_from(args, need_logs=False)
     if not settings.index_path.exists():
         raise UsageError(
             f"no example index at {settings.index_path}: run `foylectl run` or `foylectl learn` first"
         )
-    hits = ExampleIndex(settings.index_path).search(args.text, k=args.k)
+    hits = _index(settings, args).search(args.text, k=args.k)
     results = [(name, score, json.loads(example)) for name, score, example in hits]
     if args.output == "json":
         print(json.dumps([{"name": n, "score": s, "example": e} for n, s, e in results], indent=2))

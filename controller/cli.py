@@ -74,6 +74,25 @@ def _log_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _learn_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--training-dir",
+        type=Path,
+        action="append",
+        help="where Examples are written for Foyle (repeatable; default ~/.foyle/training)",
+    )
+    _embedder_args(p)
+
+
+def _embedder_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--openai-api-key-file",
+        type=Path,
+        help="retrieve with OpenAI text-embedding-3-small embeddings, as Foyle does"
+        " (default: local BM25 ranking, no network)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="foylectl",
@@ -88,12 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     _log_args(p)
     _store_args(p)
     p.add_argument("--no-learn", action="store_true", help="do not derive Examples")
-    p.add_argument(
-        "--training-dir",
-        type=Path,
-        action="append",
-        help="where Examples are written for Foyle (repeatable; default ~/.foyle/training)",
-    )
+    _learn_args(p)
     p.add_argument("--no-progress", action="store_true", help="never show the progress bar")
 
     p = sub.add_parser("run", help="watch the log directories and keep everything converged")
@@ -129,12 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-learn", action="store_true", help="do not run the learning controller in this process"
     )
-    p.add_argument(
-        "--training-dir",
-        type=Path,
-        action="append",
-        help="where Examples are written for Foyle (repeatable; default ~/.foyle/training)",
-    )
+    _learn_args(p)
     p.add_argument(
         "--log-format", choices=("text", "json"), default="text", help="log line format on stderr"
     )
@@ -164,17 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _store_args(p)
     p.add_argument("--follow", action="store_true", help="keep following the store's changes")
-    p.add_argument(
-        "--training-dir",
-        type=Path,
-        action="append",
-        help="where Examples are written for Foyle (repeatable)",
-    )
-    p.add_argument(
-        "--openai-api-key-file",
-        type=Path,
-        help="embed with OpenAI text-embedding-3-small (default: local BM25, no network)",
-    )
+    _learn_args(p)
 
     p = sub.add_parser("examples", help="work with learned examples")
     ex = p.add_subparsers(dest="examples_command", metavar="SUBCOMMAND", required=True)
@@ -183,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-k", type=int, default=3, help="how many (default 3)")
     s.add_argument("-o", "--output", choices=("table", "json"), default="table")
     _state_args(s)
+    _embedder_args(s)
 
     p = sub.add_parser(
         "operator", help="run the in-cluster operator (kopf): the learning controller on CRDs"
