@@ -311,9 +311,9 @@ def machine() -> dict[str, Any]:
     }
 
 
-def measure(cfg: Config) -> dict[str, Any]:
+def measure(cfg: Config, result: dict[str, Any]) -> None:
+    """Fill `result` figure by figure, so a failed run still shows what it measured."""
     wants = cfg.only.__contains__
-    result: dict[str, Any] = {}
     if wants("floor") or wants("analyze") or wants("catchup") or wants("rss"):
         logs, stats = make_corpus(cfg, "size", cfg.size, seed=1)
         result["corpus_lines"] = stats.lines
@@ -349,7 +349,6 @@ def measure(cfg: Config) -> dict[str, Any]:
         )
     if "peak_rss_large_mb" in result and "peak_rss_mb" in result:
         result["peak_rss_ratio"] = result["peak_rss_large_mb"] / result["peak_rss_mb"]
-    return result
 
 
 def table(result: dict[str, Any]) -> str:
@@ -419,11 +418,15 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
 def main(argv: list[str] | None = None) -> int:
     args, cfg = parse_args(argv)
     info = machine()
+    result: dict[str, Any] = {}
     try:
-        result = measure(cfg)
-    finally:
-        if not args.keep:
-            shutil.rmtree(cfg.workdir, ignore_errors=True)
+        measure(cfg, result)
+    except BaseException:
+        print(f"measured so far: {json.dumps(result)}", file=sys.stderr)
+        print(f"work dir kept for the run logs: {cfg.workdir}", file=sys.stderr)
+        raise
+    if not args.keep:
+        shutil.rmtree(cfg.workdir, ignore_errors=True)
     sizes = {"size_bytes": cfg.size, "small_bytes": cfg.small, "large_bytes": cfg.large}
     result |= {"sizes": sizes, "machine": info, "quick": args.quick}
     print(table(result), file=sys.stderr)

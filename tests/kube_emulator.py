@@ -560,11 +560,23 @@ class RunningEmulator:
 
 
 def foyle_emulator(**options: Any) -> ApiServerEmulator:
-    """An emulator serving the committed foyle.io CRDs and core v1 Events (kopf posts them)."""
+    """An emulator serving the committed foyle.io CRDs and core v1 Events (kopf posts them).
+
+    Namespaces and CRDs are announced in discovery for kopf, not served.
+    """
     emulator = ApiServerEmulator(**options)
     for path in sorted(CRDS.glob("*.yaml")):
         emulator.serve_crd(yaml.safe_load(path.read_text(encoding="utf-8")))
     emulator.serve(Served("", "v1", "events", "Event", status_subresource=False))
+    # kopf waits for namespaces and CRDs in API discovery before it watches anything. They are
+    # announced only: the operator disables kopf's scanning, so nothing lists or watches them.
+    for path, kind in (
+        ("/v1/namespaces", "Namespace"),
+        ("apiextensions.k8s.io/v1/customresourcedefinitions", "CustomResourceDefinition"),
+    ):
+        emulator.resources[path] = kmock.ResourceInfo(
+            namespaced=False, kind=kind, verbs={"get", "list", "watch"}
+        )
     return emulator
 
 

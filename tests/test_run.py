@@ -211,3 +211,29 @@ def test_get_reads_while_run_writes_without_lock_errors(tmp_path: Path, testdata
         )
     finally:
         assert run.terminate() == 0, run.output()
+
+
+def reconciles(port: int, controller: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(f'controller_reconcile_total{{controller="{controller}"}}'):
+                return float(line.split()[-1])
+    return 0.0
+
+
+def test_reading_a_file_does_not_wake_the_watcher_again(tmp_path: Path, testdata: Path) -> None:
+    """inotify reports our own open/close: reacting to them would re-read files forever."""
+    port = free_port()
+    logs, state, run = start(tmp_path, testdata, "--metrics-addr", f"127.0.0.1:{port}")
+    try:
+        wait_for(lambda: ready(port), 20, "readiness")
+        store = SQLiteStore(state / "store.db")
+        before = reconciles(port, "logfile")
+        (logs / "one.jsonl").write_bytes(b"".join(renamed_session(testdata, "EEEE")))
+        wait_for(lambda: "01HF7B0KJM3HHFDVSX9YFTEEEE" in blocklog_ids(store), 10, "the new file")
+        for _ in range(20):  # twenty more scrapes: the count must stay put between them
+            (logs / "one.jsonl").stat()
+        after = reconciles(port, "logfile")
+        assert after - before < 10, f"{after - before} logfile reconciles for one new file"
+    finally:
+        assert run.terminate() == 0, run.output()

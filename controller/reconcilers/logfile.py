@@ -23,6 +23,7 @@ more when the file goes quiet), not on every batch.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -47,10 +48,11 @@ from controller.logs.identity import (
     still_same,
 )
 from controller.reconcilers.result import DONE, Result
-from controller.store.base import Store, read_modify_write
+from controller.store.base import NotFound, Store, read_modify_write
 from controller.store.journal import Batch, FileRow, Journal, WatermarkMoved
 
 log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class LogFileSettings:
@@ -169,6 +171,8 @@ class LogFileReconciler:
             return self._unreadable(path, row, err)
 
         ident = identify(f)
+        if row is not None and not row.fingerprint:
+            row = self._first_identity(row, ident)
         if row is not None and self._same(row, f, ident):
             target = row
             cached = self.handles.get(row.id)
@@ -177,10 +181,28 @@ class LogFileReconciler:
                 f = cached
         else:
             target = self._adopt(path, row, f, ident)
+            if not self._same(target, f, ident):
+                # add_file handed back the row a racing reader registered, and the file
+                # changed again since: look afresh rather than read at its watermark.
+                f.close()
+                return Result(requeue=True)
         self.handles.put(target.id, f)
         return self._read(target, f)
 
     # -- identity ------------------------------------------------------------------------
+
+    def _first_identity(self, row: FileRow, ident: FileIdentity) -> FileRow:
+        """A row registered while its file was unreadable has no fingerprint and nothing read.
+
+        Its first readable look defines its identity; comparing against the empty
+        fingerprint instead would call the file truncated and start a second row.
+        """
+        if (row.device, row.inode) != (ident.device, ident.inode):
+            return row  # another file took the path: _adopt settles it
+        self.journal.update_file(
+            row.id, fingerprint=ident.fingerprint, fingerprint_len=ident.fingerprint_len
+        )
+        return self.journal.file(row.id)
 
     def _same(self, row: FileRow, f: BinaryIO, ident: FileIdentity) -> bool:
         if (row.device, row.inode) != (ident.device, ident.inode):
@@ -193,13 +215,12 @@ class LogFileReconciler:
         truncated = old is not None and (old.device, old.inode) == (ident.device, ident.inode)
         if old is not None:
             self._retire(old, truncated=truncated)
+        size = os.fstat(f.fileno()).st_size
         for candidate in self.journal.files_with_inode(ident.device, ident.inode):
-            if candidate.phase in ("Rotated", "Deleted") and still_same(_identity(candidate), f):
-                size = os.fstat(f.fileno()).st_size
-                if size >= candidate.watermark:
-                    self.journal.update_file(candidate.id, path=path, phase="Active")
-                    log.info("file %s is the rotated file %s, continuing", path, candidate.path)
-                    return self.journal.file(candidate.id)
+            # Any phase: a file renamed from one watched path to another is still Active
+            # under its old path when the new path happens to be reconciled first.
+            if size >= candidate.watermark and still_same(_identity(candidate), f):
+                return self._move(candidate, path)
         new = self.journal.add_file(
             path, ident.device, ident.inode, ident.fingerprint, ident.fingerprint_len
         )
@@ -218,6 +239,21 @@ class LogFileReconciler:
             new = self.journal.file(new.id)
         return new
 
+    def _move(self, row: FileRow, path: str) -> FileRow:
+        """The file `row` describes was renamed to `path`: go on from its watermark there.
+
+        The LogFile name follows the path, so the resource under the old name is
+        deleted: one file identity, one LogFile (not a stale copy left Active).
+        """
+        log.info("file %s is the file read before as %s, continuing", path, row.path)
+        self.journal.update_file(row.id, path=path, phase="Active")
+        moved = self.journal.file(row.id)
+        old_name = logfile_name(row, self.settings.node)
+        if old_name != logfile_name(moved, self.settings.node):
+            with contextlib.suppress(NotFound):
+                self.store.delete("LogFile", old_name)
+        return moved
+
     def _retire(self, row: FileRow, *, truncated: bool = False) -> None:
         """Drain what the old handle can still read, then mark the row Rotated or Deleted."""
         handle = self.handles.get(row.id)
@@ -229,6 +265,8 @@ class LogFileReconciler:
         phase = "Rotated" if truncated or still_linked else "Deleted"
         self.journal.update_file(row.id, phase=phase)
         self._publish(self.journal.file(row.id), force=True)
+        self._published.pop(row.id, None)  # retired rows must not pile up in memory
+        self._last_growth.pop(row.id, None)
 
     def _unreadable(self, path: str, row: FileRow | None, err: OSError) -> Result:
         message = f"{type(err).__name__}: {err.strerror or err}"
@@ -252,7 +290,7 @@ class LogFileReconciler:
         budget = None if drain else self.settings.bytes_per_reconcile
         offset, carry = row.watermark, CarryState(row.carry)
         grew = False
-        if not row.fingerprint or row.fingerprint_len < FINGERPRINT_BYTES:
+        if row.fingerprint_len < FINGERPRINT_BYTES:
             self._grow_fingerprint(row, f)
         while budget is None or budget > 0:
             size = os.fstat(f.fileno()).st_size
@@ -291,13 +329,10 @@ class LogFileReconciler:
             current.phase, current.last_error = phase, ""
         if drain:
             return DONE
-        more = budget is not None and budget <= 0
-        published = self._publish(current, force=False)
-        if more:
+        wait = self._publish(current, force=False)
+        if budget is not None and budget <= 0:
             return Result(requeue=True)
-        if not published:
-            return Result(requeue_after=self.settings.publish_interval)
-        return DONE
+        return Result(requeue_after=wait) if wait > 0 else DONE
 
     def _phase(self, row: FileRow, now: float) -> str:
         last = self._last_growth.get(row.id)
@@ -338,8 +373,12 @@ class LogFileReconciler:
 
     # -- the LogFile resource ------------------------------------------------------------
 
-    def _publish(self, row: FileRow, *, force: bool) -> bool:
-        """Write the LogFile status if it changed, at most once per publish interval."""
+    def _publish(self, row: FileRow, *, force: bool) -> float:
+        """Write the LogFile status if it changed, at most once per publish interval.
+
+        Returns 0 when the store shows this state, else the seconds until it may be
+        written (the caller requeues then, so the file's final state is published).
+        """
         now = self.clock()
         status = {
             "offset": row.watermark,
@@ -360,21 +399,25 @@ class LogFileReconciler:
         signature = tuple(sorted(status.items())) + (row.path,)
         last = self._published.get(row.id)
         if last is not None and last[1] == signature:
-            return True
-        if not force and last is not None and now - last[0] < self.settings.publish_interval:
-            return False
-        status["lastSyncTime"] = rfc3339(now)
+            return 0.0
+        wait = 0.0 if force or last is None else last[0] + self.settings.publish_interval - now
+        if wait > 0:
+            return wait
         name = logfile_name(row, self.settings.node)
         spec = {"path": row.path, "node": self.settings.node}
 
         def mutate(current: dict | None) -> dict | None:
+            if current is not None and current.get("spec") == spec:
+                shown = {k: v for k, v in current.get("status", {}).items() if k != "lastSyncTime"}
+                if shown == status:
+                    return None  # e.g. after a restart: a new sync time alone is no change
             desired = current or new_resource(
                 "LogFile", name, spec, labels={"foyle.io/node": self.settings.node}, name=name
             )
             desired["spec"] = spec
-            desired["status"] = status
+            desired["status"] = {**status, "lastSyncTime": rfc3339(now)}
             return desired
 
         read_modify_write(self.store, "LogFile", name, mutate)
         self._published[row.id] = (now, signature)
-        return True
+        return 0.0

@@ -1,4 +1,12 @@
-"""Following a store's BlockLogs from another process (`foylectl learn --follow`)."""
+"""Following a store's BlockLogs from another process (`foylectl learn --follow`).
+
+Informer-style: list, reconcile everything listed, then watch from the list's
+resourceVersion. Reconciling the listed objects closes the gap between an
+earlier pass (`learn_all`) and the watch: a BlockLog written in between would
+otherwise wait for its next change. After Gone (the store pruned the history
+the watch needed) the same resync runs, over Examples too, because an Example
+whose BlockLog was deleted during the gap has no BlockLog event left to see.
+"""
 
 from __future__ import annotations
 
@@ -10,22 +18,37 @@ from controller.store.base import Gone, Store
 
 log = logging.getLogger(__name__)
 
+Reconcile = Callable[[str], object]
+
 
 def follow_blocklogs(
-    store: Store, reconcile: Callable[[str], object], stop: threading.Event | None = None
+    store: Store, reconcile: Reconcile, stop: threading.Event | None = None
 ) -> None:
-    """Reconcile every BlockLog that changes, until `stop` is set; re-list after Gone."""
+    """Reconcile every BlockLog that changes, until `stop` is set; resync after Gone."""
     stop = stop or threading.Event()
-    items, version = store.list_with_version("BlockLog")
+    version = _resync(store, reconcile)
+    log.info("following BlockLog changes from resourceVersion %s", version)
     while not stop.is_set():
         try:
             for event in store.watch("BlockLog", version, timeout=1.0, stop=stop.is_set):
                 version = event.resource_version
-                try:
-                    reconcile(event.object["metadata"]["name"])
-                except Exception as err:  # one bad object never ends the loop
-                    log.warning("learn %s failed: %s", event.object["metadata"]["name"], err)
+                _reconcile_logged(reconcile, event.object["metadata"]["name"])
         except Gone:
-            items, version = store.list_with_version("BlockLog")
-            for obj in items:
-                reconcile(obj["metadata"]["name"])
+            version = _resync(store, reconcile)
+
+
+def _resync(store: Store, reconcile: Reconcile) -> str:
+    """Reconcile every BlockLog and every Example; the version to watch from."""
+    blocklogs, version = store.list_with_version("BlockLog")
+    names = {b["metadata"]["name"] for b in blocklogs}
+    names |= {e["metadata"]["name"] for e in store.list("Example")}
+    for name in sorted(names):
+        _reconcile_logged(reconcile, name)
+    return version
+
+
+def _reconcile_logged(reconcile: Reconcile, name: str) -> None:
+    try:
+        reconcile(name)
+    except Exception as err:  # one bad object never ends the loop
+        log.warning("learn %s failed: %s", name, err)

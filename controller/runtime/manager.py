@@ -12,20 +12,21 @@ very same controllers to completion for the one-shot `foylectl analyze`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable
 
 from controller.reconcilers.blocklog import BlockLogReconciler
-from controller.reconcilers.logfile import LogFileReconciler, LogFileSettings
+from controller.reconcilers.logfile import LogFileReconciler, LogFileSettings, logfile_name
 from controller.reconcilers.result import Result
 from controller.reconcilers.trace import TraceReconciler, TraceSettings, collect_garbage
 from controller.runtime.controller import Controller
 from controller.runtime.metrics import MetricsRegistry
 from controller.runtime.watcher import LogWatcher, scan
 from controller.settings import Settings
-from controller.store.base import Store
+from controller.store.base import NotFound, Store
 from controller.store.journal import BLOCKLOGS, TRACES, Journal
 
 log = logging.getLogger(__name__)
@@ -113,12 +114,41 @@ class Manager:
 
     # -- life cycle ----------------------------------------------------------------------
 
+    def recover_lost_state(self) -> None:
+        """Rebuild what a state file deleted while stopped held, from what is left.
+
+        A new journal reads every log file from 0 (LogFiles of rows it no longer
+        has are deleted, or each file would be counted twice); a store with no
+        LogFile while the journal has read files gets every Trace re-derived
+        from the journal, since no dirty mark would ever bring them back.
+        """
+        files = self.journal.files()
+        known = {logfile_name(row, self.settings.node) for row in files}
+        logfiles = self.store.list("LogFile", f"foyle.io/node={self.settings.node}")
+        if self.journal.created and logfiles:
+            log.info(
+                "no journal at %s but the store has %d LogFiles: reading every log file"
+                " from the start to rebuild it",
+                self.journal.path,
+                len(logfiles),
+            )
+        for obj in logfiles:
+            if obj["metadata"]["name"] not in known:
+                with contextlib.suppress(NotFound):
+                    self.store.delete("LogFile", obj["metadata"]["name"])
+        if files and not logfiles:
+            queued = self.journal.mark_all_traces_dirty()
+            log.info(
+                "the store holds no LogFile of the %d files the journal has read (deleted?):"
+                " re-deriving %d traces from the journal",
+                len(files),
+                queued,
+            )
+
     def resync(self) -> None:
         """Re-queue what a previous run left unfinished: dirty marks and lagging statuses."""
-        for key in self.journal.dirty_keys(TRACES):
-            self.traces.add(key)
-        for name in self.journal.dirty_keys(BLOCKLOGS):
-            self.blocklogs.add(name)
+        self.recover_lost_state()
+        self._requeue_dirty()
         for blocklog in self.store.list("BlockLog"):
             meta = blocklog["metadata"]
             if blocklog.get("status", {}).get("observedGeneration") != meta.get("generation"):
@@ -166,11 +196,23 @@ class Manager:
         thread.start()
         self._timers.append(thread)
 
+    def _requeue_dirty(self) -> None:
+        for key in self.journal.dirty_keys(TRACES):
+            self.traces.add(key)
+        for name in self.journal.dirty_keys(BLOCKLOGS):
+            self.blocklogs.add(name)
+
     def _rescan(self) -> None:
+        """The backstop for lost events, and for keys waiting out a long back-off.
+
+        After a long outage (a full disk) per-key back-off reaches many minutes;
+        re-queuing the durable dirty marks bounds recovery by the rescan interval.
+        """
         for path in scan(self.settings.log_dirs):
             self.logfiles.add(path)
         for row in self.journal.files(active_only=True):
             self.logfiles.add(row.path)
+        self._requeue_dirty()
 
     def _collect(self) -> None:
         collected = collect_garbage(self.journal, time.time(), self.settings.retention)

@@ -14,10 +14,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers.api import BaseObserver
 
 log = logging.getLogger(__name__)
 
 LOG_SUFFIXES = (".json", ".jsonl")
+# Our own reads open and close the files: reacting to that would re-read them forever.
+IGNORED_EVENTS = frozenset({"opened", "closed_no_write"})
 
 
 def is_log_file(path: str) -> bool:
@@ -39,6 +42,8 @@ class _Handler(FileSystemEventHandler):
         self._on_path = on_path
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in IGNORED_EVENTS:
+            return
         paths = [event.src_path, getattr(event, "dest_path", "")]
         for raw in paths:
             path = os.fsdecode(raw) if raw else ""
@@ -70,14 +75,7 @@ class LogWatcher:
         self._observer = None
 
     def start(self) -> None:
-        if self._poll:
-            from watchdog.observers.polling import PollingObserver
-
-            observer = PollingObserver(timeout=self._poll_interval)
-        else:
-            from watchdog.observers import Observer
-
-            observer = Observer()
+        observer = self._observer_or_polling()
         handler = _Handler(self._on_path)
         for directory in self.directories:
             try:
@@ -88,6 +86,27 @@ class LogWatcher:
         observer.daemon = True
         observer.start()
         self._observer = observer
+
+    def _observer_or_polling(self) -> BaseObserver:
+        """inotify, or polling when asked to or when no inotify instance is left.
+
+        The inotify instance limit (fs.inotify.max_user_instances) is per user and
+        shared with every other program: reaching it must cost latency, not a crash.
+        """
+        from watchdog.observers.polling import PollingObserver
+
+        if not self._poll:
+            from watchdog.observers import Observer
+
+            try:
+                return Observer()
+            except OSError as err:
+                log.warning(
+                    "cannot use inotify (%s); polling for changes every %.0f s instead",
+                    err,
+                    self._poll_interval,
+                )
+        return PollingObserver(timeout=self._poll_interval)
 
     def stop(self) -> None:
         if self._observer is not None:

@@ -138,6 +138,7 @@ class Journal:
 
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 30000) -> None:
         self.path = Path(path)
+        self.created = not self.path.exists()  # a new journal: every file is read from 0
         self._busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
         self._dirty_seq = int(time.time() * 1000)
@@ -168,10 +169,14 @@ class Journal:
             raise StoreUnavailable(f"journal {self.path}: {err}") from err
         try:
             yield conn
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # A failed COMMIT (SQLITE_FULL) leaves the transaction open, and some errors
+            # roll it back on their own: close it only if it is still there, or every
+            # later BEGIN fails ("within a transaction") even after space returns.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -226,13 +231,26 @@ class Journal:
     def add_file(
         self, path: str, device: int, inode: int, fingerprint: str, fingerprint_len: int
     ) -> FileRow:
+        """A new row for the file at `path`, or the row another reader just added for it.
+
+        Two readers can find one new file at the same moment (two controllers on one
+        state dir); two rows would read every line twice under two file ids.
+        """
         with self._tx() as conn:
-            cur = conn.execute(
-                "INSERT INTO files (uid, path, device, inode, fingerprint, fingerprint_len)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (uuid.uuid4().hex, path, device, inode, fingerprint, fingerprint_len),
-            )
-            file_id = int(cur.lastrowid or 0)
+            existing = conn.execute(
+                f"SELECT id FROM files WHERE path = ? AND device = ? AND inode = ?"
+                f" AND phase IN {ACTIVE_PHASES} ORDER BY id DESC LIMIT 1",
+                (path, device, inode),
+            ).fetchone()
+            if existing is not None:
+                file_id = int(existing[0])
+            else:
+                cur = conn.execute(
+                    "INSERT INTO files (uid, path, device, inode, fingerprint, fingerprint_len)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (uuid.uuid4().hex, path, device, inode, fingerprint, fingerprint_len),
+                )
+                file_id = int(cur.lastrowid or 0)
         return self.file(file_id)
 
     def update_file(self, file_id: int, **fields: object) -> None:
@@ -309,6 +327,17 @@ class Journal:
             " ON CONFLICT(queue, key) DO UPDATE SET seq = excluded.seq",
             [(queue, key, seq) for key in keys],
         )
+
+    def mark_all_traces_dirty(self) -> int:
+        """Queue every trace the journal knows (the store lost them); how many."""
+        seq = self._next_seq()
+        with self._tx() as conn:
+            cur = conn.execute(
+                "INSERT INTO dirty (queue, key, seq) SELECT ?, trace_key, ? FROM trace_meta"
+                " WHERE true ON CONFLICT(queue, key) DO UPDATE SET seq = excluded.seq",
+                (TRACES, seq),
+            )
+            return cur.rowcount
 
     def dirty_keys(self, queue: str) -> list[str]:
         rows = self._conn().execute("SELECT key FROM dirty WHERE queue = ?", (queue,))

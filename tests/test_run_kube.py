@@ -1,0 +1,152 @@
+"""`foylectl run --store kube` as real subprocesses against the API server emulator.
+
+The journal stays in each process's local SQLite state dir; Traces, BlockLogs
+and LogFiles go to custom resources, read back here as `kubectl get` would.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from controller.api.names import name_for_id
+from controller.store.base import NotFound
+from controller.store.kube import KubeStore
+from controller.store.sqlite import SQLiteStore
+from tests.cli_helpers import RunningController, comparable, foylectl, wait_for
+from tests.kube_emulator import RunningEmulator, kube_emulator  # noqa: F401  (fixture)
+
+RUNME_BLOCK = "01HF7B0KJM3HHFDVSX9YFTZ8PE"
+RUNME_TRACE = "01HYRKRJETPVQA84VQR9AR6J30"
+DEADLINE = 60.0
+
+
+def _run_kube(logs: Path, state: Path, kube: RunningEmulator, *extra: str) -> RunningController:
+    return RunningController(
+        logs,
+        state,
+        "--store",
+        "kube",
+        "--namespace",
+        "foyle",
+        "--kubeconfig",
+        str(kube.kubeconfig),
+        "--rescan-interval",
+        "1",
+        *extra,
+    )
+
+
+def _wait(runs: list[RunningController], condition: Callable[[], Any], what: str) -> None:
+    """wait_for, with the controllers' logs in the failure message."""
+    try:
+        wait_for(condition, DEADLINE, what)
+    except AssertionError as err:
+        raise AssertionError("\n".join([str(err), *(r.output() for r in runs)])) from None
+
+
+def _cluster_view(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """`comparable`, without the namespace that only custom resources have."""
+    view = comparable(items)
+    for obj in view.values():
+        obj["metadata"].pop("namespace", None)
+    return view
+
+
+def _sessions(testdata: Path, suffixes: list[str]) -> bytes:
+    """The RunMe sample once per suffix, each with its own trace id and the SAME block id."""
+    text = (testdata / "runme_traces_lines.jsonl").read_text()
+    assert RUNME_BLOCK in text and RUNME_TRACE in text
+    out = []
+    for suffix in suffixes:
+        renamed = text.replace(RUNME_TRACE, RUNME_TRACE[: -len(suffix)] + suffix)
+        out.extend(line + "\n" for line in renamed.splitlines())
+    return "".join(out).encode()
+
+
+def test_run_with_kube_store_writes_what_analyze_derives(
+    kube_emulator: RunningEmulator,  # noqa: F811
+    testdata: Path,
+    tmp_path: Path,
+) -> None:
+    logs = tmp_path / "logs"
+    shutil.copytree(testdata, logs)
+    foylectl("analyze", "--logs", logs, "--state-dir", tmp_path / "oneshot", "--no-learn")
+    expected = SQLiteStore(tmp_path / "oneshot" / "store.db")
+    want = {kind: comparable(expected.list(kind)) for kind in ("Trace", "BlockLog")}
+    assert want["Trace"] and want["BlockLog"]
+
+    store = KubeStore(kubeconfig=str(kube_emulator.kubeconfig))
+    run = _run_kube(logs, tmp_path / "node-a", kube_emulator, "--node", "node-a", "--no-learn")
+    try:
+        for kind in ("Trace", "BlockLog"):
+            _wait(
+                [run],
+                lambda kind=kind: _cluster_view(store.list(kind)) == want[kind],
+                f"the {kind}s that analyze derives",
+            )
+        logfiles = store.list("LogFile")
+        assert {o["spec"]["path"] for o in logfiles} == {
+            str(p) for p in logs.iterdir() if p.suffix in (".json", ".jsonl")
+        }
+        assert {o["spec"]["node"] for o in logfiles} == {"node-a"}
+        assert (tmp_path / "node-a" / "journal.db").exists()  # the journal stays node-local
+        assert run.terminate() == 0
+    finally:
+        store.close()
+        if run.proc.poll() is None:
+            run.kill()
+
+
+def test_two_ingesters_executing_one_block_lose_no_membership_update(
+    kube_emulator: RunningEmulator,  # noqa: F811
+    testdata: Path,
+    tmp_path: Path,
+) -> None:
+    suffixes = {"a": [f"A{i:02d}" for i in range(8)], "b": [f"B{i:02d}" for i in range(8)]}
+    runs = []
+    for node, node_suffixes in suffixes.items():
+        logs = tmp_path / f"logs-{node}"
+        logs.mkdir()
+        (logs / "logs.2024-05-25T12:30:40.json").write_bytes(_sessions(testdata, node_suffixes))
+    store = KubeStore(kubeconfig=str(kube_emulator.kubeconfig))
+    try:
+        for node in suffixes:  # both start at once, so their writes to the BlockLog race
+            runs.append(
+                _run_kube(
+                    tmp_path / f"logs-{node}",
+                    tmp_path / f"state-{node}",
+                    kube_emulator,
+                    "--node",
+                    f"node-{node}",
+                    "--no-learn",
+                    "--workers",
+                    "4",
+                )
+            )
+        every_trace = {RUNME_TRACE[:-3] + s for group in suffixes.values() for s in group}
+
+        def members() -> set[str]:
+            try:
+                blocklog = store.get("BlockLog", name_for_id(RUNME_BLOCK))
+            except NotFound:
+                return set()
+            return set(blocklog["spec"].get("execTraceIds") or [])
+
+        _wait(runs, lambda: members() == every_trace, "all 16 executions in the BlockLog")
+        _wait(
+            runs,
+            lambda: (
+                store.get("BlockLog", name_for_id(RUNME_BLOCK))["status"].get("executions") == 16
+            ),
+            "the BlockLog status to count both nodes' executions",
+        )
+        assert {o["spec"]["node"] for o in store.list("LogFile")} == {"node-a", "node-b"}
+        assert [r.terminate() for r in runs] == [0, 0]
+    finally:
+        store.close()
+        for r in runs:
+            if r.proc.poll() is None:
+                r.kill()
