@@ -13,7 +13,7 @@ order in which files were read, so any feeding order gives the same result.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 EVENT_KEY_PREFIX = "event/"
@@ -40,9 +40,13 @@ class Entry:
         return (self.time, self.offset, self.digest)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["block_ids"] = list(self.block_ids)
-        return {k: v for k, v in data.items() if not _is_default(v)}
+        """The non-default fields (payloads are shared, not copied: entries are read-only)."""
+        data: dict[str, Any] = {"time": self.time, "offset": self.offset, "digest": self.digest}
+        for name in _OPTIONAL_FIELDS:
+            value = getattr(self, name)
+            if not _is_default(value):
+                data[name] = list(value) if name == "block_ids" else value
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Entry:
@@ -58,3 +62,6 @@ class Entry:
 def _is_default(value: Any) -> bool:
     """Empty or absent values are left out of the journal's copy (0 is kept)."""
     return value is None or value is False or (isinstance(value, (str, list, tuple)) and not value)
+
+
+_OPTIONAL_FIELDS = tuple(f.name for f in fields(Entry) if f.name not in ("time", "offset", "digest"))

@@ -18,6 +18,7 @@ always kept in `spec.id`, and the CLI finds a resource by either.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 
@@ -38,6 +39,7 @@ def is_valid_name(name: str) -> bool:
     return len(name) <= 253 and bool(_DNS1123.match(name)) and ".." not in name
 
 
+@functools.lru_cache(maxsize=1 << 16)  # the same ids come back on every reconcile
 def name_for_id(raw_id: str) -> str:
     """The deterministic, collision-free resource name of a raw id."""
     if (

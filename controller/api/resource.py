@@ -12,7 +12,8 @@ from controller.api.names import name_for_id
 
 def rfc3339(epoch_seconds: float) -> str:
     """RFC 3339 UTC with microseconds, e.g. 2024-04-16T19:06:47.950103Z."""
-    return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    text = datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="microseconds")
+    return text[:-6] + "Z"  # "+00:00" -> "Z"
 
 
 def rfc3339_seconds(epoch_seconds: float) -> str:

@@ -17,10 +17,11 @@ mirrors the API server's:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
+
+import orjson
 
 from controller.api.kinds import Resource
 
@@ -118,7 +119,7 @@ def read_modify_write(
             current: Resource | None = store.get(kind, name)
         except NotFound:
             current = None
-        desired = mutate(copy.deepcopy(current) if current is not None else None)
+        desired = mutate(json_copy(current) if current is not None else None)
         if desired is None:
             return current
         try:
@@ -140,14 +141,19 @@ def write_changes(store: Store, current: Resource | None, desired: Resource) -> 
     if desired.get("spec") != current.get("spec") or _owned_metadata(desired) != _owned_metadata(
         current
     ):
-        body = copy.deepcopy(desired)
+        body = json_copy(desired)
         body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         result = store.update(body)
     if desired.get("status") != current.get("status"):
-        body = copy.deepcopy(result)
+        body = json_copy(result)
         body["status"] = desired.get("status") or {}
         result = store.update_status(body)
     return result
+
+
+def json_copy(obj: Resource) -> Resource:
+    """A deep copy of a JSON document, several times faster than copy.deepcopy."""
+    return orjson.loads(orjson.dumps(obj))
 
 
 def _labels(obj: Resource) -> dict[str, Any]:
@@ -201,7 +207,7 @@ def matches_labels(obj: Resource, selector: str | None) -> bool:
 
 def strip_server_fields(obj: dict[str, Any]) -> dict[str, Any]:
     """A copy without what the store itself sets (for comparing two stores' contents)."""
-    out = copy.deepcopy(obj)
+    out = json_copy(obj)
     meta = out.get("metadata", {})
     for key in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
         meta.pop(key, None)
