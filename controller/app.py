@@ -277,20 +277,24 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT set `stop`: the command drains and exits 0."""
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from controller.runtime.httpserver import HealthServer
     from controller.runtime.manager import Manager
     from controller.runtime.metrics import MetricsRegistry
 
     stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        log.info("received %s, shutting down", signal.Signals(signum).name)
-        stop.set()
-
-    # First thing: a SIGTERM during start-up still means a clean exit 0.
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    _stop_on_signals(stop)  # first thing: a SIGTERM during start-up still means exit 0
     _setup_logging(args.log_format)
     settings = settings_from(args, need_logs=True, create_default_dirs=True)
     settings.poll = args.poll
@@ -346,7 +350,9 @@ def cmd_learn(args: argparse.Namespace) -> int:
         return 0
     from controller.runtime.follow import follow_blocklogs
 
-    follow_blocklogs(store, learner.reconcile)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    follow_blocklogs(store, learner.reconcile, stop)
     return 0
 
 
@@ -375,9 +381,12 @@ def cmd_examples(args: argparse.Namespace) -> int:
 def cmd_operator(args: argparse.Namespace) -> int:
     from controller.operator import run_operator
 
+    if args.kubeconfig:
+        # kopf's login and the kubernetes client both honour $KUBECONFIG.
+        os.environ["KUBECONFIG"] = str(Path(args.kubeconfig).expanduser())
     settings = Settings(state_dir=state_dir_of(args), store="kube", namespace=args.namespace)
     if args.training_dir:
-        settings.training_dirs = [Path(d) for d in args.training_dir]
+        settings.training_dirs = [Path(d).expanduser() for d in args.training_dir]
     return run_operator(
         settings, standalone=args.standalone, peering=args.peering, liveness=args.liveness
     )

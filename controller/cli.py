@@ -187,16 +187,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "operator", help="run the in-cluster operator (kopf): the learning controller on CRDs"
     )
-    p.add_argument("--namespace", default="foyle")
+    p.add_argument("--namespace", default="foyle", help="the namespace it serves (default foyle)")
+    p.add_argument(
+        "--kubeconfig", help="kubeconfig outside a cluster (default: in-cluster, $KUBECONFIG)"
+    )
     p.add_argument("--standalone", action="store_true", help="no peering with other operators")
     p.add_argument("--peering", default=None, help="kopf peering object name")
     p.add_argument(
         "--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint"
     )
     _state_args(p)
-    p.add_argument(
-        "--training-dir", type=Path, action="append", help="where Examples are written (repeatable)"
-    )
+    _learn_args(p)
     return parser
 
 

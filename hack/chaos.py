@@ -57,7 +57,9 @@ from tests.cli_helpers import (  # noqa: E402
 from tests.test_invariant import caught_up  # noqa: E402
 
 T0 = 1_717_236_000.0
-CATCH_UP = float(os.environ.get("CHAOS_CATCH_UP", 120))  # seconds a controller may take to catch up before a scenario fails
+CATCH_UP = float(
+    os.environ.get("CHAOS_CATCH_UP", 120)
+)  # seconds a controller may take to catch up before a scenario fails
 
 
 @dataclass
@@ -100,7 +102,7 @@ class Writer(threading.Thread):
     small appends mean many small commits: kills land mid-read and mid-commit.
     """
 
-    def __init__(self, files: list[Path], seed: int, pace: float = 0.002) -> None:
+    def __init__(self, files: list[Path], seed: int, pace: float = 0.005) -> None:
         super().__init__(daemon=True)
         self.files, self.pace = files, pace
         self.lines = Lines(seed)
@@ -650,6 +652,7 @@ def disk_full(work: Path, seed: int = 12) -> Report:
             stored, seen = watermark(state, path), len(run.output())
             write_lines(path, lines.take(400))
             wait_for(lambda: "full" in run.output()[seen:], 30, "the disk-full error")
+            assert "move it aside" not in run.output()[seen:], "a full disk is not damage"
             probes = [watermark(state, path) for _ in range(20)]
             report.figures["watermark_while_full_max"] = max(probes)
             report.figures["watermark_before_full"] = stored

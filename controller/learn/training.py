@@ -2,8 +2,10 @@
 
 Foyle's agent globs `*.example.binpb` and may read while we write, so each file
 is written to a hidden temp file in the same directory (the glob never matches
-it), fsynced, and renamed over the old one: a reader sees the old or the new
-file, never half of one. The file name is the Example's `metadata.name`, which
+it) and renamed over the old one: a reader sees the old or the new file, never
+half of one. No fsync: the files are derived data, and every start re-reconciles
+every Example and rewrites a file whose bytes are not right; two fsyncs per
+file were most of a learner reconcile's tail latency. The file name is the Example's `metadata.name`, which
 is DNS-1123 safe, never the raw block id (untrusted, may hold `/` or `..`).
 A file whose bytes are already right is left alone, so re-reconciling writes
 nothing.
@@ -67,15 +69,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)

@@ -1,0 +1,182 @@
+"""Fault injection (issue 7): kills, partial lines, odd input, lost events, start-up races,
+damaged or full state, SIGTERM under load. Nothing may be lost or duplicated.
+
+The scenarios live in hack/chaos.py (which also runs them for longer); each
+raises AssertionError when a line is lost or duplicated, a bad line is miscounted,
+the store differs from `foylectl analyze` of the same bytes, or a database fails
+its integrity check. These tests run them small; `-m slow` runs the long ones.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hack"))
+import chaos  # noqa: E402
+
+from controller.store.journal import Batch, Journal  # noqa: E402
+
+needs_tmpfs = pytest.mark.skipif(
+    not chaos.can_mount_tmpfs(), reason="cannot mount a tmpfs here (needs root)"
+)
+
+
+def no_loss(report: chaos.Report) -> None:
+    assert report.lines_written > 0
+    assert report.lines_lost == 0 and report.lines_duplicated == 0
+
+
+# -- 1. SIGKILL at random moments ------------------------------------------------------
+
+
+def test_twenty_random_sigkills_lose_and_duplicate_nothing(tmp_path: Path) -> None:
+    report = chaos.kill(tmp_path, iterations=20, seed=1)
+    no_loss(report)
+    assert report.restarts == 20
+
+
+@pytest.mark.slow
+def test_a_thousand_random_sigkills_lose_and_duplicate_nothing(tmp_path: Path) -> None:
+    report = chaos.kill(tmp_path, iterations=1000, seed=2)
+    no_loss(report)
+    assert report.restarts == 1000
+
+
+# -- 6. a partial last line ------------------------------------------------------------
+
+
+def test_line_cut_by_a_kill_is_read_once_when_completed_after_restart(tmp_path: Path) -> None:
+    no_loss(chaos.partial_line(tmp_path))
+
+
+# -- 7. odd input ----------------------------------------------------------------------
+
+
+def test_odd_bytes_are_counted_as_bad_lines_and_the_good_ones_ingested(tmp_path: Path) -> None:
+    report = chaos.odd_input(tmp_path)
+    no_loss(report)
+    assert report.bad_lines == 10
+
+
+@pytest.mark.slow
+def test_a_100_mib_line_is_skipped_with_bounded_memory(tmp_path: Path) -> None:
+    report = chaos.odd_input(tmp_path, huge_line_mib=100)
+    no_loss(report)
+    assert report.figures["peak_rss_mib"] < 200  # the line is never held whole
+
+
+# -- 8. missed events ------------------------------------------------------------------
+
+
+def test_files_whose_events_overflowed_the_inotify_queue_are_found_by_the_rescan(
+    tmp_path: Path,
+) -> None:
+    no_loss(chaos.overflow(tmp_path))
+
+
+@pytest.mark.skipif(
+    subprocess.run(["unshare", "--user", "true"], capture_output=True).returncode != 0,
+    reason="no user namespaces here (unshare --user)",
+)
+def test_without_inotify_instances_or_watches_new_files_are_still_read(tmp_path: Path) -> None:
+    # Regression: no inotify instance left made `foylectl run` exit with a traceback.
+    no_loss(chaos.watch_limits(tmp_path))
+
+
+# -- 9. start-up race; idle files ------------------------------------------------------
+
+
+def test_files_created_during_start_up_are_all_read_without_a_rescan(tmp_path: Path) -> None:
+    report = chaos.startup_race(tmp_path)
+    no_loss(report)
+    assert report.figures["files"] > 50
+
+
+def test_one_hot_file_among_idle_ones_is_read_fast_with_bounded_fds(tmp_path: Path) -> None:
+    report = chaos.idle_files(tmp_path, files=1000, hot_lines=40)
+    no_loss(report)
+    assert report.figures["open_fds"] < 256 + 64  # the handle cache is bounded at 256
+    assert report.figures["hot_latency_median_ms"] < 250
+    assert report.figures["cpu_share_while_hot"] < 0.8
+
+
+@pytest.mark.slow
+def test_one_hot_file_among_ten_thousand_idle_ones(tmp_path: Path) -> None:
+    report = chaos.idle_files(tmp_path, files=10_000, hot_lines=200)
+    no_loss(report)
+    assert report.figures["open_fds"] < 256 + 64
+    assert report.figures["hot_latency_median_ms"] < 250
+    assert report.figures["cpu_share_while_hot"] < 0.8
+
+
+# -- 10. the state database ------------------------------------------------------------
+
+
+def test_deleted_store_or_journal_is_rebuilt_from_the_logs_on_start(tmp_path: Path) -> None:
+    # Regression: a deleted store stayed empty (nothing was dirty), and a deleted
+    # journal left the old LogFiles beside the new ones (every line counted twice).
+    report = chaos.state_deleted(tmp_path)
+    no_loss(report)
+    assert report.restarts == 2
+
+
+def test_damaged_store_or_journal_exits_2_with_one_line_naming_file_and_remedy(
+    tmp_path: Path,
+) -> None:
+    report = chaos.state_corrupted(tmp_path)
+    assert len(report.figures) == 6
+
+
+@needs_tmpfs
+def test_full_disk_never_advances_a_watermark_and_recovers_when_space_returns(
+    tmp_path: Path,
+) -> None:
+    report = chaos.disk_full(tmp_path)
+    no_loss(report)
+    assert report.figures["watermark_while_full_max"] >= report.figures["watermark_before_full"]
+
+
+@needs_tmpfs
+def test_journal_commit_that_hit_a_full_disk_does_not_wedge_the_connection(
+    tmp_path: Path,
+) -> None:
+    # Regression: a failed COMMIT left its transaction open, so every later BEGIN
+    # failed ("cannot start a transaction within a transaction") after space returned.
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mount], check=True)
+    try:
+        journal = Journal(mount / "journal.db")
+        row = journal.add_file("/logs/a.json", 1, 2, "f" * 32, 10)
+        filler = mount / "filler"
+        chaos.fill(filler)
+        body = os.urandom(2048)
+        entries = [(i * 100, f"trace-{i}", body) for i in range(400)]
+        batch = Batch(row.id, 0, 40_000, "none", 40_000, 400, 0, None, entries)
+        with pytest.raises(sqlite3.OperationalError, match="full"):
+            journal.commit_batch(batch, 0.0)
+        assert journal.file(row.id).watermark == 0
+        filler.unlink()
+        journal.commit_batch(batch, 0.0)
+        assert journal.file(row.id).watermark == 40_000
+        assert journal.counts()["entries"] == 400
+        journal.close()
+    finally:
+        subprocess.run(["umount", "-l", mount], check=False)
+
+
+# -- 12. SIGTERM under load ------------------------------------------------------------
+
+
+def test_sigterm_under_load_exits_0_quickly_and_the_restart_rereads_nothing(
+    tmp_path: Path,
+) -> None:
+    report = chaos.sigterm(tmp_path, backlog_lines=6000)
+    no_loss(report)
+    assert report.figures["sigterm_exit_s"] < 10
