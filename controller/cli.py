@@ -75,13 +75,17 @@ def _log_args(p: argparse.ArgumentParser) -> None:
 
 
 def _learn_args(p: argparse.ArgumentParser) -> None:
+    _training_args(p)
+    _embedder_args(p)
+
+
+def _training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--training-dir",
         type=Path,
         action="append",
         help="where Examples are written for Foyle (repeatable; default ~/.foyle/training)",
     )
-    _embedder_args(p)
 
 
 def _embedder_args(p: argparse.ArgumentParser) -> None:
@@ -197,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint"
     )
     _state_args(p)
-    _learn_args(p)
+    _training_args(p)
     return parser
 
 
