@@ -177,8 +177,10 @@ def account(
         report.lines_lost += max(0, want - have)
         report.lines_duplicated += max(0, have - want)
         assert have_bad == want_bad, f"{path}: {have_bad} bad lines, expected {want_bad}"
+    differ = {p: (got.get(p), want) for p, want in expected.items() if got.get(p) != want}
     assert not report.lines_lost and not report.lines_duplicated, (
-        f"lines lost {report.lines_lost}, duplicated {report.lines_duplicated}: {got} != {expected}"
+        f"lines lost {report.lines_lost}, duplicated {report.lines_duplicated};"
+        f" (LogFile, file) (lines, bad) per path: {dict(list(differ.items())[:5])}"
     )
     assert set(got) <= set(expected), f"LogFiles for unknown paths {set(got) - set(expected)}"
 
@@ -197,13 +199,23 @@ def assert_intact(state: Path) -> None:
         assert result == [("ok",)], f"{path}: {result}"
 
 
-def assert_matches_analyze(logs: Path, state: Path, work: Path) -> None:
-    """The store's Traces and BlockLogs equal `foylectl analyze` of a copy of the same bytes."""
-    copy, fresh = work / "analyze-logs", work / "analyze-state"
-    shutil.rmtree(copy, ignore_errors=True)
+def assert_matches_analyze(logs: Path, state: Path, work: Path, *analyze_args: str) -> None:
+    """The store's Traces and BlockLogs equal `foylectl analyze` of the same bytes.
+
+    Called once the controller has stopped, so the files hold the bytes it read.
+    """
+    fresh = work / "analyze-state"
     shutil.rmtree(fresh, ignore_errors=True)
-    shutil.copytree(logs, copy)
-    foylectl("analyze", "--logs", copy, "--state-dir", fresh, "--no-learn", "--no-progress")
+    foylectl(
+        "analyze",
+        "--logs",
+        logs,
+        "--state-dir",
+        fresh,
+        "--no-learn",
+        "--no-progress",
+        *analyze_args,
+    )
     for kind in ("traces", "blocklogs"):
         got, want = comparable(get_json(state, kind)), comparable(get_json(fresh, kind))
         assert got.keys() == want.keys(), (
@@ -275,9 +287,9 @@ def kill(work: Path, iterations: int = 20, seed: int = 1) -> Report:
         finally:
             writer.stop()
         wait_caught_up(run, state, logs)
+        account(report, state, newline_lines(logs))
         finish(run, report)
     assert_intact(state)
-    account(report, state, newline_lines(logs))
     assert_matches_analyze(logs, state, work)
     return report
 
@@ -312,8 +324,8 @@ def partial_line(work: Path, seed: int = 6) -> Report:
     write_lines(whole, [b"\n", *lines.take(10)])
     with controller(logs, state) as run:
         wait_caught_up(run, state, logs)
+        account(report, state, {str(half): (31, 0), str(whole): (31, 0)})
         finish(run, report)
-    account(report, state, {str(half): (31, 0), str(whole): (31, 0)})
     assert_matches_analyze(logs, state, work)
     return report
 
@@ -353,22 +365,10 @@ def odd_input(work: Path, huge_line_mib: int = 0, seed: int = 7) -> Report:
     with controller(logs, state, *cap) as run:
         wait_caught_up(run, state, logs)
         report.figures["peak_rss_mib"] = peak_rss_mib(run.proc.pid)
+        account(report, state, expected)
         finish(run, report)
-    account(report, state, expected)
-    if not huge_line_mib:  # analyze with the same cap: its default would accept 2 MiB
-        assert_matches_analyze_capped(logs, state, work, cap)
+    assert_matches_analyze(logs, state, work, *cap)  # the same cap on both sides
     return report
-
-
-def assert_matches_analyze_capped(
-    logs: Path, state: Path, work: Path, cap: tuple[str, ...]
-) -> None:
-    """As assert_matches_analyze, with the same --max-line-bytes on both sides."""
-    fresh = work / "analyze-state"
-    shutil.rmtree(fresh, ignore_errors=True)
-    foylectl("analyze", "--logs", logs, "--state-dir", fresh, "--no-learn", "--no-progress", *cap)
-    for kind in ("traces", "blocklogs"):
-        assert comparable(get_json(state, kind)) == comparable(get_json(fresh, kind)), kind
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -427,8 +427,8 @@ def overflow(work: Path, seed: int = 8) -> Report:
                 finish(run, report)
                 continue
             wait_caught_up(run, state, logs)
+            account(report, state, newline_lines(logs))
             finish(run, report)
-        account(report, state, newline_lines(logs))
     report.figures["events_queued_limit"] = limit
     return report
 
@@ -472,13 +472,13 @@ def watch_limits(work: Path, seed: int = 18) -> Report:
                 wait_for(lambda o=out: "foylectl: started" in o.read_text(), 30, "start-up")
                 write_lines(logs / "sub" / "new.json", lines.take(7))
                 wait_caught_up(None, state, logs, 30)
+                account(report, state, newline_lines(logs))
                 proc.send_signal(signal.SIGTERM)
                 assert proc.wait(timeout=10) == 0, out.read_text()
             finally:
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
-        account(report, state, newline_lines(logs))
         report.figures[f"{knob}={value}_ok"] = 1
     return report
 
@@ -513,8 +513,8 @@ def startup_race(work: Path, seed: int = 9) -> Report:
             stop.set()
             thread.join()
         wait_caught_up(run, state, logs, 60)
+        account(report, state, newline_lines(logs))
         finish(run, report)
-    account(report, state, newline_lines(logs))
     report.figures["files"] = len(created)
     return report
 
@@ -550,6 +550,7 @@ def idle_files(work: Path, files: int = 10_000, hot_lines: int = 100, seed: int 
         cpu = (cpu_seconds(run.proc.pid) - cpu0) / (time.monotonic() - t0)
         fds = len(os.listdir(f"/proc/{run.proc.pid}/fd"))
         journal.close()
+        account(report, state, newline_lines(logs), timeout=30)
         finish(run, report)
     latencies.sort()
     report.figures.update(
@@ -559,7 +560,6 @@ def idle_files(work: Path, files: int = 10_000, hot_lines: int = 100, seed: int 
         cpu_share_while_hot=round(cpu, 3),
         open_fds=fds,
     )
-    account(report, state, newline_lines(logs), timeout=30)
     return report
 
 
@@ -588,11 +588,11 @@ def state_deleted(work: Path, seed: int = 10) -> Report:
                 Path(f"{state / removed}{suffix}").unlink(missing_ok=True)
         with controller(logs, state) as run:
             wait_caught_up(run, state, logs)
+            account(report, state, newline_lines(logs))
             finish(run, report)
         if removed:
             report.restarts += 1
             assert expected_log[removed] in run.output(), run.output()
-        account(report, state, newline_lines(logs))
         assert_matches_analyze(logs, state, work)
     return report
 
@@ -660,9 +660,9 @@ def disk_full(work: Path, seed: int = 12) -> Report:
             started = time.monotonic()
             wait_caught_up(run, state, logs)
             report.figures["recovery_s"] = round(time.monotonic() - started, 1)
+            account(report, state, newline_lines(logs))
             finish(run, report)
         assert_intact(state)
-        account(report, state, newline_lines(logs))
         assert_matches_analyze(logs, state, work)
     finally:
         if not os.environ.get("CHAOS_KEEP_MOUNT"):
@@ -710,8 +710,8 @@ def sigterm(work: Path, backlog_lines: int = 30_000, seed: int = 13) -> Report:
         writer.stop()
     with controller(logs, state) as run:
         wait_caught_up(run, state, logs)
+        account(report, state, newline_lines(logs))
         finish(run, report)
-    account(report, state, newline_lines(logs))
     assert_matches_analyze(logs, state, work)
     report.restarts = 1
     return report

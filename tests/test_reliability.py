@@ -20,7 +20,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hack"))
 import chaos  # noqa: E402
 
+from controller.store.base import StoreUnavailable  # noqa: E402
 from controller.store.journal import Batch, Journal  # noqa: E402
+from controller.store.sqlite import SQLiteStore  # noqa: E402
+from tests.cli_helpers import RunningController, wait_for  # noqa: E402
 
 needs_tmpfs = pytest.mark.skipif(
     not chaos.can_mount_tmpfs(), reason="cannot mount a tmpfs here (needs root)"
@@ -150,7 +153,7 @@ def test_journal_commit_that_hit_a_full_disk_does_not_wedge_the_connection(
     # failed ("cannot start a transaction within a transaction") after space returned.
     mount = tmp_path / "small"
     mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mount], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", mount], check=True)
     try:
         journal = Journal(mount / "journal.db")
         row = journal.add_file("/logs/a.json", 1, 2, "f" * 32, 10)
@@ -159,7 +162,7 @@ def test_journal_commit_that_hit_a_full_disk_does_not_wedge_the_connection(
         body = os.urandom(2048)
         entries = [(i * 100, f"trace-{i}", body) for i in range(400)]
         batch = Batch(row.id, 0, 40_000, "none", 40_000, 400, 0, None, entries)
-        with pytest.raises(sqlite3.OperationalError, match="full"):
+        with pytest.raises((sqlite3.OperationalError, StoreUnavailable), match="full"):
             journal.commit_batch(batch, 0.0)
         assert journal.file(row.id).watermark == 0
         filler.unlink()
@@ -180,3 +183,32 @@ def test_sigterm_under_load_exits_0_quickly_and_the_restart_rereads_nothing(
     report = chaos.sigterm(tmp_path, backlog_lines=6000)
     no_loss(report)
     assert report.figures["sigterm_exit_s"] < 10
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="logfile.py (another helper's file): a LogFile publish deferred by the 1 s"
+    " publish interval is a delayed queue add, dropped by the shutdown drain; the"
+    " status stays stale until the next start",
+)
+def test_clean_shutdown_publishes_the_final_logfile_status(tmp_path: Path) -> None:
+    logs, state = tmp_path / "logs", tmp_path / "state"
+    path = logs / "a.json"
+    lines = chaos.Lines(21)
+    chaos.write_lines(path, lines.take(5))
+    run = RunningController(logs, state)
+    try:
+        run.wait_started()
+        store = SQLiteStore(state / "store.db")
+
+        def published_lines() -> int:
+            return sum(o["status"].get("lines", 0) for o in store.list("LogFile"))
+
+        wait_for(lambda: published_lines() == 5, 30, "the first LogFile status")
+        chaos.write_lines(path, lines.take(5))  # within the publish interval of the first
+        wait_for(lambda: chaos.watermark(state, path) == path.stat().st_size, 30, "the lines")
+        assert run.terminate() == 0
+        assert published_lines() == 10
+    finally:
+        if run.proc.poll() is None:
+            run.kill()

@@ -28,6 +28,7 @@ from controller.runtime.watcher import LogWatcher, scan
 from controller.settings import Settings
 from controller.store.base import NotFound, Store
 from controller.store.journal import BLOCKLOGS, TRACES, Journal
+from controller.store.unit import Transactional, after_commit
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,11 @@ class Manager:
         self.journal = journal
         self.registry = registry or MetricsRegistry()
         workers = max(1, settings.workers)
+        # Batch reconciles into one commit per database where the store is local SQLite
+        # (the journal first: the store commits first, so a crash leaves dirty marks).
+        unit: tuple[Transactional, ...] = (journal,)
+        if isinstance(store, Transactional):
+            unit = (journal, store)
         self.logfile_reconciler = LogFileReconciler(
             journal,
             store,
@@ -71,6 +77,7 @@ class Manager:
             self.registry,
             workers=workers,
             oneshot=oneshot,
+            unit=unit,
         )
         self.examples = (
             Controller("example", learner, self.registry, workers=1, oneshot=oneshot)
@@ -84,6 +91,7 @@ class Manager:
             workers=workers,
             after=self.examples.add if self.examples else None,
             oneshot=oneshot,
+            unit=unit,
         )
         self.controllers = [
             c for c in (self.logfiles, self.traces, self.blocklogs, self.examples) if c
@@ -98,12 +106,15 @@ class Manager:
     # -- wiring --------------------------------------------------------------------------
 
     def _on_traces(self, keys: set[str]) -> None:
-        for key in keys:
-            self.traces.add(key)
+        after_commit(lambda: self._add_all(self.traces, keys))
 
     def _on_blocklogs(self, names: set[str]) -> None:
-        for name in names:
-            self.blocklogs.add(name)
+        after_commit(lambda: self._add_all(self.blocklogs, names))
+
+    @staticmethod
+    def _add_all(controller: Controller, keys: set[str]) -> None:
+        for key in keys:
+            controller.add(key)
 
     def _reconcile_logfile(self, path: str) -> Result:
         result = self.logfile_reconciler.reconcile(path)

@@ -25,15 +25,16 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 
 from controller.api.entry import Entry
 from controller.store.base import StoreUnavailable
-from controller.store.sqlite_util import open_database
+from controller.store.sqlite_util import Transactions, open_database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -82,6 +83,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
 ) WITHOUT ROWID;
 """
 
+T = TypeVar("T")
 ACTIVE_PHASES = ("Active", "Idle", "Unreadable")
 EntryKey = tuple[int, int]  # (file id, byte offset): an entry's identity
 TRACES = "traces"  # dirty-mark queues: traces touched by new lines,
@@ -141,6 +143,7 @@ class Journal:
         self.created = not self.path.exists()  # a new journal: every file is read from 0
         self._busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
+        self._transactions = Transactions(self._conn)
         self._dirty_seq = int(time.time() * 1000)
         self._seq_lock = threading.Lock()
         try:
@@ -162,21 +165,34 @@ class Journal:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One atomic write (part of the unit's transaction inside a unit of work)."""
+        with self._translated(self._transactions.write()) as conn:
+            yield conn
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """Several reads that see one state (the open unit's transaction already does)."""
         conn = self._conn()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.DatabaseError as err:
-            raise StoreUnavailable(f"journal {self.path}: {err}") from err
+        if self._transactions.active:
+            yield conn
+            return
+        conn.execute("BEGIN")
         try:
             yield conn
+        finally:
             conn.execute("COMMIT")
-        except BaseException:
-            # A failed COMMIT (SQLITE_FULL) leaves the transaction open, and some errors
-            # roll it back on their own: close it only if it is still there, or every
-            # later BEGIN fails ("within a transaction") even after space returns.
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """One transaction for many writes (controller.store.unit.unit_of_work)."""
+        return self._translated(self._transactions.transaction())
+
+    @contextmanager
+    def _translated(self, ctx: AbstractContextManager[T]) -> Iterator[T]:
+        try:
+            with ctx as value:
+                yield value
+        except sqlite3.DatabaseError as err:
+            raise StoreUnavailable(f"journal {self.path}: {err}") from err
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -363,17 +379,13 @@ class Journal:
 
     def trace_inputs(self, trace_key: str) -> tuple[bytes | None, list[tuple[EntryKey, Entry]]]:
         """The GC snapshot (if any) and the remaining entries of one trace, with their keys."""
-        conn = self._conn()
-        conn.execute("BEGIN")
-        try:
+        with self._snapshot() as conn:
             snap = conn.execute(
                 "SELECT acc FROM snapshots WHERE trace_key = ?", (trace_key,)
             ).fetchone()
             bodies = conn.execute(
                 "SELECT file_id, offset, body FROM entries WHERE trace_key = ?", (trace_key,)
             ).fetchall()
-        finally:
-            conn.execute("COMMIT")
         entries = [((f, o), Entry.from_dict(orjson.loads(body))) for f, o, body in bodies]
         return (snap[0] if snap else None), entries
 

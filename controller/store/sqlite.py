@@ -26,7 +26,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from controller.store.base import (
     WatchEvent,
     matches_labels,
 )
+from controller.store.sqlite_util import Transactions
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ class SQLiteStore:
         self._writes = 0  # bumped after each commit through this instance; wakes watchers
         self._closed = False
         self._listeners: list[Listener] = []
+        self._transactions = Transactions(self._conn)
         self._create_file()
         self._init_schema()
 
@@ -188,6 +190,10 @@ class SQLiteStore:
     def _read(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: every query inside sees one snapshot."""
         conn = self._conn()
+        if self._transactions.active:  # the unit's transaction is the snapshot
+            with self._translate_errors():
+                yield conn
+            return
         with self._translate_errors():
             conn.execute("BEGIN")
             try:
@@ -201,23 +207,26 @@ class SQLiteStore:
 
         BEGIN IMMEDIATE takes the lock before the first read, so a read-then-write
         never has to upgrade a read lock (the deferred-transaction deadlock that
-        returns SQLITE_BUSY at once, whatever the busy timeout).
+        returns SQLITE_BUSY at once, whatever the busy timeout). Inside a unit of
+        work (`transaction()`) it is part of the unit's transaction.
         """
-        conn = self._conn()
-        with self._translate_errors():
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:  # also after a failed COMMIT, which leaves it open
-                    conn.rollback()
-                raise
+        with self._translate_errors(), self._transactions.write() as conn:
+            yield conn
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """One transaction for many writes (controller.store.unit.unit_of_work)."""
+        return self._translated(self._transactions.transaction())
+
+    @contextmanager
+    def _translated(self, ctx: AbstractContextManager[None]) -> Iterator[None]:
+        with self._translate_errors(), ctx:
+            yield
 
     # ---- reads ----
 
     def get(self, kind: str, name: str) -> Resource:
-        with self._read() as conn:
+        conn = self._conn()  # one statement is one snapshot: no explicit transaction
+        with self._translate_errors():
             row = conn.execute(
                 "SELECT body FROM objects WHERE kind = ? AND name = ?", (kind, name)
             ).fetchone()
@@ -328,7 +337,11 @@ class SQLiteStore:
             )
 
     def _after_write(self, type_: EventType, data: bytes) -> Resource:
-        """After commit: wake this instance's watchers, call listeners, return a fresh copy."""
+        """Once committed: wake this instance's watchers and call listeners. A fresh copy."""
+        self._transactions.on_commit(lambda: self._notify(type_, data))
+        return orjson.loads(data)
+
+    def _notify(self, type_: EventType, data: bytes) -> None:
         with self._written:
             self._writes += 1
             self._written.notify_all()
@@ -337,7 +350,6 @@ class SQLiteStore:
                 listener(WatchEvent(type_, orjson.loads(data)))
             except Exception:
                 log.exception("store listener %r failed", listener)
-        return orjson.loads(data)
 
     # ---- watch ----
 
