@@ -32,6 +32,7 @@ from controller.api.entry import Entry
 from controller.logs.normalise import normalise
 
 BOM = b"\xef\xbb\xbf"
+CR = ord("\r")
 
 
 class CarryState(StrEnum):
@@ -78,13 +79,13 @@ def read_batch(
             return _finish(batch, window, pos, CarryState.IN_OVERLONG)
     elif carry is CarryState.AFTER_UNTERMINATED:
         end, complete = window.next_line(pos, max_line_bytes)
-        if _length(pos, end, complete) <= max_line_bytes and window.is_blank(pos, end):
+        if _length(window, pos, end, complete) <= max_line_bytes and window.is_blank(pos, end):
             if not complete:  # nothing new, or only the start of "\r\n": wait
                 return _finish(batch, window, pos, carry)
             pos = end  # the newline (and any blanks) of the line already consumed
     while batch.lines == 0 or pos - offset < max_bytes:
         end, complete = window.next_line(pos, max_line_bytes)
-        if _length(pos, end, complete) > max_line_bytes:
+        if _length(window, pos, end, complete) > max_line_bytes:
             _count_bad(batch, pos, "too-long")
             if complete:
                 pos = end
@@ -126,9 +127,13 @@ def _finish(batch: ReadBatch, window: _Window, pos: int, carry: CarryState) -> R
     return batch
 
 
-def _length(pos: int, end: int, complete: bool) -> int:
-    """A line's length without its "\\n", so a split read measures it as a whole read does."""
-    return end - pos - complete
+def _length(window: _Window, pos: int, end: int, complete: bool) -> int:
+    """A line's length without its "\\n" or "\\r\\n" (or a last "\\r" still waiting for
+    its "\\n"), so a read split anywhere measures a line as a whole read does."""
+    length = end - pos - complete
+    if length > 0 and window.byte(pos + length - 1) == CR:
+        length -= 1
+    return length
 
 
 def _count_bad(batch: ReadBatch, offset: int, reason: str) -> None:
@@ -177,6 +182,9 @@ class _Window:
     @property
     def end(self) -> int:
         return self.start + len(self.data)
+
+    def byte(self, at: int) -> int:
+        return self.data[at - self.start]
 
     def slice(self, begin: int, end: int) -> bytes:
         return bytes(self.data[begin - self.start : end - self.start])
