@@ -185,12 +185,6 @@ def test_sigterm_under_load_exits_0_quickly_and_the_restart_rereads_nothing(
     assert report.figures["sigterm_exit_s"] < 10
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="logfile.py (another helper's file): a LogFile publish deferred by the 1 s"
-    " publish interval is a delayed queue add, dropped by the shutdown drain; the"
-    " status stays stale until the next start",
-)
 def test_clean_shutdown_publishes_the_final_logfile_status(tmp_path: Path) -> None:
     logs, state = tmp_path / "logs", tmp_path / "state"
     path = logs / "a.json"

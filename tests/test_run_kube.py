@@ -139,7 +139,8 @@ def test_two_ingesters_executing_one_block_lose_no_membership_update(
         _wait(
             runs,
             lambda: (
-                store.get("BlockLog", name_for_id(RUNME_BLOCK))["status"].get("executions") == 16
+                store.get("BlockLog", name_for_id(RUNME_BLOCK)).get("status", {}).get("executions")
+                == 16
             ),
             "the BlockLog status to count both nodes' executions",
         )

@@ -151,6 +151,13 @@ class LogFileReconciler:
             return self._reconcile(path)
 
     def close(self) -> None:
+        """Publish what the publish interval held back, then close every handle.
+
+        A deferred publish is a delayed queue add, which a shutdown drops: without
+        this the LogFile status would stay stale until the next start.
+        """
+        for row in self.journal.files(active_only=True):
+            self._publish(row, force=True)
         self.handles.close_all()
 
     def _lock_for(self, path: str) -> threading.Lock:
