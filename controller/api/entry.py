@@ -64,4 +64,6 @@ def _is_default(value: Any) -> bool:
     return value is None or value is False or (isinstance(value, (str, list, tuple)) and not value)
 
 
-_OPTIONAL_FIELDS = tuple(f.name for f in fields(Entry) if f.name not in ("time", "offset", "digest"))
+_OPTIONAL_FIELDS = tuple(
+    f.name for f in fields(Entry) if f.name not in ("time", "offset", "digest")
+)
