@@ -59,7 +59,7 @@ class LogFileSettings:
     node: str = "local"
     max_line_bytes: int = 16 << 20
     batch_bytes: int = 4 << 20
-    bytes_per_reconcile: int = 32 << 20  # then requeue, so one huge file cannot starve others
+    bytes_per_reconcile: int = 8 << 20  # then requeue, so one huge file cannot starve others
     publish_interval: float = 1.0
     idle_after: float = 300.0
     max_open_files: int = 256

@@ -11,6 +11,8 @@ keys already waiting, up to `batch_size` or `batch_seconds`, and reconciles
 them in one unit of work (controller.store.unit): one commit for all. If any
 key fails, the whole unit rolls back and each key runs again in a unit of its
 own, so one bad key costs its batch a retry, never another key's writes.
+
+A `gate` applies back-pressure: while it is shut the workers take no key.
 Savepoints per key would do the same at a cost paid by every key. A worker
 with an empty queue takes the one key it got, so batching adds no latency.
 """
@@ -31,6 +33,7 @@ from controller.store.unit import Transactional, after_commit, unit_of_work
 log = logging.getLogger(__name__)
 
 Reconcile = Callable[[str], Result | None]
+GATE_POLL_SECONDS = 0.01
 
 
 class Controller:
@@ -48,6 +51,7 @@ class Controller:
         unit: Sequence[Transactional] = (),
         batch_size: int = 256,
         batch_seconds: float = 0.05,
+        gate: Callable[[], bool] | None = None,
     ) -> None:
         self.name = name
         self._oneshot = oneshot  # a one-shot run ignores "look again later" (it exits when idle)
@@ -56,6 +60,8 @@ class Controller:
         self._unit = tuple(unit)
         self._batch_size = batch_size if unit else 1
         self._batch_seconds = batch_seconds
+        self._gate = gate
+        self._gate_closed = threading.Event()  # never set: a wait that wakes on its timeout
         self.workers = workers
         self.queue: WorkQueue[str] = WorkQueue(
             name,
@@ -153,8 +159,15 @@ class Controller:
             keys.append(key)
         return keys
 
+    def _wait_for_gate(self) -> None:
+        """Back-pressure: hold off taking work while the gate is shut (e.g. a full queue
+        downstream), so a backlog of keys never grows with the size of the input."""
+        while self._gate is not None and not self._gate() and not self.queue.shutting_down():
+            self._gate_closed.wait(GATE_POLL_SECONDS)
+
     def _work(self) -> None:
         while True:
+            self._wait_for_gate()
             first, shutdown = self.queue.get()
             if shutdown or first is None:
                 return

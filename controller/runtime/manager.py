@@ -32,6 +32,10 @@ from controller.store.unit import Transactional, after_commit
 
 log = logging.getLogger(__name__)
 
+# Reading stops while this many traces wait to be reconciled: memory stays bounded
+# whatever the size of the logs (one read adds at most ~bytes_per_reconcile / 100 keys).
+MAX_TRACE_BACKLOG = 20_000
+
 
 class Manager:
     def __init__(
@@ -64,7 +68,12 @@ class Manager:
             ),
         )
         self.logfiles = Controller(
-            "logfile", self._reconcile_logfile, self.registry, workers=workers, oneshot=oneshot
+            "logfile",
+            self._reconcile_logfile,
+            self.registry,
+            workers=workers,
+            oneshot=oneshot,
+            gate=lambda: len(self.traces.queue) < MAX_TRACE_BACKLOG,
         )
         self.traces = Controller(
             "trace",

@@ -77,6 +77,8 @@ CREATE TABLE IF NOT EXISTS trace_meta (
     last_entry_at REAL NOT NULL,
     complete_since REAL
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS trace_meta_by_completion ON trace_meta(complete_since)
+    WHERE complete_since IS NOT NULL;
 CREATE TABLE IF NOT EXISTS snapshots (
     trace_key TEXT PRIMARY KEY,
     acc BLOB NOT NULL
@@ -417,8 +419,15 @@ class Journal:
     def replace_with_snapshot(
         self, trace_key: str, snapshot: bytes, entry_keys: Iterable[EntryKey]
     ) -> None:
-        """Store the folded accumulator and drop exactly the entries folded into it."""
+        """Store the folded accumulator and drop exactly the entries folded into it.
+
+        The trace leaves the collection index too (GC scans stay proportional to what
+        is left to collect, not to history); a late line puts it back.
+        """
         with self._tx() as conn:
+            conn.execute(
+                "UPDATE trace_meta SET complete_since = NULL WHERE trace_key = ?", (trace_key,)
+            )
             conn.execute(
                 "INSERT INTO snapshots (trace_key, acc) VALUES (?, ?)"
                 " ON CONFLICT(trace_key) DO UPDATE SET acc = excluded.acc",
