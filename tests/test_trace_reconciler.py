@@ -1,0 +1,170 @@
+"""Trace and BlockLog reconcilers on a real journal and SQLite store: GC, abandonment, late lines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from controller.analyze.oneshot import analyze
+from controller.logs.framing import read_all
+from controller.reconcilers.blocklog import BlockLogReconciler
+from controller.reconcilers.logfile import LogFileReconciler, LogFileSettings
+from controller.reconcilers.trace import TraceReconciler, TraceSettings, collect_garbage
+from controller.store.journal import Journal
+from controller.store.sqlite import SQLiteStore
+from tests.cli_helpers import comparable
+
+RUNME_TRACE = "01HYRKRJETPVQA84VQR9AR6J30"
+RUNME_BLOCK = "01HF7B0KJM3HHFDVSX9YFTZ8PE"
+
+
+class Clock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Pipeline:
+    """The three reconcilers over one log file, driven by hand (no threads, no watcher)."""
+
+    def __init__(self, tmp_path: Path, clock: Clock, settings: TraceSettings) -> None:
+        self.journal = Journal(tmp_path / "journal.db")
+        self.store = SQLiteStore(tmp_path / "store.db")
+        self.traces: set[str] = set()
+        self.blocklogs: set[str] = set()
+        self.logfile = LogFileReconciler(
+            self.journal, self.store, self.traces.update, LogFileSettings(), clock
+        )
+        self.trace = TraceReconciler(
+            self.journal, self.store, self.blocklogs.update, settings, clock
+        )
+        self.blocklog = BlockLogReconciler(self.store, self.journal)
+
+    def sync(self, path: Path) -> dict[str, float | None]:
+        """Reconcile the file, then every touched trace and block log; requeue_after by key."""
+        self.logfile.reconcile(str(path))
+        after = {}
+        for key in sorted(self.traces):
+            after[key] = self.trace.reconcile(key).requeue_after
+        for name in sorted(self.blocklogs):
+            self.blocklog.reconcile(name)
+        self.traces.clear()
+        self.blocklogs.clear()
+        return after
+
+
+def runme_lines(testdata: Path) -> list[bytes]:
+    return [
+        line + b"\n" for line in (testdata / "runme_traces_lines.jsonl").read_bytes().splitlines()
+    ]
+
+
+def expected(path: Path) -> tuple[dict, dict]:
+    with open(path, "rb") as f:
+        entries = [e for batch in read_all(f) for e in batch.entries]
+    traces, blocklogs = analyze(entries)
+    return comparable(traces), comparable(blocklogs)
+
+
+def test_late_line_after_garbage_collection_still_gives_the_right_trace(
+    tmp_path: Path, testdata: Path
+) -> None:
+    clock = Clock()
+    pipeline = Pipeline(tmp_path, clock, TraceSettings(retention=3600))
+    log = tmp_path / "logs" / "runme.json"
+    log.parent.mkdir()
+    lines = runme_lines(testdata)
+    log.write_bytes(b"".join(lines))
+    pipeline.sync(log)
+    assert pipeline.journal.counts()["entries"] > 0
+
+    clock.now += 3601
+    assert collect_garbage(pipeline.journal, clock.now, 3600) == 1
+    counts = pipeline.journal.counts()
+    assert (counts["entries"], counts["snapshots"]) == (0, 1)
+
+    # A late line of the same trace, timed before its start: the start time must move.
+    late = orjson.loads(lines[7])
+    late.update(ts=late["ts"] - 5, msg="late line", evalMode=True)
+    with open(log, "ab") as f:
+        f.write(orjson.dumps(late) + b"\n")
+    pipeline.sync(log)
+
+    want_traces, want_blocklogs = expected(log)
+    got_traces = comparable(pipeline.store.list("Trace"))
+    got_blocklogs = comparable(pipeline.store.list("BlockLog"))
+    assert got_traces == want_traces
+    assert got_blocklogs == want_blocklogs
+    (trace,) = got_traces.values()
+    assert trace["spec"]["evalMode"] is True and trace["status"]["entries"] == 7
+    assert collect_garbage(pipeline.journal, clock.now, 3600) == 0, "the late line is too new"
+
+
+def test_trace_without_end_line_is_abandoned_after_idle_timeout_and_reopened_by_its_end(
+    tmp_path: Path, testdata: Path
+) -> None:
+    clock = Clock()
+    pipeline = Pipeline(tmp_path, clock, TraceSettings(abandon_after=600))
+    log = tmp_path / "logs" / "runme.json"
+    log.parent.mkdir()
+    lines = runme_lines(testdata)
+    end = next(i for i, line in enumerate(lines) if b"sending the final response" in line)
+    log.write_bytes(b"".join(lines[:end]))
+
+    after = pipeline.sync(log)
+    trace = pipeline.store.get("Trace", "01hyrkrjetpvqa84vqr9ar6j30-hhlcrtvwg43ks3tjl")
+    assert trace["status"]["phase"] == "InProgress"
+    assert after[RUNME_TRACE] == pytest.approx(600)
+
+    clock.now += 300
+    assert pipeline.trace.reconcile(RUNME_TRACE).requeue_after == pytest.approx(300)
+    clock.now += 300
+    assert pipeline.trace.reconcile(RUNME_TRACE).requeue_after is None
+    trace = pipeline.store.get("Trace", trace["metadata"]["name"])
+    assert trace["status"]["phase"] == "Abandoned"
+
+    with open(log, "ab") as f:
+        f.write(b"".join(lines[end:]) + b"\n")
+    pipeline.sync(log)
+    trace = pipeline.store.get("Trace", trace["metadata"]["name"])
+    assert trace["status"]["phase"] == "Complete" and trace["spec"]["exitCode"] == 0
+
+
+def test_noop_reconcile_makes_no_writes(tmp_path: Path, testdata: Path) -> None:
+    pipeline = Pipeline(tmp_path, Clock(), TraceSettings())
+    log = tmp_path / "logs" / "runme.json"
+    log.parent.mkdir()
+    log.write_bytes(b"".join(runme_lines(testdata)))
+    pipeline.sync(log)
+    _, version = pipeline.store.list_with_version("Trace")
+    pipeline.trace.reconcile(RUNME_TRACE)
+    for blocklog in pipeline.store.list("BlockLog"):
+        pipeline.blocklog.reconcile(blocklog["metadata"]["name"])
+    assert pipeline.store.list_with_version("Trace")[1] == version
+
+
+def test_execution_arriving_before_its_generate_trace_joins_the_same_blocklog(
+    tmp_path: Path, testdata: Path
+) -> None:
+    """The RunMe execution is read first; the Generate trace naming its block comes later."""
+    pipeline = Pipeline(tmp_path, Clock(), TraceSettings())
+    log = tmp_path / "logs" / "all.json"
+    log.parent.mkdir()
+    log.write_bytes(b"".join(runme_lines(testdata)))
+    pipeline.sync(log)
+    generate = (testdata / "generate_trace_lines.jsonl").read_bytes()
+    first_block = orjson.loads(generate.splitlines()[-1])["response"]["blocks"][0]["id"]
+    with open(log, "ab") as f:
+        f.write(generate.replace(first_block.encode(), RUNME_BLOCK.encode()))
+    pipeline.sync(log)
+    want_traces, want_blocklogs = expected(log)
+    assert comparable(pipeline.store.list("BlockLog")) == want_blocklogs
+    joined = want_blocklogs[
+        next(n for n in want_blocklogs if n.startswith("01hf7b0kjm3hhfdvsx9yftz8pe"))
+    ]
+    assert joined["spec"]["genTraceId"] == "2c4efb9372de3bb51d66d3f7e9c3a76a"
+    assert joined["spec"]["execTraceIds"] == [RUNME_TRACE]
