@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,6 +29,13 @@ def foylectl(
     if check and proc.returncode != 0:
         raise AssertionError(f"foylectl {args} exited {proc.returncode}:\n{proc.stderr}")
     return proc
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for --metrics-addr and the like)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def get_json(state_dir: Path, kind: str) -> list[dict[str, Any]]:

@@ -28,6 +28,7 @@ from controller.reconcilers.result import DONE, Result
 from controller.store.base import StoreUnavailable
 from controller.store.journal import FileRow, Journal
 from controller.store.sqlite import SQLiteStore
+from tests.fakes import FakeClock
 
 NODE = "node-a"
 EXECUTE = "github.com/jlewi/foyle/app/pkg/executor.(*Executor).Execute"
@@ -68,14 +69,6 @@ def append(path: Path, data: bytes) -> None:
 def truncate(path: Path) -> None:
     with path.open("r+b") as f:
         f.truncate(0)
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_713_300_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Rig:

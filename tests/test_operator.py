@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -18,7 +17,7 @@ from kopf.testing import KopfRunner
 from controller.operator import learn_digest, settings_from_env
 from controller.store.base import NotFound, read_modify_write
 from controller.store.kube import KubeStore
-from tests.cli_helpers import wait_for
+from tests.cli_helpers import free_port, wait_for
 from tests.kube_emulator import RunningEmulator, kube_emulator  # noqa: F401  (fixture)
 
 GENERATED = "kubectl get pods"
@@ -167,7 +166,7 @@ def test_foylectl_operator_serves_liveness_learns_and_exits_cleanly_on_sigterm(
     tmp_path: Path,
 ) -> None:
     store, _ = operator_env
-    port = _free_port()
+    port = free_port()
     out = tmp_path / "operator.log"
     with open(out, "wb") as log:
         proc = subprocess.Popen(
@@ -198,12 +197,6 @@ def test_foylectl_operator_serves_liveness_learns_and_exits_cleanly_on_sigterm(
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=30)
     assert code == 0, out.read_text()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _live(port: int) -> bool:

@@ -10,17 +10,7 @@ from controller.runtime.ratelimit import (
     MaxOfRateLimiter,
     default_controller_rate_limiter,
 )
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.fakes import FakeClock
 
 
 def test_backoff_doubles_from_5ms_and_is_capped() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -12,15 +11,9 @@ from pathlib import Path
 
 from controller.store.journal import Journal
 from controller.store.sqlite import SQLiteStore
-from tests.cli_helpers import RunningController, wait_for
+from tests.cli_helpers import RunningController, free_port, wait_for
 
 RUNME_BLOCK = "01HF7B0KJM3HHFDVSX9YFTZ8PE"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def renamed_session(testdata: Path, suffix: str) -> list[bytes]:
@@ -68,21 +61,21 @@ def test_appended_session_appears_as_a_blocklog_readable_from_another_process(
         new_block = "01HF7B0KJM3HHFDVSX9YFTAAAA"
         blocklog = wait_for(
             lambda: next((o for o in store.list("BlockLog") if o["spec"]["id"] == new_block), None),
-            10,
+            30,
             "the appended execution's block log",
         )
         wait_for(
             lambda: (
                 store.get("BlockLog", blocklog["metadata"]["name"])["status"].get("exitCode") == 0
             ),
-            10,
+            30,
             "its status",
         )
         # A new file created after start is picked up too.
         (logs / "sub").mkdir()
         (logs / "sub" / "later.jsonl").write_bytes(b"".join(renamed_session(testdata, "BBBB")))
         wait_for(
-            lambda: "01HF7B0KJM3HHFDVSX9YFTBBBB" in blocklog_ids(store), 10, "a file created later"
+            lambda: "01HF7B0KJM3HHFDVSX9YFTBBBB" in blocklog_ids(store), 30, "a file created later"
         )
     finally:
         assert run.terminate() == 0, run.output()
@@ -230,7 +223,7 @@ def test_reading_a_file_does_not_wake_the_watcher_again(tmp_path: Path, testdata
         store = SQLiteStore(state / "store.db")
         before = reconciles(port, "logfile")
         (logs / "one.jsonl").write_bytes(b"".join(renamed_session(testdata, "EEEE")))
-        wait_for(lambda: "01HF7B0KJM3HHFDVSX9YFTEEEE" in blocklog_ids(store), 10, "the new file")
+        wait_for(lambda: "01HF7B0KJM3HHFDVSX9YFTEEEE" in blocklog_ids(store), 30, "the new file")
         for _ in range(20):  # twenty more scrapes: the count must stay put between them
             (logs / "one.jsonl").stat()
         after = reconciles(port, "logfile")

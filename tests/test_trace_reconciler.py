@@ -15,23 +15,16 @@ from controller.reconcilers.trace import TraceReconciler, TraceSettings, collect
 from controller.store.journal import Journal
 from controller.store.sqlite import SQLiteStore
 from tests.cli_helpers import comparable
+from tests.fakes import FakeClock
 
 RUNME_TRACE = "01HYRKRJETPVQA84VQR9AR6J30"
 RUNME_BLOCK = "01HF7B0KJM3HHFDVSX9YFTZ8PE"
 
 
-class Clock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class Pipeline:
     """The three reconcilers over one log file, driven by hand (no threads, no watcher)."""
 
-    def __init__(self, tmp_path: Path, clock: Clock, settings: TraceSettings) -> None:
+    def __init__(self, tmp_path: Path, clock: FakeClock, settings: TraceSettings) -> None:
         self.journal = Journal(tmp_path / "journal.db")
         self.store = SQLiteStore(tmp_path / "store.db")
         self.traces: set[str] = set()
@@ -73,7 +66,7 @@ def expected(path: Path) -> tuple[dict, dict]:
 def test_late_line_after_garbage_collection_still_gives_the_right_trace(
     tmp_path: Path, testdata: Path
 ) -> None:
-    clock = Clock()
+    clock = FakeClock(1_800_000_000.0)
     pipeline = Pipeline(tmp_path, clock, TraceSettings(retention=3600))
     log = tmp_path / "logs" / "runme.json"
     log.parent.mkdir()
@@ -107,7 +100,7 @@ def test_late_line_after_garbage_collection_still_gives_the_right_trace(
 def test_trace_without_end_line_is_abandoned_after_idle_timeout_and_reopened_by_its_end(
     tmp_path: Path, testdata: Path
 ) -> None:
-    clock = Clock()
+    clock = FakeClock(1_800_000_000.0)
     pipeline = Pipeline(tmp_path, clock, TraceSettings(abandon_after=600))
     log = tmp_path / "logs" / "runme.json"
     log.parent.mkdir()
@@ -135,7 +128,7 @@ def test_trace_without_end_line_is_abandoned_after_idle_timeout_and_reopened_by_
 
 
 def test_noop_reconcile_makes_no_writes(tmp_path: Path, testdata: Path) -> None:
-    pipeline = Pipeline(tmp_path, Clock(), TraceSettings())
+    pipeline = Pipeline(tmp_path, FakeClock(1_800_000_000.0), TraceSettings())
     log = tmp_path / "logs" / "runme.json"
     log.parent.mkdir()
     log.write_bytes(b"".join(runme_lines(testdata)))
@@ -151,7 +144,7 @@ def test_execution_arriving_before_its_generate_trace_joins_the_same_blocklog(
     tmp_path: Path, testdata: Path
 ) -> None:
     """The RunMe execution is read first; the Generate trace naming its block comes later."""
-    pipeline = Pipeline(tmp_path, Clock(), TraceSettings())
+    pipeline = Pipeline(tmp_path, FakeClock(1_800_000_000.0), TraceSettings())
     log = tmp_path / "logs" / "all.json"
     log.parent.mkdir()
     log.write_bytes(b"".join(runme_lines(testdata)))

@@ -14,19 +14,9 @@ import pytest
 from controller.runtime.metrics import MetricsRegistry, QueueMetrics
 from controller.runtime.ratelimit import ItemExponentialFailureRateLimiter
 from controller.runtime.workqueue import WorkQueue
+from tests.fakes import FakeClock
 
 DEADLINE = 5.0
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = DEADLINE) -> None:
