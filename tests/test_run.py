@@ -230,3 +230,24 @@ def test_reading_a_file_does_not_wake_the_watcher_again(tmp_path: Path, testdata
         assert after - before < 10, f"{after - before} logfile reconciles for one new file"
     finally:
         assert run.terminate() == 0, run.output()
+
+
+def test_ready_while_an_unfinished_trace_waits_for_its_abandonment_check(
+    tmp_path: Path, testdata: Path
+) -> None:
+    """An InProgress trace is re-checked in 10 min: that timer is not work to catch up on."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    lines = renamed_session(testdata, "FFFF")
+    (logs / "unfinished.jsonl").write_bytes(
+        b"".join(line for line in lines if b"final response" not in line)
+    )
+    port = free_port()
+    run = RunningController(logs, tmp_path / "state", "--metrics-addr", f"127.0.0.1:{port}")
+    try:
+        wait_for(lambda: ready(port), 30, "readiness with an InProgress trace")
+        store = SQLiteStore(tmp_path / "state" / "store.db")
+        (trace,) = store.list("Trace")
+        assert trace["status"]["phase"] == "InProgress"
+    finally:
+        assert run.terminate() == 0, run.output()

@@ -383,3 +383,19 @@ def test_registry_returns_the_cached_metric_and_refuses_a_different_one() -> Non
     counter.labels("x").inc(2)
     assert registry.value("foyle_lines_total", {"file": "x"}) == 2
     assert b'foyle_lines_total{file="x"} 2.0' in registry.render()
+
+
+def test_a_delayed_item_leaves_the_queue_settled_but_not_idle() -> None:
+    clock = FakeClock()
+    queue: WorkQueue[str] = WorkQueue("settled", clock=clock)
+    queue.add_after("later", 600)
+    assert queue.is_settled() and not queue.is_idle()
+    queue.add("now")
+    assert not queue.is_settled()
+    item, _ = queue.get()
+    assert item == "now" and not queue.is_settled()
+    queue.done(item)
+    assert queue.is_settled()
+    clock.advance(600)
+    assert not queue.is_settled(), "the delayed item is due"
+    queue.shutdown()

@@ -91,6 +91,10 @@ class Controller:
     def is_idle(self) -> bool:
         return self.queue.is_idle()
 
+    def is_settled(self) -> bool:
+        """Caught up: nothing to do now (timers such as abandonment checks may wait)."""
+        return self.queue.is_settled()
+
     def stop(self, timeout: float) -> bool:
         """Stop taking work, let in-flight reconciles finish; True if they did in time."""
         drained = self.queue.shutdown_with_drain(timeout)

@@ -242,7 +242,7 @@ class Manager:
     def _check_ready(self) -> None:
         with self._initial_lock:
             pending = bool(self._initial)
-        if not pending and all(c.is_idle() for c in self.controllers):
+        if not pending and all(c.is_settled() for c in self.controllers):
             if not self._ready.is_set():
                 log.info("caught up with the initial scan; ready")
             self._ready.set()

@@ -182,6 +182,12 @@ class WorkQueue(Generic[T]):
             self._promote_due_locked()
             return not (self._queue or self._waiting or self._processing)
 
+    def is_settled(self) -> bool:
+        """Nothing queued or being processed; delayed items ("look again at T") may wait."""
+        with self._lock:
+            self._promote_due_locked()
+            return not (self._queue or self._processing)
+
     def shutting_down(self) -> bool:
         with self._lock:
             return self._shutting_down
