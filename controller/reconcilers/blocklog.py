@@ -10,6 +10,7 @@ BlockLog meanwhile) is raised to the worker loop, which retries with back-off.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from controller.analyze.blocklogs import blocklog_status
@@ -25,9 +26,12 @@ def member_ids(spec: dict[str, Any]) -> list[str]:
 
 
 class BlockLogReconciler:
-    def __init__(self, store: Store, journal: Journal) -> None:
+    def __init__(
+        self, store: Store, journal: Journal, on_change: Callable[[str], None] | None = None
+    ) -> None:
         self.store = store
         self.journal = journal
+        self.on_change = on_change  # the status changed or the BlockLog went: tell the learner
 
     def reconcile(self, name: str) -> Result:
         seq = self.journal.dirty_seq(BLOCKLOGS, name)
@@ -45,6 +49,7 @@ class BlockLogReconciler:
         if not members:
             with contextlib.suppress(NotFound):
                 self.store.delete("BlockLog", name, blocklog["metadata"]["resourceVersion"])
+            self._changed(name)
             return
         traces: dict[str, dict[str, Any]] = {}
         for trace_id in members:
@@ -57,3 +62,8 @@ class BlockLogReconciler:
         if status != blocklog.get("status"):
             blocklog["status"] = status
             self.store.update_status(blocklog)
+            self._changed(name)
+
+    def _changed(self, name: str) -> None:
+        if self.on_change is not None:
+            self.on_change(name)

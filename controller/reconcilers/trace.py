@@ -81,11 +81,12 @@ class TraceReconciler:
     def reconcile(self, trace_key: str) -> Result:
         seq = self.journal.dirty_seq(TRACES, trace_key)
         reduced = reduce_trace(trace_key, accumulate(self.journal, trace_key)[0])
-        if reduced is None:
+        now = self.clock()
+        if reduced is None:  # lines of no trace kind (e.g. StreamGenerate): nothing to wait for
+            self.journal.set_complete_since(trace_key, now)
             self.journal.clear_dirty(TRACES, trace_key, seq)
             return DONE
         spec, status = reduced
-        now = self.clock()
         result = DONE
         if status["phase"] == "InProgress":
             idle = now - (self.journal.trace_activity(trace_key) or now)

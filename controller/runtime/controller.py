@@ -46,7 +46,6 @@ class Controller:
         workers: int = 1,
         qps: float = 1000.0,
         burst: int = 10000,
-        after: Callable[[str], None] | None = None,
         oneshot: bool = False,
         unit: Sequence[Transactional] = (),
         batch_size: int = 256,
@@ -56,7 +55,6 @@ class Controller:
         self.name = name
         self._oneshot = oneshot  # a one-shot run ignores "look again later" (it exits when idle)
         self._reconcile = reconcile
-        self._after = after
         self._unit = tuple(unit)
         self._batch_size = batch_size if unit else 1
         self._batch_seconds = batch_seconds
@@ -136,9 +134,6 @@ class Controller:
         elif result.requeue_after is not None and not self._oneshot:
             delay = result.requeue_after
             after_commit(lambda: self.queue.add_after(key, delay))
-        if self._after is not None:
-            after = self._after
-            after_commit(lambda: after(key))
 
     def _failed(self, key: str, err: Exception) -> None:
         self._errors.inc()

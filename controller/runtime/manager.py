@@ -27,7 +27,7 @@ from controller.runtime.metrics import MetricsRegistry
 from controller.runtime.watcher import LogWatcher, scan
 from controller.settings import Settings
 from controller.store.base import NotFound, Store
-from controller.store.journal import BLOCKLOGS, TRACES, Journal
+from controller.store.journal import BLOCKLOGS, EXAMPLES, TRACES, Journal
 from controller.store.unit import Transactional, after_commit
 
 log = logging.getLogger(__name__)
@@ -88,17 +88,19 @@ class Manager:
             oneshot=oneshot,
             unit=unit,
         )
+        self._learner = learner
         self.examples = (
-            Controller("example", learner, self.registry, workers=1, oneshot=oneshot)
+            Controller(
+                "example", self._reconcile_example, self.registry, workers=1, oneshot=oneshot
+            )
             if learner
             else None
         )
         self.blocklogs = Controller(
             "blocklog",
-            BlockLogReconciler(store, journal).reconcile,
+            BlockLogReconciler(store, journal, on_change=self._on_blocklog_changed).reconcile,
             self.registry,
             workers=workers,
-            after=self.examples.add if self.examples else None,
             oneshot=oneshot,
             unit=unit,
         )
@@ -119,6 +121,19 @@ class Manager:
 
     def _on_blocklogs(self, names: set[str]) -> None:
         after_commit(lambda: self._add_all(self.blocklogs, names))
+
+    def _on_blocklog_changed(self, name: str) -> None:
+        """Durably ask the learner to look (kept while learning is off, for when it is on)."""
+        self.journal.mark_dirty(EXAMPLES, [name])
+        if self.examples is not None:
+            examples = self.examples
+            after_commit(lambda: examples.add(name))
+
+    def _reconcile_example(self, name: str) -> None:
+        assert self._learner is not None
+        seq = self.journal.dirty_seq(EXAMPLES, name)
+        self._learner(name)
+        self.journal.clear_dirty(EXAMPLES, name, seq)
 
     @staticmethod
     def _add_all(controller: Controller, keys: set[str]) -> None:
@@ -166,18 +181,16 @@ class Manager:
             )
 
     def resync(self) -> None:
-        """Re-queue what a previous run left unfinished: dirty marks and lagging statuses."""
+        """Re-queue what a previous run left unfinished, from the journal alone.
+
+        Durable dirty marks say which traces, block logs and examples still need a
+        reconcile; incomplete traces need their abandonment timers again. None of
+        it lists the store, so a start costs what was left undone, not history.
+        """
         self.recover_lost_state()
         self._requeue_dirty()
-        for blocklog in self.store.list("BlockLog"):
-            meta = blocklog["metadata"]
-            if blocklog.get("status", {}).get("observedGeneration") != meta.get("generation"):
-                self.blocklogs.add(meta["name"])
-            if self.examples is not None:
-                self.examples.add(meta["name"])
-        for trace in self.store.list("Trace"):
-            if trace.get("status", {}).get("phase") == "InProgress":
-                self.traces.add(trace["spec"]["id"])
+        for key in self.journal.incomplete_traces():
+            self.traces.add(key)
         for row in self.journal.files(active_only=True):
             self.logfiles.add(row.path)
 
@@ -221,6 +234,9 @@ class Manager:
             self.traces.add(key)
         for name in self.journal.dirty_keys(BLOCKLOGS):
             self.blocklogs.add(name)
+        if self.examples is not None:
+            for name in self.journal.dirty_keys(EXAMPLES):
+                self.examples.add(name)
 
     def _rescan(self) -> None:
         """The backstop for lost events, and for keys waiting out a long back-off.

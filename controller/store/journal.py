@@ -90,6 +90,7 @@ ACTIVE_PHASES = ("Active", "Idle", "Unreadable")
 EntryKey = tuple[int, int]  # (file id, byte offset): an entry's identity
 TRACES = "traces"  # dirty-mark queues: traces touched by new lines,
 BLOCKLOGS = "blocklogs"  # block logs whose member traces changed
+EXAMPLES = "examples"  # block logs whose status changed since the learner looked
 
 
 @dataclass
@@ -345,6 +346,11 @@ class Journal:
             " ON CONFLICT(queue, key) DO UPDATE SET seq = excluded.seq",
             [(queue, key, seq) for key in keys],
         )
+
+    def incomplete_traces(self) -> list[str]:
+        """Traces not (yet) Complete: their abandonment timers must be set again on start."""
+        rows = self._conn().execute("SELECT trace_key FROM trace_meta WHERE complete_since IS NULL")
+        return [k for (k,) in rows]
 
     def mark_all_traces_dirty(self) -> int:
         """Queue every trace the journal knows (the store lost them); how many."""
