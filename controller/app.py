@@ -264,17 +264,24 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     finally:
         manager.stop()
         progress.stop()
-    files = [f for f in journal.files()]
-    lines = sum(f.lines for f in files)
-    bad = sum(f.bad_lines for f in files)
-    traces = len(store.list("Trace"))
-    blocklogs = len(store.list("BlockLog"))
-    examples = f", {len(store.list('Example'))} examples" if learner else ""
+    files = journal.files()
+    counts = [
+        _counted(sum(f.lines for f in files), "line"),
+        _counted(sum(f.bad_lines for f in files), "bad line"),
+        _counted(store.count("Trace"), "trace"),
+        _counted(store.count("BlockLog"), "block log"),
+    ]
+    if learner:
+        counts.append(_counted(store.count("Example"), "example"))
     print(
-        f"analyzed {len(files)} files: {lines} lines, {bad} bad lines, {traces} traces,"
-        f" {blocklogs} block logs{examples} in {time.monotonic() - started:.2f}s"
+        f"analyzed {_counted(len(files), 'file')}: {', '.join(counts)}"
+        f" in {time.monotonic() - started:.2f}s"
     )
     return 0
+
+
+def _counted(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _stop_on_signals(stop: threading.Event) -> None:

@@ -92,6 +92,14 @@ def test_list_returns_only_that_kind_sorted_by_name(store: Store) -> None:
     assert [o["kind"] for o in store.list("BlockLog")] == ["BlockLog"]
 
 
+def test_count_counts_one_kind(store: Store) -> None:
+    assert store.count("Trace") == 0
+    for name in ("c", "a", "b"):
+        store.create(_trace(name))
+    store.create(new_resource("BlockLog", "a", {"id": "a"}))
+    assert (store.count("Trace"), store.count("BlockLog"), store.count("Example")) == (3, 1, 0)
+
+
 def test_returned_objects_are_fresh_copies(store: Store) -> None:
     created = store.create(_trace("a"))
     created["spec"]["kind"] = "Execute"

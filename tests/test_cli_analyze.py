@@ -144,7 +144,7 @@ def test_a_20_mib_line_is_skipped_and_the_rest_of_the_file_processed(
     (logs / "big.jsonl").write_bytes(b"".join(lines[:6]) + huge + b"".join(lines[6:]))
     state = tmp_path / "state"
     summary = foylectl("analyze", "--logs", logs, "--state-dir", state).stdout
-    assert "1 bad lines" in summary
+    assert "1 bad line," in summary
     (trace,) = get_json(state, "traces")
     assert trace["spec"]["exitCode"] == 0 and trace["status"]["phase"] == "Complete"
     (logfile,) = get_json(state, "logfiles")

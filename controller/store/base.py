@@ -68,6 +68,10 @@ class Store(Protocol):
 
     def list(self, kind: str, label_selector: str | None = None) -> list[Resource]: ...
 
+    def count(self, kind: str) -> int:
+        """How many objects of `kind` there are (without loading them where possible)."""
+        ...
+
     def list_with_version(
         self, kind: str, label_selector: str | None = None
     ) -> tuple[list[Resource], str]:

@@ -179,6 +179,9 @@ class KubeStore:
     def list(self, kind: str, label_selector: str | None = None) -> list[Resource]:
         return self.list_with_version(kind, label_selector)[0]
 
+    def count(self, kind: str) -> int:
+        return len(self.list(kind))
+
     def list_with_version(
         self, kind: str, label_selector: str | None = None
     ) -> tuple[list[Resource], str]:

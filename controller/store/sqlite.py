@@ -237,6 +237,13 @@ class SQLiteStore:
     def list(self, kind: str, label_selector: str | None = None) -> list[Resource]:
         return self.list_with_version(kind, label_selector)[0]
 
+    def count(self, kind: str) -> int:
+        conn = self._conn()
+        with self._translate_errors():
+            return conn.execute("SELECT COUNT(*) FROM objects WHERE kind = ?", (kind,)).fetchone()[
+                0
+            ]
+
     def list_with_version(
         self, kind: str, label_selector: str | None = None
     ) -> tuple[list[Resource], str]:
