@@ -251,3 +251,26 @@ def test_ready_while_an_unfinished_trace_waits_for_its_abandonment_check(
         assert trace["status"]["phase"] == "InProgress"
     finally:
         assert run.terminate() == 0, run.output()
+
+
+def test_a_burst_of_appends_costs_a_few_reconciles_not_one_per_event(
+    tmp_path: Path, testdata: Path
+) -> None:
+    port = free_port()
+    logs, state, run = start(tmp_path, testdata, "--metrics-addr", f"127.0.0.1:{port}")
+    try:
+        wait_for(lambda: ready(port), 30, "readiness")
+        store = SQLiteStore(state / "store.db")
+        before = reconciles(port, "logfile")
+        sessions = [renamed_session(testdata, f"G{i:03d}") for i in range(60)]
+        with open(logs / "burst.jsonl", "ab") as f:
+            for lines in sessions:
+                for line in lines:  # one write (and one inotify event) per line
+                    f.write(line)
+                    f.flush()
+        writes = sum(len(lines) for lines in sessions)
+        wait_for(lambda: "01HF7B0KJM3HHFDVSX9YFTG059" in blocklog_ids(store), 30, "the last one")
+        spent = reconciles(port, "logfile") - before
+        assert spent < writes / 10, f"{spent} logfile reconciles for {writes} appended lines"
+    finally:
+        assert run.terminate() == 0, run.output()
