@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
-import pytest
 
 from controller.analyze.oneshot import analyze
 from controller.logs.framing import read_all
@@ -37,17 +36,15 @@ class Pipeline:
         )
         self.blocklog = BlockLogReconciler(self.store, self.journal)
 
-    def sync(self, path: Path) -> dict[str, float | None]:
-        """Reconcile the file, then every touched trace and block log; requeue_after by key."""
+    def sync(self, path: Path) -> None:
+        """Reconcile the file, then every touched trace and block log."""
         self.logfile.reconcile(str(path))
-        after = {}
         for key in sorted(self.traces):
-            after[key] = self.trace.reconcile(key).requeue_after
+            self.trace.reconcile(key)
         for name in sorted(self.blocklogs):
             self.blocklog.reconcile(name)
         self.traces.clear()
         self.blocklogs.clear()
-        return after
 
 
 def runme_lines(testdata: Path) -> list[bytes]:
@@ -97,7 +94,7 @@ def test_late_line_after_garbage_collection_still_gives_the_right_trace(
     assert collect_garbage(pipeline.journal, clock.now, 3600) == 0, "the late line is too new"
 
 
-def test_trace_without_end_line_is_abandoned_after_idle_timeout_and_reopened_by_its_end(
+def test_idle_unfinished_trace_is_swept_abandoned_and_reopened_by_its_end_line(
     tmp_path: Path, testdata: Path
 ) -> None:
     clock = FakeClock(1_800_000_000.0)
@@ -108,23 +105,26 @@ def test_trace_without_end_line_is_abandoned_after_idle_timeout_and_reopened_by_
     end = next(i for i, line in enumerate(lines) if b"sending the final response" in line)
     log.write_bytes(b"".join(lines[:end]))
 
-    after = pipeline.sync(log)
+    pipeline.sync(log)
     trace = pipeline.store.get("Trace", "01hyrkrjetpvqa84vqr9ar6j30-hhlcrtvwg43ks3tjl")
     assert trace["status"]["phase"] == "InProgress"
-    assert after[RUNME_TRACE] == pytest.approx(600)
+    assert pipeline.journal.traces_to_abandon(clock.now - 600) == []
 
     clock.now += 300
-    assert pipeline.trace.reconcile(RUNME_TRACE).requeue_after == pytest.approx(300)
-    clock.now += 300
-    assert pipeline.trace.reconcile(RUNME_TRACE).requeue_after is None
+    assert pipeline.journal.traces_to_abandon(clock.now - 600) == [], "idle for 300 s only"
+    clock.now += 301
+    assert pipeline.journal.traces_to_abandon(clock.now - 600) == [RUNME_TRACE]
+    pipeline.trace.reconcile(RUNME_TRACE)
     trace = pipeline.store.get("Trace", trace["metadata"]["name"])
     assert trace["status"]["phase"] == "Abandoned"
+    assert pipeline.journal.traces_to_abandon(clock.now - 600) == [], "marked once"
 
     with open(log, "ab") as f:
         f.write(b"".join(lines[end:]) + b"\n")
     pipeline.sync(log)
     trace = pipeline.store.get("Trace", trace["metadata"]["name"])
     assert trace["status"]["phase"] == "Complete" and trace["spec"]["exitCode"] == 0
+    assert pipeline.journal.traces_to_abandon(clock.now + 3600) == [], "complete now"
 
 
 def test_noop_reconcile_makes_no_writes(tmp_path: Path, testdata: Path) -> None:

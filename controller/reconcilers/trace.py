@@ -10,7 +10,9 @@ status to be recomputed. The dirty mark is cleared last, and only if no newer
 batch set it meanwhile, so a crash anywhere repeats work but loses nothing.
 
 An InProgress trace with no new line for `abandon_after` seconds is marked
-Abandoned; a late line makes it InProgress or Complete again.
+Abandoned when it is next reconciled: the manager sweeps the journal for such
+traces (no timer per open trace); a late line makes it InProgress or Complete
+again.
 """
 
 from __future__ import annotations
@@ -87,13 +89,11 @@ class TraceReconciler:
             self.journal.clear_dirty(TRACES, trace_key, seq)
             return DONE
         spec, status = reduced
-        result = DONE
         if status["phase"] == "InProgress":
             idle = now - (self.journal.trace_activity(trace_key) or now)
             if idle >= self.settings.abandon_after:
                 status["phase"] = "Abandoned"
-            else:
-                result = Result(requeue_after=self.settings.abandon_after - idle)
+                self.journal.set_abandoned(trace_key)
         previous_blocks = self._write_trace(trace_key, spec, status)
         blocks = spec.get("blockIds", [])
         for block_id in blocks:
@@ -115,7 +115,7 @@ class TraceReconciler:
         self.on_blocklogs(touched)
         self.journal.set_complete_since(trace_key, now if status["phase"] == "Complete" else None)
         self.journal.clear_dirty(TRACES, trace_key, seq)
-        return result
+        return DONE
 
     def _write_trace(self, trace_key: str, spec: dict, status: dict) -> list[str]:
         """Create or update the Trace; returns the block ids it named before."""

@@ -184,13 +184,11 @@ class Manager:
         """Re-queue what a previous run left unfinished, from the journal alone.
 
         Durable dirty marks say which traces, block logs and examples still need a
-        reconcile; incomplete traces need their abandonment timers again. None of
-        it lists the store, so a start costs what was left undone, not history.
+        reconcile; the abandonment sweep finds idle unfinished traces. None of it
+        lists the store, so a start costs what was left undone, not history.
         """
         self.recover_lost_state()
         self._requeue_dirty()
-        for key in self.journal.incomplete_traces():
-            self.traces.add(key)
         for row in self.journal.files(active_only=True):
             self.logfiles.add(row.path)
 
@@ -211,6 +209,7 @@ class Manager:
         log.info("initial scan found %d log files", found)
         self._every(self.settings.rescan_interval, self._rescan, "rescan")
         self._every(self.settings.gc_interval, self._collect, "gc")
+        self._every(min(60.0, self.settings.abandon_after / 10), self._sweep_idle, "abandon")
         self._every(0.05, self._check_ready, "readiness", until_ready=True)
 
     def _every(
@@ -254,6 +253,12 @@ class Manager:
         collected = collect_garbage(self.journal, time.time(), self.settings.retention)
         if collected:
             log.info("garbage-collected the journal entries of %d complete traces", collected)
+
+    def _sweep_idle(self) -> None:
+        """Queue the unfinished traces idle for longer than --abandon-after (to mark them)."""
+        idle_since = time.time() - self.settings.abandon_after
+        for key in self.journal.traces_to_abandon(idle_since):
+            self.traces.add(key)
 
     def _check_ready(self) -> None:
         with self._initial_lock:

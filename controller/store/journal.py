@@ -75,8 +75,11 @@ CREATE TABLE IF NOT EXISTS dirty (
 CREATE TABLE IF NOT EXISTS trace_meta (
     trace_key TEXT PRIMARY KEY,
     last_entry_at REAL NOT NULL,
-    complete_since REAL
+    complete_since REAL,
+    abandoned INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS trace_meta_open_by_activity ON trace_meta(last_entry_at)
+    WHERE complete_since IS NULL AND abandoned = 0;
 CREATE INDEX IF NOT EXISTS trace_meta_by_completion ON trace_meta(complete_since)
     WHERE complete_since IS NOT NULL;
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -327,7 +330,8 @@ class Journal:
                 self._mark_dirty(conn, TRACES, touched)
                 conn.executemany(
                     "INSERT INTO trace_meta (trace_key, last_entry_at) VALUES (?, ?)"
-                    " ON CONFLICT(trace_key) DO UPDATE SET last_entry_at = excluded.last_entry_at",
+                    " ON CONFLICT(trace_key) DO UPDATE SET last_entry_at = excluded.last_entry_at,"
+                    " abandoned = 0",
                     [(key, now) for key in touched],
                 )
         return touched
@@ -347,10 +351,23 @@ class Journal:
             [(queue, key, seq) for key in keys],
         )
 
-    def incomplete_traces(self) -> list[str]:
-        """Traces not (yet) Complete: their abandonment timers must be set again on start."""
-        rows = self._conn().execute("SELECT trace_key FROM trace_meta WHERE complete_since IS NULL")
+    def traces_to_abandon(self, idle_since: float) -> list[str]:
+        """Unfinished traces with no line since `idle_since` and not yet marked Abandoned.
+
+        One indexed query per sweep instead of a timer per open trace, whose number
+        grows with the backlog being read.
+        """
+        rows = self._conn().execute(
+            "SELECT trace_key FROM trace_meta WHERE complete_since IS NULL AND abandoned = 0"
+            " AND last_entry_at < ?",
+            (idle_since,),
+        )
         return [k for (k,) in rows]
+
+    def set_abandoned(self, trace_key: str) -> None:
+        """Recorded with the Abandoned phase; a new line of the trace clears it."""
+        with self._tx() as conn:
+            conn.execute("UPDATE trace_meta SET abandoned = 1 WHERE trace_key = ?", (trace_key,))
 
     def mark_all_traces_dirty(self) -> int:
         """Queue every trace the journal knows (the store lost them); how many."""
