@@ -32,9 +32,10 @@ from controller.store.unit import Transactional, after_commit
 
 log = logging.getLogger(__name__)
 
-# Reading stops while this many traces wait to be reconciled: memory stays bounded
-# whatever the size of the logs (one read adds at most ~bytes_per_reconcile / 100 keys).
-MAX_TRACE_BACKLOG = 20_000
+# Reading stops while this many traces or block logs wait to be reconciled: memory
+# stays bounded whatever the size of the logs (one read adds ~bytes_per_reconcile / 100
+# trace keys at most).
+MAX_BACKLOG = 20_000
 
 
 class Manager:
@@ -73,7 +74,7 @@ class Manager:
             self.registry,
             workers=workers,
             oneshot=oneshot,
-            gate=lambda: len(self.traces.queue) < MAX_TRACE_BACKLOG,
+            gate=self._room_downstream,
         )
         self.traces = Controller(
             "trace",
@@ -121,6 +122,9 @@ class Manager:
 
     def _on_blocklogs(self, names: set[str]) -> None:
         after_commit(lambda: self._add_all(self.blocklogs, names))
+
+    def _room_downstream(self) -> bool:
+        return len(self.traces.queue) < MAX_BACKLOG and len(self.blocklogs.queue) < MAX_BACKLOG
 
     def _on_blocklog_changed(self, name: str) -> None:
         """Durably ask the learner to look (kept while learning is off, for when it is on)."""
