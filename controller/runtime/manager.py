@@ -23,6 +23,7 @@ from controller.reconcilers.logfile import LogFileReconciler, LogFileSettings, l
 from controller.reconcilers.result import Result
 from controller.reconcilers.trace import TraceReconciler, TraceSettings, collect_garbage
 from controller.runtime.controller import Controller
+from controller.runtime.memory import limit_arenas, release_free_memory
 from controller.runtime.metrics import MetricsRegistry
 from controller.runtime.watcher import LogWatcher, scan
 from controller.settings import Settings
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 # stays bounded whatever the size of the logs (one read adds ~bytes_per_reconcile / 100
 # trace keys at most).
 MAX_BACKLOG = 20_000
+MEMORY_TRIM_INTERVAL = 10.0  # seconds between returning freed heap memory to the system
 
 
 class Manager:
@@ -205,6 +207,7 @@ class Manager:
         return len(paths)
 
     def start(self) -> None:
+        limit_arenas()
         for controller in self.controllers:
             controller.start()
         self.resync()
@@ -213,6 +216,7 @@ class Manager:
         log.info("initial scan found %d log files", found)
         self._every(self.settings.rescan_interval, self._rescan, "rescan")
         self._every(self.settings.gc_interval, self._collect, "gc")
+        self._every(MEMORY_TRIM_INTERVAL, release_free_memory, "trim")
         self._every(min(60.0, self.settings.abandon_after / 10), self._sweep_idle, "abandon")
         self._every(0.05, self._check_ready, "readiness", until_ready=True)
 
