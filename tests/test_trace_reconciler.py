@@ -35,6 +35,8 @@ class Pipeline:
             self.journal, self.store, self.blocklogs.update, settings, clock
         )
         self.blocklog = BlockLogReconciler(self.store, self.journal)
+        self.log = tmp_path / "logs" / "runme.json"
+        self.log.parent.mkdir()
 
     def sync(self, path: Path) -> None:
         """Reconcile the file, then every touched trace and block log."""
@@ -65,8 +67,7 @@ def test_late_line_after_garbage_collection_still_gives_the_right_trace(
 ) -> None:
     clock = FakeClock(1_800_000_000.0)
     pipeline = Pipeline(tmp_path, clock, TraceSettings(retention=3600))
-    log = tmp_path / "logs" / "runme.json"
-    log.parent.mkdir()
+    log = pipeline.log
     lines = runme_lines(testdata)
     log.write_bytes(b"".join(lines))
     pipeline.sync(log)
@@ -99,8 +100,7 @@ def test_idle_unfinished_trace_is_swept_abandoned_and_reopened_by_its_end_line(
 ) -> None:
     clock = FakeClock(1_800_000_000.0)
     pipeline = Pipeline(tmp_path, clock, TraceSettings(abandon_after=600))
-    log = tmp_path / "logs" / "runme.json"
-    log.parent.mkdir()
+    log = pipeline.log
     lines = runme_lines(testdata)
     end = next(i for i, line in enumerate(lines) if b"sending the final response" in line)
     log.write_bytes(b"".join(lines[:end]))
@@ -129,8 +129,7 @@ def test_idle_unfinished_trace_is_swept_abandoned_and_reopened_by_its_end_line(
 
 def test_noop_reconcile_makes_no_writes(tmp_path: Path, testdata: Path) -> None:
     pipeline = Pipeline(tmp_path, FakeClock(1_800_000_000.0), TraceSettings())
-    log = tmp_path / "logs" / "runme.json"
-    log.parent.mkdir()
+    log = pipeline.log
     log.write_bytes(b"".join(runme_lines(testdata)))
     pipeline.sync(log)
     _, version = pipeline.store.list_with_version("Trace")
@@ -145,8 +144,7 @@ def test_execution_arriving_before_its_generate_trace_joins_the_same_blocklog(
 ) -> None:
     """The RunMe execution is read first; the Generate trace naming its block comes later."""
     pipeline = Pipeline(tmp_path, FakeClock(1_800_000_000.0), TraceSettings())
-    log = tmp_path / "logs" / "all.json"
-    log.parent.mkdir()
+    log = pipeline.log
     log.write_bytes(b"".join(runme_lines(testdata)))
     pipeline.sync(log)
     generate = (testdata / "generate_trace_lines.jsonl").read_bytes()
