@@ -309,7 +309,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings.metrics_addr = args.metrics_addr
     settings.rescan_interval = args.rescan_interval
     settings.abandon_after = args.abandon_after
-    settings.retention = args.retention
     settings.learn = not args.no_learn
     if args.node:
         settings.node = args.node

@@ -139,12 +139,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds without a line before an unfinished trace is Abandoned (default 600)",
     )
     p.add_argument(
-        "--retention",
-        type=float,
-        default=3600.0,
-        help="seconds a Complete trace keeps its raw journal entries (default 3600)",
-    )
-    p.add_argument(
         "--no-learn", action="store_true", help="do not run the learning controller in this process"
     )
     _learn_args(p)

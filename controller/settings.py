@@ -41,8 +41,6 @@ class Settings:
     workers: int = 2
     rescan_interval: float = 30.0
     abandon_after: float = 600.0
-    retention: float = 3600.0
-    gc_interval: float = 60.0
     max_line_bytes: int = 16 << 20
     metrics_addr: str | None = None
     learn: bool = True

@@ -8,7 +8,12 @@ from typing import Any
 import pytest
 from test_analyze_traces import load_entries
 
-from controller.analyze.blocklogs import blocklog_status, membership_add, membership_remove
+from controller.analyze.blocklogs import (
+    MAX_LISTED,
+    blocklog_status,
+    membership_add,
+    membership_remove,
+)
 from controller.analyze.blocks import cell_to_block, exit_code_from_outputs, normalise_block
 from controller.analyze.oneshot import analyze
 from controller.api.kinds import Resource
@@ -28,10 +33,9 @@ def trace(trace_id: str, kind: str, start: str, **spec: Any) -> dict[str, Any]:
 
 def fold(block_id: str, traces: list[dict[str, Any]]) -> dict[str, Any]:
     """Membership of `traces`, added in the given order."""
-    starts = {t["id"]: t["startTime"] for t in traces}
     spec = None
     for t in traces:
-        spec = membership_add(spec, block_id, t, starts.get)
+        spec = membership_add(spec, block_id, t)
     assert spec is not None
     return spec
 
@@ -127,7 +131,14 @@ def test_executions_arriving_before_generate_converge_to_same_spec() -> None:
     ex1 = trace("e1", "Execute", "2024-01-03T00:00:00.000000Z")
     ex2 = trace("e2", "RunMe", "2024-01-02T00:00:00.000000Z")
     ev = trace("v", "LogEvent", "2024-01-04T00:00:00.000000Z")
-    expected = {"id": "b", "genTraceId": "g", "execTraceIds": ["e2", "e1"], "eventIds": ["v"]}
+    expected = {
+        "id": "b",
+        "genTraceId": "g",
+        "execTraceIds": ["e2", "e1"],
+        "eventIds": ["v"],
+        "startTimes": {t["id"]: t["startTime"] for t in (gen, ex1, ex2, ev)},
+        "olderExecutions": 0,
+    }
     assert fold("b", [ex1, ev, ex2, gen]) == expected
     assert fold("b", [gen, ex2, ex1, ev]) == expected
 
@@ -138,18 +149,58 @@ def test_readding_a_trace_whose_start_changed_resorts() -> None:
     spec = fold("blk", [a, b])
     assert spec["execTraceIds"] == ["a", "b"]
     moved = {**a, "startTime": "2024-01-03T00:00:00.000000Z"}
-    spec = membership_add(spec, "blk", moved, {"b": b["startTime"]}.get)
+    spec = membership_add(spec, "blk", moved)
     assert spec["execTraceIds"] == ["b", "a"]
 
 
 def test_membership_add_and_remove_do_not_mutate_their_input() -> None:
     spec = fold("b", [trace("g", "Generate", "t1"), trace("e", "Execute", "t2")])
     snapshot = {**spec, "execTraceIds": list(spec["execTraceIds"])}
-    membership_add(spec, "b", trace("e2", "Execute", "t3"), lambda _: None)
+    membership_add(spec, "b", trace("e2", "Execute", "t3"))
     removed = membership_remove(spec, "g")
     assert spec == snapshot
     assert "genTraceId" not in removed
     assert membership_remove(removed, "e")["execTraceIds"] == []
+
+
+def _executions(n: int) -> list[dict[str, Any]]:
+    return [
+        trace(f"e{i:06d}", "Execute", f"2024-01-01T00:00:{i % 60:02d}.{i:06d}Z") for i in range(n)
+    ]
+
+
+def test_a_block_run_many_times_lists_the_latest_runs_and_counts_the_rest() -> None:
+    runs = _executions(1000)
+    spec = fold("b", runs)
+    latest = sorted(runs, key=lambda t: (t["startTime"], t["id"]))[-MAX_LISTED:]
+    assert spec["execTraceIds"] == [t["id"] for t in latest]
+    assert spec["olderExecutions"] == 1000 - MAX_LISTED
+    assert set(spec["startTimes"]) == set(spec["execTraceIds"])
+    assert fold("b", list(reversed(runs))) == spec, "any order of adds gives the same spec"
+    assert blocklog_status(spec, {})["executions"] == 1000
+
+
+def test_readding_a_run_pushed_out_of_the_list_does_not_count_it_twice() -> None:
+    runs = _executions(MAX_LISTED + 5)
+    spec = fold("b", runs)
+    oldest = min(runs, key=lambda t: (t["startTime"], t["id"]))
+    assert oldest["id"] not in spec["execTraceIds"]
+    assert membership_add(spec, "b", oldest, listed_before=True) == spec
+    removed = membership_remove(spec, oldest["id"])
+    assert removed["olderExecutions"] == spec["olderExecutions"] - 1
+
+
+def test_execute_events_count_as_executions_and_feedback_stays_an_event() -> None:
+    run = trace("e", "Execute", "2024-01-01T00:00:00.000000Z")
+    executed = trace(
+        "x", "LogEvent", "2024-01-02T00:00:00.000000Z", request={"eventType": "EXECUTE"}
+    )
+    accepted = trace(
+        "a", "LogEvent", "2024-01-03T00:00:00.000000Z", request={"eventType": "ACCEPTED"}
+    )
+    spec = fold("b", [run, executed, accepted])
+    assert spec["execTraceIds"] == ["e", "x"]
+    assert spec["eventIds"] == ["a"]
 
 
 # -- status ---------------------------------------------------------------------------------
@@ -195,7 +246,7 @@ def test_last_feedback_event_sets_suggestion_status() -> None:
 def test_missing_member_traces_are_ignored_and_unknowns_are_absent() -> None:
     spec = {"id": "b", "genTraceId": "g", "execTraceIds": ["e"], "eventIds": ["v"]}
     assert blocklog_status(spec, {}) == {
-        "executions": 0,
+        "executions": 1,  # a count of the members listed, found or not
         "evalMode": False,
         "suggestionStatus": "Unknown",
     }
@@ -218,6 +269,8 @@ def test_generate_sample_makes_a_blocklog_per_response_block(testdata: Path) -> 
             "genTraceId": "2c4efb9372de3bb51d66d3f7e9c3a76a",
             "execTraceIds": [],
             "eventIds": [],
+            "startTimes": {"2c4efb9372de3bb51d66d3f7e9c3a76a": gen["spec"]["startTime"]},
+            "olderExecutions": 0,
         }
         status = log["status"]
         assert status["generatedBlock"] == normalise_block(block)
@@ -254,11 +307,18 @@ def test_foyle_sample_joins_generation_acceptance_and_execution(testdata: Path) 
     assert "8038339848652bc1b97789cd9aa98341" in by_id(traces)
     assert [t["metadata"]["name"] for t in traces] == sorted(t["metadata"]["name"] for t in traces)
     log = by_id(blocklogs)[CELL]
-    assert log["spec"] == {
+    spec = {k: v for k, v in log["spec"].items() if k != "startTimes"}
+    assert spec == {
         "id": CELL,
         "genTraceId": "8038339848652bc1b97789cd9aa98341",
-        "execTraceIds": [],
-        "eventIds": ["event/01J6GT7JMDA2Q4SWZQEQ2YPFYQ", "event/01J6GT7PJMZ0H6TXTEVZHXGXCH"],
+        "execTraceIds": ["event/01J6GT7PJMZ0H6TXTEVZHXGXCH"],  # the EXECUTE event
+        "eventIds": ["event/01J6GT7JMDA2Q4SWZQEQ2YPFYQ"],  # ACCEPTED
+        "olderExecutions": 0,
+    }
+    assert set(log["spec"]["startTimes"]) == {
+        spec["genTraceId"],
+        *spec["execTraceIds"],
+        *spec["eventIds"],
     }
     status = log["status"]
     assert status["suggestionStatus"] == "Accepted"

@@ -157,14 +157,11 @@ def test_membership_in_any_trace_order_is_identical(
     entries = samples + extra
     specs = {key: spec for key, (spec, _) in reduce_all(entries).items()}
 
-    def start_of(trace_id: str) -> str | None:
-        return specs[trace_id]["startTime"] if trace_id in specs else None
-
     membership: dict[str, dict[str, Any]] = {}
     for trace_id in data.draw(st.permutations(sorted(specs))):
         for block_id in specs[trace_id]["blockIds"]:
             membership[block_id] = membership_add(
-                membership.get(block_id), block_id, specs[trace_id], start_of
+                membership.get(block_id), block_id, specs[trace_id]
             )
 
     _, blocklogs = analyze(entries)

@@ -14,7 +14,7 @@ ALLOWED = {
     "api": set(),
     "analyze": {"api"},
     "logs": {"api"},
-    "store": {"api"},
+    "store": {"api", "analyze"},  # the journal keeps analyze's trace accumulators
     "learn": {"api", "store"},
     "reconcilers": {"api", "analyze", "logs", "learn", "store"},
     "runtime": {"api", "reconcilers", "logs", "store", "settings"},

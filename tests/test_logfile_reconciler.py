@@ -1,7 +1,7 @@
 """The LogFile reconciler against real files, a real journal and a real SQLite store.
 
 Every line the tests write carries its own trace id, so "ingested exactly once"
-is a count per id in the journal's entries table. Each test changes files the
+is the line count of each id's accumulator in the journal. Each test changes files the
 way writers and logrotate do, calls `reconcile(path)` like the worker loop
 would, and checks the entries, the journal's file rows and the LogFile status.
 """
@@ -104,9 +104,10 @@ class Rig:
         return self.reconciler.reconcile(str(path))
 
     def ingested(self) -> Counter[str]:
-        """How often each trace id is in the journal (a fresh connection: what is committed)."""
+        """How many lines of each trace the journal folded in (a fresh connection: committed)."""
         with sqlite3.connect(self.journal.path) as conn:
-            return Counter(key for (key,) in conn.execute("SELECT trace_key FROM entries"))
+            rows = conn.execute("SELECT trace_key, acc FROM traces").fetchall()
+        return Counter({key: orjson.loads(acc)["count"] for key, acc in rows})
 
     def assert_once(self, ns: Iterable[int]) -> None:
         assert self.ingested() == Counter(trace_id(n) for n in ns)

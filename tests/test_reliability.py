@@ -20,10 +20,14 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hack"))
 import chaos  # noqa: E402
 
+from controller.analyze.traces import TraceAccumulator  # noqa: E402
+from controller.api.entry import Entry  # noqa: E402
 from controller.store.base import StoreUnavailable  # noqa: E402
 from controller.store.journal import Batch, Journal  # noqa: E402
 from controller.store.sqlite import SQLiteStore  # noqa: E402
 from tests.cli_helpers import RunningController, wait_for  # noqa: E402
+
+GENERATE_FN = "github.com/jlewi/foyle/app/pkg/agent.(*Agent).Generate"
 
 needs_tmpfs = pytest.mark.skipif(
     not chaos.can_mount_tmpfs(), reason="cannot mount a tmpfs here (needs root)"
@@ -159,16 +163,21 @@ def test_journal_commit_that_hit_a_full_disk_does_not_wedge_the_connection(
         row = journal.add_file("/logs/a.json", 1, 2, "f" * 32, 10)
         filler = mount / "filler"
         chaos.fill(filler)
-        body = os.urandom(2048)
-        entries = [(i * 100, f"trace-{i}", body) for i in range(400)]
-        batch = Batch(row.id, 0, 40_000, "none", 40_000, 400, 0, None, entries)
+        payload = {"doc": os.urandom(1024).hex()}
+        traces = {}
+        for i in range(400):
+            acc = traces[f"trace-{i}"] = TraceAccumulator()
+            acc.add(
+                Entry(time=1.0, offset=i * 100, digest=i, function=GENERATE_FN, request=payload)
+            )
+        batch = Batch(row.id, 0, 40_000, "none", 40_000, 400, 0, None, traces)
         with pytest.raises((sqlite3.OperationalError, StoreUnavailable), match="full"):
             journal.commit_batch(batch, 0.0)
         assert journal.file(row.id).watermark == 0
         filler.unlink()
         journal.commit_batch(batch, 0.0)
         assert journal.file(row.id).watermark == 40_000
-        assert journal.counts()["entries"] == 400
+        assert journal.counts()["traces"] == 400
         journal.close()
     finally:
         subprocess.run(["umount", "-l", mount], check=False)

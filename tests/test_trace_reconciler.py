@@ -1,4 +1,4 @@
-"""Trace and BlockLog reconcilers on a real journal and SQLite store: GC, abandonment, late lines."""
+"""Trace and BlockLog reconcilers on a real journal and SQLite store: abandonment, late lines."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from controller.analyze.oneshot import analyze
 from controller.logs.framing import read_all
 from controller.reconcilers.blocklog import BlockLogReconciler
 from controller.reconcilers.logfile import LogFileReconciler, LogFileSettings
-from controller.reconcilers.trace import TraceReconciler, TraceSettings, collect_garbage
+from controller.reconcilers.trace import TraceReconciler, TraceSettings, is_abandoned
 from controller.store.journal import Journal
 from controller.store.sqlite import SQLiteStore
 from tests.cli_helpers import comparable
@@ -62,23 +62,19 @@ def expected(path: Path) -> tuple[dict, dict]:
     return comparable(traces), comparable(blocklogs)
 
 
-def test_late_line_after_garbage_collection_still_gives_the_right_trace(
+def test_late_line_after_completion_gives_the_right_trace_from_one_journal_row(
     tmp_path: Path, testdata: Path
 ) -> None:
     clock = FakeClock(1_800_000_000.0)
-    pipeline = Pipeline(tmp_path, clock, TraceSettings(retention=3600))
+    pipeline = Pipeline(tmp_path, clock, TraceSettings())
     log = pipeline.log
     lines = runme_lines(testdata)
     log.write_bytes(b"".join(lines))
     pipeline.sync(log)
-    assert pipeline.journal.counts()["entries"] > 0
-
-    clock.now += 3601
-    assert collect_garbage(pipeline.journal, clock.now, 3600) == 1
-    counts = pipeline.journal.counts()
-    assert (counts["entries"], counts["snapshots"]) == (0, 1)
+    assert pipeline.journal.counts()["traces"] == 1, "one accumulator row, not a row per line"
 
     # A late line of the same trace, timed before its start: the start time must move.
+    clock.now += 3601
     late = orjson.loads(lines[7])
     late.update(ts=late["ts"] - 5, msg="late line", evalMode=True)
     with open(log, "ab") as f:
@@ -92,7 +88,13 @@ def test_late_line_after_garbage_collection_still_gives_the_right_trace(
     assert got_blocklogs == want_blocklogs
     (trace,) = got_traces.values()
     assert trace["spec"]["evalMode"] is True and trace["status"]["entries"] == 7
-    assert collect_garbage(pipeline.journal, clock.now, 3600) == 0, "the late line is too new"
+    assert pipeline.journal.counts()["traces"] == 1
+
+
+def test_abandonment_is_decided_on_ingest_time_for_unfinished_traces_only() -> None:
+    assert not is_abandoned("InProgress", last_entry_at=1000.0, now=1599.0, abandon_after=600)
+    assert is_abandoned("InProgress", last_entry_at=1000.0, now=1600.0, abandon_after=600)
+    assert not is_abandoned("Complete", last_entry_at=0.0, now=1e9, abandon_after=600)
 
 
 def test_idle_unfinished_trace_is_swept_abandoned_and_reopened_by_its_end_line(

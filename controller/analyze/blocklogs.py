@@ -14,14 +14,16 @@ chance (Foyle gave RunMe traces time zero and picked one at random).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from controller.analyze.blocks import normalise_block
 from controller.analyze.traces import EXECUTE, GENERATE, LOG_EVENT, RUNME
 from controller.api.resource import get_path
 
-_MEMBER_FIELDS = {EXECUTE: "execTraceIds", RUNME: "execTraceIds", LOG_EVENT: "eventIds"}
+# A block run thousands of times must stay a small object (and under the API server's
+# size limit): the spec lists the latest executions and events only, and counts the rest.
+MAX_LISTED = 20
 _SUGGESTION = {"ACCEPTED": "Accepted", "REJECTED": "Rejected"}
 
 
@@ -29,41 +31,87 @@ def _copy(spec: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(spec)
     out["execTraceIds"] = list(spec.get("execTraceIds", []))
     out["eventIds"] = list(spec.get("eventIds", []))
+    out["startTimes"] = dict(spec.get("startTimes", {}))
+    out["olderExecutions"] = int(spec.get("olderExecutions", 0))
     return out
+
+
+def _member_field(trace_spec: Mapping[str, Any]) -> str | None:
+    """Where a trace is listed: an execution (Execute, RunMe, an EXECUTE event) or an event."""
+    kind = trace_spec.get("kind")
+    if kind in (EXECUTE, RUNME):
+        return "execTraceIds"
+    if kind == LOG_EVENT:
+        return "execTraceIds" if _event_type(trace_spec) == "EXECUTE" else "eventIds"
+    return None
 
 
 def membership_add(
     spec: dict[str, Any] | None,
     block_id: str,
     trace_spec: dict[str, Any],
-    start_of: Callable[[str], str | None],
+    *,
+    listed_before: bool = False,
 ) -> dict[str, Any]:
-    """The spec with the trace joined; `start_of(id)` gives another member's startTime."""
+    """The spec with the trace joined; any order of adds gives the same spec.
+
+    Members are ordered by (startTime, id), with their start times kept in the spec
+    so no other trace is read. Only the latest MAX_LISTED executions and events are
+    listed; an execution pushed out is counted in `olderExecutions`. `listed_before`
+    says the trace named this block already (its stored Trace did): if it is not
+    listed now, it was pushed out and is counted, so adding it again changes nothing.
+    """
     out = _copy(spec or {"id": block_id})
-    trace_id = trace_spec["id"]
+    trace_id, start = trace_spec["id"], trace_spec.get("startTime") or ""
+    starts = out["startTimes"]
 
     def order(member: str) -> tuple[str, str]:
-        start = trace_spec.get("startTime") if member == trace_id else start_of(member)
-        return (start or "", member)
+        return (start if member == trace_id else starts.get(member, ""), member)
 
-    kind = trace_spec.get("kind")
-    if kind == GENERATE:
+    if trace_spec.get("kind") == GENERATE:
         current = out.get("genTraceId")
-        out["genTraceId"] = max([trace_id, current] if current else [trace_id], key=order)
-    elif kind in _MEMBER_FIELDS:
-        field = _MEMBER_FIELDS[kind]
-        out[field] = sorted({*out[field], trace_id}, key=order)
+        winner = max([trace_id, current] if current else [trace_id], key=order)
+        if current and current != winner:
+            starts.pop(current, None)
+        if winner == trace_id:
+            out["genTraceId"], starts[trace_id] = trace_id, start
+        return out
+    field = _member_field(trace_spec)
+    if field is None:
+        return out
+    members = out[field]
+    if trace_id not in members and listed_before:
+        return out
+    members = sorted({*members, trace_id}, key=order)
+    starts[trace_id] = start
+    while len(members) > MAX_LISTED:
+        dropped = members.pop(0)
+        starts.pop(dropped, None)
+        if field == "execTraceIds":
+            out["olderExecutions"] += 1
+    out[field] = members
     return out
 
 
 def membership_remove(spec: dict[str, Any], trace_id: str) -> dict[str, Any]:
-    """The spec without the trace (e.g. one deleted or re-keyed)."""
+    """The spec without a trace that no longer names the block (listed or counted)."""
     out = _copy(spec)
     if out.get("genTraceId") == trace_id:
         del out["genTraceId"]
-    out["execTraceIds"] = [t for t in out["execTraceIds"] if t != trace_id]
-    out["eventIds"] = [t for t in out["eventIds"] if t != trace_id]
+    elif trace_id in out["execTraceIds"]:
+        out["execTraceIds"].remove(trace_id)
+    elif trace_id in out["eventIds"]:
+        out["eventIds"].remove(trace_id)
+    elif out["olderExecutions"] > 0:
+        out["olderExecutions"] -= 1  # pushed out of the list, still counted
+    out["startTimes"].pop(trace_id, None)
     return out
+
+
+def member_ids(spec: Mapping[str, Any]) -> list[str]:
+    """Every trace a BlockLog spec lists (the traces its status is derived from)."""
+    ids = [spec["genTraceId"]] if spec.get("genTraceId") else []
+    return ids + list(spec.get("execTraceIds", [])) + list(spec.get("eventIds", []))
 
 
 def _order(trace: Mapping[str, Any]) -> tuple[str, str]:
@@ -123,8 +171,7 @@ def blocklog_status(spec: dict[str, Any], traces: Mapping[str, dict[str, Any]]) 
     if gens:
         _generation(status, gens[0], block_id)
     events = _members(_list(spec.get("eventIds")), traces, (LOG_EVENT,))
-    executions = _members(_list(spec.get("execTraceIds")), traces, (EXECUTE, RUNME))
-    executions += [e for e in events if _event_type(e) == "EXECUTE"]
+    executions = _members(_list(spec.get("execTraceIds")), traces, (EXECUTE, RUNME, LOG_EVENT))
     latest = max(executions, key=_order, default=None)
     if latest is not None:
         executed = _executed_block(latest, block_id)
@@ -132,7 +179,9 @@ def blocklog_status(spec: dict[str, Any], traces: Mapping[str, dict[str, Any]]) 
             status["executedBlock"] = executed
         if isinstance(latest.get("exitCode"), int):
             status["exitCode"] = latest["exitCode"]
-    status["executions"] = len(executions)
+    status["executions"] = len(_list(spec.get("execTraceIds"))) + int(
+        spec.get("olderExecutions", 0)
+    )
     status["evalMode"] = any(
         bool(t.get("evalMode")) for t in [*gens, *([latest] if latest else [])]
     )

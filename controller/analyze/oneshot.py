@@ -1,8 +1,9 @@
 """The whole analysis in one pass: the definition of a correct result.
 
-`foylectl analyze` calls this, and the continuous controllers, which reach
-their result incrementally (journal snapshots, CAS membership writes, late
-lines), must end up with exactly these Trace and BlockLog resources.
+Tests compare with it: `foylectl analyze` and the continuous controllers, which
+reach their result incrementally (per-trace journal accumulators, CAS
+membership writes, late lines), must end up with exactly these Trace and
+BlockLog resources.
 """
 
 from __future__ import annotations
@@ -34,15 +35,11 @@ def analyze(entries: Iterable[Entry]) -> tuple[list[Resource], list[Resource]]:
             specs[trace_id] = reduced[0]
             traces.append(new_resource(TRACE.kind, trace_id, *reduced))
 
-    def start_of(trace_id: str) -> str | None:
-        spec = specs.get(trace_id)
-        return None if spec is None else spec.get("startTime")
-
     membership: dict[str, dict[str, Any]] = {}
     for trace_id in sorted(specs):
         for block_id in specs[trace_id]["blockIds"]:
             membership[block_id] = membership_add(
-                membership.get(block_id), block_id, specs[trace_id], start_of
+                membership.get(block_id), block_id, specs[trace_id]
             )
 
     blocklogs = [

@@ -168,6 +168,8 @@ BLOCKLOG = KindInfo(
             "genTraceId": _STRING,
             "execTraceIds": _list(_STRING),
             "eventIds": _list(_STRING),
+            "startTimes": {"type": "object", "additionalProperties": _STRING},
+            "olderExecutions": _INT,
         },
         ["id"],
     ),

@@ -1,10 +1,13 @@
 """BlockLog reconciler: member Trace resources -> BlockLog status (pure join).
 
 Membership (`spec`) is written by the Trace reconciler, which also leaves a
-durable dirty mark in the journal; this reconciler clears it once it has
-derived `status` from the Traces the spec names, with `observedGeneration`,
-and deletes a BlockLog no trace names any more. A Conflict (someone wrote the
-BlockLog meanwhile) is raised to the worker loop, which retries with back-off.
+durable dirty mark in the journal. Set-wise: `reconcile_many(names)` reads the
+batch's BlockLogs in one query and every member Trace they list in one more,
+derives each status with the pure `blocklog_status` (with
+`observedGeneration`), writes the changed ones in one bulk write, deletes a
+BlockLog no trace names any more, and clears the marks. The spec lists a
+bounded number of members, so the work per BlockLog does not grow with how
+often its cell was run.
 """
 
 from __future__ import annotations
@@ -13,57 +16,61 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from controller.analyze.blocklogs import blocklog_status
+from controller.analyze.blocklogs import blocklog_status, member_ids
 from controller.api.names import name_for_id
-from controller.reconcilers.result import DONE, Result
-from controller.store.base import NotFound, Store
+from controller.store.base import Mutator, NotFound, Store, get_many, read_modify_write_many
 from controller.store.journal import BLOCKLOGS, Journal
-
-
-def member_ids(spec: dict[str, Any]) -> list[str]:
-    ids = [spec["genTraceId"]] if spec.get("genTraceId") else []
-    return ids + list(spec.get("execTraceIds", [])) + list(spec.get("eventIds", []))
 
 
 class BlockLogReconciler:
     def __init__(
-        self, store: Store, journal: Journal, on_change: Callable[[str], None] | None = None
+        self,
+        store: Store,
+        journal: Journal,
+        on_change: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.store = store
         self.journal = journal
-        self.on_change = on_change  # the status changed or the BlockLog went: tell the learner
+        self.on_change = on_change  # statuses changed or BlockLogs went: tell the learner
 
-    def reconcile(self, name: str) -> Result:
-        seq = self.journal.dirty_seq(BLOCKLOGS, name)
-        self._converge(name)
-        self.journal.clear_dirty(BLOCKLOGS, name, seq)
-        return DONE
+    def reconcile(self, name: str) -> None:
+        self.reconcile_many([name])
 
-    def _converge(self, name: str) -> None:
-        try:
-            blocklog = self.store.get("BlockLog", name)
-        except NotFound:
-            return
-        spec = blocklog["spec"]
-        members = member_ids(spec)
-        if not members:
+    def reconcile_many(self, names: list[str]) -> None:
+        seqs = self.journal.dirty_seqs(BLOCKLOGS, names)
+        blocklogs = get_many(self.store, "BlockLog", names)
+        empty = [n for n, b in blocklogs.items() if not member_ids(b["spec"])]
+        for name in empty:
             with contextlib.suppress(NotFound):
-                self.store.delete("BlockLog", name, blocklog["metadata"]["resourceVersion"])
-            self._changed(name)
-            return
-        traces: dict[str, dict[str, Any]] = {}
-        for trace_id in members:
-            try:
-                traces[trace_id] = self.store.get("Trace", name_for_id(trace_id))["spec"]
-            except NotFound:
-                continue
-        status = blocklog_status(spec, traces)
-        status["observedGeneration"] = blocklog["metadata"].get("generation", 1)
-        if status != blocklog.get("status"):
-            blocklog["status"] = status
-            self.store.update_status(blocklog)
-            self._changed(name)
+                self.store.delete("BlockLog", name, blocklogs[name]["metadata"]["resourceVersion"])
+        live = {n: b for n, b in blocklogs.items() if n not in empty}
+        wanted = {t for b in live.values() for t in member_ids(b["spec"])}
+        found = get_many(self.store, "Trace", (name_for_id(t) for t in wanted))
+        traces = {obj["spec"]["id"]: obj["spec"] for obj in found.values()}
+        statuses: dict[str, dict[str, Any]] = {}
+        for name, blocklog in live.items():
+            status = blocklog_status(blocklog["spec"], traces)
+            status["observedGeneration"] = blocklog["metadata"].get("generation", 1)
+            if status != blocklog.get("status"):
+                statuses[name] = status
+        read_modify_write_many(
+            self.store, "BlockLog", {n: _status_mutation(s) for n, s in statuses.items()}
+        )
+        changed = [*statuses, *empty]
+        if changed and self.on_change is not None:
+            self.on_change(changed)
+        self.journal.clear_dirty(BLOCKLOGS, seqs)
 
-    def _changed(self, name: str) -> None:
-        if self.on_change is not None:
-            self.on_change(name)
+
+def _status_mutation(status: dict[str, Any]) -> Mutator:
+    """Write the derived status; a spec changed meanwhile leaves it to the next reconcile."""
+
+    def mutate(current: dict | None) -> dict | None:
+        if current is None or current["metadata"].get("generation", 1) != status.get(
+            "observedGeneration"
+        ):
+            return None
+        current["status"] = status
+        return current
+
+    return mutate

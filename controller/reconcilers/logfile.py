@@ -5,7 +5,8 @@ file identity, how long) and at what the journal says was read, and closes
 the gap. Watchdog events only say "look again".
 
 * Same identity, longer: read complete lines from the watermark, in batches;
-  each batch commits entries + watermark in one journal transaction, then
+  each batch is folded into one accumulator per trace and committed with the
+  watermark in one journal transaction, then
   the traces it touched are handed on (`on_traces`).
 * Different identity at the path (rename+create rotation, inode reuse):
   drain the old file through the handle still open on it, mark it Rotated
@@ -33,10 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-import orjson
-
-from controller.analyze.traces import classify, trace_key
-from controller.api.entry import Entry
+from controller.analyze.traces import TraceAccumulator, trace_key
 from controller.api.names import name_for_id
 from controller.api.resource import new_resource, rfc3339
 from controller.logs.framing import CarryState, ReadBatch, read_batch
@@ -63,15 +61,6 @@ class LogFileSettings:
     publish_interval: float = 1.0
     idle_after: float = 300.0
     max_open_files: int = 256
-
-
-def entry_body(entry: Entry) -> bytes:
-    """The journal's copy of an entry; payloads are kept only where analysis can use them."""
-    data = entry.to_dict()
-    if classify(entry.function) is None:
-        data.pop("request", None)
-        data.pop("response", None)
-    return orjson.dumps(data)
 
 
 def logfile_name(row: FileRow, node: str) -> str:
@@ -361,11 +350,14 @@ class LogFileReconciler:
             row.fingerprint, row.fingerprint_len = grown.fingerprint, grown.fingerprint_len
 
     def _batch(self, file_id: int, rb: ReadBatch, size: int) -> Batch:
-        entries: list[tuple[int, str, bytes]] = []
+        traces: dict[str, TraceAccumulator] = {}
         for entry in rb.entries:
             key = trace_key(entry)
             if key is not None:
-                entries.append((entry.offset, key, entry_body(entry)))
+                acc = traces.get(key)
+                if acc is None:
+                    acc = traces[key] = TraceAccumulator()
+                acc.add(entry)
         return Batch(
             file_id=file_id,
             start_offset=rb.start_offset,
@@ -375,7 +367,7 @@ class LogFileReconciler:
             lines=rb.lines,
             bad_lines=len(rb.bad),
             last_bad_offset=rb.bad[-1].offset if rb.bad else None,
-            entries=entries,
+            traces=traces,
         )
 
     # -- the LogFile resource ------------------------------------------------------------

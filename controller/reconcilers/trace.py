@@ -1,67 +1,66 @@
-"""Trace reconciler: journal entries -> Trace resource -> BlockLog membership.
+"""Trace reconciler: journal accumulators -> Trace resources -> BlockLog membership.
 
-`reconcile(trace_key)` folds the trace's GC snapshot and its remaining
-journal entries into an accumulator, reduces it with the pure core (the same
-function `foylectl analyze` uses), writes the Trace if it changed, and then
-makes sure every BlockLog the trace names lists it (and those it no longer
-names do not), each with read_modify_write so writers on several nodes never
-lose a membership update. The touched BlockLogs are handed on for their
-status to be recomputed. The dirty mark is cleared last, and only if no newer
-batch set it meanwhile, so a crash anywhere repeats work but loses nothing.
+Set-wise: `reconcile_many(keys)` handles a whole batch of trace keys in one
+pass. One journal read gives every key's accumulator (the journal keeps one
+per trace); each is reduced with the pure core (the function the one-shot
+analysis uses). Then, in this order:
 
-An InProgress trace with no new line for `abandon_after` seconds is marked
-Abandoned when it is next reconciled: the manager sweeps the journal for such
-traces (no timer per open trace); a late line makes it InProgress or Complete
-again.
+1. the stored Traces are read in one query, to know which blocks each trace
+   named before;
+2. membership changes of every trace in the batch are merged per BlockLog and
+   written with one read-modify-write per BlockLog (member start times live in
+   the spec, so no other trace is read);
+3. the Traces are written (one bulk write), and the BlockLogs touched are
+   durably marked and handed on;
+4. phases are recorded and the dirty marks cleared, each only if no newer
+   batch set it meanwhile.
+
+BlockLogs go before Traces: a crash between the two leaves the trace dirty and
+its stored Trace still naming its old blocks, so the retry adds it again
+rather than taking it for already listed. A crash anywhere repeats work but
+loses nothing.
+
+Whether an InProgress trace is Abandoned is the pure `is_abandoned`: the
+manager sweeps the journal for idle unfinished traces (no timer per trace);
+a late line makes the trace InProgress or Complete again.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-
-import orjson
+from typing import Any
 
 from controller.analyze.blocklogs import membership_add, membership_remove
-from controller.analyze.traces import TraceAccumulator, reduce_trace
+from controller.analyze.traces import reduce_trace
 from controller.api.names import name_for_id
 from controller.api.resource import new_resource
-from controller.reconcilers.result import DONE, Result
-from controller.store.base import NotFound, Store, read_modify_write
-from controller.store.journal import BLOCKLOGS, TRACES, EntryKey, Journal
+from controller.store.base import Mutator, Store, get_many, read_modify_write_many
+from controller.store.journal import BLOCKLOGS, TRACES, Journal, TraceOutcome
 
 log = logging.getLogger(__name__)
+
+Spec = dict[str, Any]
 
 
 @dataclass(frozen=True)
 class TraceSettings:
     abandon_after: float = 600.0
-    retention: float = 3600.0
 
 
-def accumulate(journal: Journal, trace_key: str) -> tuple[TraceAccumulator, list[EntryKey]]:
-    """The trace's snapshot (if collected before) with every remaining entry folded in.
-
-    Also returns the keys of the entries folded, read in the same transaction, so
-    garbage collection deletes exactly what the snapshot holds.
-    """
-    snapshot, entries = journal.trace_inputs(trace_key)
-    acc = TraceAccumulator.from_dict(orjson.loads(snapshot)) if snapshot else TraceAccumulator()
-    for _, entry in entries:
-        acc.add(entry)
-    return acc, [key for key, _ in entries]
+def is_abandoned(phase: str, last_entry_at: float, now: float, abandon_after: float) -> bool:
+    """An unfinished trace that received no line for `abandon_after` seconds (ingest time)."""
+    return phase == "InProgress" and now - last_entry_at >= abandon_after
 
 
-def start_time_lookup(store: Store) -> Callable[[str], str | None]:
-    def start_of(trace_id: str) -> str | None:
-        try:
-            return store.get("Trace", name_for_id(trace_id))["spec"].get("startTime")
-        except NotFound:
-            return None
-
-    return start_of
+@dataclass
+class _Reduced:
+    key: str
+    spec: Spec
+    status: dict[str, Any]
 
 
 class TraceReconciler:
@@ -78,66 +77,86 @@ class TraceReconciler:
         self.on_blocklogs = on_blocklogs
         self.settings = settings or TraceSettings()
         self.clock = clock
-        self._start_of = start_time_lookup(store)
 
-    def reconcile(self, trace_key: str) -> Result:
-        seq = self.journal.dirty_seq(TRACES, trace_key)
-        reduced = reduce_trace(trace_key, accumulate(self.journal, trace_key)[0])
+    def reconcile(self, trace_key: str) -> None:
+        self.reconcile_many([trace_key])
+
+    def reconcile_many(self, keys: list[str]) -> None:
+        seqs = self.journal.dirty_seqs(TRACES, keys)
+        states = self.journal.trace_states(keys)
         now = self.clock()
-        if reduced is None:  # lines of no trace kind (e.g. StreamGenerate): nothing to wait for
-            self.journal.set_complete_since(trace_key, now)
-            self.journal.clear_dirty(TRACES, trace_key, seq)
-            return DONE
-        spec, status = reduced
-        if status["phase"] == "InProgress":
-            idle = now - (self.journal.trace_activity(trace_key) or now)
-            if idle >= self.settings.abandon_after:
+        reduced: list[_Reduced] = []
+        outcomes: list[TraceOutcome] = []
+        for key, state in states.items():
+            result = reduce_trace(key, state.acc)
+            if result is None:  # lines of no trace kind (e.g. StreamGenerate): nothing to wait for
+                outcomes.append(TraceOutcome(key, complete=True, abandoned=False))
+                continue
+            spec, status = result
+            abandoned = is_abandoned(
+                status["phase"], state.last_entry_at, now, self.settings.abandon_after
+            )
+            if abandoned:
                 status["phase"] = "Abandoned"
-                self.journal.set_abandoned(trace_key)
-        previous_blocks = self._write_trace(trace_key, spec, status)
-        blocks = spec.get("blockIds", [])
-        for block_id in blocks:
-            read_modify_write(
-                self.store,
-                "BlockLog",
-                name_for_id(block_id),
-                lambda cur, b=block_id: self._add_member(cur, b, spec),
-            )
-        for block_id in set(previous_blocks) - set(blocks):
-            read_modify_write(
-                self.store,
-                "BlockLog",
-                name_for_id(block_id),
-                lambda cur: self._remove_member(cur, spec["id"]),
-            )
-        touched = {name_for_id(b) for b in (*blocks, *previous_blocks)}
-        self.journal.mark_dirty(BLOCKLOGS, touched)
-        self.on_blocklogs(touched)
-        self.journal.set_complete_since(trace_key, now if status["phase"] == "Complete" else None)
-        self.journal.clear_dirty(TRACES, trace_key, seq)
-        return DONE
-
-    def _write_trace(self, trace_key: str, spec: dict, status: dict) -> list[str]:
-        """Create or update the Trace; returns the block ids it named before."""
-        previous: list[str] = []
-
-        def mutate(current: dict | None) -> dict | None:
-            nonlocal previous
-            if current is None:
-                return new_resource("Trace", trace_key, spec, status)
-            previous = list(current.get("spec", {}).get("blockIds", []))
-            if current.get("spec") == spec and current.get("status") == status:
-                return None
-            current["spec"], current["status"] = spec, status
-            return current
-
-        read_modify_write(self.store, "Trace", name_for_id(trace_key), mutate)
-        return previous
-
-    def _add_member(self, current: dict | None, block_id: str, trace_spec: dict) -> dict | None:
-        spec = membership_add(
-            current["spec"] if current else None, block_id, trace_spec, self._start_of
+            reduced.append(_Reduced(key, spec, status))
+            outcomes.append(TraceOutcome(key, status["phase"] == "Complete", abandoned))
+        previous = self._blocks_named_before(reduced)
+        touched = self._write_membership(reduced, previous)
+        read_modify_write_many(
+            self.store, "Trace", {name_for_id(r.key): _trace_mutation(r) for r in reduced}
         )
+        if touched:
+            self.journal.mark_dirty(BLOCKLOGS, touched)
+            self.on_blocklogs(touched)
+        self.journal.finish_traces(outcomes)
+        self.journal.clear_dirty(TRACES, seqs)
+
+    def _blocks_named_before(self, reduced: list[_Reduced]) -> dict[str, list[str]]:
+        stored = get_many(self.store, "Trace", (name_for_id(r.key) for r in reduced))
+        out: dict[str, list[str]] = {}
+        for r in reduced:
+            trace = stored.get(name_for_id(r.key))
+            if trace is not None:
+                out[r.key] = list(trace.get("spec", {}).get("blockIds", []))
+        return out
+
+    def _write_membership(
+        self, reduced: list[_Reduced], previous: dict[str, list[str]]
+    ) -> set[str]:
+        """Merge every trace's membership change per block; one write per BlockLog."""
+        changes: defaultdict[str, list[Callable[[Spec | None], Spec | None]]] = defaultdict(list)
+        for r in reduced:
+            before = previous.get(r.key, [])
+            blocks = r.spec.get("blockIds", [])
+            for block_id in blocks:
+                changes[block_id].append(_adding(block_id, r.spec, block_id in before))
+            for block_id in set(before) - set(blocks):
+                changes[block_id].append(_removing(r.spec["id"]))
+        read_modify_write_many(
+            self.store,
+            "BlockLog",
+            {name_for_id(b): _blocklog_mutation(b, fns) for b, fns in changes.items()},
+        )
+        return {name_for_id(b) for b in changes}
+
+
+def _adding(block_id: str, trace_spec: Spec, listed_before: bool) -> Callable[[Spec | None], Spec]:
+    return lambda spec: membership_add(spec, block_id, trace_spec, listed_before=listed_before)
+
+
+def _removing(trace_id: str) -> Callable[[Spec | None], Spec | None]:
+    return lambda spec: None if spec is None else membership_remove(spec, trace_id)
+
+
+def _blocklog_mutation(
+    block_id: str, changes: list[Callable[[Spec | None], Spec | None]]
+) -> Mutator:
+    def mutate(current: dict | None) -> dict | None:
+        spec = current["spec"] if current is not None else None
+        for change in changes:
+            spec = change(spec)
+        if spec is None:
+            return None
         if current is None:
             return new_resource("BlockLog", block_id, spec)
         if spec == current["spec"]:
@@ -145,27 +164,16 @@ class TraceReconciler:
         current["spec"] = spec
         return current
 
-    @staticmethod
-    def _remove_member(current: dict | None, trace_id: str) -> dict | None:
+    return mutate
+
+
+def _trace_mutation(r: _Reduced) -> Mutator:
+    def mutate(current: dict | None) -> dict | None:
         if current is None:
+            return new_resource("Trace", r.key, r.spec, r.status)
+        if current.get("spec") == r.spec and current.get("status") == r.status:
             return None
-        spec = membership_remove(current["spec"], trace_id)
-        if spec == current["spec"]:
-            return None
-        current["spec"] = spec
+        current["spec"], current["status"] = r.spec, r.status
         return current
 
-
-def collect_garbage(journal: Journal, now: float, retention: float) -> int:
-    """Fold the entries of traces Complete for longer than `retention` into snapshots.
-
-    Raw entries are what makes a late line recomputable; the snapshot (a
-    compact accumulator) keeps that ability without the bytes. Returns how
-    many traces were collected.
-    """
-    collected = 0
-    for trace_key in journal.traces_to_collect(now - retention):
-        acc, keys = accumulate(journal, trace_key)
-        journal.replace_with_snapshot(trace_key, orjson.dumps(acc.to_dict()), keys)
-        collected += 1
-    return collected
+    return mutate

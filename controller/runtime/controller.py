@@ -6,9 +6,11 @@ key, re-add it at once, later, or with per-item exponential back-off. One
 failing key is logged with its key, counted, and retried; it never stops the
 loop.
 
-With `unit` resources (the journal, the SQLite store), a worker takes the
-keys already waiting, up to `batch_size` or `batch_seconds`, and reconciles
-them in one unit of work (controller.store.unit): one commit for all. If any
+With `unit` resources (the journal, the SQLite store) or a `reconcile_many`,
+a worker takes the keys already waiting, up to `batch_size` or
+`batch_seconds`, and reconciles them in one unit of work
+(controller.store.unit): one commit for all. `reconcile_many` takes the whole
+batch in one call, so a reconciler can read and write it set-wise. If any
 key fails, the whole unit rolls back and each key runs again in a unit of its
 own, so one bad key costs its batch a retry, never another key's writes.
 
@@ -33,6 +35,7 @@ from controller.store.unit import Transactional, after_commit, unit_of_work
 log = logging.getLogger(__name__)
 
 Reconcile = Callable[[str], Result | None]
+ReconcileMany = Callable[[list[str]], None]  # a whole batch at once; raises on failure
 GATE_POLL_SECONDS = 0.01
 
 
@@ -51,12 +54,14 @@ class Controller:
         batch_size: int = 256,
         batch_seconds: float = 0.05,
         gate: Callable[[], bool] | None = None,
+        reconcile_many: ReconcileMany | None = None,
     ) -> None:
         self.name = name
+        self._reconcile_many = reconcile_many
         self._oneshot = oneshot  # a one-shot run ignores "look again later" (it exits when idle)
         self._reconcile = reconcile
         self._unit = tuple(unit)
-        self._batch_size = batch_size if unit else 1
+        self._batch_size = batch_size if unit or reconcile_many else 1
         self._batch_seconds = batch_seconds
         self._gate = gate
         self._gate_closed = threading.Event()  # never set: a wait that wakes on its timeout
@@ -115,8 +120,13 @@ class Controller:
             return
         try:
             with unit_of_work(*self._unit):
-                for key in keys:
-                    self._reconcile_and_follow_up(key)
+                if self._reconcile_many is not None:
+                    self._reconciles.inc(len(keys))
+                    self._reconcile_many(keys)
+                    self._succeeded(keys)
+                else:
+                    for key in keys:
+                        self._reconcile_and_follow_up(key)
         except Exception:  # rolled back: find the failing key(s) one by one
             for key in keys:
                 self.process_one(key)
@@ -125,15 +135,23 @@ class Controller:
         """Reconcile; queue follow-ups to run once the unit commits; raise on failure."""
         self._reconciles.inc()
         result = self._reconcile(key) or Result()
-        if key in self._failing:
-            self._failing.discard(key)
-            log.info("%s %s: reconcile succeeded again", self.name, key)
-        after_commit(lambda: self.queue.forget(key))
+        self._succeeded([key])
         if result.requeue:
             after_commit(lambda: self.queue.add(key))
         elif result.requeue_after is not None and not self._oneshot:
             delay = result.requeue_after
             after_commit(lambda: self.queue.add_after(key, delay))
+
+    def _succeeded(self, keys: list[str]) -> None:
+        for key in keys:
+            if key in self._failing:
+                self._failing.discard(key)
+                log.info("%s %s: reconcile succeeded again", self.name, key)
+        after_commit(lambda: self._forget(keys))
+
+    def _forget(self, keys: list[str]) -> None:
+        for key in keys:
+            self.queue.forget(key)
 
     def _failed(self, key: str, err: Exception) -> None:
         self._errors.inc()

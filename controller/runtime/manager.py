@@ -21,7 +21,7 @@ from collections.abc import Callable
 from controller.reconcilers.blocklog import BlockLogReconciler
 from controller.reconcilers.logfile import LogFileReconciler, LogFileSettings, logfile_name
 from controller.reconcilers.result import Result
-from controller.reconcilers.trace import TraceReconciler, TraceSettings, collect_garbage
+from controller.reconcilers.trace import TraceReconciler, TraceSettings
 from controller.runtime.controller import Controller
 from controller.runtime.memory import limit_arenas, release_free_memory
 from controller.runtime.metrics import MetricsRegistry
@@ -78,34 +78,46 @@ class Manager:
             oneshot=oneshot,
             gate=self._room_downstream,
         )
+        trace_reconciler = TraceReconciler(
+            journal,
+            store,
+            on_blocklogs=self._on_blocklogs,
+            settings=TraceSettings(settings.abandon_after),
+        )
         self.traces = Controller(
             "trace",
-            TraceReconciler(
-                journal,
-                store,
-                on_blocklogs=self._on_blocklogs,
-                settings=TraceSettings(settings.abandon_after, settings.retention),
-            ).reconcile,
+            trace_reconciler.reconcile,
             self.registry,
             workers=workers,
             oneshot=oneshot,
             unit=unit,
+            reconcile_many=trace_reconciler.reconcile_many,
         )
         self._learner = learner
         self.examples = (
             Controller(
-                "example", self._reconcile_example, self.registry, workers=1, oneshot=oneshot
+                "example",
+                self._reconcile_example,
+                self.registry,
+                workers=1,
+                oneshot=oneshot,
+                unit=unit,
+                reconcile_many=self._reconcile_examples,
             )
             if learner
             else None
         )
+        blocklog_reconciler = BlockLogReconciler(
+            store, journal, on_change=self._on_blocklogs_changed
+        )
         self.blocklogs = Controller(
             "blocklog",
-            BlockLogReconciler(store, journal, on_change=self._on_blocklog_changed).reconcile,
+            blocklog_reconciler.reconcile,
             self.registry,
             workers=workers,
             oneshot=oneshot,
             unit=unit,
+            reconcile_many=blocklog_reconciler.reconcile_many,
         )
         self.controllers = [
             c for c in (self.logfiles, self.traces, self.blocklogs, self.examples) if c
@@ -128,18 +140,23 @@ class Manager:
     def _room_downstream(self) -> bool:
         return len(self.traces.queue) < MAX_BACKLOG and len(self.blocklogs.queue) < MAX_BACKLOG
 
-    def _on_blocklog_changed(self, name: str) -> None:
+    def _on_blocklogs_changed(self, names: list[str]) -> None:
         """Durably ask the learner to look (kept while learning is off, for when it is on)."""
-        self.journal.mark_dirty(EXAMPLES, [name])
+        self.journal.mark_dirty(EXAMPLES, names)
         if self.examples is not None:
             examples = self.examples
-            after_commit(lambda: examples.add(name))
+            after_commit(lambda: self._add_all(examples, set(names)))
 
     def _reconcile_example(self, name: str) -> None:
+        self._reconcile_examples([name])
+
+    def _reconcile_examples(self, names: list[str]) -> None:
+        """The learner over a batch, its store writes and dirty marks in one unit of work."""
         assert self._learner is not None
-        seq = self.journal.dirty_seq(EXAMPLES, name)
-        self._learner(name)
-        self.journal.clear_dirty(EXAMPLES, name, seq)
+        seqs = self.journal.dirty_seqs(EXAMPLES, names)
+        for name in names:
+            self._learner(name)
+        self.journal.clear_dirty(EXAMPLES, seqs)
 
     @staticmethod
     def _add_all(controller: Controller, keys: set[str]) -> None:
@@ -215,7 +232,6 @@ class Manager:
         found = self.initial_scan()
         log.info("initial scan found %d log files", found)
         self._every(self.settings.rescan_interval, self._rescan, "rescan")
-        self._every(self.settings.gc_interval, self._collect, "gc")
         self._every(MEMORY_TRIM_INTERVAL, release_free_memory, "trim")
         self._every(min(60.0, self.settings.abandon_after / 10), self._sweep_idle, "abandon")
         self._every(0.05, self._check_ready, "readiness", until_ready=True)
@@ -256,11 +272,6 @@ class Manager:
         for row in self.journal.files(active_only=True):
             self.logfiles.add(row.path)
         self._requeue_dirty()
-
-    def _collect(self) -> None:
-        collected = collect_garbage(self.journal, time.time(), self.settings.retention)
-        if collected:
-            log.info("garbage-collected the journal entries of %d complete traces", collected)
 
     def _sweep_idle(self) -> None:
         """Queue the unfinished traces idle for longer than --abandon-after (to mark them)."""

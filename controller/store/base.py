@@ -17,9 +17,9 @@ mirrors the API server's:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import orjson
 
@@ -131,6 +131,39 @@ def read_modify_write(
         except (Conflict, AlreadyExists, NotFound):
             continue
     raise Conflict(f"{kind}/{name}: gave up after {attempts} conflicting attempts")
+
+
+@runtime_checkable
+class BulkStore(Protocol):
+    """A backend that reads and writes whole batches at once (SQLite)."""
+
+    def get_many(self, kind: str, names: Iterable[str]) -> dict[str, Resource]: ...
+
+    def read_modify_write_many(
+        self, kind: str, mutations: Mapping[str, Mutator]
+    ) -> dict[str, Resource | None]: ...
+
+
+def get_many(store: Store, kind: str, names: Iterable[str]) -> dict[str, Resource]:
+    """The objects of `kind` among `names` that exist, by name: one query where possible."""
+    if isinstance(store, BulkStore):
+        return store.get_many(kind, names)
+    found: dict[str, Resource] = {}
+    for name in dict.fromkeys(names):
+        try:
+            found[name] = store.get(kind, name)
+        except NotFound:
+            continue
+    return found
+
+
+def read_modify_write_many(
+    store: Store, kind: str, mutations: Mapping[str, Mutator]
+) -> dict[str, Resource | None]:
+    """`read_modify_write` of each name; in one transaction where the backend can."""
+    if isinstance(store, BulkStore):
+        return store.read_modify_write_many(kind, mutations)
+    return {name: read_modify_write(store, kind, name, fn) for name, fn in mutations.items()}
 
 
 def write_changes(store: Store, current: Resource | None, desired: Resource) -> Resource:

@@ -1,21 +1,24 @@
 """The journal: node-local, exactly-once record of what was read from which file.
 
 Flow: the LogFile reconciler reads a batch of complete lines from a file and
-calls `commit_batch`, which in ONE SQLite transaction inserts the batch's
-entries (keyed by (file id, byte offset), so a replay inserts nothing twice),
-advances the file's watermark, and marks the traces it touched dirty. A
-crash before the commit loses nothing (the batch is read again); a crash
-after it repeats nothing.
+folds them in memory into one `TraceAccumulator` per trace (a mergeable,
+order-independent monoid). `commit_batch` then, in ONE SQLite transaction,
+merges each into the trace's single journal row, advances the file's
+watermark, and marks those traces dirty. The watermark's atomic advance is
+what makes ingestion exactly-once: a crash before the commit loses nothing
+(the batch is read again), a crash after it repeats nothing, and a second
+reader whose batch does not start at the stored watermark writes nothing
+(`WatermarkMoved`). A trace's row is bounded (the accumulator keeps one
+candidate per derived value), so no per-line rows, GC or snapshots exist.
 
 A file row is one file identity (device, inode, fingerprint). Truncation or
 replacement of a path starts a NEW row, so offsets of the old and the new
 content never collide. Dirty marks (traces touched by new lines; block logs
-whose traces changed) carry a sequence number: a reconcile clears its mark
-only if nothing set it again meanwhile, and the manager re-queues every
-remaining mark on start, so the in-memory queues need no durability. When a
-trace has been Complete for longer than the retention, its entries are folded
-into a compact accumulator snapshot (`snapshots`) and deleted; late lines are
-folded into that snapshot, so the Trace stays right.
+whose traces changed; block logs the learner has not seen) carry a sequence
+number: a reconcile clears its mark only if nothing set it again meanwhile,
+and the manager re-queues every remaining mark on start, so the in-memory
+queues need no durability. Every call takes or finishes a whole batch of
+keys: one statement per table, not one per key.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +35,7 @@ from typing import TypeVar
 
 import orjson
 
-from controller.api.entry import Entry
+from controller.analyze.traces import TraceAccumulator
 from controller.store.base import StoreUnavailable
 from controller.store.sqlite_util import Transactions, open_database
 
@@ -58,39 +61,25 @@ CREATE TABLE IF NOT EXISTS files (
 );
 CREATE INDEX IF NOT EXISTS files_by_path ON files(path);
 CREATE INDEX IF NOT EXISTS files_by_inode ON files(device, inode);
-CREATE TABLE IF NOT EXISTS entries (
-    file_id INTEGER NOT NULL,
-    offset INTEGER NOT NULL,
-    trace_key TEXT NOT NULL,
-    body BLOB NOT NULL,
-    PRIMARY KEY (file_id, offset)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS entries_by_trace ON entries(trace_key);
 CREATE TABLE IF NOT EXISTS dirty (
     queue TEXT NOT NULL,
     key TEXT NOT NULL,
     seq INTEGER NOT NULL,
     PRIMARY KEY (queue, key)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS trace_meta (
+CREATE TABLE IF NOT EXISTS traces (
     trace_key TEXT PRIMARY KEY,
+    acc BLOB NOT NULL,
     last_entry_at REAL NOT NULL,
-    complete_since REAL,
+    complete INTEGER NOT NULL DEFAULT 0,
     abandoned INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS trace_meta_open_by_activity ON trace_meta(last_entry_at)
-    WHERE complete_since IS NULL AND abandoned = 0;
-CREATE INDEX IF NOT EXISTS trace_meta_by_completion ON trace_meta(complete_since)
-    WHERE complete_since IS NOT NULL;
-CREATE TABLE IF NOT EXISTS snapshots (
-    trace_key TEXT PRIMARY KEY,
-    acc BLOB NOT NULL
-) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS traces_open_by_activity ON traces(last_entry_at)
+    WHERE complete = 0 AND abandoned = 0;
 """
 
 T = TypeVar("T")
 ACTIVE_PHASES = ("Active", "Idle", "Unreadable")
-EntryKey = tuple[int, int]  # (file id, byte offset): an entry's identity
 TRACES = "traces"  # dirty-mark queues: traces touched by new lines,
 BLOCKLOGS = "blocklogs"  # block logs whose member traces changed
 EXAMPLES = "examples"  # block logs whose status changed since the learner looked
@@ -134,7 +123,24 @@ class Batch:
     lines: int
     bad_lines: int
     last_bad_offset: int | None
-    entries: list[tuple[int, str, bytes]] = field(default_factory=list)  # (offset, key, body)
+    traces: dict[str, TraceAccumulator] = field(default_factory=dict)  # folded per trace
+
+
+@dataclass(frozen=True)
+class TraceState:
+    """A trace's journal row: everything read of it, and when it last grew."""
+
+    acc: TraceAccumulator
+    last_entry_at: float
+
+
+@dataclass(frozen=True)
+class TraceOutcome:
+    """What a trace reconcile decided, for `finish_traces` to record."""
+
+    key: str
+    complete: bool
+    abandoned: bool
 
 
 class WatermarkMoved(Exception):
@@ -153,7 +159,10 @@ class Journal:
         self._dirty_seq = int(time.time() * 1000)
         self._seq_lock = threading.Lock()
         try:
-            self._conn().executescript(SCHEMA)
+            conn = self._conn()
+            conn.executescript(SCHEMA)
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'entries'").fetchone():
+                raise sqlite3.DatabaseError("it was written by an earlier foyle-controller")
         except sqlite3.DatabaseError as err:
             raise StoreUnavailable(
                 f"the journal {self.path} is unusable: {err}. Move it aside and restart"
@@ -293,12 +302,12 @@ class Journal:
     # -- ingestion -----------------------------------------------------------------------
 
     def commit_batch(self, batch: Batch, now: float) -> set[str]:
-        """Insert the entries, advance the watermark and mark touched traces dirty, atomically.
+        """Merge the batch's accumulators, advance the watermark, mark the traces dirty.
 
-        Raises WatermarkMoved when the stored watermark is not the batch's start (a second
-        reader got there first): nothing is written then.
+        One transaction. Raises WatermarkMoved when the stored watermark is not the
+        batch's start (a second reader got there first): nothing is written then.
         """
-        touched = {key for _, key, _ in batch.entries}
+        touched = set(batch.traces)
         with self._tx() as conn:
             (watermark,) = conn.execute(
                 "SELECT watermark FROM files WHERE id = ?", (batch.file_id,)
@@ -308,10 +317,19 @@ class Journal:
                     f"file {batch.file_id}: watermark {watermark}, batch starts at"
                     f" {batch.start_offset}"
                 )
-            conn.executemany(
-                "INSERT OR IGNORE INTO entries (file_id, offset, trace_key, body) VALUES (?, ?, ?, ?)",
-                [(batch.file_id, off, key, body) for off, key, body in batch.entries],
-            )
+            if touched:
+                merged = dict(batch.traces)
+                for key, stored in self._stored_accs(conn, touched):
+                    acc = _load_acc(stored)
+                    acc.merge(merged[key])
+                    merged[key] = acc
+                conn.executemany(
+                    "INSERT INTO traces (trace_key, acc, last_entry_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT(trace_key) DO UPDATE SET acc = excluded.acc,"
+                    " last_entry_at = excluded.last_entry_at, abandoned = 0",
+                    [(key, orjson.dumps(acc.to_dict()), now) for key, acc in merged.items()],
+                )
+                self._mark_dirty(conn, TRACES, touched)
             conn.execute(
                 "UPDATE files SET watermark = ?, carry = ?, size = ?, lines = lines + ?,"
                 " bad_lines = bad_lines + ?, last_bad_offset = COALESCE(?, last_bad_offset)"
@@ -326,17 +344,16 @@ class Journal:
                     batch.file_id,
                 ),
             )
-            if touched:
-                self._mark_dirty(conn, TRACES, touched)
-                conn.executemany(
-                    "INSERT INTO trace_meta (trace_key, last_entry_at) VALUES (?, ?)"
-                    " ON CONFLICT(trace_key) DO UPDATE SET last_entry_at = excluded.last_entry_at,"
-                    " abandoned = 0",
-                    [(key, now) for key in touched],
-                )
         return touched
 
-    # -- traces --------------------------------------------------------------------------
+    @staticmethod
+    def _stored_accs(conn: sqlite3.Connection, keys: Iterable[str]) -> Iterator[tuple[str, bytes]]:
+        for chunk in _chunks(list(keys)):
+            yield from conn.execute(
+                f"SELECT trace_key, acc FROM traces WHERE trace_key IN ({_marks(chunk)})", chunk
+            )
+
+    # -- dirty marks ---------------------------------------------------------------------
 
     def mark_dirty(self, queue: str, keys: Iterable[str]) -> None:
         """Durably note that `keys` of `queue` need a reconcile (survives a crash)."""
@@ -351,6 +368,69 @@ class Journal:
             [(queue, key, seq) for key in keys],
         )
 
+    def dirty_keys(self, queue: str) -> list[str]:
+        rows = self._conn().execute("SELECT key FROM dirty WHERE queue = ?", (queue,))
+        return [k for (k,) in rows]
+
+    def dirty_seqs(self, queue: str, keys: Iterable[str]) -> dict[str, int]:
+        """The current dirty marks of `keys` (absent: not dirty)."""
+        out: dict[str, int] = {}
+        with self._snapshot() as conn:
+            for chunk in _chunks(list(keys)):
+                out.update(
+                    conn.execute(
+                        f"SELECT key, seq FROM dirty WHERE queue = ? AND key IN ({_marks(chunk)})",
+                        (queue, *chunk),
+                    )
+                )
+        return out
+
+    def clear_dirty(self, queue: str, seqs: Mapping[str, int]) -> None:
+        """Forget each mark unless something set it again since its `seq` was read."""
+        if not seqs:
+            return
+        with self._tx() as conn:
+            conn.executemany(
+                "DELETE FROM dirty WHERE queue = ? AND key = ? AND seq = ?",
+                [(queue, key, seq) for key, seq in seqs.items()],
+            )
+
+    def mark_all_traces_dirty(self) -> int:
+        """Queue every trace the journal knows (the store lost them); how many."""
+        seq = self._next_seq()
+        with self._tx() as conn:
+            cur = conn.execute(
+                "INSERT INTO dirty (queue, key, seq) SELECT ?, trace_key, ? FROM traces"
+                " WHERE true ON CONFLICT(queue, key) DO UPDATE SET seq = excluded.seq",
+                (TRACES, seq),
+            )
+            return cur.rowcount
+
+    # -- traces --------------------------------------------------------------------------
+
+    def trace_states(self, keys: Iterable[str]) -> dict[str, TraceState]:
+        """The journal rows of `keys` (absent keys: nothing was read of them)."""
+        out: dict[str, TraceState] = {}
+        with self._snapshot() as conn:
+            for chunk in _chunks(list(keys)):
+                rows = conn.execute(
+                    "SELECT trace_key, acc, last_entry_at FROM traces"
+                    f" WHERE trace_key IN ({_marks(chunk)})",
+                    chunk,
+                )
+                for key, acc, last_entry_at in rows:
+                    out[key] = TraceState(_load_acc(acc), last_entry_at)
+        return out
+
+    def finish_traces(self, outcomes: Iterable[TraceOutcome]) -> None:
+        """Record phases (an abandoned trace leaves the sweep; a new line brings it back)."""
+        rows = [(int(o.complete), int(o.abandoned), o.key) for o in outcomes]
+        if rows:
+            with self._tx() as conn:
+                conn.executemany(
+                    "UPDATE traces SET complete = ?, abandoned = ? WHERE trace_key = ?", rows
+                )
+
     def traces_to_abandon(self, idle_since: float) -> list[str]:
         """Unfinished traces with no line since `idle_since` and not yet marked Abandoned.
 
@@ -358,113 +438,33 @@ class Journal:
         grows with the backlog being read.
         """
         rows = self._conn().execute(
-            "SELECT trace_key FROM trace_meta WHERE complete_since IS NULL AND abandoned = 0"
+            "SELECT trace_key FROM traces WHERE complete = 0 AND abandoned = 0"
             " AND last_entry_at < ?",
             (idle_since,),
         )
         return [k for (k,) in rows]
 
-    def set_abandoned(self, trace_key: str) -> None:
-        """Recorded with the Abandoned phase; a new line of the trace clears it."""
-        with self._tx() as conn:
-            conn.execute("UPDATE trace_meta SET abandoned = 1 WHERE trace_key = ?", (trace_key,))
-
-    def mark_all_traces_dirty(self) -> int:
-        """Queue every trace the journal knows (the store lost them); how many."""
-        seq = self._next_seq()
-        with self._tx() as conn:
-            cur = conn.execute(
-                "INSERT INTO dirty (queue, key, seq) SELECT ?, trace_key, ? FROM trace_meta"
-                " WHERE true ON CONFLICT(queue, key) DO UPDATE SET seq = excluded.seq",
-                (TRACES, seq),
-            )
-            return cur.rowcount
-
-    def dirty_keys(self, queue: str) -> list[str]:
-        rows = self._conn().execute("SELECT key FROM dirty WHERE queue = ?", (queue,))
-        return [k for (k,) in rows]
-
-    def dirty_seq(self, queue: str, key: str) -> int | None:
-        row = (
-            self._conn()
-            .execute("SELECT seq FROM dirty WHERE queue = ? AND key = ?", (queue, key))
-            .fetchone()
-        )
-        return row[0] if row else None
-
-    def clear_dirty(self, queue: str, key: str, seq: int | None) -> bool:
-        """Forget the dirty mark unless something set it again since `seq`; True if cleared."""
-        if seq is None:
-            return True
-        with self._tx() as conn:
-            cur = conn.execute(
-                "DELETE FROM dirty WHERE queue = ? AND key = ? AND seq = ?", (queue, key, seq)
-            )
-            return cur.rowcount > 0
-
-    def trace_inputs(self, trace_key: str) -> tuple[bytes | None, list[tuple[EntryKey, Entry]]]:
-        """The GC snapshot (if any) and the remaining entries of one trace, with their keys."""
-        with self._snapshot() as conn:
-            snap = conn.execute(
-                "SELECT acc FROM snapshots WHERE trace_key = ?", (trace_key,)
-            ).fetchone()
-            bodies = conn.execute(
-                "SELECT file_id, offset, body FROM entries WHERE trace_key = ?", (trace_key,)
-            ).fetchall()
-        entries = [((f, o), Entry.from_dict(orjson.loads(body))) for f, o, body in bodies]
-        return (snap[0] if snap else None), entries
-
-    def trace_activity(self, trace_key: str) -> float | None:
-        row = (
-            self._conn()
-            .execute("SELECT last_entry_at FROM trace_meta WHERE trace_key = ?", (trace_key,))
-            .fetchone()
-        )
-        return row[0] if row else None
-
-    def set_complete_since(self, trace_key: str, since: float | None) -> None:
-        with self._tx() as conn:
-            conn.execute(
-                "UPDATE trace_meta SET complete_since = ? WHERE trace_key = ?"
-                " AND (complete_since IS NULL) != (? IS NULL)",
-                (since, trace_key, since),
-            )
-
-    def traces_to_collect(self, older_than: float) -> list[str]:
-        rows = self._conn().execute(
-            "SELECT m.trace_key FROM trace_meta m WHERE m.complete_since IS NOT NULL"
-            " AND m.complete_since < ? AND m.last_entry_at < ?"
-            " AND EXISTS (SELECT 1 FROM entries e WHERE e.trace_key = m.trace_key)",
-            (older_than, older_than),
-        )
-        return [k for (k,) in rows]
-
-    def replace_with_snapshot(
-        self, trace_key: str, snapshot: bytes, entry_keys: Iterable[EntryKey]
-    ) -> None:
-        """Store the folded accumulator and drop exactly the entries folded into it.
-
-        The trace leaves the collection index too (GC scans stay proportional to what
-        is left to collect, not to history); a late line puts it back.
-        """
-        with self._tx() as conn:
-            conn.execute(
-                "UPDATE trace_meta SET complete_since = NULL WHERE trace_key = ?", (trace_key,)
-            )
-            conn.execute(
-                "INSERT INTO snapshots (trace_key, acc) VALUES (?, ?)"
-                " ON CONFLICT(trace_key) DO UPDATE SET acc = excluded.acc",
-                (trace_key, snapshot),
-            )
-            conn.executemany(
-                "DELETE FROM entries WHERE file_id = ? AND offset = ?", list(entry_keys)
-            )
-
     def counts(self) -> dict[str, int]:
         conn = self._conn()
         return {
             "files": conn.execute("SELECT COUNT(*) FROM files").fetchone()[0],
-            "entries": conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0],
+            "lines": conn.execute("SELECT COALESCE(SUM(lines), 0) FROM files").fetchone()[0],
+            "traces": conn.execute("SELECT COUNT(*) FROM traces").fetchone()[0],
             "dirty": conn.execute("SELECT COUNT(*) FROM dirty").fetchone()[0],
-            "snapshots": conn.execute("SELECT COUNT(*) FROM snapshots").fetchone()[0],
         }
+
+
+_CHUNK = 500  # keys per IN (...) list: well under SQLite's 32766 host parameters
+
+
+def _chunks(keys: list[str]) -> Iterator[list[str]]:
+    for i in range(0, len(keys), _CHUNK):
+        yield keys[i : i + _CHUNK]
+
+
+def _marks(chunk: list[str]) -> str:
+    return ", ".join("?" * len(chunk))
+
+
+def _load_acc(blob: bytes) -> TraceAccumulator:
+    return TraceAccumulator.from_dict(orjson.loads(blob))

@@ -1,13 +1,16 @@
 """The embedded Store backend: one SQLite file in WAL mode.
 
 Data flow: every write runs in one `BEGIN IMMEDIATE` transaction that checks
-the caller's resourceVersion, appends a row to `changes` and upserts the row in
-`objects`. The change row's AUTOINCREMENT rowid *is* the new resourceVersion, so
-versions are monotonic across the store and commit in order (writers are
-serialised by SQLite's write lock). `watch` reads `changes` after a version, so
-it follows writes from other processes by polling; writes made through this
-instance wake it at once through a Condition, and `add_listener` callbacks let
-the controller enqueue keys without polling at all.
+the caller's resourceVersion, appends the new body to `changes` and points the
+object's row in `objects` at it: each body is stored once (the change log is
+not a second copy of every resource). The change row's AUTOINCREMENT rowid
+*is* the new resourceVersion, so versions are monotonic across the store and
+commit in order (writers are serialised by SQLite's write lock). Pruning keeps
+the last `keep_changes` changes plus every object's current version. `watch`
+reads `changes` after a version, so it follows writes from other processes by
+polling; writes made through this instance wake it at once through a
+Condition. `read_modify_write_many` and `get_many` take whole batches: one
+statement per batch and table, not one per object.
 
 Concurrency: one connection per thread (threading.local). WAL lets those
 readers run while another thread or process writes, which a single connection
@@ -25,7 +28,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,7 @@ from controller.store.base import (
     Conflict,
     EventType,
     Gone,
+    Mutator,
     NotFound,
     StoreUnavailable,
     WatchEvent,
@@ -52,13 +56,14 @@ POLL_INTERVAL = 0.02  # seconds between polls of `changes` for other processes' 
 WATCH_BATCH = 500  # change rows read per poll
 
 _SCHEMA = """
+-- Each body is stored once, in `changes`; an object row points at its current version.
 CREATE TABLE IF NOT EXISTS objects (
     kind TEXT NOT NULL,
     name TEXT NOT NULL,
     rv INTEGER NOT NULL,
-    body TEXT NOT NULL,
     PRIMARY KEY (kind, name)
-);
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS objects_rv ON objects (rv);
 CREATE TABLE IF NOT EXISTS changes (
     rv INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL,
@@ -72,6 +77,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('pruned_through', 0);
 """
 
+_SELECT_BODY = "SELECT c.body FROM objects o JOIN changes c ON c.rv = o.rv"
+_CHUNK = 500  # names per IN (...) list
 Listener = Callable[[WatchEvent], None]
 
 
@@ -157,6 +164,13 @@ class SQLiteStore:
             exists = conn.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
             ).fetchone()
+            if exists and any(
+                row[1] == "body" for row in conn.execute("PRAGMA table_info(objects)")
+            ):
+                raise StoreUnavailable(
+                    f"{self.path}: written by an earlier foyle-controller; move it aside and"
+                    " run `foylectl analyze` to rebuild it from the logs"
+                )
             if not exists:
                 # One script: executescript() would commit a BEGIN issued separately.
                 try:
@@ -228,11 +242,29 @@ class SQLiteStore:
         conn = self._conn()  # one statement is one snapshot: no explicit transaction
         with self._translate_errors():
             row = conn.execute(
-                "SELECT body FROM objects WHERE kind = ? AND name = ?", (kind, name)
+                _SELECT_BODY + " WHERE o.kind = ? AND o.name = ?", (kind, name)
             ).fetchone()
         if row is None:
             raise NotFound(f"{kind}/{name} not found")
         return orjson.loads(row[0])
+
+    def get_many(self, kind: str, names: Iterable[str]) -> dict[str, Resource]:
+        """The objects of `kind` among `names` that exist, by name (one query per 500)."""
+        return {name: orjson.loads(body) for name, body in self._bodies(self._conn(), kind, names)}
+
+    def _bodies(
+        self, conn: sqlite3.Connection, kind: str, names: Iterable[str]
+    ) -> Iterator[tuple[str, bytes]]:
+        wanted = list(dict.fromkeys(names))
+        with self._translate_errors():
+            for i in range(0, len(wanted), _CHUNK):
+                chunk = wanted[i : i + _CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                yield from conn.execute(
+                    "SELECT o.name, c.body FROM objects o JOIN changes c ON c.rv = o.rv"
+                    f" WHERE o.kind = ? AND o.name IN ({marks})",
+                    (kind, *chunk),
+                )
 
     def list(self, kind: str, label_selector: str | None = None) -> list[Resource]:
         return self.list_with_version(kind, label_selector)[0]
@@ -249,7 +281,7 @@ class SQLiteStore:
     ) -> tuple[list[Resource], str]:
         with self._read() as conn:
             rows = conn.execute(
-                "SELECT body FROM objects WHERE kind = ? ORDER BY name", (kind,)
+                _SELECT_BODY + " WHERE o.kind = ? ORDER BY o.name", (kind,)
             ).fetchall()
             version = _current_rv(conn)
         objects = [orjson.loads(body) for (body,) in rows]
@@ -310,38 +342,85 @@ class SQLiteStore:
         self._after_write("DELETED", result)
 
     def _commit_change(self, conn: sqlite3.Connection, type_: EventType, body: Resource) -> bytes:
-        """Append the change row, give `body` its version, and upsert or delete the object.
+        """Append the change row, give `body` its version, and point (or drop) the object.
 
         Returns the serialised body: callers load fresh copies from it, so nothing
         they mutate can alias `body` or the caller's input.
         """
-        kind, name = body["kind"], body["metadata"]["name"]
         rv = _current_rv(conn) + 1  # we hold the write lock: nobody else can take it
-        body["metadata"]["resourceVersion"] = str(rv)
-        data = orjson.dumps(body)
-        text = data.decode()
-        conn.execute(
-            "INSERT INTO changes (rv, kind, name, type, body) VALUES (?, ?, ?, ?, ?)",
-            (rv, kind, name, type_, text),
-        )
-        if type_ == "DELETED":
-            conn.execute("DELETE FROM objects WHERE kind = ? AND name = ?", (kind, name))
-        else:
-            conn.execute(
-                "INSERT OR REPLACE INTO objects (kind, name, rv, body) VALUES (?, ?, ?, ?)",
-                (kind, name, rv, text),
-            )
-        if rv % self._prune_every == 0:
-            self._prune(conn, rv)
+        data = self._append_changes(conn, rv, [(type_, body)])[0]
+        self._prune_if_due(conn, rv - 1, rv)
         return data
 
-    def _prune(self, conn: sqlite3.Connection, rv: int) -> None:
-        horizon = rv - self._keep_changes
-        if horizon > 0:
-            conn.execute("DELETE FROM changes WHERE rv <= ?", (horizon,))
-            conn.execute(
-                "UPDATE meta SET value = max(value, ?) WHERE key = 'pruned_through'", (horizon,)
+    def _append_changes(
+        self, conn: sqlite3.Connection, first_rv: int, writes: list[tuple[EventType, Resource]]
+    ) -> list[bytes]:
+        """Store `writes` as versions first_rv, first_rv + 1, ... (one statement per table)."""
+        changes, upserts, deletes, out = [], [], [], []
+        for rv, (type_, body) in enumerate(writes, start=first_rv):
+            kind, name = body["kind"], body["metadata"]["name"]
+            body["metadata"]["resourceVersion"] = str(rv)
+            data = orjson.dumps(body)
+            changes.append((rv, kind, name, type_, data))
+            (deletes if type_ == "DELETED" else upserts).append(
+                (kind, name) if type_ == "DELETED" else (kind, name, rv)
             )
+            out.append(data)
+        conn.executemany(
+            "INSERT INTO changes (rv, kind, name, type, body) VALUES (?, ?, ?, ?, ?)", changes
+        )
+        conn.executemany(
+            "INSERT OR REPLACE INTO objects (kind, name, rv) VALUES (?, ?, ?)", upserts
+        )
+        conn.executemany("DELETE FROM objects WHERE kind = ? AND name = ?", deletes)
+        return out
+
+    def _prune_if_due(self, conn: sqlite3.Connection, before: int, after: int) -> None:
+        """Prune when the versions (before, after] crossed a multiple of the prune step."""
+        if after // self._prune_every > before // self._prune_every:
+            horizon = after - self._keep_changes
+            if horizon > 0:
+                conn.execute(
+                    "DELETE FROM changes WHERE rv <= ? AND rv NOT IN (SELECT rv FROM objects)",
+                    (horizon,),
+                )
+                conn.execute(
+                    "UPDATE meta SET value = max(value, ?) WHERE key = 'pruned_through'",
+                    (horizon,),
+                )
+
+    def read_modify_write_many(
+        self, kind: str, mutations: Mapping[str, Mutator]
+    ) -> dict[str, Resource | None]:
+        """`read_modify_write` for many objects of `kind` in one transaction.
+
+        Holding the write lock from the first read, nothing can change in between:
+        no Conflict is possible, and all reads and writes are one statement per
+        batch. Returns each object as stored afterwards (None: absent).
+        """
+        now = time.time()
+        results: dict[str, Resource | None] = {}
+        writes: list[tuple[EventType, Resource]] = []
+        with self._write() as conn:
+            stored = dict(self._bodies(conn, kind, mutations))
+            for name, mutate in mutations.items():
+                text = stored.get(name)
+                current = orjson.loads(text) if text is not None else None
+                desired = mutate(orjson.loads(text) if text is not None else None)
+                change = None if desired is None else _applied(current, desired, now)
+                results[name] = current if change is None else change[1]
+                if change is not None:
+                    writes.append(change)
+            if writes:
+                before = _current_rv(conn)
+                data = self._append_changes(conn, before + 1, writes)
+                self._prune_if_due(conn, before, before + len(writes))
+                self._transactions.on_commit(
+                    lambda: self._notify_many(
+                        [(t, d) for (t, _), d in zip(writes, data, strict=True)]
+                    )
+                )
+        return results
 
     def _after_write(self, type_: EventType, data: bytes) -> Resource:
         """Once committed: wake this instance's watchers and call listeners. A fresh copy."""
@@ -349,14 +428,18 @@ class SQLiteStore:
         return orjson.loads(data)
 
     def _notify(self, type_: EventType, data: bytes) -> None:
+        self._notify_many([(type_, data)])
+
+    def _notify_many(self, events: list[tuple[EventType, bytes]]) -> None:
         with self._written:
             self._writes += 1
             self._written.notify_all()
         for listener in list(self._listeners):
-            try:
-                listener(WatchEvent(type_, orjson.loads(data)))
-            except Exception:
-                log.exception("store listener %r failed", listener)
+            for type_, data in events:
+                try:
+                    listener(WatchEvent(type_, orjson.loads(data)))
+                except Exception:
+                    log.exception("store listener %r failed", listener)
 
     # ---- watch ----
 
@@ -427,6 +510,45 @@ class SQLiteStore:
         self.close()
 
 
+def _applied(
+    current: Resource | None, desired: Resource, now: float
+) -> tuple[EventType, Resource] | None:
+    """The write `desired` makes over `current`, as create + update + update_status would.
+
+    None when nothing the client owns differs (spec, labels, annotations,
+    ownerReferences, status).
+    """
+    if current is None:
+        body = orjson.loads(orjson.dumps(desired))
+        meta = body["metadata"]
+        meta.pop("resourceVersion", None)
+        meta["uid"] = str(uuid.uuid4())
+        meta["generation"] = 1
+        meta["creationTimestamp"] = rfc3339_seconds(now)
+        body["status"] = body.get("status") or {}
+        return "ADDED", body
+    spec, status = desired.get("spec") or {}, desired.get("status") or {}
+    owned = ("labels", "annotations", "ownerReferences")
+    same_meta = all(desired["metadata"].get(k) == current["metadata"].get(k) for k in owned)
+    if (
+        spec == (current.get("spec") or {})
+        and status == (current.get("status") or {})
+        and same_meta
+    ):
+        return None
+    body = current
+    meta = body["metadata"]
+    for key in owned:
+        if key in desired["metadata"]:
+            meta[key] = desired["metadata"][key]
+        else:
+            meta.pop(key, None)
+    if spec != (body.get("spec") or {}):
+        meta["generation"] = meta.get("generation", 1) + 1
+    body["spec"], body["status"] = spec, status
+    return "MODIFIED", body
+
+
 def _current_rv(conn: sqlite3.Connection) -> int:
     """The store's latest resourceVersion (kept by AUTOINCREMENT even when rows are pruned)."""
     row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
@@ -434,9 +556,7 @@ def _current_rv(conn: sqlite3.Connection) -> int:
 
 
 def _stored(conn: sqlite3.Connection, kind: str, name: str) -> dict[str, Any] | None:
-    row = conn.execute(
-        "SELECT body FROM objects WHERE kind = ? AND name = ?", (kind, name)
-    ).fetchone()
+    row = conn.execute(_SELECT_BODY + " WHERE o.kind = ? AND o.name = ?", (kind, name)).fetchone()
     return None if row is None else orjson.loads(row[0])
 
 
