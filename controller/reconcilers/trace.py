@@ -38,7 +38,7 @@ from controller.analyze.blocklogs import membership_add, membership_remove
 from controller.analyze.traces import reduce_trace
 from controller.api.names import name_for_id
 from controller.api.resource import new_resource
-from controller.store.base import Mutator, Store, get_many, read_modify_write_many
+from controller.store.base import Mutator, Store, get_field_many, read_modify_write_many
 from controller.store.journal import BLOCKLOGS, TRACES, Journal, TraceOutcome
 
 log = logging.getLogger(__name__)
@@ -112,13 +112,9 @@ class TraceReconciler:
         self.journal.clear_dirty(TRACES, seqs)
 
     def _blocks_named_before(self, reduced: list[_Reduced]) -> dict[str, list[str]]:
-        stored = get_many(self.store, "Trace", (name_for_id(r.key) for r in reduced))
-        out: dict[str, list[str]] = {}
-        for r in reduced:
-            trace = stored.get(name_for_id(r.key))
-            if trace is not None:
-                out[r.key] = list(trace.get("spec", {}).get("blockIds", []))
-        return out
+        names = {name_for_id(r.key): r.key for r in reduced}
+        stored = get_field_many(self.store, "Trace", names, ".spec.blockIds")
+        return {names[name]: list(ids or []) for name, ids in stored.items()}
 
     def _write_membership(
         self, reduced: list[_Reduced], previous: dict[str, list[str]]

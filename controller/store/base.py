@@ -143,6 +143,22 @@ class BulkStore(Protocol):
         self, kind: str, mutations: Mapping[str, Mutator]
     ) -> dict[str, Resource | None]: ...
 
+    def get_field_many(self, kind: str, names: Iterable[str], path: str) -> dict[str, Any]: ...
+
+
+def get_field_many(store: Store, kind: str, names: Iterable[str], path: str) -> dict[str, Any]:
+    """One field (a `.a.b` path) of each existing object among `names`, by name."""
+    if isinstance(store, BulkStore):
+        return store.get_field_many(kind, names, path)
+    parts = path.strip(".").split(".")
+    out: dict[str, Any] = {}
+    for name, obj in get_many(store, kind, names).items():
+        value: Any = obj
+        for part in parts:
+            value = value.get(part) if isinstance(value, dict) else None
+        out[name] = value
+    return out
+
 
 def get_many(store: Store, kind: str, names: Iterable[str]) -> dict[str, Resource]:
     """The objects of `kind` among `names` that exist, by name: one query where possible."""
@@ -160,7 +176,11 @@ def get_many(store: Store, kind: str, names: Iterable[str]) -> dict[str, Resourc
 def read_modify_write_many(
     store: Store, kind: str, mutations: Mapping[str, Mutator]
 ) -> dict[str, Resource | None]:
-    """`read_modify_write` of each name; in one transaction where the backend can."""
+    """`read_modify_write` of each name; in one transaction where the backend can.
+
+    `mutate` must replace `spec` or `status` rather than change them in place (a
+    bulk backend hands it a copy of the top level only).
+    """
     if isinstance(store, BulkStore):
         return store.read_modify_write_many(kind, mutations)
     return {name: read_modify_write(store, kind, name, fn) for name, fn in mutations.items()}

@@ -252,6 +252,25 @@ class SQLiteStore:
         """The objects of `kind` among `names` that exist, by name (one query per 500)."""
         return {name: orjson.loads(body) for name, body in self._bodies(self._conn(), kind, names)}
 
+    def get_field_many(self, kind: str, names: Iterable[str], path: str) -> dict[str, Any]:
+        """One field (`.spec.blockIds`) of each existing object, parsed by SQLite, not Python."""
+        wanted = list(dict.fromkeys(names))
+        out: dict[str, Any] = {}
+        conn = self._conn()
+        with self._translate_errors():
+            for i in range(0, len(wanted), _CHUNK):
+                chunk = wanted[i : i + _CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                rows = conn.execute(
+                    "SELECT o.name, json_extract(c.body, ?), json_type(c.body, ?)"
+                    " FROM objects o JOIN changes c ON c.rv = o.rv"
+                    f" WHERE o.kind = ? AND o.name IN ({marks})",
+                    ("$" + path, "$" + path, kind, *chunk),
+                )
+                for name, value, type_ in rows:
+                    out[name] = orjson.loads(value) if type_ in ("array", "object") else value
+        return out
+
     def _bodies(
         self, conn: sqlite3.Connection, kind: str, names: Iterable[str]
     ) -> Iterator[tuple[str, bytes]]:
@@ -396,7 +415,9 @@ class SQLiteStore:
 
         Holding the write lock from the first read, nothing can change in between:
         no Conflict is possible, and all reads and writes are one statement per
-        batch. Returns each object as stored afterwards (None: absent).
+        batch. Unlike `read_modify_write`, `mutate` gets a copy of the top level
+        only: it must replace `spec` or `status`, never change them in place.
+        Returns each object as stored afterwards (None: absent).
         """
         now = time.time()
         results: dict[str, Resource | None] = {}
@@ -406,7 +427,7 @@ class SQLiteStore:
             for name, mutate in mutations.items():
                 text = stored.get(name)
                 current = orjson.loads(text) if text is not None else None
-                desired = mutate(orjson.loads(text) if text is not None else None)
+                desired = mutate(None if current is None else _top_level_copy(current))
                 change = None if desired is None else _applied(current, desired, now)
                 results[name] = current if change is None else change[1]
                 if change is not None:
@@ -508,6 +529,13 @@ class SQLiteStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _top_level_copy(obj: Resource) -> Resource:
+    """A copy whose top-level keys and metadata can be replaced without touching `obj`."""
+    out = dict(obj)
+    out["metadata"] = dict(obj["metadata"])
+    return out
 
 
 def _applied(
