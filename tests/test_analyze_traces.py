@@ -234,6 +234,11 @@ def test_log_event_trace_keeps_the_selected_cell_not_the_notebook(testdata: Path
             "contents": "curl",
             "outputs": [],
             "id": "23706965-8e3b-440d-ba1a-1e1cc035fbd4",
+            "metadata": {
+                "_ghostCell": "false",
+                "id": "23706965-8e3b-440d-ba1a-1e1cc035fbd4",
+                "runme.dev/id": "23706965-8e3b-440d-ba1a-1e1cc035fbd4",
+            },
         },
     }
     assert spec["blockIds"] == ["23706965-8e3b-440d-ba1a-1e1cc035fbd4"]

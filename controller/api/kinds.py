@@ -49,6 +49,8 @@ BLOCK_SCHEMA = _obj(
         "contents": _STRING,
         "outputs": _list(_obj({"items": _list(OUTPUT_ITEM_SCHEMA)})),
         "id": _STRING,
+        "traceIds": _list(_STRING),
+        "metadata": {"type": "object", "additionalProperties": _STRING},
     }
 )
 DOC_SCHEMA = _obj({"blocks": _list(BLOCK_SCHEMA)})

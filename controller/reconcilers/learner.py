@@ -29,7 +29,7 @@ import orjson
 from controller.api.kinds import Resource
 from controller.api.resource import rfc3339
 from controller.learn.index import ExampleIndex
-from controller.learn.query import query_text
+from controller.learn.query import blocks_to_markdown
 from controller.learn.rule import example_for, learnability
 from controller.learn.training import TrainingWriter
 from controller.store.base import NotFound, Store, read_modify_write
@@ -114,7 +114,7 @@ class LearnerReconciler:
             self._learned.inc()
         self.index.upsert(
             name,
-            query_text(example["spec"]["query"]),
+            blocks_to_markdown(example["spec"]["query"]["blocks"]),
             orjson.dumps(example, option=orjson.OPT_SORT_KEYS).decode(),
         )
         files = self.training.write(example, self.index.embedding(name))
