@@ -17,11 +17,19 @@ from controller.settings import Settings, default_log_dirs, default_state_dir
 from controller.store.base import NotFound, Store
 
 if TYPE_CHECKING:  # heavy modules are imported lazily by the commands that need them
+    from controller.foyleconfig import FoyleConfig, Provider
+    from controller.learn.embedders import Embedder
     from controller.learn.index import ExampleIndex
     from controller.reconcilers.learner import LearnerReconciler
     from controller.store.journal import Journal
 
 log = logging.getLogger("foylectl")
+
+NO_EMBEDDINGS_WARNING = (
+    "no embedding provider (no openai.apiKeyFile/baseURL or azureOpenAI in Foyle's config,"
+    " no --openai-api-key-file): training files in %s get no embedding and Foyle's agent will"
+    " skip every one of them; examples search still works locally (BM25)"
+)
 
 
 # -- settings and stores ---------------------------------------------------------------
@@ -41,17 +49,40 @@ def writable_state_dir(path: Path) -> Path:
     return path
 
 
+def foyle_config_of(args: argparse.Namespace) -> FoyleConfig | None:
+    """Foyle's config (issue 11), for commands that learn or read logs; None for the others."""
+    if not hasattr(args, "foyle_config"):
+        return None
+    from controller.foyleconfig import FoyleConfigError, load
+
+    try:
+        config = load(args.foyle_config)
+    except FoyleConfigError as err:
+        raise UsageError(str(err)) from err
+    if args.foyle_config and not config.found:
+        log.warning("Foyle's config %s does not exist; using Foyle's defaults", config.path)
+    for note in config.notes:
+        log.warning("Foyle's config %s: %s", config.path, note)
+    return config
+
+
 def settings_from(
     args: argparse.Namespace, *, need_logs: bool, create_default_dirs: bool = False
 ) -> Settings:
     settings = Settings(state_dir=state_dir_of(args))
+    foyle = foyle_config_of(args)
+    if foyle is not None:
+        settings.training_dirs = list(foyle.training_dirs)
+        settings.embedding_provider = foyle.provider
     if getattr(args, "store", None):
         settings.store = args.store
         settings.namespace = args.namespace
     if need_logs:
         explicit = bool(args.logs)
         dirs = (
-            [Path(d).expanduser().absolute() for d in args.logs] if explicit else default_log_dirs()
+            [Path(d).expanduser().absolute() for d in args.logs]
+            if explicit
+            else default_log_dirs(foyle.log_dirs if foyle else ())
         )
         missing = [d for d in dirs if not d.is_dir()]
         if explicit and missing:
@@ -206,23 +237,51 @@ def _setup_logging(fmt: str) -> None:
     setup_logging(fmt)
 
 
-def _index(settings: Settings, args: argparse.Namespace) -> ExampleIndex:
-    """The example index, embedding with OpenAI when a key file is given."""
-    from controller.learn.index import ExampleIndex
+def _provider(settings: Settings, args: argparse.Namespace) -> Provider | None:
+    """Foyle's config's embedding provider, with the --openai-* flags overriding it."""
+    from controller.foyleconfig import Provider
 
-    embedder = None
-    key_file = getattr(args, "openai_api_key_file", None)
-    if key_file:
-        from controller.learn.embedders import OpenAIEmbedder
+    base = settings.embedding_provider
+    key = getattr(args, "openai_api_key_file", None)
+    url = getattr(args, "openai_base_url", None)
+    if key is None and url is None:
+        return base
+    if base is not None and base.kind == "openai":
+        return Provider("openai", key or base.api_key_file, url or base.base_url)
+    return Provider("openai", key, url or "")
 
+
+def _embedder(provider: Provider | None) -> Embedder | None:
+    if provider is None:
+        return None
+    from controller.learn.embedders import OPENAI_BASE_URL, OpenAIEmbedder
+
+    key = ""
+    if provider.api_key_file is not None:
         try:
-            key = Path(key_file).expanduser().read_text().strip()
+            key = provider.api_key_file.expanduser().read_text().strip()
         except OSError as err:
             raise UsageError(
-                f"cannot read the OpenAI API key file {key_file}: {err.strerror}"
+                f"cannot read the {provider.kind} API key file {provider.api_key_file}:"
+                f" {err.strerror}"
             ) from err
-        embedder = OpenAIEmbedder(key)
-    return ExampleIndex(settings.index_path, embedder)
+    if provider.kind == "azure" and not provider.base_url:
+        raise UsageError("Foyle's config names azureOpenAI without a baseURL")
+    try:
+        return OpenAIEmbedder(
+            key,
+            base_url=provider.base_url or OPENAI_BASE_URL,
+            azure_deployment=provider.deployment,
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+
+
+def _index(settings: Settings, args: argparse.Namespace) -> ExampleIndex:
+    """The example index, embedding as Foyle does when a provider is configured."""
+    from controller.learn.index import ExampleIndex
+
+    return ExampleIndex(settings.index_path, _embedder(_provider(settings, args)))
 
 
 def _learner(
@@ -233,6 +292,8 @@ def _learner(
 
     writable_state_dir(settings.state_dir)
     index = _index(settings, args)
+    if not index.embeds:
+        log.warning(NO_EMBEDDINGS_WARNING, ", ".join(str(d) for d in settings.training_dirs))
     return LearnerReconciler(store, index, TrainingWriter(settings.training_dirs), metrics=registry)
 
 

@@ -84,16 +84,30 @@ def _training_args(p: argparse.ArgumentParser) -> None:
         "--training-dir",
         type=Path,
         action="append",
-        help="where Examples are written for Foyle (repeatable; default ~/.foyle/training)",
+        help="where Examples are written for Foyle (repeatable; default: Foyle's"
+        " learner.exampleDirs, else ~/.foyle/training)",
     )
 
 
 def _embedder_args(p: argparse.ArgumentParser) -> None:
+    # issue 11: Foyle's own config is the default source of keys, URLs and directories.
+    p.add_argument(
+        "--foyle-config",
+        type=Path,
+        metavar="FILE",
+        help="Foyle's config file, read for its key file, base URL, training and log dirs"
+        " (default ~/.foyle/config.yaml; a missing file is fine; flags override it)",
+    )
     p.add_argument(
         "--openai-api-key-file",
         type=Path,
-        help="retrieve with OpenAI text-embedding-3-small embeddings, as Foyle does"
-        " (default: local BM25 ranking, no network)",
+        help="embed with OpenAI text-embedding-3-small, as Foyle does (default: Foyle's"
+        " openai.apiKeyFile; without any, local BM25 ranking and files Foyle cannot load)",
+    )
+    p.add_argument(
+        "--openai-base-url",
+        metavar="URL",
+        help="an OpenAI-compatible API base URL (default: Foyle's openai.baseURL)",
     )
 
 

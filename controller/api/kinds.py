@@ -215,11 +215,17 @@ EXAMPLE = KindInfo(
             "indexedTime": _TIME,
             "trainingFiles": _list(_STRING),
             "observedGeneration": _INT,
+            # Would Foyle's agent load the training file? If not, why (NoEmbedding,
+            # EmbeddingLength): its loader skips such files silently (issue 11).
+            "foyleLoadable": _BOOL,
+            "reason": _STRING,
         }
     ),
     columns=(
         PrinterColumn("Id", ".spec.id", priority=1),
         PrinterColumn("BlockLog", ".spec.blockLog"),
+        PrinterColumn("Foyle", ".status.foyleLoadable", "boolean"),
+        PrinterColumn("Reason", ".status.reason"),
         PrinterColumn("Indexed", ".status.indexedTime"),
         AGE,
     ),

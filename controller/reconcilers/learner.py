@@ -6,7 +6,8 @@ reads the BlockLog and converges everything derived from it:
 * learnable -> the Example (spec written only when it changed), the index
   entry, the training files (with the index's embedding when there is one),
   then the Example's status (`indexedTime`, `trainingFiles`,
-  `observedGeneration`), rewritten only when something moved;
+  `observedGeneration`, `foyleLoadable` and, when Foyle would skip the file,
+  `reason`), rewritten only when something moved;
 * absent or no longer learnable (e.g. a later execution undid the fix) -> the
   index entry, the training files and then the Example are deleted. Derived
   data goes first so a crash in between leaves an Example to find next time.
@@ -31,7 +32,7 @@ from controller.api.resource import rfc3339
 from controller.learn.index import ExampleIndex
 from controller.learn.query import blocks_to_markdown
 from controller.learn.rule import example_for, learnability
-from controller.learn.training import TrainingWriter
+from controller.learn.training import TrainingWriter, foyle_skip_reason
 from controller.store.base import NotFound, Store, read_modify_write
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class LearnerReconciler:
         self._learned: _Counter = _NullCounter()
         self._not_learnable: _Counter = _NullCounter()
         self._errors: _Counter = _NullCounter()
+        self._unloadable: _Counter = _NullCounter()
         if metrics is not None:
             self._learned = metrics.counter(
                 "learner_examples_total", "Examples created or changed by the learner."
@@ -88,6 +90,12 @@ class LearnerReconciler:
             )
             self._errors = metrics.counter(
                 "learner_reconcile_errors_total", "Learner reconciles that raised."
+            )
+            self._unloadable = metrics.counter(
+                "learner_foyle_unloadable_total",
+                "Training files written that Foyle's agent would skip, by reason"
+                " (NoEmbedding: no embedding provider; EmbeddingLength: not 1536 floats).",
+                ["reason"],
             )
 
     def reconcile(self, name: str) -> None:
@@ -117,8 +125,12 @@ class LearnerReconciler:
             blocks_to_markdown(example["spec"]["query"]["blocks"]),
             orjson.dumps(example, option=orjson.OPT_SORT_KEYS).decode(),
         )
-        files = self.training.write(example, self.index.embedding(name))
-        self._write_status(name, files)
+        embedding = self.index.embedding(name)
+        files = self.training.write(example, embedding)
+        reason = foyle_skip_reason(embedding)
+        if reason:
+            self._unloadable.labels(reason).inc()
+        self._write_status(name, files, reason)
 
     def _write_spec(self, example: Resource) -> bool:
         """Create or update the Example's spec, labels and owner; True when they changed."""
@@ -142,7 +154,7 @@ class LearnerReconciler:
         read_modify_write(self.store, KIND, example["metadata"]["name"], mutate)
         return changed
 
-    def _write_status(self, name: str, files: list[str]) -> None:
+    def _write_status(self, name: str, files: list[str], reason: str) -> None:
         def mutate(current: Resource | None) -> Resource | None:
             if current is None:
                 return None  # deleted meanwhile; the next reconcile decides again
@@ -152,6 +164,8 @@ class LearnerReconciler:
                 status.get("observedGeneration") == generation
                 and status.get("trainingFiles") == files
                 and status.get("indexedTime")
+                and status.get("foyleLoadable") == (not reason)
+                and status.get("reason", "") == reason
             ):
                 return None
             current["status"] = dict(
@@ -159,7 +173,11 @@ class LearnerReconciler:
                 indexedTime=rfc3339(self.clock()),
                 trainingFiles=files,
                 observedGeneration=generation,
+                foyleLoadable=not reason,
             )
+            current["status"].pop("reason", None)
+            if reason:
+                current["status"]["reason"] = reason
             return current
 
         read_modify_write(self.store, KIND, name, mutate)
