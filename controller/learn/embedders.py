@@ -69,7 +69,9 @@ class OpenAIEmbedder:
             return []
         request = urllib.request.Request(
             self._url,
-            data=json.dumps({"model": self.name, "input": texts}).encode(),
+            data=json.dumps(
+                {"model": self.name, "input": texts, "encoding_format": "float"}
+            ).encode(),
             headers={**self._headers, "Content-Type": "application/json"},
             method="POST",
         )
