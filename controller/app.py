@@ -25,6 +25,14 @@ if TYPE_CHECKING:  # heavy modules are imported lazily by the commands that need
 
 log = logging.getLogger("foylectl")
 
+# Read from Foyle v0.0.45 (app/pkg/learn/in_memory.go, application/app.go): the agent's
+# example DB loads the training dirs once, in NewInMemoryExampleDB; later it loads only
+# files its own in-process learner posts to it. No watch, no endpoint: files written by
+# anyone else are seen after a restart.
+FOYLE_RESTART_NOTE = (
+    "note: a running Foyle reads its training directories only at start-up"
+    " (Foyle v0.0.45 has no reload); restart Foyle to use new examples"
+)
 NO_EMBEDDINGS_WARNING = (
     "no embedding provider (no openai.apiKeyFile/baseURL or azureOpenAI in Foyle's config,"
     " no --openai-api-key-file): training files in %s get no embedding and Foyle's agent will"
@@ -394,6 +402,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         "on" if learner else "off",
         f"; metrics on http://{settings.metrics_addr}/metrics" if server else "",
     )
+    if learner:
+        log.info(FOYLE_RESTART_NOTE)
     if not stop.is_set():
         manager.start()
         log.info("started")
@@ -414,6 +424,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
     learner = _learner(settings, store, args)
     counts = learn_all(store, learner)
     print("learned: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    print(FOYLE_RESTART_NOTE)
     if not args.follow:
         return 0
     from controller.runtime.follow import follow_blocklogs
