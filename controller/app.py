@@ -33,6 +33,10 @@ FOYLE_RESTART_NOTE = (
     "note: a running Foyle reads its training directories only at start-up"
     " (Foyle v0.0.45 has no reload); restart Foyle to use new examples"
 )
+# Foyle <= v0.0.36 learned from BlockLogs; since v0.0.37 ("Learn from all executed
+# cells") from Sessions. Both kinds of file load in any Foyle, so both is the default:
+# a current Foyle user gets what Foyle itself learns, an older one loses nothing.
+DEFAULT_LEARN_FROM = "both"
 NO_EMBEDDINGS_WARNING = (
     "no embedding provider (no openai.apiKeyFile/baseURL or azureOpenAI in Foyle's config,"
     " no --openai-api-key-file): training files in %s get no embedding and Foyle's agent will"
@@ -292,17 +296,32 @@ def _index(settings: Settings, args: argparse.Namespace) -> ExampleIndex:
     return ExampleIndex(settings.index_path, _embedder(_provider(settings, args)))
 
 
-def _learner(
+def _learners(
     settings: Settings, store: Store, args: argparse.Namespace, registry: Any = None
-) -> LearnerReconciler:
+) -> dict[str, LearnerReconciler]:
+    """One learner per source `--learn-from` names (issue 11), sharing the index and files."""
     from controller.learn.training import TrainingWriter
-    from controller.reconcilers.learner import LearnerReconciler
+    from controller.reconcilers.learner import LEARN_FROM, LearnerReconciler
 
     writable_state_dir(settings.state_dir)
     index = _index(settings, args)
     if not index.embeds:
         log.warning(NO_EMBEDDINGS_WARNING, ", ".join(str(d) for d in settings.training_dirs))
-    return LearnerReconciler(store, index, TrainingWriter(settings.training_dirs), metrics=registry)
+    training = TrainingWriter(settings.training_dirs)
+    sources = LEARN_FROM[getattr(args, "learn_from", None) or DEFAULT_LEARN_FROM]
+    return {
+        s.kind: LearnerReconciler(store, index, training, metrics=registry, source=s)
+        for s in sources
+    }
+
+
+def _reconcilers(learners: dict[str, LearnerReconciler]) -> dict[str, Any]:
+    """The Manager's learner arguments for the learners built."""
+    blocklogs, sessions = learners.get("BlockLog"), learners.get("Session")
+    return {
+        "learner": blocklogs.reconcile if blocklogs else None,
+        "session_learner": sessions.reconcile if sessions else None,
+    }
 
 
 def _journal(settings: Settings) -> Journal:
@@ -322,10 +341,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     started = time.monotonic()
     store = open_store(settings, args)
     journal = _journal(settings)
-    learner = _learner(settings, store, args) if settings.learn else None
-    manager = Manager(
-        settings, store, journal, learner=learner.reconcile if learner else None, oneshot=True
-    )
+    learners = _learners(settings, store, args) if settings.learn else {}
+    manager = Manager(settings, store, journal, oneshot=True, **_reconcilers(learners))
     progress = Progress(settings.log_dirs, journal, enabled=not args.no_progress)
     progress.start()
     try:
@@ -340,7 +357,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         _counted(store.count("Trace"), "trace"),
         _counted(store.count("BlockLog"), "block log"),
     ]
-    if learner:
+    counts.insert(3, _counted(store.count("Session"), "session"))
+    if learners:
         counts.append(_counted(store.count("Example"), "example"))
     print(
         f"analyzed {_counted(len(files), 'file')}: {', '.join(counts)}"
@@ -386,10 +404,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = open_store(settings, args)
     journal = _journal(settings)
     registry = MetricsRegistry()
-    learner = _learner(settings, store, args, registry) if settings.learn else None
-    manager = Manager(
-        settings, store, journal, registry, learner=learner.reconcile if learner else None
-    )
+    learners = _learners(settings, store, args, registry) if settings.learn else {}
+    manager = Manager(settings, store, journal, registry, **_reconcilers(learners))
     server = None
     if settings.metrics_addr:
         server = HealthServer(settings.metrics_addr, manager.registry, lambda: manager.ready)
@@ -399,10 +415,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         ", ".join(str(d) for d in settings.log_dirs),
         settings.state_dir,
         settings.store,
-        "on" if learner else "off",
+        f"from {', '.join(learners)}" if learners else "off",
         f"; metrics on http://{settings.metrics_addr}/metrics" if server else "",
     )
-    if learner:
+    if learners:
         log.info(FOYLE_RESTART_NOTE)
     if not stop.is_set():
         manager.start()
@@ -421,17 +437,31 @@ def cmd_learn(args: argparse.Namespace) -> int:
     _setup_logging("text")
     settings = settings_from(args, need_logs=False)
     store = open_store(settings, args, must_exist=settings.store == "sqlite")
-    learner = _learner(settings, store, args)
-    counts = learn_all(store, learner)
-    print("learned: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    learners = _learners(settings, store, args)
+    for learner in learners.values():
+        counts = learn_all(store, learner)
+        print("learned: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     print(FOYLE_RESTART_NOTE)
     if not args.follow:
         return 0
-    from controller.runtime.follow import follow_blocklogs
+    from controller.runtime.follow import follow
 
     stop = threading.Event()
     _stop_on_signals(stop)
-    follow_blocklogs(store, learner.reconcile, stop)
+    threads = [
+        threading.Thread(
+            target=follow,
+            args=(store, kind, learner.source.label, learner.reconcile, stop),
+            name=f"follow-{kind}",
+            daemon=True,
+        )
+        for kind, learner in learners.items()
+    ]
+    for thread in threads:
+        thread.start()
+    stop.wait()
+    for thread in threads:
+        thread.join()
     return 0
 
 

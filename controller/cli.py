@@ -77,6 +77,14 @@ def _log_args(p: argparse.ArgumentParser) -> None:
 def _learn_args(p: argparse.ArgumentParser) -> None:
     _training_args(p)
     _embedder_args(p)
+    p.add_argument(  # issue 11
+        "--learn-from",
+        choices=("blocklogs", "sessions", "both"),
+        default="both",
+        help="what Examples are learned from: blocklogs (Foyle <= v0.0.36: fixed suggestions),"
+        " sessions (Foyle >= v0.0.37: every successful execution, example id = context id),"
+        " or both (default: what any Foyle version learns)",
+    )
 
 
 def _training_args(p: argparse.ArgumentParser) -> None:
@@ -170,7 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("get", help="list resources (like kubectl get)")
-    p.add_argument("kind", help="logfiles (lf), traces (tr), blocklogs (bl), examples (ex)")
+    p.add_argument(
+        "kind", help="logfiles (lf), traces (tr), blocklogs (bl), sessions (se), examples (ex)"
+    )
     p.add_argument("name", nargs="?", help="a resource name or raw id")
     p.add_argument("-o", "--output", choices=OUTPUTS, default="table")
     p.add_argument(

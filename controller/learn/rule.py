@@ -68,18 +68,24 @@ def example_for(blocklog: Resource) -> Resource | None:
         labels={BLOCKLOG_LABEL: name},
         name=name,
     )
+    set_owner(example, blocklog, "BlockLog")
+    return example
+
+
+def set_owner(example: Resource, owner: Resource, kind: str) -> None:
+    """Make `owner` the Example's controller, so a cluster's GC removes it with its owner."""
+    meta = owner["metadata"]
     if meta.get("uid"):
         example["metadata"]["ownerReferences"] = [
             {
-                "apiVersion": blocklog.get("apiVersion", API_VERSION),
-                "kind": "BlockLog",
-                "name": name,
+                "apiVersion": owner.get("apiVersion", API_VERSION),
+                "kind": kind,
+                "name": meta["name"],
                 "uid": meta["uid"],
                 "controller": True,
                 "blockOwnerDeletion": True,
             }
         ]
-    return example
 
 
 def _doc_blocks(status: dict[str, Any]) -> list[dict[str, Any]]:

@@ -25,10 +25,12 @@ from dataclasses import dataclass
 import orjson
 
 from controller.analyze.blocklogs import membership_add, membership_remove
+from controller.analyze.sessions import context_of
 from controller.analyze.traces import TraceAccumulator, reduce_trace
 from controller.api.names import name_for_id
 from controller.api.resource import new_resource
 from controller.reconcilers.result import DONE, Result
+from controller.reconcilers.session import SESSIONS, join_session
 from controller.store.base import NotFound, Store, read_modify_write
 from controller.store.journal import BLOCKLOGS, TRACES, EntryKey, Journal
 
@@ -72,10 +74,12 @@ class TraceReconciler:
         on_blocklogs: Callable[[Iterable[str]], None],
         settings: TraceSettings | None = None,
         clock: Callable[[], float] = time.time,
+        on_sessions: Callable[[Iterable[str]], None] | None = None,
     ) -> None:
         self.journal = journal
         self.store = store
         self.on_blocklogs = on_blocklogs
+        self.on_sessions = on_sessions  # issue 11: Session membership is kept when set
         self.settings = settings or TraceSettings()
         self.clock = clock
         self._start_of = start_time_lookup(store)
@@ -94,7 +98,8 @@ class TraceReconciler:
             if idle >= self.settings.abandon_after:
                 status["phase"] = "Abandoned"
                 self.journal.set_abandoned(trace_key)
-        previous_blocks = self._write_trace(trace_key, spec, status)
+        previous = self._write_trace(trace_key, spec, status)
+        previous_blocks = previous.get("blockIds", [])
         blocks = spec.get("blockIds", [])
         for block_id in blocks:
             read_modify_write(
@@ -113,19 +118,25 @@ class TraceReconciler:
         touched = {name_for_id(b) for b in (*blocks, *previous_blocks)}
         self.journal.mark_dirty(BLOCKLOGS, touched)
         self.on_blocklogs(touched)
+        # -- issue 11: Session membership, keyed by the RunMe context id (begin) --
+        if self.on_sessions is not None:
+            sessions = join_session(self.store, spec, context_of(previous))
+            self.journal.mark_dirty(SESSIONS, sessions)
+            self.on_sessions(sessions)
+        # -- issue 11 (end) --
         self.journal.set_complete_since(trace_key, now if status["phase"] == "Complete" else None)
         self.journal.clear_dirty(TRACES, trace_key, seq)
         return DONE
 
-    def _write_trace(self, trace_key: str, spec: dict, status: dict) -> list[str]:
-        """Create or update the Trace; returns the block ids it named before."""
-        previous: list[str] = []
+    def _write_trace(self, trace_key: str, spec: dict, status: dict) -> dict:
+        """Create or update the Trace; returns the spec it had before ({} when new)."""
+        previous: dict = {}
 
         def mutate(current: dict | None) -> dict | None:
             nonlocal previous
             if current is None:
                 return new_resource("Trace", trace_key, spec, status)
-            previous = list(current.get("spec", {}).get("blockIds", []))
+            previous = dict(current.get("spec", {}))
             if current.get("spec") == spec and current.get("status") == status:
                 return None
             current["spec"], current["status"] = spec, status
