@@ -24,6 +24,7 @@ from foyle_wire import DIMENSIONS, WireError, decode, load_rules
 from controller.learn import foyle_pb
 from controller.learn.query import blocks_to_markdown, create_query
 from controller.learn.rule import learnability
+from controller.learn.session_rule import session_learnability
 from tests.cli_helpers import foylectl, get_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hack"))
@@ -41,6 +42,14 @@ def fake() -> Iterator[FakeOpenAI]:
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     logs = tmp_path_factory.mktemp("corpus") / "logs"
     generate(logs, size_bytes=300_000, seed=11)
+    return logs
+
+
+@pytest.fixture(scope="module")
+def streaming(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Sessions as Foyle v0.0.37+ logs them."""
+    logs = tmp_path_factory.mktemp("streaming") / "logs"
+    generate(logs, size_bytes=300_000, seed=11, streaming=True)
     return logs
 
 
@@ -88,6 +97,34 @@ def test_every_learnable_blocklog_yields_a_file_foyle_loads_and_uses(
         assert text in embedded
         assert example["embedding"] == pytest.approx(vector_for(text, DIMENSIONS), abs=1e-6)
     assert all(e["status"]["foyleLoadable"] for e in get_json(state, "examples"))
+
+
+def test_every_learnable_session_yields_the_file_foyles_session_learner_writes(
+    streaming: Path, fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    state, training = analyze(streaming, tmp_path, with_key(tmp_path, fake))
+    sessions = [s for s in get_json(state, "sessions") if session_learnability(s)[0]]
+    blocklogs = learnable(state)
+    assert sessions, "the corpus must hold learnable Sessions for this test to mean anything"
+
+    report = load_rules([training])
+    assert report.skipped == {} and report.ignored == []
+    assert report.files == len(sessions) + len(blocklogs) == len(report.loaded)
+    for session in sessions:
+        example = report.loaded[session["spec"]["contextId"]]
+        context = session["status"]["fullContext"]
+        query = create_query(context["notebook"]["blocks"][: context["selected"]])
+        assert example["query"].get("blocks", []) == [_proto_shape(b) for b in query]
+        [execution] = [
+            e
+            for e in session["status"]["logEvents"]
+            if e["type"] == "EXECUTE" and e["executeStatus"] == "SUCCEEDED"
+        ][-1:]
+        [cell] = [c for c in execution["cells"] if c["id"] == execution["selectedId"]]
+        answer = _proto_shape({**cell, "contents": cell["contents"].strip()})
+        assert example["answer"] == [answer]
+        text = blocks_to_markdown(query)
+        assert example["embedding"] == pytest.approx(vector_for(text, DIMENSIONS), abs=1e-6)
 
 
 def test_without_a_key_every_file_is_written_and_every_example_says_foyle_skips_it(

@@ -27,6 +27,7 @@ from controller.api.resource import get_path, rfc3339
 
 GENERATE, EXECUTE, RUNME, LOG_EVENT = "Generate", "Execute", "RunMe", "LogEvent"
 CONTEXT = "Context"  # StreamGenerate's "Received full context": a session's notebook
+CONTEXT_KEY_PREFIX = "context/"
 
 # Full Go function names end in these; `.funcN` are closures inside the method.
 _KIND_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -65,6 +66,8 @@ def trace_key(entry: Entry) -> str | None:
     """The id of the trace an entry belongs to; None when it carries no trace data."""
     if entry.trace_id:
         return entry.trace_id
+    if entry.context is not None and entry.context_id:  # a full context logged without a trace
+        return f"{CONTEXT_KEY_PREFIX}{entry.context_id}/{entry.time!r}-{entry.digest:08x}"
     if entry.event is None:
         return None
     event_id = entry.event.get("eventId")
