@@ -2,10 +2,11 @@
 
     python hack/foyle_compat.py --state-dir STATE --training-dir DIR
 
-Reads the BlockLogs from the state dir and the files from the training dir
-(Foyle's strict wire rules and loader rules: tests/foyle_wire.py) and prints
-one JSON object: learnable BlockLogs, files written, files Foyle would load,
-and queries equal to Foyle's CreateQuery of the suggestion's doc.
+Reads the BlockLogs and Sessions from the state dir and the files from the
+training dir (Foyle's strict wire rules and loader rules: tests/foyle_wire.py)
+and prints one JSON object: learnable BlockLogs and Sessions, files written,
+files Foyle would load, and queries equal to Foyle's CreateQuery (of the
+suggestion's doc, or of the session's notebook cut before the selected cell).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from foyle_wire import WireError, decode, load_rules  # noqa: E402
 
 from controller.learn.query import create_query  # noqa: E402
 from controller.learn.rule import learnability  # noqa: E402
+from controller.learn.session_rule import session_learnability  # noqa: E402
 from controller.store.sqlite import SQLiteStore  # noqa: E402
 
 
@@ -35,6 +37,13 @@ def _shape(block: dict[str, Any]) -> tuple[str, str, str]:
 def measure(state_dir: Path, training_dir: Path) -> dict[str, int]:
     store = SQLiteStore(state_dir / "store.db")
     learnable = {b["spec"]["id"]: b for b in store.list("BlockLog") if learnability(b)[0]}
+    sessions = {
+        s["spec"]["contextId"]: s for s in store.list("Session") if session_learnability(s)[0]
+    }
+    expected = {i: create_query(b["status"]["doc"]["blocks"]) for i, b in learnable.items()}
+    for context_id, session in sessions.items():
+        context = session["status"]["fullContext"]
+        expected[context_id] = create_query(context["notebook"]["blocks"][: context["selected"]])
     report = load_rules([training_dir])
     equal = 0
     for path in training_dir.glob("*.example.binpb"):
@@ -42,13 +51,14 @@ def measure(state_dir: Path, training_dir: Path) -> dict[str, int]:
             example = decode(path.read_bytes())
         except WireError:
             continue
-        blocklog = learnable.get(example.get("id", ""))
-        if blocklog is None:
+        query = expected.get(example.get("id", ""))
+        if query is None:
             continue
-        want = [_shape(b) for b in create_query(blocklog["status"]["doc"]["blocks"])]
-        equal += [_shape(b) for b in example.get("query", {}).get("blocks", [])] == want
+        got = [_shape(b) for b in example.get("query", {}).get("blocks", [])]
+        equal += got == [_shape(b) for b in query]
     return {
         "learnableBlockLogs": len(learnable),
+        "learnableSessions": len(sessions),
         "filesWritten": report.files,
         "filesFoyleLoads": len(report.loaded),
         "queriesEqualToCreateQuery": equal,

@@ -633,9 +633,13 @@ class Appender:
         self.foyle_fd = os.open(foyle[-1], os.O_WRONLY | os.O_APPEND)
         self.runme_fds = [os.open(p, os.O_WRONLY | os.O_APPEND) for p in runme]
 
-    def append(self, *, eval_mode: bool | None = False, edit_rate: float = 0.3) -> Appended:
+    def append(
+        self, *, eval_mode: bool | None = False, edit_rate: float = 0.3, streaming: bool = False
+    ) -> Appended:
         """Write one session (not in eval mode unless asked) and say what it produced."""
-        session = build_session(self.rng, self.t, eval_mode=eval_mode, edit_rate=edit_rate)
+        session = build_session(
+            self.rng, self.t, eval_mode=eval_mode, edit_rate=edit_rate, streaming=streaming
+        )
         runme_fd = self.rng.choice(self.runme_fds) if self.runme_fds else self.foyle_fd
         gen_end_written = 0.0
         for role, line in session.lines:

@@ -22,11 +22,14 @@ from controller.api.names import name_for_id
 from controller.api.resource import new_resource
 from controller.learn.session_rule import example_for_session, session_learnability
 from controller.logs.normalise import normalise
-from tests.cli_helpers import foylectl, get_json
+from controller.store.base import NotFound
+from controller.store.sqlite import SQLiteStore
+from tests.cli_helpers import foylectl, get_json, wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hack"))
 
-from gen_logs import generate  # noqa: E402
+from gen_logs import Appender, generate  # noqa: E402
+from learn_latency import RUN_READY, Foylectl  # noqa: E402
 
 PKG = "github.com/jlewi/foyle/app/pkg"
 LOG_EVENTS = f"{PKG}/agent.(*Agent).LogEvents"
@@ -241,3 +244,47 @@ def test_the_controller_builds_the_sessions_the_pure_builder_defines(
     assert table[0].split() == ["NAME", "START", "END", "TOKENS-IN", "TOKENS-OUT", "LEARNABLE",
                                 "REASON", "AGE"]  # fmt: skip
     assert len(table) == len(stored) + 1
+
+
+def test_run_builds_a_session_and_learns_from_it_while_lines_arrive(tmp_path: Path) -> None:
+    """Continuous: a session appended while `run` follows becomes a Session and its Example."""
+    logs, state, training = tmp_path / "logs", tmp_path / "state", tmp_path / "training"
+    generate(logs, size_bytes=20_000, seed=3)
+    run = Foylectl("run", "--logs", logs, "--state-dir", state, "--training-dir", training,
+                   "--learn-from", "sessions", "--foyle-config", tmp_path / "none.yaml",
+                   log_path=tmp_path / "run.log")  # fmt: skip
+    try:
+        run.wait_output(RUN_READY, 30)
+        store = SQLiteStore(state / "store.db")
+        with Appender(logs, seed=4) as appender:
+            for _ in range(10):  # until a session Foyle would learn from (most are)
+                appended = appender.append(streaming=True, edit_rate=0.0)
+                name = name_for_id(appended.session.context_id)
+                session = wait_for(lambda n=name: _complete_session(store, n), 10, "the Session")
+                if session["status"]["learnable"]:
+                    break
+            else:
+                raise AssertionError("10 sessions and none learnable")
+        example = wait_for(lambda: _get(store, "Example", name), 10, "the session's Example")
+        assert example["spec"]["id"] == appended.session.context_id
+        assert example["spec"]["session"] == name
+        assert (training / f"{name}.example.binpb").is_file()
+        assert store.list("Example", "foyle.io/blocklog") == []  # --learn-from sessions
+        store.close()
+    finally:
+        assert run.stop() == 0, run.output()
+
+
+def _get(store: Any, kind: str, name: str) -> dict[str, Any] | None:
+    try:
+        return store.get(kind, name)
+    except NotFound:
+        return None
+
+
+def _complete_session(store: Any, name: str) -> dict[str, Any] | None:
+    """The Session once its SESSION_END is in and its status derived."""
+    session = _get(store, "Session", name)
+    if session is None or "endTime" not in session.get("status", {}):
+        return None
+    return session
