@@ -40,17 +40,19 @@ def fake() -> Iterator[FakeOpenAI]:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    logs = tmp_path_factory.mktemp("corpus") / "logs"
-    generate(logs, size_bytes=300_000, seed=11)
+    return tmp_path_factory.mktemp("corpus") / "logs"
+
+
+def generated(logs: Path, streaming: bool) -> Path:
+    """A 300 kB corpus in `logs`: Foyle's older logs, or (`streaming`) v0.0.37+ sessions."""
+    if not logs.exists():
+        generate(logs, size_bytes=300_000, seed=11, streaming=streaming)
     return logs
 
 
 @pytest.fixture(scope="module")
 def streaming(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Sessions as Foyle v0.0.37+ logs them."""
-    logs = tmp_path_factory.mktemp("streaming") / "logs"
-    generate(logs, size_bytes=300_000, seed=11, streaming=True)
-    return logs
+    return generated(tmp_path_factory.mktemp("streaming") / "logs", streaming=True)
 
 
 def analyze(logs: Path, work: Path, config_text: str) -> tuple[Path, Path]:
@@ -79,7 +81,7 @@ def learnable(state: Path) -> dict[str, dict[str, Any]]:
 def test_every_learnable_blocklog_yields_a_file_foyle_loads_and_uses(
     source: str, testdata: Path, corpus: Path, fake: FakeOpenAI, tmp_path: Path
 ) -> None:
-    logs = testdata if source == "samples" else corpus
+    logs = testdata if source == "samples" else generated(corpus, streaming=False)
     state, training = analyze(logs, tmp_path, with_key(tmp_path, fake))
     blocklogs = learnable(state)
     assert blocklogs, "the corpus must hold learnable BlockLogs for this test to mean anything"
@@ -130,7 +132,7 @@ def test_every_learnable_session_yields_the_file_foyles_session_learner_writes(
 def test_without_a_key_every_file_is_written_and_every_example_says_foyle_skips_it(
     corpus: Path, tmp_path: Path
 ) -> None:
-    state, training = analyze(corpus, tmp_path, "")
+    state, training = analyze(generated(corpus, streaming=False), tmp_path, "")
     report = load_rules([training])
     assert report.files == len(learnable(state)) > 0
     assert report.loaded == {}

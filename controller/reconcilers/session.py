@@ -37,32 +37,29 @@ def join_session(store: Store, trace_spec: dict[str, Any], previous_context: str
     trace_id, context_id = trace_spec["id"], context_of(trace_spec)
     touched: set[str] = set()
     if context_id:
-
-        def add(current: dict[str, Any] | None) -> dict[str, Any] | None:
-            spec = membership_add(current["spec"] if current else None, context_id, trace_id)
-            if current is None:
-                return new_resource("Session", context_id, spec)
-            if spec == current["spec"]:
-                return None
-            current["spec"] = spec
-            return current
-
-        read_modify_write(store, "Session", name_for_id(context_id), add)
+        _change_spec(store, context_id, lambda s: membership_add(s, context_id, trace_id))
         touched.add(name_for_id(context_id))
     if previous_context and previous_context != context_id:
-
-        def remove(current: dict[str, Any] | None) -> dict[str, Any] | None:
-            if current is None:
-                return None
-            spec = membership_remove(current["spec"], trace_id)
-            if spec == current["spec"]:
-                return None
-            current["spec"] = spec
-            return current
-
-        read_modify_write(store, "Session", name_for_id(previous_context), remove)
+        _change_spec(store, previous_context, lambda s: s and membership_remove(s, trace_id))
         touched.add(name_for_id(previous_context))
     return touched
+
+
+def _change_spec(
+    store: Store, context_id: str, change: Callable[[dict[str, Any] | None], Any]
+) -> None:
+    """CAS-write `change(spec)` (None: nothing to do) to the Session, creating it if needed."""
+
+    def mutate(current: dict[str, Any] | None) -> dict[str, Any] | None:
+        spec = change(current["spec"] if current else None)
+        if not spec or (current is not None and spec == current["spec"]):
+            return None
+        if current is None:
+            return new_resource("Session", context_id, spec)
+        current["spec"] = spec
+        return current
+
+    read_modify_write(store, "Session", name_for_id(context_id), mutate)
 
 
 class SessionReconciler:
