@@ -214,7 +214,12 @@ class _SessionBuilder:
     """Draws one session from `rng`; each method appends the lines of one trace."""
 
     def __init__(
-        self, rng: random.Random, t0: float, eval_mode: bool, edit_rate: float, streaming: bool
+        self,
+        rng: random.Random,
+        t0: float,
+        eval_mode: bool,
+        edit_rate: float,
+        streaming: bool = False,
     ) -> None:
         self.rng = rng
         self.t = t0
