@@ -17,11 +17,31 @@ from controller.settings import Settings, default_log_dirs, default_state_dir
 from controller.store.base import NotFound, Store
 
 if TYPE_CHECKING:  # heavy modules are imported lazily by the commands that need them
+    from controller.foyleconfig import FoyleConfig, Provider
+    from controller.learn.embedders import Embedder
     from controller.learn.index import ExampleIndex
     from controller.reconcilers.learner import LearnerReconciler
     from controller.store.journal import Journal
 
 log = logging.getLogger("foylectl")
+
+# Read from Foyle v0.0.45 (app/pkg/learn/in_memory.go, application/app.go): the agent's
+# example DB loads the training dirs once, in NewInMemoryExampleDB; later it loads only
+# files its own in-process learner posts to it. No watch, no endpoint: files written by
+# anyone else are seen after a restart.
+FOYLE_RESTART_NOTE = (
+    "note: a running Foyle reads its training directories only at start-up"
+    " (Foyle v0.0.45 has no reload); restart Foyle to use new examples"
+)
+# Foyle <= v0.0.36 learned from BlockLogs; since v0.0.37 ("Learn from all executed
+# cells") from Sessions. Both kinds of file load in any Foyle, so both is the default:
+# a current Foyle user gets what Foyle itself learns, an older one loses nothing.
+DEFAULT_LEARN_FROM = "both"
+NO_EMBEDDINGS_WARNING = (
+    "no embedding provider (no openai.apiKeyFile/baseURL or azureOpenAI in Foyle's config,"
+    " no --openai-api-key-file): training files in %s get no embedding and Foyle's agent will"
+    " skip every one of them; examples search still works locally (BM25)"
+)
 
 
 # -- settings and stores ---------------------------------------------------------------
@@ -41,17 +61,40 @@ def writable_state_dir(path: Path) -> Path:
     return path
 
 
+def foyle_config_of(args: argparse.Namespace) -> FoyleConfig | None:
+    """Foyle's config (issue 11), for commands that learn or read logs; None for the others."""
+    if not hasattr(args, "foyle_config"):
+        return None
+    from controller.foyleconfig import FoyleConfigError, load
+
+    try:
+        config = load(args.foyle_config)
+    except FoyleConfigError as err:
+        raise UsageError(str(err)) from err
+    if args.foyle_config and not config.found:
+        log.warning("Foyle's config %s does not exist; using Foyle's defaults", config.path)
+    for note in config.notes:
+        log.warning("Foyle's config %s: %s", config.path, note)
+    return config
+
+
 def settings_from(
     args: argparse.Namespace, *, need_logs: bool, create_default_dirs: bool = False
 ) -> Settings:
     settings = Settings(state_dir=state_dir_of(args))
+    foyle = foyle_config_of(args)
+    if foyle is not None:
+        settings.training_dirs = list(foyle.training_dirs)
+        settings.embedding_provider = foyle.provider
     if getattr(args, "store", None):
         settings.store = args.store
         settings.namespace = args.namespace
     if need_logs:
         explicit = bool(args.logs)
         dirs = (
-            [Path(d).expanduser().absolute() for d in args.logs] if explicit else default_log_dirs()
+            [Path(d).expanduser().absolute() for d in args.logs]
+            if explicit
+            else default_log_dirs(foyle.log_dirs if foyle else ())
         )
         missing = [d for d in dirs if not d.is_dir()]
         if explicit and missing:
@@ -206,34 +249,79 @@ def _setup_logging(fmt: str) -> None:
     setup_logging(fmt)
 
 
-def _index(settings: Settings, args: argparse.Namespace) -> ExampleIndex:
-    """The example index, embedding with OpenAI when a key file is given."""
-    from controller.learn.index import ExampleIndex
+def _provider(settings: Settings, args: argparse.Namespace) -> Provider | None:
+    """Foyle's config's embedding provider, with the --openai-* flags overriding it."""
+    from controller.foyleconfig import Provider
 
-    embedder = None
-    key_file = getattr(args, "openai_api_key_file", None)
-    if key_file:
-        from controller.learn.embedders import OpenAIEmbedder
+    base = settings.embedding_provider
+    key = getattr(args, "openai_api_key_file", None)
+    url = getattr(args, "openai_base_url", None)
+    if key is None and url is None:
+        return base
+    if base is not None and base.kind == "openai":
+        return Provider("openai", key or base.api_key_file, url or base.base_url)
+    return Provider("openai", key, url or "")
 
+
+def _embedder(provider: Provider | None) -> Embedder | None:
+    if provider is None:
+        return None
+    from controller.learn.embedders import OPENAI_BASE_URL, OpenAIEmbedder
+
+    key = ""
+    if provider.api_key_file is not None:
         try:
-            key = Path(key_file).expanduser().read_text().strip()
+            key = provider.api_key_file.expanduser().read_text().strip()
         except OSError as err:
             raise UsageError(
-                f"cannot read the OpenAI API key file {key_file}: {err.strerror}"
+                f"cannot read the {provider.kind} API key file {provider.api_key_file}:"
+                f" {err.strerror}"
             ) from err
-        embedder = OpenAIEmbedder(key)
-    return ExampleIndex(settings.index_path, embedder)
+    if provider.kind == "azure" and not provider.base_url:
+        raise UsageError("Foyle's config names azureOpenAI without a baseURL")
+    try:
+        return OpenAIEmbedder(
+            key,
+            base_url=provider.base_url or OPENAI_BASE_URL,
+            azure_deployment=provider.deployment,
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from err
 
 
-def _learner(
+def _index(settings: Settings, args: argparse.Namespace) -> ExampleIndex:
+    """The example index, embedding as Foyle does when a provider is configured."""
+    from controller.learn.index import ExampleIndex
+
+    return ExampleIndex(settings.index_path, _embedder(_provider(settings, args)))
+
+
+def _learners(
     settings: Settings, store: Store, args: argparse.Namespace, registry: Any = None
-) -> LearnerReconciler:
+) -> dict[str, LearnerReconciler]:
+    """One learner per source `--learn-from` names (issue 11), sharing the index and files."""
     from controller.learn.training import TrainingWriter
-    from controller.reconcilers.learner import LearnerReconciler
+    from controller.reconcilers.learner import LEARN_FROM, LearnerReconciler
 
     writable_state_dir(settings.state_dir)
     index = _index(settings, args)
-    return LearnerReconciler(store, index, TrainingWriter(settings.training_dirs), metrics=registry)
+    if not index.embeds:
+        log.warning(NO_EMBEDDINGS_WARNING, ", ".join(str(d) for d in settings.training_dirs))
+    training = TrainingWriter(settings.training_dirs)
+    sources = LEARN_FROM[getattr(args, "learn_from", None) or DEFAULT_LEARN_FROM]
+    return {
+        s.kind: LearnerReconciler(store, index, training, metrics=registry, source=s)
+        for s in sources
+    }
+
+
+def _reconcilers(learners: dict[str, LearnerReconciler]) -> dict[str, Any]:
+    """The Manager's learner arguments for the learners built."""
+    blocklogs, sessions = learners.get("BlockLog"), learners.get("Session")
+    return {
+        "learner": blocklogs.reconcile if blocklogs else None,
+        "session_learner": sessions.reconcile if sessions else None,
+    }
 
 
 def _journal(settings: Settings) -> Journal:
@@ -253,10 +341,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     started = time.monotonic()
     store = open_store(settings, args)
     journal = _journal(settings)
-    learner = _learner(settings, store, args) if settings.learn else None
-    manager = Manager(
-        settings, store, journal, learner=learner.reconcile if learner else None, oneshot=True
-    )
+    learners = _learners(settings, store, args) if settings.learn else {}
+    manager = Manager(settings, store, journal, oneshot=True, **_reconcilers(learners))
     progress = Progress(settings.log_dirs, journal, enabled=not args.no_progress)
     progress.start()
     try:
@@ -271,7 +357,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         _counted(store.count("Trace"), "trace"),
         _counted(store.count("BlockLog"), "block log"),
     ]
-    if learner:
+    counts.insert(3, _counted(store.count("Session"), "session"))
+    if learners:
         counts.append(_counted(store.count("Example"), "example"))
     print(
         f"analyzed {_counted(len(files), 'file')}: {', '.join(counts)}"
@@ -316,10 +403,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = open_store(settings, args)
     journal = _journal(settings)
     registry = MetricsRegistry()
-    learner = _learner(settings, store, args, registry) if settings.learn else None
-    manager = Manager(
-        settings, store, journal, registry, learner=learner.reconcile if learner else None
-    )
+    learners = _learners(settings, store, args, registry) if settings.learn else {}
+    manager = Manager(settings, store, journal, registry, **_reconcilers(learners))
     server = None
     if settings.metrics_addr:
         server = HealthServer(settings.metrics_addr, manager.registry, lambda: manager.ready)
@@ -329,9 +414,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         ", ".join(str(d) for d in settings.log_dirs),
         settings.state_dir,
         settings.store,
-        "on" if learner else "off",
+        f"from {', '.join(learners)}" if learners else "off",
         f"; metrics on http://{settings.metrics_addr}/metrics" if server else "",
     )
+    if learners:
+        log.info(FOYLE_RESTART_NOTE)
     if not stop.is_set():
         manager.start()
         log.info("started")
@@ -349,16 +436,31 @@ def cmd_learn(args: argparse.Namespace) -> int:
     _setup_logging("text")
     settings = settings_from(args, need_logs=False)
     store = open_store(settings, args, must_exist=settings.store == "sqlite")
-    learner = _learner(settings, store, args)
-    counts = learn_all(store, learner)
-    print("learned: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    learners = _learners(settings, store, args)
+    for learner in learners.values():
+        counts = learn_all(store, learner)
+        print("learned: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    print(FOYLE_RESTART_NOTE)
     if not args.follow:
         return 0
-    from controller.runtime.follow import follow_blocklogs
+    from controller.runtime.follow import follow
 
     stop = threading.Event()
     _stop_on_signals(stop)
-    follow_blocklogs(store, learner.reconcile, stop)
+    threads = [
+        threading.Thread(
+            target=follow,
+            args=(store, kind, learner.source.label, learner.reconcile, stop),
+            name=f"follow-{kind}",
+            daemon=True,
+        )
+        for kind, learner in learners.items()
+    ]
+    for thread in threads:
+        thread.start()
+    stop.wait()
+    for thread in threads:
+        thread.join()
     return 0
 
 

@@ -77,6 +77,14 @@ def _log_args(p: argparse.ArgumentParser) -> None:
 def _learn_args(p: argparse.ArgumentParser) -> None:
     _training_args(p)
     _embedder_args(p)
+    p.add_argument(  # issue 11
+        "--learn-from",
+        choices=("blocklogs", "sessions", "both"),
+        default="both",
+        help="what Examples are learned from: blocklogs (Foyle <= v0.0.36: fixed suggestions),"
+        " sessions (Foyle >= v0.0.37: every successful execution, example id = context id),"
+        " or both (default: what any Foyle version learns)",
+    )
 
 
 def _training_args(p: argparse.ArgumentParser) -> None:
@@ -84,16 +92,30 @@ def _training_args(p: argparse.ArgumentParser) -> None:
         "--training-dir",
         type=Path,
         action="append",
-        help="where Examples are written for Foyle (repeatable; default ~/.foyle/training)",
+        help="where Examples are written for Foyle (repeatable; default: Foyle's"
+        " learner.exampleDirs, else ~/.foyle/training)",
     )
 
 
 def _embedder_args(p: argparse.ArgumentParser) -> None:
+    # issue 11: Foyle's own config is the default source of keys, URLs and directories.
+    p.add_argument(
+        "--foyle-config",
+        type=Path,
+        metavar="FILE",
+        help="Foyle's config file, read for its key file, base URL, training and log dirs"
+        " (default ~/.foyle/config.yaml; a missing file is fine; flags override it)",
+    )
     p.add_argument(
         "--openai-api-key-file",
         type=Path,
-        help="retrieve with OpenAI text-embedding-3-small embeddings, as Foyle does"
-        " (default: local BM25 ranking, no network)",
+        help="embed with OpenAI text-embedding-3-small, as Foyle does (default: Foyle's"
+        " openai.apiKeyFile; without any, local BM25 ranking and files Foyle cannot load)",
+    )
+    p.add_argument(
+        "--openai-base-url",
+        metavar="URL",
+        help="an OpenAI-compatible API base URL (default: Foyle's openai.baseURL)",
     )
 
 
@@ -150,7 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("get", help="list resources (like kubectl get)")
-    p.add_argument("kind", help="logfiles (lf), traces (tr), blocklogs (bl), examples (ex)")
+    p.add_argument(
+        "kind", help="logfiles (lf), traces (tr), blocklogs (bl), sessions (se), examples (ex)"
+    )
     p.add_argument("name", nargs="?", help="a resource name or raw id")
     p.add_argument("-o", "--output", choices=OUTPUTS, default="table")
     p.add_argument(

@@ -5,8 +5,13 @@ from __future__ import annotations
 import os
 import platform
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from controller.foyleconfig import Provider
 
 ENV_STATE_DIR = "FOYLECTL_STATE_DIR"
 
@@ -15,15 +20,20 @@ def default_state_dir() -> Path:
     return Path(os.environ.get(ENV_STATE_DIR) or Path.home() / ".foyle" / "controller")
 
 
-def default_log_dirs() -> list[Path]:
-    """Foyle's raw logs and RunMe's log directory (per platform), as Foyle itself uses them."""
+def default_log_dirs(foyle_log_dirs: Sequence[Path] = ()) -> list[Path]:
+    """Foyle's raw logs and RunMe's log directory (per platform), as Foyle itself uses them.
+
+    `foyle_log_dirs` are the ones Foyle's config names (its raw log dir and
+    `learner.logDirs`); RunMe's default directory is watched as well.
+    """
     home = Path.home()
     runme = (
         home / "Library" / "Application Support" / "runme" / "logs"
         if platform.system() == "Darwin"
         else home / ".config" / "runme" / "logs"
     )
-    return [home / ".foyle" / "logs" / "raw", runme]
+    foyle = list(foyle_log_dirs) or [home / ".foyle" / "logs" / "raw"]
+    return list(dict.fromkeys([*foyle, runme]))
 
 
 def default_training_dirs() -> list[Path]:
@@ -45,6 +55,7 @@ class Settings:
     metrics_addr: str | None = None
     learn: bool = True
     training_dirs: list[Path] = field(default_factory=default_training_dirs)
+    embedding_provider: Provider | None = None  # from Foyle's config (issue 11)
     log_format: str = "text"
     kube_qps: float = 50.0
     kube_burst: int = 100

@@ -8,6 +8,12 @@ of the suggested code blocks executed, through RunMe (several lines per `_id`,
 the command (the learnable case), sometimes with an EXECUTE LogEvent. A few
 sessions run in eval mode. Server noise without trace ids sits in between.
 
+With `streaming=True` (`--streaming`) a session is also what Foyle v0.0.37+
+logs for its session learner (issue 11): one RunMe context id on SESSION_START
+and SESSION_END LogEvents, StreamGenerate's "Received full context" (the
+notebook and the selected cell), the Generate lines and a LogLLMUsage line, and
+an EXECUTE LogEvent with an execute status for every execution.
+
 Files are laid out the way the servers write them: `foyle/` holds one
 `foyle.logs.<ts>.json` per Foyle server start (sessions split into contiguous
 runs), `runme/` holds several `logs.<ts>.json` written concurrently (each
@@ -43,6 +49,8 @@ GENERATE_FN = f"{FOYLE_PKG}/agent.(*Agent).Generate"
 COMPLETE_FN = f"{FOYLE_PKG}/agent.(*Agent).completeWithRetries"
 STREAM_FN = f"{FOYLE_PKG}/agent.(*Agent).StreamGenerate"
 LOG_EVENTS_FN = f"{FOYLE_PKG}/agent.(*Agent).LogEvents.func1"
+STREAM_READER_FN = f"{FOYLE_PKG}/agent.(*Agent).StreamGenerate.func2"
+USAGE_FN = f"{FOYLE_PKG}/logs.LogLLMUsage"
 EXECUTE_FN = f"{FOYLE_PKG}/executor.(*Executor).Execute"
 RUNNER_FN = f"{RUNME_PKG}/runner.(*runnerService).Execute"
 GENERATE_END = "Agent.Generate returning response"
@@ -127,6 +135,7 @@ class Session:
     edited_block_ids: list[str] = field(default_factory=list)  # latest run differs from suggestion
     eval_mode: bool = False
     end_time: float = 0.0  # the `time` of the session's last line
+    context_id: str = ""  # the RunMe context id (streaming sessions only)
 
 
 @dataclass
@@ -204,12 +213,22 @@ def _cell(block: dict[str, Any]) -> dict[str, Any]:
 class _SessionBuilder:
     """Draws one session from `rng`; each method appends the lines of one trace."""
 
-    def __init__(self, rng: random.Random, t0: float, eval_mode: bool, edit_rate: float) -> None:
+    def __init__(
+        self,
+        rng: random.Random,
+        t0: float,
+        eval_mode: bool,
+        edit_rate: float,
+        streaming: bool = False,
+    ) -> None:
         self.rng = rng
         self.t = t0
         self.edit_rate = edit_rate
+        self.streaming = streaming
         self.names = {k: rng.choice(v) for k, v in NAMES.items()}
         self.s = Session(eval_mode=eval_mode)
+        if streaming:
+            self.s.context_id = _ulid(rng, t0)
 
     def foyle(self, gap: Gap, caller: str, function: str, message: str, **fields: Any) -> None:
         """A Foyle line `gap` seconds (drawn from the range) after the previous one."""
@@ -270,11 +289,24 @@ class _SessionBuilder:
             "system_fingerprint": f"fp_{_hex(rng, 40)}",
         }
 
+    def context_field(self) -> dict[str, Any]:
+        return {"contextId": self.s.context_id} if self.streaming else {}
+
+    def full_context(self, doc: list[dict[str, Any]], blocks: list[dict[str, Any]]) -> None:
+        """StreamGenerate's first request: the notebook, the user in the cell after `doc`."""
+        cell = next(b for b in blocks if b["kind"] == "CODE")
+        context = {"notebook": {"cells": [_cell(b) for b in [*doc, cell]]},
+                   "selected": len(doc), "notebookUri": "file:///home/user/notebooks/ops.md"}  # fmt: skip
+        self.foyle((0.05, 0.5), "agent/agent.go:400", STREAM_READER_FN, "Received full context",
+                   traceId=_hex(self.rng, 128), contextId=self.s.context_id, context=context)  # fmt: skip
+
     def generate(self) -> list[dict[str, Any]]:
-        ev, trace_id = self.eval_field(), _hex(self.rng, 128)
+        ev, trace_id = self.eval_field() | self.context_field(), _hex(self.rng, 128)
         self.s.gen_trace_id = trace_id
         self.s.trace_ids.append(trace_id)
         doc, blocks = self.request_doc(), self.suggestion()
+        if self.streaming:
+            self.full_context(doc, blocks)
         request = {"doc": {"blocks": doc}}
         self.foyle((0.1, 2), "agent/agent.go:61", GENERATE_FN, "Agent.Generate", **ev,
                    traceId=trace_id, request=request)  # fmt: skip
@@ -286,8 +318,15 @@ class _SessionBuilder:
         chat = {"model": MODEL, "messages": messages, "max_tokens": 2000, "temperature": 0.9}
         self.foyle((0.001, 0.01), "agent/agent.go:117", COMPLETE_FN, "OpenAI:CreateChatCompletion",
                    traceId=trace_id, request=chat)  # fmt: skip
+        completion = self.completion(blocks)
         self.foyle((1, 4), "agent/agent.go:132", COMPLETE_FN, "OpenAI:CreateChatCompletion response",
-                   traceId=trace_id, resp=self.completion(blocks))  # fmt: skip
+                   traceId=trace_id, resp=completion)  # fmt: skip
+        if self.streaming:
+            tokens = completion["usage"]
+            usage = {"inputTokens": tokens["prompt_tokens"], "model": MODEL, "provider": "openai",
+                     "outputTokens": tokens["completion_tokens"]}  # fmt: skip
+            self.foyle((0.0001, 0.001), "logs/logs.go:78", USAGE_FN, "LLM usage",
+                       traceId=trace_id, contextId=self.s.context_id, usage=usage)  # fmt: skip
         ids = [b["id"] for b in blocks]
         self.foyle((0.001, 0.003), "agent/agent.go:76", GENERATE_FN,
                    "Agent.Generate returning blocks", **ev, traceId=trace_id, blockIds=ids)  # fmt: skip
@@ -297,14 +336,23 @@ class _SessionBuilder:
         return blocks
 
     def log_event(
-        self, event_type: str, selected: dict[str, Any], cells: list[dict[str, Any]]
+        self,
+        event_type: str,
+        selected: dict[str, Any] | None,
+        cells: list[dict[str, Any]],
+        **extra: Any,
     ) -> None:
         event_id, context_id = _uuid(self.rng), _ulid(self.rng, self.t)
-        ids = {"eventId": event_id, "contextId": context_id}
-        event = {"type": event_type, "cells": [_cell(c) for c in cells],
-                 "selectedIndex": cells.index(selected), "selectedId": selected["id"]} | ids  # fmt: skip
+        ids = {"eventId": event_id, "contextId": self.s.context_id or context_id}
+        selection = (
+            {"selectedIndex": cells.index(selected), "selectedId": selected["id"]}
+            if selected
+            else {}
+        )
+        event = {"type": event_type, "cells": [_cell(c) for c in cells]} | selection | ids | extra
+        selected_id = selected["id"] if selected else ""
         self.foyle((0.2, 3), "agent/agent.go:452", LOG_EVENTS_FN, "LogEvent", **ids,
-                   eventType=event_type, selectedCellId=selected["id"], event=event)  # fmt: skip
+                   eventType=event_type, selectedCellId=selected_id, event=event)  # fmt: skip
 
     def edited(self, contents: str) -> str:
         lines = contents.rstrip("\n").split("\n")
@@ -368,26 +416,39 @@ class _SessionBuilder:
         if self.s.eval_mode or self.rng.random() < 0.2:
             self.foyle_execute(block, contents)
             return
-        if self.rng.random() < 0.3:  # vscode reports the execution as well
+        if self.streaming:  # Foyle v0.0.37+: every execution, with its status
+            cell = {**block, "contents": contents}
+            status = "SUCCEEDED" if self.rng.random() < 0.8 else "FAILED"
+            self.log_event("EXECUTE", cell, [cell], executeStatus=status)
+        elif self.rng.random() < 0.3:  # vscode reports the execution as well
             cell = {**block, "contents": contents}
             self.log_event("EXECUTE", cell, [cell])
         self.runme_execute(block, contents)
 
 
 def build_session(
-    rng: random.Random, t0: float, *, eval_mode: bool | None = None, edit_rate: float = 0.3
+    rng: random.Random,
+    t0: float,
+    *,
+    eval_mode: bool | None = None,
+    edit_rate: float = 0.3,
+    streaming: bool = False,
 ) -> Session:
     """One session starting after time `t0`; eval mode drawn (5%) unless given."""
     if eval_mode is None:
         eval_mode = rng.random() < 0.05
-    b = _SessionBuilder(rng, t0, eval_mode, edit_rate)
+    b = _SessionBuilder(rng, t0, eval_mode, edit_rate, streaming)
     if rng.random() < 0.5:
         b.noise()
+    if streaming:
+        b.log_event("SESSION_START", None, [])
     blocks = b.generate()
     if not eval_mode and rng.random() < 0.3:
         code = [x for x in blocks if x["kind"] == "CODE"]
         b.log_event(rng.choice(("ACCEPTED", "ACCEPTED", "REJECTED")), rng.choice(code), blocks)
     b.executions(blocks)
+    if streaming:
+        b.log_event("SESSION_END", None, [])
     if eval_mode:
         b.s.edited_block_ids.clear()  # eval-mode executions are never learnable
     return b.s
@@ -495,6 +556,7 @@ def generate(
     runme_files: int = 2,
     bad_lines: int = 0,
     t0: float = 1_713_300_000.0,
+    streaming: bool = False,
 ) -> GenStats:
     """Write a corpus of about `size_bytes` (one session over at most) into out_dir/{foyle,runme}."""
     rng = random.Random(seed)
@@ -518,7 +580,7 @@ def generate(
                 path = out_dir / FOYLE / f"foyle.logs.{_stamp(t)}.json"
                 foyle = writers.open(path, foyle_startup(rng, t))
             assert foyle is not None
-            session = build_session(rng, t)
+            session = build_session(rng, t, streaming=streaming)
             runme_file = rng.choice(runme) if runme else foyle
             for role, line in session.lines:
                 target = runme_file if role == RUNME else foyle
@@ -576,9 +638,13 @@ class Appender:
         self.foyle_fd = os.open(foyle[-1], os.O_WRONLY | os.O_APPEND)
         self.runme_fds = [os.open(p, os.O_WRONLY | os.O_APPEND) for p in runme]
 
-    def append(self, *, eval_mode: bool | None = False, edit_rate: float = 0.3) -> Appended:
+    def append(
+        self, *, eval_mode: bool | None = False, edit_rate: float = 0.3, streaming: bool = False
+    ) -> Appended:
         """Write one session (not in eval mode unless asked) and say what it produced."""
-        session = build_session(self.rng, self.t, eval_mode=eval_mode, edit_rate=edit_rate)
+        session = build_session(
+            self.rng, self.t, eval_mode=eval_mode, edit_rate=edit_rate, streaming=streaming
+        )
         runme_fd = self.rng.choice(self.runme_fds) if self.runme_fds else self.foyle_fd
         gen_end_written = 0.0
         for role, line in session.lines:
@@ -620,6 +686,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--foyle-files", type=int, default=2)
     parser.add_argument("--runme-files", type=int, default=2)
     parser.add_argument("--bad-lines", type=int, default=0)
+    parser.add_argument(
+        "--streaming", action="store_true", help="sessions as Foyle v0.0.37+ logs them"
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
     stats = generate(
@@ -629,6 +698,7 @@ def main(argv: list[str] | None = None) -> int:
         foyle_files=args.foyle_files,
         runme_files=args.runme_files,
         bad_lines=args.bad_lines,
+        streaming=args.streaming,
     )
     elapsed = time.perf_counter() - start
     print(

@@ -88,6 +88,7 @@ def test_normalise_block_reads_snake_and_camel_output_items() -> None:
             {"items": [{"mime": "text/plain", "textData": "a"}, {"mime": "", "textData": "b"}]}
         ],
         "id": "",
+        "traceIds": ["t"],
     }
     assert normalise_block("not a block")["outputs"] == []
 
@@ -100,6 +101,7 @@ def test_cell_to_block_maps_a_vscode_cell() -> None:
         "contents": "echo hi",
         "outputs": [],
         "id": "c1",
+        "metadata": {"id": "c1"},
     }
 
 

@@ -109,7 +109,7 @@ def entry(**fields: Any) -> Entry:
         (RUNME_FN + ".func1.2", None),
         ("github.com/jlewi/foyle/app/pkg/agent.(*Agent).LogEvents", "LogEvent"),
         ("github.com/jlewi/foyle/app/pkg/agent.(*Agent).LogEvents.func1", "LogEvent"),
-        ("github.com/jlewi/foyle/app/pkg/agent.(*Agent).StreamGenerate", None),
+        ("github.com/jlewi/foyle/app/pkg/agent.(*Agent).StreamGenerate", "Context"),
         ("github.com/jlewi/foyle/app/pkg/agent.(*Agent).completeWithRetries", None),
         ("github.com/jlewi/foyle/app/pkg/agent.(*Agent).GenerateX", None),
         ("", None),
@@ -225,15 +225,24 @@ def test_log_event_trace_keeps_the_selected_cell_not_the_notebook(testdata: Path
     spec, status = traces["event/01J6GT7PJMZ0H6TXTEVZHXGXCH"]
     assert spec["kind"] == "LogEvent"
     assert spec["startTime"] == spec["endTime"] == rfc3339(1724993755.738091)
+    assert spec["contextId"] == "01J6GT7JM815EFXHDNBXDK91YW"
     assert spec["request"] == {
         "eventType": "EXECUTE",
         "selectedCellId": "23706965-8e3b-440d-ba1a-1e1cc035fbd4",
+        "contextId": "01J6GT7JM815EFXHDNBXDK91YW",
+        "eventId": "01J6GT7PJMZ0H6TXTEVZHXGXCH",
+        "selectedIndex": 10,
         "block": {
             "kind": "CODE",
             "language": "",
             "contents": "curl",
             "outputs": [],
             "id": "23706965-8e3b-440d-ba1a-1e1cc035fbd4",
+            "metadata": {
+                "_ghostCell": "false",
+                "id": "23706965-8e3b-440d-ba1a-1e1cc035fbd4",
+                "runme.dev/id": "23706965-8e3b-440d-ba1a-1e1cc035fbd4",
+            },
         },
     }
     assert spec["blockIds"] == ["23706965-8e3b-440d-ba1a-1e1cc035fbd4"]

@@ -63,7 +63,8 @@ def test_base_holds_the_namespace_crds_rbac_and_both_workloads(
     kinds = {(o["kind"], o["metadata"]["name"]) for o in rendered}
     assert ("Namespace", "foyle") in kinds
     assert {n for k, n in kinds if k == "CustomResourceDefinition"} == {
-        f"{plural}.{GROUP}" for plural in ("logfiles", "traces", "blocklogs", "examples")
+        f"{plural}.{GROUP}"
+        for plural in ("logfiles", "traces", "blocklogs", "sessions", "examples")
     }
     assert {("DaemonSet", "foyle-ingester"), ("Deployment", "foyle-operator")} <= kinds
     for obj in rendered:

@@ -102,6 +102,7 @@ def test_learn_in_a_fresh_process_gives_the_same_examples_and_search_ranks_the_f
 
     out = foylectl("learn", "--state-dir", state, "--training-dir", tmp_path / "training").stdout
     assert out.startswith("learned: ")
+    assert "reads its training directories only at start-up" in out  # issue 11: no live pickup
     learned = {e["metadata"]["name"]: e["spec"] for e in get_json(state, "examples")}
     assert learned == {e["metadata"]["name"]: e["spec"] for e in get_json(analyzed[0], "examples")}
 

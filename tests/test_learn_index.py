@@ -6,13 +6,11 @@ import json
 import math
 import os
 import stat
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
+from fake_openai import FakeOpenAI, serve, vector_for
 
 from controller.learn.embedders import EmbeddingError, OpenAIEmbedder
 from controller.learn.index import ExampleIndex
@@ -132,75 +130,64 @@ def test_examples_indexed_before_an_embedder_are_embedded_once_on_search(tmp_pat
 # ---- OpenAI embedder against a local fake server ----
 
 
-class FakeOpenAI(BaseHTTPRequestHandler):
-    requests: list[dict[str, Any]] = []
-    status = 200
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        FakeOpenAI.requests.append(
-            {"path": self.path, "auth": self.headers["Authorization"], "body": body}
-        )
-        if FakeOpenAI.status != 200:
-            payload = {"error": {"message": "Incorrect API key provided"}}
-        else:
-            # Out of order on purpose: the client must sort by index.
-            data = [{"index": i, "embedding": [float(i), 0.5]} for i in range(len(body["input"]))]
-            payload = {"data": list(reversed(data)), "model": body["model"]}
-        raw = json.dumps(payload).encode()
-        self.send_response(FakeOpenAI.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def fake_openai() -> Iterator[str]:
-    FakeOpenAI.requests = []
-    FakeOpenAI.status = 200
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAI)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
-    thread.join()
+def fake_openai() -> Iterator[FakeOpenAI]:
+    with serve() as fake:
+        yield fake
 
 
-def test_openai_embedder_posts_texts_and_returns_vectors_in_order(fake_openai: str) -> None:
-    embedder = OpenAIEmbedder("sk-test", base_url=fake_openai, timeout=5)
-    assert embedder.embed(["a", "b", "c"]) == [[0.0, 0.5], [1.0, 0.5], [2.0, 0.5]]
-    assert FakeOpenAI.requests == [
-        {
-            "path": "/v1/embeddings",
-            "auth": "Bearer sk-test",
-            "body": {"model": "text-embedding-3-small", "input": ["a", "b", "c"]},
-        }
-    ]
+def test_openai_embedder_posts_texts_as_foyle_does_and_returns_vectors_in_order(
+    fake_openai: FakeOpenAI,
+) -> None:
+    embedder = OpenAIEmbedder("sk-test", base_url=fake_openai.url, timeout=5)
+    assert embedder.embed(["a", "b", "c"]) == [vector_for(t, 2) for t in "abc"]
+    [request] = fake_openai.requests
+    assert request["path"] == "/v1/embeddings"
+    assert request["headers"]["authorization"] == "Bearer sk-test"
+    assert request["body"] == {
+        "model": "text-embedding-3-small",
+        "input": ["a", "b", "c"],
+        "encoding_format": "float",
+    }
     assert embedder.embed([]) == []
-    assert len(FakeOpenAI.requests) == 1
+    assert len(fake_openai.requests) == 1
 
 
-def test_openai_error_is_explained_without_the_key(fake_openai: str) -> None:
-    FakeOpenAI.status = 401
-    embedder = OpenAIEmbedder("sk-secret", base_url=fake_openai, timeout=5)
+def test_azure_embedder_uses_the_deployment_url_and_api_key_header(
+    fake_openai: FakeOpenAI,
+) -> None:
+    base = fake_openai.url.removesuffix("/v1")
+    embedder = OpenAIEmbedder("az-key", base_url=base, azure_deployment="emb", timeout=5)
+    embedder.embed(["a"])
+    [request] = fake_openai.requests
+    assert request["path"] == "/openai/deployments/emb/embeddings?api-version=2024-02-01"
+    assert request["headers"]["api-key"] == "az-key"
+    assert "authorization" not in request["headers"]
+
+
+def test_a_custom_base_url_needs_no_key_but_openai_does(fake_openai: FakeOpenAI) -> None:
+    OpenAIEmbedder("", base_url=fake_openai.url, timeout=5).embed(["a"])
+    assert "authorization" not in fake_openai.requests[0]["headers"]
+    with pytest.raises(ValueError, match="API key is required"):
+        OpenAIEmbedder("")
+
+
+def test_openai_error_is_explained_without_the_key(fake_openai: FakeOpenAI) -> None:
+    fake_openai.status = 401
+    embedder = OpenAIEmbedder("sk-secret", base_url=fake_openai.url, timeout=5)
     with pytest.raises(EmbeddingError, match="HTTP 401: Incorrect API key provided") as err:
         embedder.embed(["a"])
     assert "sk-secret" not in str(err.value)
 
 
-def test_openai_unreachable_server_is_a_clear_error(fake_openai: str) -> None:
-    port = int(fake_openai.rsplit(":", 1)[1].split("/")[0])
+def test_openai_unreachable_server_is_a_clear_error(fake_openai: FakeOpenAI) -> None:
+    port = int(fake_openai.url.rsplit(":", 1)[1].split("/")[0])
     closed = OpenAIEmbedder("k", base_url=f"http://127.0.0.1:{port + 1}/v1", timeout=2)
     with pytest.raises(EmbeddingError, match="cannot reach the embeddings API"):
         closed.embed(["a"])
 
 
-def test_openai_embedder_feeds_the_index(fake_openai: str, tmp_path: Path) -> None:
-    index = ExampleIndex(tmp_path / "index.db", OpenAIEmbedder("k", base_url=fake_openai))
+def test_openai_embedder_feeds_the_index(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    index = ExampleIndex(tmp_path / "index.db", OpenAIEmbedder("k", base_url=fake_openai.url))
     index.upsert("one", "some text", "{}")
-    assert index.embedding("one") == pytest.approx([0.0, 1.0])  # (0, 0.5) normalised
+    assert index.embedding("one") == pytest.approx(vector_for("some text", 2), rel=1e-6)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from controller.api.names import is_valid_name, name_for_id
-from controller.learn.query import is_ghost, query_text
+from controller.learn.query import blocks_to_markdown, create_query, is_ghost, query_text
 from controller.learn.rule import example_for, learnability
 
 
@@ -112,13 +112,13 @@ def test_query_is_the_last_block_and_the_markup_run_before_it() -> None:
         ]
     }
     assert query_text(doc) == (
-        "## Pods\nlist the pods in namespace dev\n```bash\nkubectl get pods -n dev\n```"
+        "## Pods\nlist the pods in namespace dev\n```bash\nkubectl get pods -n dev\n```\n"
     )
 
 
 def test_query_of_a_trailing_markup_cell_takes_the_markup_run() -> None:
     doc = {"blocks": [code("ls"), markup("intro"), markup("show the logs")]}
-    assert query_text(doc) == "intro\nshow the logs"
+    assert query_text(doc) == "intro\nshow the logs\n"
 
 
 def test_query_drops_ghost_cells_first() -> None:
@@ -132,7 +132,7 @@ def test_query_drops_ghost_cells_first() -> None:
             markup("suggested prose", metadata={"_ghostCell": "TRUE"}),
         ]
     }
-    assert query_text(doc) == "list the pods\nin namespace dev"
+    assert query_text(doc) == "list the pods\nin namespace dev\n"
 
 
 def test_query_of_an_empty_doc_is_empty() -> None:
@@ -143,10 +143,85 @@ def test_query_of_an_empty_doc_is_empty() -> None:
 @pytest.mark.parametrize(
     ("metadata", "ghost"),
     [(None, False), ({}, False), ({"_ghostCell": "false"}, False), ({"_ghostCell": "yes"}, False)]
-    + [({"_ghostCell": v}, True) for v in ("true", "True", "1", "t")],
+    + [({"_ghostCell": "tRuE"}, False), ({"_ghostCell": " true"}, False)]
+    + [({"_ghostCell": v}, True) for v in ("true", "True", "TRUE", "1", "t", "T")],
 )
 def test_ghost_cells_are_marked_by_metadata_only(
     metadata: dict[str, str] | None, ghost: bool
 ) -> None:
     block = markup("x") if metadata is None else markup("x", metadata=metadata)
     assert is_ghost(block) is ghost
+
+
+# Foyle's own cases, from app/pkg/docs/blocks_test.go (Test_CreateQuery) and
+# converters_test.go (Test_BlockToMarkdown) at v0.0.45: our docs end at the
+# selected block, so SelectedIndex N is the doc cut after block N.
+FOYLE_DOC = [
+    markup("cell 0"),
+    markup("cell 1"),
+    {"kind": "CODE", "contents": "cell 2"},
+    markup("cell 3"),
+    markup("cell 4"),
+]
+
+
+@pytest.mark.parametrize(
+    ("selected", "expected"),
+    [(1, FOYLE_DOC[0:2]), (2, FOYLE_DOC[0:3]), (4, FOYLE_DOC[3:5])],
+    ids=["stop-at-start", "start-on-codeblock", "stop-on-code"],
+)
+def test_create_query_matches_foyles_test_cases(
+    selected: int, expected: list[dict[str, Any]]
+) -> None:
+    assert create_query(FOYLE_DOC[: selected + 1]) == expected
+
+
+def test_create_query_skips_a_ghost_inside_the_markup_run_as_foyle_does() -> None:
+    ghost = markup("cell 1", metadata={"_ghostCell": "true"})
+    doc = [FOYLE_DOC[0], ghost, FOYLE_DOC[2]]
+    assert create_query(doc) == [FOYLE_DOC[0], FOYLE_DOC[2]]
+
+
+@pytest.mark.parametrize(
+    ("block", "expected"),
+    [
+        ({"kind": "MARKUP", "contents": "This is a test"}, "This is a test\n"),
+        (
+            {
+                "kind": "CODE",
+                "language": "python",
+                "contents": 'echo "something something"',
+                "outputs": [{"items": [{"textData": "something something"}]}],
+            },
+            '```bash\necho "something something"\n```\n```output\nsomething something\n```\n',
+        ),
+        (
+            {
+                "kind": "CODE",
+                "contents": 'echo "something something"',
+                "outputs": [
+                    {
+                        "items": [
+                            {"mime": "stateful.runme/output-items", "textData": "excluded"},
+                            {"mime": "stateful.runme/terminal", "textData": "excluded"},
+                            {"mime": "application/vnd.code.notebook.stdout", "textData": "kept"},
+                        ]
+                    }
+                ],
+            },
+            '```bash\necho "something something"\n```\n```output\nkept\n```\n',
+        ),
+    ],
+    ids=["markup", "code", "filter-by-mime-type"],
+)
+def test_blocks_to_markdown_matches_foyles_test_cases(block: dict[str, Any], expected: str) -> None:
+    assert blocks_to_markdown([block]) == expected
+    assert blocks_to_markdown([block, block]) == expected * 2  # no separator between blocks
+
+
+def test_example_query_is_create_query_of_the_doc_not_the_whole_doc() -> None:
+    log = blocklog(code("a"), code("b"))
+    log["status"]["doc"] = {"blocks": [markup("old"), code("ls", "b0"), markup("why"), code("a")]}
+    example = example_for(log)
+    assert example is not None
+    assert example["spec"]["query"] == {"blocks": [markup("why"), code("a")]}

@@ -22,10 +22,21 @@ GENERATED = "gcloud logging read --project foyle-dev"
 FIXED = "gcloud logging read 'resource.labels.cluster_name=\"dev\"' --project foyle-dev"
 
 
+class ConstantEmbedder:
+    """Vectors of a fixed length, to see what the learner says about each length."""
+
+    def __init__(self, dims: int) -> None:
+        self.name = f"constant-{dims}"
+        self.dims = dims
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        return [[1.0] * self.dims for _ in texts]
+
+
 class Env:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, embedder: Any = None) -> None:
         self.store = SQLiteStore(tmp_path / "store.db")
-        self.index = ExampleIndex(tmp_path / "index.db")
+        self.index = ExampleIndex(tmp_path / "index.db", embedder)
         self.training_dir = tmp_path / "training"
         self.metrics = MetricsRegistry()
         self.learner = LearnerReconciler(
@@ -107,7 +118,10 @@ def test_fixed_suggestion_becomes_example_file_and_index_entry(env: Env) -> None
         "indexedTime": "2024-04-16T21:44:12.000000Z",
         "trainingFiles": [path],
         "observedGeneration": example["metadata"]["generation"],
+        "foyleLoadable": False,  # no embedder: Foyle's agent would skip the file, and we say so
+        "reason": "NoEmbedding",
     }
+    assert env.counter("learner_foyle_unloadable_total", reason="NoEmbedding") == 1
     decoded = foyle_pb.Example.FromString(Path(path).read_bytes())
     assert (decoded.id, decoded.answer[0].contents) == ("b1", FIXED)
     [(name, _, body)] = env.index.search("read the logs of dev", k=3)
@@ -208,3 +222,18 @@ def test_learn_all_makes_examples_for_exactly_the_learnable_blocklogs(env: Env) 
     assert env.index.names() == {"fixed-1", "fixed-2"}
     assert env.files() == ["fixed-1.example.binpb", "fixed-2.example.binpb"]
     assert learn_all(env.store, env.learner)["orphans"] == 0
+
+
+@pytest.mark.parametrize(("dims", "reason"), [(1536, ""), (2, "EmbeddingLength")])
+def test_example_status_says_whether_foyle_would_load_its_file(
+    tmp_path: Path, dims: int, reason: str
+) -> None:
+    env = Env(tmp_path, ConstantEmbedder(dims))
+    env.put_blocklog("b1", FIXED)
+    env.learner.reconcile("b1")
+    status = env.example("b1")["status"]  # type: ignore[index]
+    assert status["foyleLoadable"] is (not reason)
+    assert status.get("reason", "") == reason
+    decoded = foyle_pb.Example.FromString((env.training_dir / "b1.example.binpb").read_bytes())
+    assert len(decoded.embedding) == dims
+    assert env.counter("learner_foyle_unloadable_total", reason="NoEmbedding") == 0

@@ -272,8 +272,7 @@ def test_emulator_announces_the_crds_in_discovery(api: Any) -> None:
 
     resources = client.CustomObjectsApi(api.api_client).get_api_resources("foyle.io", "v1alpha1")
     by_name = {r.name: r for r in resources.resources}
-    assert set(by_name) == {"logfiles", "traces", "blocklogs", "examples"} | {
-        f"{p}/status" for p in ("logfiles", "traces", "blocklogs", "examples")
-    }
+    plurals = ("logfiles", "traces", "blocklogs", "sessions", "examples")
+    assert set(by_name) == set(plurals) | {f"{p}/status" for p in plurals}
     assert by_name["blocklogs"].short_names == ["bl"]
     assert by_name["blocklogs"].categories == ["foyle"]

@@ -5,11 +5,20 @@ string enum; RunMe/vscode LogEvents carry cells (`value`, `languageId`,
 `CELL_KIND_*`). Everything downstream (Trace specs, BlockLog status, learned
 Examples) compares blocks, so they are brought to the single shape of
 `controller.api.kinds.BLOCK_SCHEMA` here:
-`{kind, language, contents, outputs: [{items: [{mime, textData}]}], id}`.
+`{kind, language, contents, outputs: [{items: [{mime, textData}]}], id}`, plus
+`metadata` (a string map) and `traceIds` when the log has them: Foyle's own
+ghost-cell filter reads `metadata._ghostCell`, and its training files keep both
+(Block fields 8 and 6), so dropping them loses what Foyle would have kept.
+
+A cell's id is read as Foyle's GetCellID reads it (app/pkg/runme/converters):
+`runme.dev/id` (RunMe's in-memory key) first, then `id` (the serialised key);
+a key that is present wins even when its value is empty.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from typing import Any
 
@@ -25,6 +34,7 @@ _KINDS: dict[Any, str] = {
     "CELL_KIND_MARKUP": "MARKUP",
     "CELL_KIND_CODE": "CODE",
 }
+CELL_ID_KEYS = ("runme.dev/id", "id")  # Foyle's RunmeIdField, then IdField
 _EXIT_CODE = re.compile(r"^\s*exitCode:\s*(-?\d+)\s*$")
 
 
@@ -46,7 +56,33 @@ def _kind(raw: Any) -> str:
 
 
 def _text_data(item: dict[str, Any]) -> str:
-    return _str(item.get("textData", item.get("text_data")))
+    """The item's text: Foyle's `textData`, or a RunMe cell item's `data` (bytes, base64 in JSON)."""
+    if "textData" in item or "text_data" in item:
+        return _str(item.get("textData", item.get("text_data")))
+    data = item.get("data")
+    if not isinstance(data, str):
+        return ""
+    try:
+        return base64.b64decode(data, validate=True).decode("utf-8", "replace")
+    except (binascii.Error, ValueError):
+        return data
+
+
+def _metadata(raw: Any) -> dict[str, str]:
+    """A map<string,string>: entries whose key or value is not a string are dropped."""
+    if not isinstance(raw, dict):
+        return {}
+    return {k: v for k, v in raw.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def _with_extras(block: dict[str, Any], metadata: dict[str, str], trace_ids: Any) -> dict[str, Any]:
+    """Add `metadata` and `traceIds` only when present, so plain blocks keep their shape."""
+    if metadata:
+        block["metadata"] = metadata
+    ids = [t for t in _list(trace_ids) if isinstance(t, str)]
+    if ids:
+        block["traceIds"] = ids
+    return block
 
 
 def _outputs(raw: Any) -> list[dict[str, Any]]:
@@ -66,25 +102,38 @@ def _outputs(raw: Any) -> list[dict[str, Any]]:
 def normalise_block(raw: Any) -> dict[str, Any]:
     """A Foyle Block (any spelling) in the one shape; missing fields become "" / []."""
     block = raw if isinstance(raw, dict) else {}
-    return {
+    normalised = {
         "kind": _kind(block.get("kind")),
         "language": _str(block.get("language")),
         "contents": _str(block.get("contents")),
         "outputs": _outputs(block.get("outputs")),
         "id": _str(block.get("id")),
     }
+    trace_ids = block.get("traceIds", block.get("trace_ids"))
+    return _with_extras(normalised, _metadata(block.get("metadata")), trace_ids)
+
+
+def cell_id(cell: dict[str, Any]) -> str:
+    """The cell's id as Foyle's GetCellID reads it (see the module docstring)."""
+    metadata = cell.get("metadata")
+    if not isinstance(metadata, dict):
+        return ""
+    for key in CELL_ID_KEYS:
+        if key in metadata:
+            return _str(metadata[key])
+    return ""
 
 
 def cell_to_block(cell: dict[str, Any]) -> dict[str, Any]:
-    """A vscode/RunMe notebook cell (from a LogEvent) as a block."""
-    metadata = cell.get("metadata")
-    return {
+    """A vscode/RunMe notebook cell (from a LogEvent) as a block, as Foyle's CellToBlock makes it."""
+    block = {
         "kind": _kind(cell.get("kind")),
         "language": _str(cell.get("languageId")),
         "contents": _str(cell.get("value")),
         "outputs": _outputs(cell.get("outputs")),
-        "id": _str(metadata.get("id")) if isinstance(metadata, dict) else "",
+        "id": cell_id(cell),
     }
+    return _with_extras(block, _metadata(cell.get("metadata")), None)
 
 
 def exit_code_from_outputs(outputs: Any) -> int | None:

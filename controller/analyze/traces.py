@@ -26,6 +26,8 @@ from controller.api.entry import EVENT_KEY_PREFIX, Entry
 from controller.api.resource import get_path, rfc3339
 
 GENERATE, EXECUTE, RUNME, LOG_EVENT = "Generate", "Execute", "RunMe", "LogEvent"
+CONTEXT = "Context"  # StreamGenerate's "Received full context": a session's notebook
+CONTEXT_KEY_PREFIX = "context/"
 
 # Full Go function names end in these; `.funcN` are closures inside the method.
 _KIND_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -33,6 +35,10 @@ _KIND_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?:^|/)executor\.\(\*Executor\)\.Execute$"), EXECUTE),
     (re.compile(r"(?:^|/)runner\.\(\*runnerService\)\.Execute(?:\.func\d+)*$"), RUNME),
     (re.compile(r"(?:^|/)agent\.\(\*Agent\)\.LogEvents(?:\.func\d+)*$"), LOG_EVENT),
+    # Sessions (issue 11): the token usage of a completion is logged with the Generate
+    # trace's id; a stream's full context with the stream's trace id.
+    (re.compile(r"(?:^|/)logs\.LogLLMUsage$"), GENERATE),
+    (re.compile(r"(?:^|/)agent\.\(\*Agent\)\.StreamGenerate(?:\.func\d+)*$"), CONTEXT),
 )
 END_MESSAGES = {
     GENERATE: "Agent.Generate returning response",
@@ -45,7 +51,11 @@ Pick = tuple[SortKey, Any]  # (sort key of the entry, the value it offers)
 
 
 def classify(function: str) -> str | None:
-    """The trace kind of a Go function name; None for StreamGenerate and anything unknown."""
+    """The trace kind of a Go function name; None for anything unknown.
+
+    StreamGenerate classifies as Context, but only its lines that carry a full
+    context count (`TraceAccumulator.add`); the rest of a stream is noise.
+    """
     for pattern, kind in _KIND_PATTERNS:
         if pattern.search(function):
             return kind
@@ -56,6 +66,8 @@ def trace_key(entry: Entry) -> str | None:
     """The id of the trace an entry belongs to; None when it carries no trace data."""
     if entry.trace_id:
         return entry.trace_id
+    if entry.context is not None and entry.context_id:  # a full context logged without a trace
+        return f"{CONTEXT_KEY_PREFIX}{entry.context_id}/{entry.time!r}-{entry.digest:08x}"
     if entry.event is None:
         return None
     event_id = entry.event.get("eventId")
@@ -94,15 +106,30 @@ def _event_view(event: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         "eventType": event_type if isinstance(event_type, str) else "",
         "selectedCellId": selected,
     }
+    request.update(_session_fields(event, payload if isinstance(payload, dict) else {}))
     chosen = next((b for b in blocks if selected and b["id"] == selected), None)
     if chosen is not None:
         request["block"] = chosen
     return request, [selected] if selected else [b["id"] for b in blocks]
 
 
+def _session_fields(event: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    """What a Session needs of a LogEvent: its context, id, position and execute status."""
+    fields = {
+        "contextId": payload.get("contextId") or event.get("contextId"),
+        "eventId": payload.get("eventId") or event.get("eventId"),
+        "selectedIndex": payload.get("selectedIndex"),
+        "executeStatus": payload.get("executeStatus"),
+    }
+    kept: dict[str, Any] = {k: v for k, v in fields.items() if isinstance(v, str) and v}
+    if type(fields["selectedIndex"]) is int:
+        kept["selectedIndex"] = fields["selectedIndex"]
+    return kept
+
+
 def _ends(kind: str, entry: Entry) -> bool:
-    """A LogEvent is one line; the other kinds end with a known message."""
-    return kind == LOG_EVENT or entry.message == END_MESSAGES[kind]
+    """A LogEvent and a Context are one line; the other kinds end with a known message."""
+    return kind in (LOG_EVENT, CONTEXT) or entry.message == END_MESSAGES[kind]
 
 
 def _offers(kind: str, entry: Entry, ended: bool) -> dict[str, Any]:
@@ -110,7 +137,11 @@ def _offers(kind: str, entry: Entry, ended: bool) -> dict[str, Any]:
     if kind == LOG_EVENT:
         request, block_ids = _event_view(entry.event or {})
         return {"request": request, "blockIds": block_ids}
+    if kind == CONTEXT:
+        return {"request": {"contextId": entry.context_id, "context": entry.context}}
     return {
+        "contextId": entry.context_id or None,
+        "usage": entry.usage,
         "request": entry.request,
         "response": entry.response,
         "exitCode": entry.exit_code,
@@ -176,7 +207,7 @@ class TraceAccumulator:
         self.eval_mode = self.eval_mode or entry.eval_mode
         self.first = _min_key(self.first, entry.sort_key)
         kind = classify(entry.function)
-        if kind is None:
+        if kind is None or (kind == CONTEXT and entry.context is None):
             return
         state = self.kinds.setdefault(kind, _KindState(first=entry.sort_key))
         state.first = min(state.first, entry.sort_key)
@@ -249,6 +280,20 @@ def _exit_code(kind: str, state: _KindState) -> int | None:
     return None
 
 
+def _session_spec(spec: dict[str, Any], kind: str, state: _KindState) -> None:
+    """`contextId` (and a completion's `usage`) for the Session the trace belongs to."""
+    context_id = state.value("contextId") or get_path(spec.get("request"), "contextId")
+    if isinstance(context_id, str) and context_id:
+        spec["contextId"] = context_id
+    usage = state.value("usage")
+    if kind == GENERATE and isinstance(usage, dict):
+        spec["usage"] = {
+            key: usage[key]
+            for key in ("inputTokens", "outputTokens")
+            if type(usage.get(key)) is int
+        }
+
+
 def reduce_trace(
     trace_id: str, acc: TraceAccumulator
 ) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -272,5 +317,6 @@ def reduce_trace(
         spec["request"] = request[1]
     if response is not None:
         spec["response"] = response[1]
+    _session_spec(spec, kind, state)
     status = {"phase": "Complete" if state.ended else "InProgress", "entries": acc.count}
     return spec, status

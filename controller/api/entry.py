@@ -34,6 +34,9 @@ class Entry:
     known_id: str = ""  # RunMe's knownID, the cell id
     block_ids: tuple[str, ...] = ()  # Foyle's top-level blockIds
     event: dict[str, Any] | None = None  # a LogEvent: eventId, eventType, selectedCellId, event
+    context_id: str = ""  # Foyle's contextId: the RunMe session a line belongs to (issue 11)
+    context: Any = None  # StreamGenerate's FullContext (the notebook and the selected cell)
+    usage: Any = None  # LogLLMUsage's token counts
 
     @property
     def sort_key(self) -> tuple[float, int, int]:

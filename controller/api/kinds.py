@@ -49,12 +49,14 @@ BLOCK_SCHEMA = _obj(
         "contents": _STRING,
         "outputs": _list(_obj({"items": _list(OUTPUT_ITEM_SCHEMA)})),
         "id": _STRING,
+        "traceIds": _list(_STRING),
+        "metadata": {"type": "object", "additionalProperties": _STRING},
     }
 )
 DOC_SCHEMA = _obj({"blocks": _list(BLOCK_SCHEMA)})
 
 LOGFILE_PHASES = ("Active", "Idle", "Rotated", "Deleted", "Unreadable")
-TRACE_KINDS = ("Generate", "Execute", "RunMe", "LogEvent")
+TRACE_KINDS = ("Generate", "Execute", "RunMe", "LogEvent", "Context")
 TRACE_PHASES = ("InProgress", "Complete", "Abandoned")
 SUGGESTION_STATUSES = ("Unknown", "Accepted", "Rejected")
 
@@ -141,6 +143,8 @@ TRACE = KindInfo(
             "exitCode": _INT,
             "request": _FREE_FORM,
             "response": _FREE_FORM,
+            "contextId": _STRING,  # the Session (RunMe context) the trace belongs to
+            "usage": _obj({"inputTokens": _INT, "outputTokens": _INT}),
         },
         ["id", "kind"],
     ),
@@ -205,6 +209,7 @@ EXAMPLE = KindInfo(
         {
             "id": _STRING,
             "blockLog": _STRING,
+            "session": _STRING,  # learned from a Session instead (issue 11)
             "query": DOC_SCHEMA,
             "answer": _list(BLOCK_SCHEMA),
         },
@@ -215,17 +220,71 @@ EXAMPLE = KindInfo(
             "indexedTime": _TIME,
             "trainingFiles": _list(_STRING),
             "observedGeneration": _INT,
+            # Would Foyle's agent load the training file? If not, why (NoEmbedding,
+            # EmbeddingLength): its loader skips such files silently (issue 11).
+            "foyleLoadable": _BOOL,
+            "reason": _STRING,
         }
     ),
     columns=(
         PrinterColumn("Id", ".spec.id", priority=1),
         PrinterColumn("BlockLog", ".spec.blockLog"),
+        PrinterColumn("Session", ".spec.session", priority=1),
+        PrinterColumn("Foyle", ".status.foyleLoadable", "boolean"),
+        PrinterColumn("Reason", ".status.reason"),
         PrinterColumn("Indexed", ".status.indexedTime"),
         AGE,
     ),
 )
 
-KINDS: tuple[KindInfo, ...] = (LOGFILE, TRACE, BLOCKLOG, EXAMPLE)
+LOG_EVENT_SCHEMA = _obj(
+    {
+        "type": _STRING,  # EXECUTE, ACCEPTED, REJECTED, SESSION_START, SESSION_END, ...
+        "selectedId": _STRING,
+        "selectedIndex": _INT,
+        "contextId": _STRING,
+        "eventId": _STRING,
+        "executeStatus": _STRING,  # UNKNOWN, SUCCEEDED, FAILED
+        "time": _TIME,
+        "cells": _list(BLOCK_SCHEMA),  # the selected cell only, as a block
+    }
+)
+SESSION = KindInfo(
+    kind="Session",
+    plural="sessions",
+    singular="session",
+    short_names=("se",),
+    # Membership, written by the Trace reconciler: the LogEvent, Generate and Context
+    # traces of one RunMe context id.
+    spec_schema=_obj({"contextId": _STRING, "traceIds": _list(_STRING)}, ["contextId"]),
+    # Foyle's Session message (protos/foyle/logs/sessions.proto), camelCase.
+    status_schema=_obj(
+        {
+            "startTime": _TIME,
+            "endTime": _TIME,
+            "logEvents": _list(LOG_EVENT_SCHEMA),
+            "fullContext": _obj({"notebook": DOC_SCHEMA, "selected": _INT, "notebookUri": _STRING}),
+            "totalInputTokens": _INT,
+            "totalOutputTokens": _INT,
+            "generateTraceIds": _list(_STRING),
+            "learnable": _BOOL,
+            "reason": _STRING,  # why Foyle's session learner would not learn from it
+            "observedGeneration": _INT,
+        }
+    ),
+    columns=(
+        PrinterColumn("Context", ".spec.contextId", priority=1),
+        PrinterColumn("Start", ".status.startTime"),
+        PrinterColumn("End", ".status.endTime"),
+        PrinterColumn("Tokens-In", ".status.totalInputTokens", "integer"),
+        PrinterColumn("Tokens-Out", ".status.totalOutputTokens", "integer"),
+        PrinterColumn("Learnable", ".status.learnable", "boolean"),
+        PrinterColumn("Reason", ".status.reason"),
+        AGE,
+    ),
+)
+
+KINDS: tuple[KindInfo, ...] = (LOGFILE, TRACE, BLOCKLOG, SESSION, EXAMPLE)
 BY_KIND: dict[str, KindInfo] = {k.kind: k for k in KINDS}
 
 

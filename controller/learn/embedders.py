@@ -15,6 +15,8 @@ from typing import Protocol
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 OPENAI_MODEL = "text-embedding-3-small"
+FOYLE_DIMENSIONS = 1536  # Foyle's oai.SmallEmbeddingsDims: its loader skips any other length
+AZURE_API_VERSION = "2024-02-01"  # Foyle's oai.AzureOpenAIVersion
 
 
 class Embedder(Protocol):
@@ -30,7 +32,13 @@ class EmbeddingError(RuntimeError):
 
 
 class OpenAIEmbedder:
-    """OpenAI's embeddings endpoint (POST {base_url}/embeddings, Bearer key)."""
+    """OpenAI's embeddings endpoint (POST {base_url}/embeddings, Bearer key).
+
+    With `azure_deployment`, Azure OpenAI's form of it, as Foyle's go-openai
+    client calls it: POST {base_url}/openai/deployments/{deployment}/embeddings
+    ?api-version=..., key in an `api-key` header. A custom base URL may need no
+    key (Foyle allows that too).
+    """
 
     def __init__(
         self,
@@ -39,12 +47,21 @@ class OpenAIEmbedder:
         base_url: str = OPENAI_BASE_URL,
         model: str = OPENAI_MODEL,
         timeout: float = 30.0,
+        azure_deployment: str = "",
     ) -> None:
-        if not api_key:
+        if not api_key and base_url.rstrip("/") == OPENAI_BASE_URL:
             raise ValueError("an OpenAI API key is required for the OpenAI embedder")
         self.name = model
-        self._api_key = api_key
-        self._url = base_url.rstrip("/") + "/embeddings"
+        base = base_url.rstrip("/")
+        if azure_deployment:
+            self._url = (
+                f"{base}/openai/deployments/{azure_deployment}/embeddings"
+                f"?api-version={AZURE_API_VERSION}"
+            )
+            self._headers = {"api-key": api_key}
+        else:
+            self._url = base + "/embeddings"
+            self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._timeout = timeout
 
     def embed(self, texts: list[str]) -> list[list[float]]:
@@ -52,11 +69,10 @@ class OpenAIEmbedder:
             return []
         request = urllib.request.Request(
             self._url,
-            data=json.dumps({"model": self.name, "input": texts}).encode(),
-            headers={
-                "Authorization": f"Bearer {self._api_key}",
-                "Content-Type": "application/json",
-            },
+            data=json.dumps(
+                {"model": self.name, "input": texts, "encoding_format": "float"}
+            ).encode(),
+            headers={**self._headers, "Content-Type": "application/json"},
             method="POST",
         )
         try:

@@ -61,6 +61,11 @@ class ExampleIndex:
         with self._lock:
             self._conn.executescript(_SCHEMA)  # idempotent; each statement is atomic
 
+    @property
+    def embeds(self) -> bool:
+        """True when queries are embedded (vectors for Foyle's files); False: BM25 only."""
+        return self._embedder is not None
+
     def upsert(self, name: str, query_text: str, example_json: str) -> None:
         """Add or replace one Example; embeds only when its text (or the model) is new."""
         key = self._key(query_text)

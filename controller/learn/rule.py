@@ -4,6 +4,10 @@ A suggestion teaches something only when the user had to fix it: Foyle generated
 a block, the user executed a block with the same id, and the executed contents
 differ from the generated ones (surrounding whitespace ignored). Eval-mode runs
 are replays of known answers, so they never teach. Pure: no I/O, no clock.
+
+The Example is the one Foyle's BlockLog learner (before v0.0.37) wrote: id =
+block id, query = CreateQuery of the suggestion's doc (not the whole doc),
+answer = the executed block as it was run.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any
 
 from controller.api.kinds import API_VERSION, Resource
 from controller.api.resource import new_resource
+from controller.learn.query import create_query
 
 LEARNABLE = "learnable"
 NO_GENERATED_BLOCK = "no-generated-block"
@@ -57,24 +62,35 @@ def example_for(blocklog: Resource) -> Resource | None:
         {
             "id": spec.get("id", name),
             "blockLog": name,
-            "query": copy.deepcopy(status.get("doc") or {"blocks": []}),
+            "query": {"blocks": copy.deepcopy(create_query(_doc_blocks(status)))},
             "answer": [copy.deepcopy(status["executedBlock"])],
         },
         labels={BLOCKLOG_LABEL: name},
         name=name,
     )
+    set_owner(example, blocklog, "BlockLog")
+    return example
+
+
+def set_owner(example: Resource, owner: Resource, kind: str) -> None:
+    """Make `owner` the Example's controller, so a cluster's GC removes it with its owner."""
+    meta = owner["metadata"]
     if meta.get("uid"):
         example["metadata"]["ownerReferences"] = [
             {
-                "apiVersion": blocklog.get("apiVersion", API_VERSION),
-                "kind": "BlockLog",
-                "name": name,
+                "apiVersion": owner.get("apiVersion", API_VERSION),
+                "kind": kind,
+                "name": meta["name"],
                 "uid": meta["uid"],
                 "controller": True,
                 "blockOwnerDeletion": True,
             }
         ]
-    return example
+
+
+def _doc_blocks(status: dict[str, Any]) -> list[dict[str, Any]]:
+    blocks = (status.get("doc") or {}).get("blocks")
+    return blocks if isinstance(blocks, list) else []
 
 
 def _contents(block: dict[str, Any]) -> str:

@@ -24,6 +24,23 @@ from controller.api.names import is_valid_name
 from controller.learn.foyle_pb import example_to_proto
 
 SUFFIX = ".example.binpb"
+FOYLE_DIMENSIONS = 1536  # Foyle's oai.SmallEmbeddingsDims
+NO_EMBEDDING = "NoEmbedding"
+EMBEDDING_LENGTH = "EmbeddingLength"
+
+
+def foyle_skip_reason(embedding: Sequence[float] | None) -> str:
+    """Why Foyle's agent would skip this Example's file ("" when it would load it).
+
+    Foyle's InMemoryExampleDB.loadRow rejects any Example whose embedding is
+    not exactly 1536 floats, logging an error nobody sees; it never embeds a
+    file itself.
+    """
+    if not embedding:
+        return NO_EMBEDDING
+    if len(embedding) != FOYLE_DIMENSIONS:
+        return EMBEDDING_LENGTH
+    return ""
 
 
 class TrainingWriter:

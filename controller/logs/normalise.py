@@ -3,7 +3,9 @@
 Foyle and RunMe name the same facts differently (`time`/`ts`, `traceId`/`_id`,
 `request`/`req`...). Folding both into one Entry here means nothing downstream
 knows which writer produced a line; Foyle itself never read `ts`, which left
-every RunMe trace at time zero. Values of the wrong type become the field's
+every RunMe trace at time zero. Foyle's session keys (`contextId`, the
+StreamGenerate `context`, LogLLMUsage's `usage`) are kept for Sessions
+(issue 11). Values of the wrong type become the field's
 empty value rather than an error: a log line is untrusted input.
 """
 
@@ -38,6 +40,9 @@ def normalise(obj: dict[str, Any], offset: int, digest: int) -> Entry:
         known_id=_str(_first(obj, "knownID", "knownId")),
         block_ids=_str_tuple(block_ids),
         event=_event(obj) if LOG_EVENTS_FUNCTION in function else None,
+        context_id=_str(obj.get("contextId")),
+        context=_dict(decode_payload(obj.get("context"))),
+        usage=_dict(decode_payload(obj.get("usage"))),
     )
 
 
@@ -70,6 +75,10 @@ def _time(value: Any) -> float:
 
 def _str(value: Any) -> str:
     return value if isinstance(value, str) else ""
+
+
+def _dict(value: Any) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
 
 
 def _str_tuple(value: Any) -> tuple[str, ...]:

@@ -1,19 +1,23 @@
-"""The learner: keeps one Example, its training files and its index entry per learnable BlockLog.
+"""The learner: keeps one Example, its training files and its index entry per learnable source.
 
-Keyed by BlockLog name (an Example shares its BlockLog's name). `reconcile`
-reads the BlockLog and converges everything derived from it:
+A source is a BlockLog (Foyle's learner before v0.0.37) or a Session (Foyle's
+learner since then; issue 11): `Source` says which kind, and which pure rule
+decides learnability and makes the Example. Keyed by the source's name (an
+Example shares its source's name). `reconcile` reads the source and converges
+everything derived from it:
 
 * learnable -> the Example (spec written only when it changed), the index
   entry, the training files (with the index's embedding when there is one),
   then the Example's status (`indexedTime`, `trainingFiles`,
-  `observedGeneration`), rewritten only when something moved;
+  `observedGeneration`, `foyleLoadable` and, when Foyle would skip the file,
+  `reason`), rewritten only when something moved;
 * absent or no longer learnable (e.g. a later execution undid the fix) -> the
   index entry, the training files and then the Example are deleted. Derived
   data goes first so a crash in between leaves an Example to find next time.
 
-Level-triggered and idempotent: a repeated call on an unchanged BlockLog makes
-no store writes and no file writes. Learning reads only BlockLogs, so it can be
-redone (`learn_all`) without reprocessing any log.
+Level-triggered and idempotent: a repeated call on an unchanged source makes
+no store writes and no file writes. Learning reads only BlockLogs and Sessions,
+so it can be redone (`learn_all`) without reprocessing any log.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
@@ -29,14 +34,34 @@ import orjson
 from controller.api.kinds import Resource
 from controller.api.resource import rfc3339
 from controller.learn.index import ExampleIndex
-from controller.learn.query import query_text
-from controller.learn.rule import example_for, learnability
-from controller.learn.training import TrainingWriter
+from controller.learn.query import blocks_to_markdown
+from controller.learn.rule import BLOCKLOG_LABEL, example_for, learnability
+from controller.learn.session_rule import SESSION_LABEL, example_for_session, session_learnability
+from controller.learn.training import TrainingWriter, foyle_skip_reason
 from controller.store.base import NotFound, Store, read_modify_write
 
 log = logging.getLogger(__name__)
 
 KIND = "Example"
+
+
+@dataclass(frozen=True)
+class Source:
+    """What the learner learns from: a kind, the label on its Examples, and its pure rule."""
+
+    kind: str
+    label: str
+    learnability: Callable[[Resource], tuple[bool, str]]
+    example_for: Callable[[Resource], Resource | None]
+
+
+BLOCKLOG_SOURCE = Source("BlockLog", BLOCKLOG_LABEL, learnability, example_for)
+SESSION_SOURCE = Source("Session", SESSION_LABEL, session_learnability, example_for_session)
+LEARN_FROM = {
+    "blocklogs": (BLOCKLOG_SOURCE,),
+    "sessions": (SESSION_SOURCE,),
+    "both": (BLOCKLOG_SOURCE, SESSION_SOURCE),
+}
 
 
 class _Counter(Protocol):
@@ -60,7 +85,7 @@ class _NullCounter:
 
 
 class LearnerReconciler:
-    """BlockLog -> Example + training files + index entry (see the module docstring)."""
+    """Source -> Example + training files + index entry (see the module docstring)."""
 
     def __init__(
         self,
@@ -69,29 +94,38 @@ class LearnerReconciler:
         training: TrainingWriter,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
+        source: Source = BLOCKLOG_SOURCE,
     ) -> None:
         self.store = store
+        self.source = source
         self.index = index
         self.training = training
         self.clock = clock
         self._learned: _Counter = _NullCounter()
         self._not_learnable: _Counter = _NullCounter()
         self._errors: _Counter = _NullCounter()
+        self._unloadable: _Counter = _NullCounter()
         if metrics is not None:
             self._learned = metrics.counter(
                 "learner_examples_total", "Examples created or changed by the learner."
             )
             self._not_learnable = metrics.counter(
                 "learner_not_learnable_total",
-                "Reconciles that found a BlockLog not learnable, by reason.",
+                "Reconciles that found a BlockLog or Session not learnable, by reason.",
                 ["reason"],
             )
             self._errors = metrics.counter(
                 "learner_reconcile_errors_total", "Learner reconciles that raised."
             )
+            self._unloadable = metrics.counter(
+                "learner_foyle_unloadable_total",
+                "Training files written that Foyle's agent would skip, by reason"
+                " (NoEmbedding: no embedding provider; EmbeddingLength: not 1536 floats).",
+                ["reason"],
+            )
 
     def reconcile(self, name: str) -> None:
-        """Converge the Example and its derived data for BlockLog `name`."""
+        """Converge the Example and its derived data for the source named `name`."""
         try:
             self._reconcile(name)
         except Exception:
@@ -100,12 +134,12 @@ class LearnerReconciler:
 
     def _reconcile(self, name: str) -> None:
         try:
-            blocklog = self.store.get("BlockLog", name)
+            source = self.store.get(self.source.kind, name)
         except NotFound:
             self._forget(name)
             return
-        learnable, reason = learnability(blocklog)
-        example = example_for(blocklog) if learnable else None
+        learnable, reason = self.source.learnability(source)
+        example = self.source.example_for(source) if learnable else None
         if example is None:
             self._not_learnable.labels(reason).inc()
             self._forget(name)
@@ -114,11 +148,15 @@ class LearnerReconciler:
             self._learned.inc()
         self.index.upsert(
             name,
-            query_text(example["spec"]["query"]),
+            blocks_to_markdown(example["spec"]["query"]["blocks"]),
             orjson.dumps(example, option=orjson.OPT_SORT_KEYS).decode(),
         )
-        files = self.training.write(example, self.index.embedding(name))
-        self._write_status(name, files)
+        embedding = self.index.embedding(name)
+        files = self.training.write(example, embedding)
+        reason = foyle_skip_reason(embedding)
+        if reason:
+            self._unloadable.labels(reason).inc()
+        self._write_status(name, files, reason)
 
     def _write_spec(self, example: Resource) -> bool:
         """Create or update the Example's spec, labels and owner; True when they changed."""
@@ -142,7 +180,7 @@ class LearnerReconciler:
         read_modify_write(self.store, KIND, example["metadata"]["name"], mutate)
         return changed
 
-    def _write_status(self, name: str, files: list[str]) -> None:
+    def _write_status(self, name: str, files: list[str], reason: str) -> None:
         def mutate(current: Resource | None) -> Resource | None:
             if current is None:
                 return None  # deleted meanwhile; the next reconcile decides again
@@ -152,6 +190,8 @@ class LearnerReconciler:
                 status.get("observedGeneration") == generation
                 and status.get("trainingFiles") == files
                 and status.get("indexedTime")
+                and status.get("foyleLoadable") == (not reason)
+                and status.get("reason", "") == reason
             ):
                 return None
             current["status"] = dict(
@@ -159,7 +199,11 @@ class LearnerReconciler:
                 indexedTime=rfc3339(self.clock()),
                 trainingFiles=files,
                 observedGeneration=generation,
+                foyleLoadable=not reason,
             )
+            current["status"].pop("reason", None)
+            if reason:
+                current["status"]["reason"] = reason
             return current
 
         read_modify_write(self.store, KIND, name, mutate)
@@ -172,15 +216,21 @@ class LearnerReconciler:
 
 
 def learn_all(store: Store, reconciler: LearnerReconciler) -> dict[str, int]:
-    """One pass over every BlockLog, plus Examples and index entries left without one.
+    """One pass over every source object, plus its Examples and index entries left without one.
 
-    A failing BlockLog is logged and counted, and the pass goes on.
+    Examples of the other source are left alone. A failing source object is
+    logged and counted, and the pass goes on.
     """
-    counts = {"blocklogs": 0, "learnable": 0, "notLearnable": 0, "orphans": 0, "errors": 0}
-    blocklogs = store.list("BlockLog")
-    live = {b["metadata"]["name"] for b in blocklogs}
-    orphans = ({e["metadata"]["name"] for e in store.list(KIND)} | reconciler.index.names()) - live
-    work = [(b["metadata"]["name"], learnability(b)[0]) for b in blocklogs]
+    source = reconciler.source
+    plural = source.kind.lower() + "s"
+    counts = {plural: 0, "learnable": 0, "notLearnable": 0, "orphans": 0, "errors": 0}
+    objects = store.list(source.kind)
+    live = {b["metadata"]["name"] for b in objects}
+    examples = store.list(KIND)
+    ours = {e["metadata"]["name"] for e in examples if source.label in _labels(e)}
+    others = {e["metadata"]["name"] for e in examples} - ours
+    orphans = (ours | (reconciler.index.names() - others)) - live
+    work = [(b["metadata"]["name"], source.learnability(b)[0]) for b in objects]
     for name in sorted(orphans):
         work.append((name, False))
     for name, learnable in work:
@@ -193,6 +243,10 @@ def learn_all(store: Store, reconciler: LearnerReconciler) -> dict[str, int]:
         if name in orphans:
             counts["orphans"] += 1
         else:
-            counts["blocklogs"] += 1
+            counts[plural] += 1
             counts["learnable" if learnable else "notLearnable"] += 1
     return counts
+
+
+def _labels(resource: Resource) -> dict[str, str]:
+    return resource["metadata"].get("labels") or {}

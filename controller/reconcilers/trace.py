@@ -11,7 +11,8 @@ analysis uses). Then, in this order:
    written with one read-modify-write per BlockLog (member start times live in
    the spec, so no other trace is read);
 3. the Traces are written (one bulk write), and the BlockLogs touched are
-   durably marked and handed on;
+   durably marked and handed on; Sessions (by RunMe context id) are joined
+   the same way when `on_sessions` is set;
 4. phases are recorded and the dirty marks cleared, each only if no newer
    batch set it meanwhile.
 
@@ -38,6 +39,7 @@ from controller.analyze.blocklogs import membership_add, membership_remove
 from controller.analyze.traces import reduce_trace
 from controller.api.names import name_for_id
 from controller.api.resource import new_resource
+from controller.reconcilers.session import SESSIONS, join_session
 from controller.store.base import Mutator, Store, get_field_many, read_modify_write_many
 from controller.store.journal import BLOCKLOGS, TRACES, Journal, TraceOutcome
 
@@ -71,10 +73,12 @@ class TraceReconciler:
         on_blocklogs: Callable[[Iterable[str]], None],
         settings: TraceSettings | None = None,
         clock: Callable[[], float] = time.time,
+        on_sessions: Callable[[Iterable[str]], None] | None = None,
     ) -> None:
         self.journal = journal
         self.store = store
         self.on_blocklogs = on_blocklogs
+        self.on_sessions = on_sessions  # Session membership is kept when set
         self.settings = settings or TraceSettings()
         self.clock = clock
 
@@ -100,29 +104,36 @@ class TraceReconciler:
                 status["phase"] = "Abandoned"
             reduced.append(_Reduced(key, spec, status))
             outcomes.append(TraceOutcome(key, status["phase"] == "Complete", abandoned))
-        previous = self._blocks_named_before(reduced)
+        names = {name_for_id(r.key): r.key for r in reduced}
+        previous = self._named_before(names, ".spec.blockIds")
         touched = self._write_membership(reduced, previous)
+        contexts = self._named_before(names, ".spec.contextId") if self.on_sessions else {}
         read_modify_write_many(
             self.store, "Trace", {name_for_id(r.key): _trace_mutation(r) for r in reduced}
         )
         if touched:
             self.journal.mark_dirty(BLOCKLOGS, touched)
             self.on_blocklogs(touched)
+        if self.on_sessions is not None:
+            sessions: set[str] = set()
+            for r in reduced:
+                sessions |= join_session(self.store, r.spec, contexts.get(r.key) or "")
+            if sessions:
+                self.journal.mark_dirty(SESSIONS, sessions)
+                self.on_sessions(sessions)
         self.journal.finish_traces(outcomes)
         self.journal.clear_dirty(TRACES, seqs)
 
-    def _blocks_named_before(self, reduced: list[_Reduced]) -> dict[str, list[str]]:
-        names = {name_for_id(r.key): r.key for r in reduced}
-        stored = get_field_many(self.store, "Trace", names, ".spec.blockIds")
-        return {names[name]: list(ids or []) for name, ids in stored.items()}
+    def _named_before(self, names: dict[str, str], path: str) -> dict[str, Any]:
+        """A field of each trace's stored Trace (what it said before this reconcile), by key."""
+        stored = get_field_many(self.store, "Trace", names, path)
+        return {names[name]: value for name, value in stored.items()}
 
-    def _write_membership(
-        self, reduced: list[_Reduced], previous: dict[str, list[str]]
-    ) -> set[str]:
+    def _write_membership(self, reduced: list[_Reduced], previous: dict[str, Any]) -> set[str]:
         """Merge every trace's membership change per block; one write per BlockLog."""
         changes: defaultdict[str, list[Callable[[Spec | None], Spec | None]]] = defaultdict(list)
         for r in reduced:
-            before = previous.get(r.key, [])
+            before = previous.get(r.key) or []
             blocks = r.spec.get("blockIds", [])
             for block_id in blocks:
                 changes[block_id].append(_adding(block_id, r.spec, block_id in before))

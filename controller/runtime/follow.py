@@ -1,4 +1,4 @@
-"""Following a store's BlockLogs from another process (`foylectl learn --follow`).
+"""Following a store's BlockLogs (or Sessions) from another process (`foylectl learn --follow`).
 
 Informer-style: list, reconcile everything listed, then watch from the list's
 resourceVersion. Reconciling the listed objects closes the gap between an
@@ -21,27 +21,34 @@ log = logging.getLogger(__name__)
 Reconcile = Callable[[str], object]
 
 
-def follow_blocklogs(
-    store: Store, reconcile: Reconcile, stop: threading.Event | None = None
+def follow(
+    store: Store,
+    kind: str,
+    label: str,
+    reconcile: Reconcile,
+    stop: threading.Event | None = None,
 ) -> None:
-    """Reconcile every BlockLog that changes, until `stop` is set; resync after Gone."""
+    """Reconcile every `kind` object that changes, until `stop` is set; resync after Gone.
+
+    `label` marks the Examples learned from `kind`: only those are resynced.
+    """
     stop = stop or threading.Event()
-    version = _resync(store, reconcile)
-    log.info("following BlockLog changes from resourceVersion %s", version)
+    version = _resync(store, kind, label, reconcile)
+    log.info("following %s changes from resourceVersion %s", kind, version)
     while not stop.is_set():
         try:
-            for event in store.watch("BlockLog", version, timeout=1.0, stop=stop.is_set):
+            for event in store.watch(kind, version, timeout=1.0, stop=stop.is_set):
                 version = event.resource_version
                 _reconcile_logged(reconcile, event.object["metadata"]["name"])
         except Gone:
-            version = _resync(store, reconcile)
+            version = _resync(store, kind, label, reconcile)
 
 
-def _resync(store: Store, reconcile: Reconcile) -> str:
-    """Reconcile every BlockLog and every Example; the version to watch from."""
-    blocklogs, version = store.list_with_version("BlockLog")
-    names = {b["metadata"]["name"] for b in blocklogs}
-    names |= {e["metadata"]["name"] for e in store.list("Example")}
+def _resync(store: Store, kind: str, label: str, reconcile: Reconcile) -> str:
+    """Reconcile every `kind` object and every Example learned from one; the watch version."""
+    objects, version = store.list_with_version(kind)
+    names = {b["metadata"]["name"] for b in objects}
+    names |= {e["metadata"]["name"] for e in store.list("Example", label)}
     for name in sorted(names):
         _reconcile_logged(reconcile, name)
     return version

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from controller.reconcilers.blocklog import BlockLogReconciler
 from controller.reconcilers.logfile import LogFileReconciler, LogFileSettings, logfile_name
 from controller.reconcilers.result import Result
+from controller.reconcilers.session import SESSION_EXAMPLES, SESSIONS, SessionReconciler
 from controller.reconcilers.trace import TraceReconciler, TraceSettings
 from controller.runtime.controller import Controller
 from controller.runtime.memory import limit_arenas, release_free_memory
@@ -49,6 +50,7 @@ class Manager:
         registry: MetricsRegistry | None = None,
         learner: Callable[[str], object] | None = None,
         oneshot: bool = False,
+        session_learner: Callable[[str], object] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -83,6 +85,7 @@ class Manager:
             store,
             on_blocklogs=self._on_blocklogs,
             settings=TraceSettings(settings.abandon_after),
+            on_sessions=self._on_sessions,
         )
         self.traces = Controller(
             "trace",
@@ -119,8 +122,39 @@ class Manager:
             unit=unit,
             reconcile_many=blocklog_reconciler.reconcile_many,
         )
+        # -- issue 11: Sessions and the session learner (begin) --
+        self.sessions = Controller(
+            "session",
+            SessionReconciler(store, journal, on_change=self._on_session_changed).reconcile,
+            self.registry,
+            workers=workers,
+            oneshot=oneshot,
+            unit=unit,
+        )
+        self._session_learner = session_learner
+        self.session_examples = (
+            Controller(
+                "session-example",
+                self._reconcile_session_example,
+                self.registry,
+                workers=1,
+                oneshot=oneshot,
+            )
+            if session_learner
+            else None
+        )
+        # -- issue 11 (end) --
         self.controllers = [
-            c for c in (self.logfiles, self.traces, self.blocklogs, self.examples) if c
+            c
+            for c in (
+                self.logfiles,
+                self.traces,
+                self.blocklogs,
+                self.examples,
+                self.sessions,
+                self.session_examples,
+            )
+            if c
         ]
         self.watcher = LogWatcher(settings.log_dirs, self.logfiles.add, poll=settings.poll)
         self._initial: set[str] = set()
@@ -136,6 +170,24 @@ class Manager:
 
     def _on_blocklogs(self, names: set[str]) -> None:
         after_commit(lambda: self._add_all(self.blocklogs, names))
+
+    # -- issue 11: Sessions (begin) --
+    def _on_sessions(self, names: set[str]) -> None:
+        after_commit(lambda: self._add_all(self.sessions, names))
+
+    def _on_session_changed(self, name: str) -> None:
+        self.journal.mark_dirty(SESSION_EXAMPLES, [name])
+        if self.session_examples is not None:
+            session_examples = self.session_examples
+            after_commit(lambda: session_examples.add(name))
+
+    def _reconcile_session_example(self, name: str) -> None:
+        assert self._session_learner is not None
+        seqs = self.journal.dirty_seqs(SESSION_EXAMPLES, [name])
+        self._session_learner(name)
+        self.journal.clear_dirty(SESSION_EXAMPLES, seqs)
+
+    # -- issue 11 (end) --
 
     def _room_downstream(self) -> bool:
         return len(self.traces.queue) < MAX_BACKLOG and len(self.blocklogs.queue) < MAX_BACKLOG
@@ -260,6 +312,11 @@ class Manager:
         if self.examples is not None:
             for name in self.journal.dirty_keys(EXAMPLES):
                 self.examples.add(name)
+        for name in self.journal.dirty_keys(SESSIONS):  # issue 11
+            self.sessions.add(name)
+        if self.session_examples is not None:
+            for name in self.journal.dirty_keys(SESSION_EXAMPLES):
+                self.session_examples.add(name)
 
     def _rescan(self) -> None:
         """The backstop for lost events, and for keys waiting out a long back-off.

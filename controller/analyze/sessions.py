@@ -1,0 +1,137 @@
+"""Traces -> Session: what happened in one RunMe context, as Foyle's session builder records it.
+
+Foyle (since v0.0.37, "Learn from all executed cells") groups its logs by the
+RunMe context id into `Session`s (`app/pkg/analyze/session_builder.go`,
+`protos/foyle/logs/sessions.proto`): the LogEvents of the context, its full
+notebook context (the first request of a StreamGenerate stream), the token
+totals of its completions and the trace ids of its Generate calls. Its learner
+learns from those sessions.
+
+Here a Session is joined from Trace resources as a BlockLog is: membership
+(`spec.traceIds`, the LogEvent, Generate and Context traces whose `contextId`
+is the session's) is a set written under CAS by whoever reduced a trace, and
+the status is a pure function of the spec and the member traces' specs, so
+any order of arrival converges to the same Session. Where Foyle's result
+depended on the order it read lines, the order here is the lines' time:
+
+* a SESSION_START resets Foyle's session (to make reprocessing idempotent),
+  so only members at or after the latest SESSION_START count, and it gives
+  the start time; the latest SESSION_END gives the end time;
+* the full context is the latest one;
+* each Generate trace id is listed once (Foyle appended it for every line of
+  the trace), ordered by start time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from controller.analyze.blocks import cell_to_block
+from controller.analyze.traces import CONTEXT, GENERATE, LOG_EVENT
+from controller.api.resource import get_path
+
+SESSION_KINDS = (LOG_EVENT, GENERATE, CONTEXT)
+
+Spec = dict[str, Any]
+
+
+def context_of(trace_spec: Mapping[str, Any]) -> str:
+    """The context id of the Session a trace belongs to ("" for none)."""
+    context_id = trace_spec.get("contextId")
+    if trace_spec.get("kind") in SESSION_KINDS and isinstance(context_id, str):
+        return context_id
+    return ""
+
+
+def membership_add(spec: Spec | None, context_id: str, trace_id: str) -> Spec:
+    members = set((spec or {}).get("traceIds", [])) | {trace_id}
+    return {"contextId": context_id, "traceIds": sorted(members)}
+
+
+def membership_remove(spec: Spec, trace_id: str) -> Spec:
+    return dict(spec, traceIds=[t for t in spec.get("traceIds", []) if t != trace_id])
+
+
+def _order(trace: Mapping[str, Any]) -> tuple[str, str]:
+    return (trace.get("startTime", ""), trace["id"])
+
+
+def _event_type(trace: Mapping[str, Any]) -> str:
+    value = get_path(trace, "request.eventType")
+    return value if isinstance(value, str) else ""
+
+
+def _log_event(trace: Mapping[str, Any]) -> dict[str, Any]:
+    """Foyle's LogEvent, camelCase; `cells` holds the selected cell only."""
+    request = trace.get("request") or {}
+    event: dict[str, Any] = {
+        "type": _event_type(trace),
+        "selectedId": request.get("selectedCellId", ""),
+        "contextId": trace.get("contextId", ""),
+        "eventId": request.get("eventId", ""),
+        "executeStatus": request.get("executeStatus") or "UNKNOWN",
+        "time": trace.get("startTime", ""),
+    }
+    if isinstance(request.get("selectedIndex"), int):
+        event["selectedIndex"] = request["selectedIndex"]
+    if isinstance(request.get("block"), dict):
+        event["cells"] = [request["block"]]
+    return event
+
+
+def _full_context(trace: Mapping[str, Any]) -> dict[str, Any]:
+    context = get_path(trace, "request.context")
+    context = context if isinstance(context, dict) else {}
+    cells = get_path(context, "notebook.cells")
+    out: dict[str, Any] = {}
+    if isinstance(context.get("notebook"), dict):
+        blocks = [cell_to_block(c) for c in cells if isinstance(c, dict)]
+        out["notebook"] = {"blocks": blocks} if isinstance(cells, list) else {"blocks": []}
+    selected = context.get("selected")
+    out["selected"] = selected if type(selected) is int else 0
+    uri = context.get("notebookUri", context.get("notebook_uri"))
+    if isinstance(uri, str) and uri:
+        out["notebookUri"] = uri
+    return out
+
+
+def session_status(spec: Spec, traces: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The Session status from its spec and its members' Trace specs (missing ones ignored)."""
+    members = sorted(
+        (traces[t] for t in spec.get("traceIds", []) if t in traces),
+        key=_order,
+    )
+    starts = [t for t in members if t["kind"] == LOG_EVENT and _event_type(t) == "SESSION_START"]
+    status: dict[str, Any] = {}
+    if starts:
+        status["startTime"] = starts[-1].get("startTime", "")
+        members = [t for t in members if _order(t) >= _order(starts[-1])]
+    ends = [t for t in members if t["kind"] == LOG_EVENT and _event_type(t) == "SESSION_END"]
+    if ends:
+        status["endTime"] = ends[-1].get("startTime", "")
+    status["logEvents"] = [_log_event(t) for t in members if t["kind"] == LOG_EVENT]
+    contexts = [t for t in members if t["kind"] == CONTEXT]
+    if contexts:
+        status["fullContext"] = _full_context(contexts[-1])
+    generates = [t for t in members if t["kind"] == GENERATE]
+    status["totalInputTokens"] = sum(_tokens(t, "inputTokens") for t in generates)
+    status["totalOutputTokens"] = sum(_tokens(t, "outputTokens") for t in generates)
+    status["generateTraceIds"] = [t["id"] for t in generates]
+    return status
+
+
+def _tokens(trace: Mapping[str, Any], key: str) -> int:
+    value = get_path(trace, f"usage.{key}")
+    return value if type(value) is int else 0
+
+
+def sessions_of(trace_specs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every Session (context id -> {spec, status}) the traces make: the one-shot reference."""
+    by_id = {t["id"]: t for t in trace_specs}
+    specs: dict[str, Spec] = {}
+    for trace in trace_specs:
+        context_id = context_of(trace)
+        if context_id:
+            specs[context_id] = membership_add(specs.get(context_id), context_id, trace["id"])
+    return {c: {"spec": s, "status": session_status(s, by_id)} for c, s in specs.items()}
