@@ -319,8 +319,8 @@ def _reconcilers(learners: dict[str, LearnerReconciler]) -> dict[str, Any]:
     """The Manager's learner arguments for the learners built."""
     blocklogs, sessions = learners.get("BlockLog"), learners.get("Session")
     return {
-        "learner": blocklogs.reconcile if blocklogs else None,
-        "session_learner": sessions.reconcile if sessions else None,
+        "learner": blocklogs.reconcile_many if blocklogs else None,
+        "session_learner": sessions.reconcile_many if sessions else None,
     }
 
 

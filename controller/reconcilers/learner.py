@@ -38,7 +38,7 @@ from controller.learn.query import blocks_to_markdown
 from controller.learn.rule import BLOCKLOG_LABEL, example_for, learnability
 from controller.learn.session_rule import SESSION_LABEL, example_for_session, session_learnability
 from controller.learn.training import TrainingWriter, foyle_skip_reason
-from controller.store.base import NotFound, Store, read_modify_write
+from controller.store.base import NotFound, Store, get_many, read_modify_write
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,26 @@ class LearnerReconciler:
         except Exception:
             self._errors.inc()
             raise
+
+    def reconcile_many(self, names: list[str]) -> None:
+        """Converge a batch: its sources and Examples are read in one query each.
+
+        A source that is not learnable and has no Example needs no work: nothing
+        derived from it can exist (an Example is written before its index entry and
+        files, and deleted after them). During catch-up that is most of them.
+        """
+        sources = get_many(self.store, self.source.kind, names)
+        examples = get_many(self.store, KIND, names)
+        for name in names:
+            source = sources.get(name)
+            if name not in examples:
+                learnable, reason = (
+                    self.source.learnability(source) if source else (False, "NotFound")
+                )
+                if not learnable:
+                    self._not_learnable.labels(reason).inc()
+                    continue
+            self.reconcile(name)
 
     def _reconcile(self, name: str) -> None:
         try:

@@ -48,9 +48,9 @@ class Manager:
         store: Store,
         journal: Journal,
         registry: MetricsRegistry | None = None,
-        learner: Callable[[str], object] | None = None,
+        learner: Callable[[list[str]], object] | None = None,
         oneshot: bool = False,
-        session_learner: Callable[[str], object] | None = None,
+        session_learner: Callable[[list[str]], object] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -139,6 +139,8 @@ class Manager:
                 self.registry,
                 workers=1,
                 oneshot=oneshot,
+                unit=unit,
+                reconcile_many=self._reconcile_session_examples,
             )
             if session_learner
             else None
@@ -182,9 +184,12 @@ class Manager:
             after_commit(lambda: session_examples.add(name))
 
     def _reconcile_session_example(self, name: str) -> None:
+        self._reconcile_session_examples([name])
+
+    def _reconcile_session_examples(self, names: list[str]) -> None:
         assert self._session_learner is not None
-        seqs = self.journal.dirty_seqs(SESSION_EXAMPLES, [name])
-        self._session_learner(name)
+        seqs = self.journal.dirty_seqs(SESSION_EXAMPLES, names)
+        self._session_learner(names)
         self.journal.clear_dirty(SESSION_EXAMPLES, seqs)
 
     # -- issue 11 (end) --
@@ -206,8 +211,7 @@ class Manager:
         """The learner over a batch, its store writes and dirty marks in one unit of work."""
         assert self._learner is not None
         seqs = self.journal.dirty_seqs(EXAMPLES, names)
-        for name in names:
-            self._learner(name)
+        self._learner(names)
         self.journal.clear_dirty(EXAMPLES, seqs)
 
     @staticmethod
