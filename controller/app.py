@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -333,7 +334,7 @@ def _journal(settings: Settings) -> Journal:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from controller.runtime.manager import Manager
-    from controller.runtime.progress import Progress
+    from controller.runtime.progress import ProgressReporter, log_line, terminal_bar
 
     _setup_logging("text")
     settings = settings_from(args, need_logs=True)
@@ -343,13 +344,24 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     journal = _journal(settings)
     learners = _learners(settings, store, args) if settings.learn else {}
     manager = Manager(settings, store, journal, oneshot=True, **_reconcilers(learners))
-    progress = Progress(settings.log_dirs, journal, enabled=not args.no_progress)
-    progress.start()
+    tty = sys.stderr.isatty()
+    progress = ProgressReporter(
+        settings.log_dirs,
+        journal,
+        manager,
+        terminal_bar if tty else log_line,
+        interval=0.25 if tty else 5.0,
+        delay=1.0,  # a corpus that takes longer than a second shows its progress
+    )
+    if not args.no_progress:
+        progress.start()
     try:
         manager.run_until_idle()
     finally:
         manager.stop()
         progress.stop()
+        if progress.shown and tty:
+            sys.stderr.write("\n")
     files = journal.files()
     counts = [
         _counted(sum(f.lines for f in files), "line"),
@@ -386,6 +398,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from controller.runtime.httpserver import HealthServer
     from controller.runtime.manager import Manager
     from controller.runtime.metrics import MetricsRegistry
+    from controller.runtime.progress import ProgressReporter, log_line
 
     stop = threading.Event()
     _stop_on_signals(stop)  # first thing: a SIGTERM during start-up still means exit 0
@@ -419,10 +432,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     if learners:
         log.info(FOYLE_RESTART_NOTE)
+    progress = ProgressReporter(
+        settings.log_dirs,
+        journal,
+        manager,
+        log_line,
+        interval=5.0,
+        delay=5.0,
+        until=lambda: manager.ready,
+    )
     if not stop.is_set():
         manager.start()
         log.info("started")
+        progress.start()
     stop.wait()
+    progress.stop()
     drained = manager.stop(timeout=8.0)
     if server is not None:
         server.stop()

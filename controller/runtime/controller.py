@@ -79,6 +79,7 @@ class Controller:
         ).labels(name)
         self._threads: list[threading.Thread] = []
         self._failing: set[str] = set()
+        self.reconciled = 0  # keys reconciled so far (progress reports)
 
     def start(self) -> None:
         for i in range(self.workers):
@@ -123,6 +124,7 @@ class Controller:
                 if self._reconcile_many is not None:
                     self._reconciles.inc(len(keys))
                     self._reconcile_many(keys)
+                    self.reconciled += len(keys)
                     self._succeeded(keys)
                 else:
                     for key in keys:
@@ -135,6 +137,7 @@ class Controller:
         """Reconcile; queue follow-ups to run once the unit commits; raise on failure."""
         self._reconciles.inc()
         result = self._reconcile(key) or Result()
+        self.reconciled += 1
         self._succeeded([key])
         if result.requeue:
             after_commit(lambda: self.queue.add(key))

@@ -348,6 +348,14 @@ class Manager:
                 log.info("caught up with the initial scan; ready")
             self._ready.set()
 
+    def reconciled(self) -> int:
+        """Keys reconciled so far, every controller but the files' (progress reports)."""
+        return sum(c.reconciled for c in self.controllers if c is not self.logfiles)
+
+    def queued(self) -> int:
+        """Keys waiting, every controller but the files'."""
+        return sum(len(c.queue) for c in self.controllers if c is not self.logfiles)
+
     @property
     def ready(self) -> bool:
         return self._ready.is_set()
