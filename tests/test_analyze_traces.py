@@ -342,3 +342,41 @@ def test_accumulator_round_trips_through_json(testdata: Path) -> None:
     restored = TraceAccumulator.from_dict(json.loads(json.dumps(acc.to_dict())))
     assert restored == acc
     assert restored.to_dict() == acc.to_dict()
+
+
+# -- one id, two traces (issue 13 item 7) ---------------------------------------------------
+
+
+def _line(time: float, function: str, offset: int, **fields: Any) -> Entry:
+    return Entry(time=time, offset=offset, digest=offset, trace_id="t", function=function, **fields)
+
+
+def test_lines_of_two_kinds_under_one_id_are_flagged_and_the_earliest_kind_shown() -> None:
+    acc = TraceAccumulator()
+    acc.add(_line(1000.0, GENERATE_FN, 0, request={"doc": {"blocks": []}}))
+    acc.add(_line(90_000.0, EXECUTE_FN, 10, request={"block": {"id": "b"}}))
+    reduced = reduce_trace("t", acc)
+    assert reduced is not None
+    spec, status = reduced
+    assert spec["kind"] == "Generate"
+    assert status["inconsistent"] == {
+        "reason": "SeveralKinds",
+        "kinds": ["Execute", "Generate"],
+        "spanSeconds": 89_000,
+    }
+
+
+def test_one_kind_with_lines_a_day_apart_is_flagged_far_apart() -> None:
+    acc = TraceAccumulator()
+    acc.add(_line(1000.0, GENERATE_FN, 0, request={"doc": {"blocks": []}}))
+    acc.add(_line(1000.0 + 86_400, GENERATE_FN, 10, request={"doc": {"blocks": [{"id": "x"}]}}))
+    _, status = reduce_trace("t", acc) or ({}, {})
+    assert status["inconsistent"]["reason"] == "FarApart"
+
+
+def test_an_ordinary_trace_is_not_flagged() -> None:
+    acc = TraceAccumulator()
+    acc.add(_line(1000.0, GENERATE_FN, 0, request={"doc": {"blocks": []}}))
+    acc.add(_line(1030.0, GENERATE_FN, 10, message="Agent.Generate returning response"))
+    _, status = reduce_trace("t", acc) or ({}, {})
+    assert "inconsistent" not in status

@@ -47,6 +47,9 @@ END_MESSAGES = {
 }
 
 SortKey = tuple[float, int, int]
+# Lines of one trace further apart than this belong to two traces that share an id
+# (a trace takes seconds to minutes; --abandon-after defaults to 10 minutes).
+REUSED_ID_GAP_SECONDS = 3600.0
 Pick = tuple[SortKey, Any]  # (sort key of the entry, the value it offers)
 
 
@@ -90,6 +93,12 @@ def _min_key(a: SortKey | None, b: SortKey | None) -> SortKey | None:
     if a is None or b is None:
         return a if b is None else b
     return min(a, b)
+
+
+def _max_key(a: SortKey | None, b: SortKey | None) -> SortKey | None:
+    if a is None or b is None:
+        return a if b is None else b
+    return max(a, b)
 
 
 def _event_view(event: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -200,12 +209,14 @@ class TraceAccumulator:
     count: int = 0
     eval_mode: bool = False
     first: SortKey | None = None
+    last: SortKey | None = None
     kinds: dict[str, _KindState] = field(default_factory=dict)
 
     def add(self, entry: Entry) -> None:
         self.count += 1
         self.eval_mode = self.eval_mode or entry.eval_mode
         self.first = _min_key(self.first, entry.sort_key)
+        self.last = _max_key(self.last, entry.sort_key)
         kind = classify(entry.function)
         if kind is None or (kind == CONTEXT and entry.context is None):
             return
@@ -221,6 +232,7 @@ class TraceAccumulator:
         self.count += other.count
         self.eval_mode = self.eval_mode or other.eval_mode
         self.first = _min_key(self.first, other.first)
+        self.last = _max_key(self.last, other.last)
         for kind, state in other.kinds.items():
             if kind in self.kinds:
                 self.kinds[kind].merge(state)
@@ -232,16 +244,18 @@ class TraceAccumulator:
             "count": self.count,
             "evalMode": self.eval_mode,
             "first": None if self.first is None else list(self.first),
+            "last": None if self.last is None else list(self.last),
             "kinds": {kind: state.to_dict() for kind, state in self.kinds.items()},
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TraceAccumulator:
-        first = data.get("first")
+        first, last = data.get("first"), data.get("last")
         return cls(
             count=int(data.get("count", 0)),
             eval_mode=bool(data.get("evalMode")),
             first=None if first is None else _key(first),
+            last=None if last is None else _key(last),
             kinds={k: _KindState.from_dict(v) for k, v in data.get("kinds", {}).items()},
         )
 
@@ -318,5 +332,28 @@ def reduce_trace(
     if response is not None:
         spec["response"] = response[1]
     _session_spec(spec, kind, state)
-    status = {"phase": "Complete" if state.ended else "InProgress", "entries": acc.count}
+    status: dict[str, Any] = {
+        "phase": "Complete" if state.ended else "InProgress",
+        "entries": acc.count,
+    }
+    inconsistency = _inconsistency(acc)
+    if inconsistency is not None:
+        status["inconsistent"] = inconsistency
     return spec, status
+
+
+def _inconsistency(acc: TraceAccumulator) -> dict[str, Any] | None:
+    """Why the lines of one trace id look like two traces (a reused or injected id), if so.
+
+    The Trace shows the earliest kind's data; the journal keeps what every kind
+    offered, and this says so instead of dropping the rest silently.
+    """
+    assert acc.first is not None and acc.last is not None
+    span = acc.last[0] - acc.first[0]
+    if len(acc.kinds) > 1:
+        reason = "SeveralKinds"
+    elif span > REUSED_ID_GAP_SECONDS:
+        reason = "FarApart"
+    else:
+        return None
+    return {"reason": reason, "kinds": sorted(acc.kinds), "spanSeconds": round(span)}

@@ -148,7 +148,20 @@ TRACE = KindInfo(
         },
         ["id", "kind"],
     ),
-    status_schema=_obj({"phase": _enum(*TRACE_PHASES), "entries": _INT}),
+    status_schema=_obj(
+        {
+            "phase": _enum(*TRACE_PHASES),
+            "entries": _INT,
+            # lines of this id look like two traces (a reused or injected id)
+            "inconsistent": _obj(
+                {
+                    "reason": _enum("SeveralKinds", "FarApart"),
+                    "kinds": _list(_STRING),
+                    "spanSeconds": _INT,
+                }
+            ),
+        }
+    ),
     columns=(
         PrinterColumn("Id", ".spec.id", priority=1),
         PrinterColumn("Kind", ".spec.kind"),
@@ -157,6 +170,7 @@ TRACE = KindInfo(
         PrinterColumn("Eval", ".spec.evalMode", "boolean"),
         PrinterColumn("Entries", ".status.entries", "integer", priority=1),
         PrinterColumn("Start", ".spec.startTime", priority=1),
+        PrinterColumn("Inconsistent", ".status.inconsistent.reason", priority=1),
         AGE,
     ),
 )

@@ -102,6 +102,14 @@ class TraceReconciler:
             )
             if abandoned:
                 status["phase"] = "Abandoned"
+            if "inconsistent" in status:
+                log.warning(
+                    "trace %s: its lines look like two traces sharing one id (%s); the Trace"
+                    " shows the earliest %s",
+                    key,
+                    status["inconsistent"]["reason"],
+                    spec["kind"],
+                )
             reduced.append(_Reduced(key, spec, status))
             outcomes.append(TraceOutcome(key, status["phase"] == "Complete", abandoned))
         names = {name_for_id(r.key): r.key for r in reduced}
