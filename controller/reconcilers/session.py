@@ -64,7 +64,7 @@ def _change_spec(
 
 class SessionReconciler:
     def __init__(
-        self, store: Store, journal: Journal, on_change: Callable[[str], None] | None = None
+        self, store: Store, journal: Journal, on_change: Callable[[list[str]], None] | None = None
     ) -> None:
         self.store = store
         self.journal = journal
@@ -104,4 +104,4 @@ class SessionReconciler:
 
     def _changed(self, name: str) -> None:
         if self.on_change is not None:
-            self.on_change(name)
+            self.on_change([name])

@@ -96,20 +96,8 @@ class Manager:
             unit=unit,
             reconcile_many=trace_reconciler.reconcile_many,
         )
-        self._learner = learner
-        self.examples = (
-            Controller(
-                "example",
-                self._reconcile_example,
-                self.registry,
-                workers=1,
-                oneshot=oneshot,
-                unit=unit,
-                reconcile_many=self._reconcile_examples,
-            )
-            if learner
-            else None
-        )
+        self._unit, self._oneshot = unit, oneshot
+        self.examples = self._learning_controller("example", EXAMPLES, learner)
         blocklog_reconciler = BlockLogReconciler(
             store, journal, on_change=self._on_blocklogs_changed
         )
@@ -122,30 +110,17 @@ class Manager:
             unit=unit,
             reconcile_many=blocklog_reconciler.reconcile_many,
         )
-        # -- issue 11: Sessions and the session learner (begin) --
         self.sessions = Controller(
             "session",
-            SessionReconciler(store, journal, on_change=self._on_session_changed).reconcile,
+            SessionReconciler(store, journal, on_change=self._on_sessions_changed).reconcile,
             self.registry,
             workers=workers,
             oneshot=oneshot,
             unit=unit,
         )
-        self._session_learner = session_learner
-        self.session_examples = (
-            Controller(
-                "session-example",
-                self._reconcile_session_example,
-                self.registry,
-                workers=1,
-                oneshot=oneshot,
-                unit=unit,
-                reconcile_many=self._reconcile_session_examples,
-            )
-            if session_learner
-            else None
+        self.session_examples = self._learning_controller(
+            "session-example", SESSION_EXAMPLES, session_learner
         )
-        # -- issue 11 (end) --
         self.controllers = [
             c
             for c in (
@@ -173,46 +148,45 @@ class Manager:
     def _on_blocklogs(self, names: set[str]) -> None:
         after_commit(lambda: self._add_all(self.blocklogs, names))
 
-    # -- issue 11: Sessions (begin) --
     def _on_sessions(self, names: set[str]) -> None:
         after_commit(lambda: self._add_all(self.sessions, names))
-
-    def _on_session_changed(self, name: str) -> None:
-        self.journal.mark_dirty(SESSION_EXAMPLES, [name])
-        if self.session_examples is not None:
-            session_examples = self.session_examples
-            after_commit(lambda: session_examples.add(name))
-
-    def _reconcile_session_example(self, name: str) -> None:
-        self._reconcile_session_examples([name])
-
-    def _reconcile_session_examples(self, names: list[str]) -> None:
-        assert self._session_learner is not None
-        seqs = self.journal.dirty_seqs(SESSION_EXAMPLES, names)
-        self._session_learner(names)
-        self.journal.clear_dirty(SESSION_EXAMPLES, seqs)
-
-    # -- issue 11 (end) --
 
     def _room_downstream(self) -> bool:
         return len(self.traces.queue) < MAX_BACKLOG and len(self.blocklogs.queue) < MAX_BACKLOG
 
     def _on_blocklogs_changed(self, names: list[str]) -> None:
-        """Durably ask the learner to look (kept while learning is off, for when it is on)."""
-        self.journal.mark_dirty(EXAMPLES, names)
-        if self.examples is not None:
-            examples = self.examples
-            after_commit(lambda: self._add_all(examples, set(names)))
+        self._ask_learner(EXAMPLES, self.examples, names)
 
-    def _reconcile_example(self, name: str) -> None:
-        self._reconcile_examples([name])
+    def _on_sessions_changed(self, names: list[str]) -> None:
+        self._ask_learner(SESSION_EXAMPLES, self.session_examples, names)
 
-    def _reconcile_examples(self, names: list[str]) -> None:
-        """The learner over a batch, its store writes and dirty marks in one unit of work."""
-        assert self._learner is not None
-        seqs = self.journal.dirty_seqs(EXAMPLES, names)
-        self._learner(names)
-        self.journal.clear_dirty(EXAMPLES, seqs)
+    def _ask_learner(self, queue: str, learner: Controller | None, names: list[str]) -> None:
+        """Durably ask a learner to look (kept while learning is off, for when it is on)."""
+        self.journal.mark_dirty(queue, names)
+        if learner is not None:
+            after_commit(lambda: self._add_all(learner, set(names)))
+
+    def _learning_controller(
+        self, name: str, queue: str, learner: Callable[[list[str]], object] | None
+    ) -> Controller | None:
+        """A controller running `learner` over batches, clearing its durable marks after."""
+        if learner is None:
+            return None
+
+        def reconcile_many(names: list[str]) -> None:
+            seqs = self.journal.dirty_seqs(queue, names)
+            learner(names)
+            self.journal.clear_dirty(queue, seqs)
+
+        return Controller(
+            name,
+            lambda key: reconcile_many([key]),
+            self.registry,
+            workers=1,
+            oneshot=self._oneshot,
+            unit=self._unit,
+            reconcile_many=reconcile_many,
+        )
 
     @staticmethod
     def _add_all(controller: Controller, keys: set[str]) -> None:
