@@ -40,7 +40,7 @@ from controller.analyze.traces import reduce_trace
 from controller.api.names import name_for_id
 from controller.api.resource import new_resource
 from controller.reconcilers.session import SESSIONS, join_session
-from controller.store.base import Mutator, Store, get_field_many, read_modify_write_many
+from controller.store.base import Mutator, Store, get_fields_many, read_modify_write_many
 from controller.store.journal import BLOCKLOGS, TRACES, Journal, TraceOutcome
 
 log = logging.getLogger(__name__)
@@ -113,9 +113,10 @@ class TraceReconciler:
             reduced.append(_Reduced(key, spec, status))
             outcomes.append(TraceOutcome(key, status["phase"] == "Complete", abandoned))
         names = {name_for_id(r.key): r.key for r in reduced}
-        previous = self._named_before(names, ".spec.blockIds")
+        before = get_fields_many(self.store, "Trace", names, (".spec.blockIds", ".spec.contextId"))
+        previous = {names[n]: blocks for n, (blocks, _) in before.items()}
+        contexts = {names[n]: context for n, (_, context) in before.items()}
         touched = self._write_membership(reduced, previous)
-        contexts = self._named_before(names, ".spec.contextId") if self.on_sessions else {}
         read_modify_write_many(
             self.store, "Trace", {name_for_id(r.key): _trace_mutation(r) for r in reduced}
         )
@@ -131,11 +132,6 @@ class TraceReconciler:
                 self.on_sessions(sessions)
         self.journal.finish_traces(outcomes)
         self.journal.clear_dirty(TRACES, seqs)
-
-    def _named_before(self, names: dict[str, str], path: str) -> dict[str, Any]:
-        """A field of each trace's stored Trace (what it said before this reconcile), by key."""
-        stored = get_field_many(self.store, "Trace", names, path)
-        return {names[name]: value for name, value in stored.items()}
 
     def _write_membership(self, reduced: list[_Reduced], previous: dict[str, Any]) -> set[str]:
         """Merge every trace's membership change per block; one write per BlockLog."""

@@ -17,13 +17,14 @@ mirrors the API server's:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import orjson
 
 from controller.api.kinds import Resource
+from controller.api.resource import get_path
 
 
 class StoreError(Exception):
@@ -139,25 +140,13 @@ class BulkStore(Protocol):
 
     def get_many(self, kind: str, names: Iterable[str]) -> dict[str, Resource]: ...
 
+    def get_fields_many(
+        self, kind: str, names: Iterable[str], paths: Sequence[str]
+    ) -> dict[str, tuple[Any, ...]]: ...
+
     def read_modify_write_many(
         self, kind: str, mutations: Mapping[str, Mutator]
     ) -> dict[str, Resource | None]: ...
-
-    def get_field_many(self, kind: str, names: Iterable[str], path: str) -> dict[str, Any]: ...
-
-
-def get_field_many(store: Store, kind: str, names: Iterable[str], path: str) -> dict[str, Any]:
-    """One field (a `.a.b` path) of each existing object among `names`, by name."""
-    if isinstance(store, BulkStore):
-        return store.get_field_many(kind, names, path)
-    parts = path.strip(".").split(".")
-    out: dict[str, Any] = {}
-    for name, obj in get_many(store, kind, names).items():
-        value: Any = obj
-        for part in parts:
-            value = value.get(part) if isinstance(value, dict) else None
-        out[name] = value
-    return out
 
 
 def get_many(store: Store, kind: str, names: Iterable[str]) -> dict[str, Resource]:
@@ -171,6 +160,18 @@ def get_many(store: Store, kind: str, names: Iterable[str]) -> dict[str, Resourc
         except NotFound:
             continue
     return found
+
+
+def get_fields_many(
+    store: Store, kind: str, names: Iterable[str], paths: Sequence[str]
+) -> dict[str, tuple[Any, ...]]:
+    """Some fields (`.a.b` paths) of each existing object among `names`, by name."""
+    if isinstance(store, BulkStore):
+        return store.get_fields_many(kind, names, paths)
+    return {
+        name: tuple(get_path(obj, path) for path in paths)
+        for name, obj in get_many(store, kind, names).items()
+    }
 
 
 def read_modify_write_many(

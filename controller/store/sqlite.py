@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -252,23 +252,29 @@ class SQLiteStore:
         """The objects of `kind` among `names` that exist, by name (one query per 500)."""
         return {name: orjson.loads(body) for name, body in self._bodies(self._conn(), kind, names)}
 
-    def get_field_many(self, kind: str, names: Iterable[str], path: str) -> dict[str, Any]:
-        """One field (`.spec.blockIds`) of each existing object, parsed by SQLite, not Python."""
+    def get_fields_many(
+        self, kind: str, names: Iterable[str], paths: Sequence[str]
+    ) -> dict[str, tuple[Any, ...]]:
+        """Some fields (`.spec.blockIds`) of each existing object, parsed by SQLite, not Python."""
         wanted = list(dict.fromkeys(names))
-        out: dict[str, Any] = {}
+        columns = ", ".join("json_extract(c.body, ?), json_type(c.body, ?)" for _ in paths)
+        params = [f"${p}" for p in paths for _ in (0, 1)]
+        out: dict[str, tuple[Any, ...]] = {}
         conn = self._conn()
         with self._translate_errors():
             for i in range(0, len(wanted), _CHUNK):
                 chunk = wanted[i : i + _CHUNK]
                 marks = ", ".join("?" * len(chunk))
                 rows = conn.execute(
-                    "SELECT o.name, json_extract(c.body, ?), json_type(c.body, ?)"
-                    " FROM objects o JOIN changes c ON c.rv = o.rv"
+                    f"SELECT o.name, {columns} FROM objects o JOIN changes c ON c.rv = o.rv"
                     f" WHERE o.kind = ? AND o.name IN ({marks})",
-                    ("$" + path, "$" + path, kind, *chunk),
+                    (*params, kind, *chunk),
                 )
-                for name, value, type_ in rows:
-                    out[name] = orjson.loads(value) if type_ in ("array", "object") else value
+                for name, *pairs in rows:
+                    out[name] = tuple(
+                        orjson.loads(v) if t in ("array", "object") else v
+                        for v, t in zip(pairs[::2], pairs[1::2], strict=True)
+                    )
         return out
 
     def _bodies(
