@@ -49,7 +49,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_common import REPO, Config, flags_text, learn_flags  # noqa: E402
-from bench_live import freshness_ms, incremental_s, percentile, running, store_bytes  # noqa: E402
+from bench_live import (  # noqa: E402
+    freshness_ms,
+    incremental_s,
+    percentile,
+    running,
+    state_file_bytes,
+    store_bytes,
+)
 from bench_shapes import (  # noqa: E402
     analyze_s,
     floor_lines_per_s,
@@ -117,9 +124,12 @@ def main_corpus(cfg: Config, result: dict[str, Any]) -> None:
             with running(cfg, logs, "size", flags) as run:
                 result["catchup_lines_per_s"] = stats.lines / run.wait_ready()
                 result["peak_rss_mb"] = run.peak_rss_mb()
-                sizes = run.state_file_bytes()
-            result["state_file_bytes"] = sizes
-            result["store_bytes_per_log_byte"] = store_bytes(sizes) / stats.bytes
+                caught_up = state_file_bytes(run.state)
+            stopped = state_file_bytes(run.state)  # after SIGTERM: as `run` leaves them
+            result["state_file_bytes"] = caught_up
+            result["store_bytes_per_log_byte"] = store_bytes(caught_up) / stats.bytes
+            result["state_file_bytes_stopped"] = stopped
+            result["store_bytes_per_log_byte_stopped"] = store_bytes(stopped) / stats.bytes
             if "floor_lines_per_s" in result:
                 result["catchup_floor_ratio"] = (
                     result["catchup_lines_per_s"] / result["floor_lines_per_s"]

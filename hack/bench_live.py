@@ -71,14 +71,6 @@ class RunProcess:
         kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
         return kb / 1024
 
-    def state_file_bytes(self) -> dict[str, int]:
-        """Size of each file of the state dir now (a WAL may come and go meanwhile)."""
-        sizes = {}
-        for path in sorted(self.state.iterdir()):
-            with suppress(FileNotFoundError):
-                sizes[path.name] = path.stat().st_size
-        return sizes
-
     @property
     def store(self) -> SQLiteStore:
         """The run's store, opened read-only in spirit: this process only ever reads it."""
@@ -191,6 +183,15 @@ def freshness_ms(cfg: Config, run: RunProcess, logs: Path) -> list[float]:
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def state_file_bytes(state: Path) -> dict[str, int]:
+    """Size of each file of a state dir now (a WAL may come and go meanwhile)."""
+    sizes = {}
+    for path in sorted(state.iterdir()):
+        with suppress(FileNotFoundError):
+            sizes[path.name] = path.stat().st_size
+    return sizes
 
 
 def store_bytes(sizes: dict[str, int]) -> int:

@@ -16,6 +16,7 @@ POSITIVE = (
     "catchup_lines_per_s",
     "catchup_floor_ratio",
     "store_bytes_per_log_byte",
+    "store_bytes_per_log_byte_stopped",
     "incremental_ratio",
     "freshness_p50_ms",
     "freshness_p99_ms",
