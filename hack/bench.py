@@ -1,24 +1,34 @@
-"""Benchmark foylectl against the floor of its own work (issue 6).
+"""Benchmark foylectl against the floor of its own work (issues 6, 10 and 13).
 
-All figures come from one run, on corpora generated here by gen_logs.py:
+All figures come from one run, on corpora generated here by gen_logs.py, with
+learning on (foylectl's default; --no-learn measures without) and training files
+kept in the work dir:
 
 * floor_lines_per_s: a bare loop reading every file and parsing every line with
   orjson, the work no design can avoid;
 * analyze_lines_per_s / catchup_lines_per_s: `foylectl analyze`, and `foylectl run`
-  until /readyz says it caught up, each from an empty state dir, whole process;
+  until /readyz says it caught up, each from an empty state dir, whole process,
+  and their ratios to the floor;
+* store_bytes_per_log_byte: store.db + journal.db (+ WAL) after the catch-up,
+  over the corpus bytes;
 * incremental_ratio: time for `run` to converge after appending one session with
   --large of history vs --small (cost must follow new bytes, not history);
-* freshness_p50_ms / p99_ms: sessions appended at a steady rate while `run` runs,
-  from writing a Generate trace's end line to its BlockLog being readable from
-  this (another) process;
-* peak_rss_mb at --size and --large (VmHWM of the run process) and their ratio.
+* freshness_p50_ms / p99_ms: sessions appended at --rate while `run` runs, from
+  writing a Generate trace's end line to its BlockLog being readable from this
+  (another) process;
+* peak_rss_mb at --size and --large (VmHWM of the run process) and their ratio;
+* get_blocklog_ms / list_blocklogs_first_row_ms: `foylectl get blocklog NAME` and
+  the first row of `foylectl get blocklogs` on a store of --blocklogs BlockLogs;
+* fanin_s_per_1000: `analyze` seconds per 1,000 executions of one block, at each
+  --fanin count, and fanout_<N>_blocks_s: one Generate trace with --fanout blocks.
 
-One JSON object goes to stdout, a table with the targets to stderr. Waiting is
-always polling a condition with a deadline; the only sleeps pace the appends.
+One JSON object goes to stdout, a table with the targets to stderr. A figure that
+fails is reported under "errors" (exit status 1) and the others are still measured.
+Waiting is always polling a condition with a deadline; the only sleeps pace the appends.
 
-    python hack/bench.py                         # full: 100MB, 10MB vs 1GB
+    python hack/bench.py                         # full: 100MB, 10MB vs 1GB, 100k BlockLogs
     python hack/bench.py --quick                 # CI: tiny sizes, checks the harness
-    python hack/bench.py --only freshness
+    python hack/bench.py --only fanin --fanin 1000,10000
 """
 
 from __future__ import annotations
@@ -28,269 +38,145 @@ import json
 import os
 import platform
 import shutil
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "hack"))
+from bench_common import REPO, Config, flags_text, learn_flags  # noqa: E402
+from bench_live import (  # noqa: E402
+    freshness_ms,
+    incremental_s,
+    percentile,
+    running,
+    state_file_bytes,
+    store_bytes,
+)
+from bench_shapes import (  # noqa: E402
+    analyze_s,
+    floor_lines_per_s,
+    make_corpus,
+    measure_blocklogs,
+    measure_fanin,
+    measure_fanout,
+)
+from gen_logs import parse_size  # noqa: E402
 
-from gen_logs import Appender, GenStats, Session, generate, parse_size  # noqa: E402
-
-from controller.api.names import name_for_id  # noqa: E402
-from controller.store.base import NotFound, StoreUnavailable  # noqa: E402
-from controller.store.sqlite import SQLiteStore  # noqa: E402
-
-MEASUREMENTS = ("floor", "analyze", "catchup", "incremental", "freshness", "rss")
-# (key, target as text, check) from issue 6; the check gets the whole result.
+MEASUREMENTS = (
+    "floor", "analyze", "catchup", "store", "incremental", "freshness", "rss",
+    "blocklog", "fanin", "fanout",
+)  # fmt: skip
+NOT_FIGURES = {"sizes", "machine", "git", "flags", "errors", "quick"}
+# key -> (target as text, check); the check gets the whole result (issues 10 and 13).
 TARGETS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
-    "catchup_lines_per_s": (
-        ">= 0.35 x floor",
-        lambda r: r["catchup_lines_per_s"] >= 0.35 * r["floor_lines_per_s"],
-    ),
-    "incremental_ratio": ("<= 1.5", lambda r: r["incremental_ratio"] <= 1.5),
-    "freshness_p50_ms": ("<= 50", lambda r: r["freshness_p50_ms"] <= 50),
-    "freshness_p99_ms": ("<= 200", lambda r: r["freshness_p99_ms"] <= 200),
+    "analyze_floor_ratio": (">= 0.35", lambda r: r["analyze_floor_ratio"] >= 0.35),
+    "catchup_floor_ratio": (">= 0.35", lambda r: r["catchup_floor_ratio"] >= 0.35),
+    "store_bytes_per_log_byte": ("<= 1.0", lambda r: r["store_bytes_per_log_byte"] <= 1.0),
+    "incremental_ratio": ("<= 1.25", lambda r: r["incremental_ratio"] <= 1.25),
+    "freshness_p50_ms": ("<= 10", lambda r: r["freshness_p50_ms"] <= 10),
+    "freshness_p99_ms": ("<= 50", lambda r: r["freshness_p99_ms"] <= 50),
     "peak_rss_mb": ("<= 200", lambda r: r["peak_rss_mb"] <= 200),
     "peak_rss_large_mb": ("<= 200", lambda r: r["peak_rss_large_mb"] <= 200),
     "peak_rss_ratio": ("<= 1.25", lambda r: r["peak_rss_ratio"] <= 1.25),
+    "get_blocklog_ms": ("<= 300 at 100k", lambda r: r["get_blocklog_ms"] <= 300),
+    "fanin_ratio": ("~1, linear (<= 1.25)", lambda r: r["fanin_ratio"] <= 1.25),
 }
 
 
-@dataclass
-class Config:
-    size: int
-    small: int
-    large: int
-    sessions: int  # appended for the freshness figure
-    rate: float  # sessions per second while appending
-    samples: int  # appended sessions per history size for the incremental figure
-    timeout: float  # seconds any one wait may take
-    only: set[str]
-    workdir: Path
+def attempt(result: dict[str, Any], figure: str, measure: Callable[[], None]) -> None:
+    """Run one group of figures; a failure is recorded as one line and the run goes on."""
+    try:
+        measure()
+    except Exception as e:  # any failure of a measured program is a finding, not a crash
+        message = f"{type(e).__name__}: {e}".splitlines()[0]
+        result.setdefault("errors", {})[figure] = message
+        print(f"{figure}: FAILED: {message}", file=sys.stderr)
 
 
-def wait_for(
-    condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.002
-) -> Any:
-    """Poll `condition` until it returns something truthy; fail with `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
-    return value
+def main_corpus(cfg: Config, result: dict[str, Any]) -> None:
+    """Floor, analyze, catch-up, store size and RSS on the --size corpus."""
+    wants = cfg.only.__contains__
+    logs, stats = make_corpus(cfg, "size", cfg.size, seed=1)
+    result["corpus_lines"], result["corpus_bytes"] = stats.lines, stats.bytes
+    if wants("floor") or wants("analyze") or wants("catchup"):
+        result["floor_lines_per_s"] = floor_lines_per_s(stats)
+    if wants("analyze"):
 
-
-def foylectl(*args: str | Path) -> list[str]:
-    return [sys.executable, "-m", "controller", *map(str, args)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def make_corpus(cfg: Config, name: str, size: int, seed: int) -> tuple[Path, GenStats]:
-    out = cfg.workdir / name
-    start = time.perf_counter()
-    stats = generate(out, size_bytes=size, seed=seed, foyle_files=3, runme_files=3, bad_lines=3)
-    elapsed = time.perf_counter() - start
-    print(
-        f"corpus {name}: {stats.bytes / 1e6:.0f} MB, {stats.lines} lines in {elapsed:.1f}s",
-        file=sys.stderr,
-    )
-    return out, stats
-
-
-def floor_lines_per_s(stats: GenStats) -> float:
-    """Read and parse every line with orjson: the least work any design must do."""
-    lines = 0
-    start = time.perf_counter()
-    for path in stats.files:
-        with open(path, "rb") as f:
-            for line in f:
-                with suppress(orjson.JSONDecodeError):
-                    orjson.loads(line)
-                lines += 1
-    return lines / (time.perf_counter() - start)
-
-
-def analyze_lines_per_s(cfg: Config, logs: Path, stats: GenStats) -> float:
-    state = cfg.workdir / "state-analyze"
-    args = ("analyze", "--logs", logs, "--state-dir", state, "--no-learn", "--no-progress")
-    start = time.perf_counter()
-    subprocess.run(foylectl(*args), cwd=REPO, check=True, capture_output=True, timeout=cfg.timeout)
-    return stats.lines / (time.perf_counter() - start)
-
-
-class RunProcess:
-    """`foylectl run --no-learn` on one log dir with its own empty state dir."""
-
-    def __init__(self, cfg: Config, logs: Path, name: str) -> None:
-        self.cfg = cfg
-        self.state = cfg.workdir / f"state-{name}"
-        self.port = free_port()
-        self.stderr = open(cfg.workdir / f"run-{name}.log", "wb")  # noqa: SIM115
-        args = ("run", "--logs", logs, "--state-dir", self.state, "--no-learn")
-        addr = f"127.0.0.1:{self.port}"
-        self.started = time.perf_counter()
-        self.proc = subprocess.Popen(
-            foylectl(*args, "--metrics-addr", addr),
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=self.stderr,
-        )
-        self._store: SQLiteStore | None = None
-
-    def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise RuntimeError(
-                f"foylectl run exited {self.proc.returncode}; see {self.stderr.name}"
+        def analyze() -> None:
+            flags = learn_flags(cfg, "analyze")
+            result["flags"]["analyze"] = flags_text(cfg)
+            result["analyze_lines_per_s"] = stats.lines / analyze_s(cfg, logs, "analyze", flags)
+            result["analyze_floor_ratio"] = (
+                result["analyze_lines_per_s"] / result["floor_lines_per_s"]
             )
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as r:
-                return r.status == 200
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return False
 
-    def wait_ready(self) -> float:
-        """Seconds from start to /readyz 200 (caught up with the initial scan)."""
-        wait_for(self._ready, self.cfg.timeout, "foylectl run to be ready", interval=0.01)
-        return time.perf_counter() - self.started
+        attempt(result, "analyze", analyze)
+    if wants("catchup") or wants("store") or wants("rss"):
 
-    def peak_rss_mb(self) -> float:
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
-        return kb / 1024
-
-    @property
-    def store(self) -> SQLiteStore:
-        """The run's store, opened read-only in spirit: this process only ever reads it."""
-        if self._store is None:
-            self._store = SQLiteStore(self.state / "store.db")
-        return self._store
-
-    def stop(self) -> None:
-        if self._store is not None:
-            self._store.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.stderr.close()
-
-
-@contextmanager
-def running(cfg: Config, logs: Path, name: str) -> Iterator[RunProcess]:
-    run = RunProcess(cfg, logs, name)
-    try:
-        yield run
-    finally:
-        run.stop()
-
-
-def _get(store: SQLiteStore, kind: str, raw_id: str) -> dict[str, Any] | None:
-    try:
-        return store.get(kind, name_for_id(raw_id))
-    except (NotFound, StoreUnavailable):
-        return None
-
-
-def has_suggestion(store: SQLiteStore, session: Session) -> bool:
-    """The first suggested block's BlockLog shows this session's suggestion."""
-    blocklog = _get(store, "BlockLog", session.block_ids[0])
-    return (
-        blocklog is not None
-        and blocklog["spec"].get("genTraceId") == session.gen_trace_id
-        and "generatedBlock" in blocklog.get("status", {})
-    )
-
-
-def converged(store: SQLiteStore, session: Session) -> bool:
-    """Every block of the session joined its traces and has an up-to-date status."""
-    executions: set[str] = set()
-    for block_id in session.block_ids:
-        blocklog = _get(store, "BlockLog", block_id)
-        if blocklog is None or blocklog["spec"].get("genTraceId") != session.gen_trace_id:
-            return False
-        status, meta = blocklog.get("status", {}), blocklog["metadata"]
-        if status.get("observedGeneration") != meta.get("generation"):
-            return False
-        executions.update(blocklog["spec"].get("execTraceIds", []))
-    return set(session.trace_ids[1:]) <= executions
-
-
-def incremental_s(cfg: Config, run: RunProcess, logs: Path, seed: int) -> float:
-    """Median seconds from appending one session to the store having converged on it."""
-    times = []
-    with Appender(logs, seed=seed) as appender:
-        for _ in range(cfg.samples):
-            start = time.perf_counter()
-            session = appender.append().session
-            wait_for(lambda s=session: converged(run.store, s), cfg.timeout, "convergence")
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def freshness_ms(cfg: Config, run: RunProcess, logs: Path) -> list[float]:
-    """Latency of each appended session's suggestion, appended at a steady rate."""
-    pending: dict[str, tuple[Session, float]] = {}
-    latencies: list[float] = []
-    lock = threading.Lock()
-    done = threading.Event()
-
-    def poll() -> None:
-        while not (done.is_set() and not pending):
-            with lock:
-                items = list(pending.items())
-            for key, (session, written) in items:
-                if has_suggestion(run.store, session):
-                    latencies.append((time.time() - written) * 1000)
-                    with lock:
-                        del pending[key]
-            time.sleep(0.002)
-
-    poller = threading.Thread(target=poll, daemon=True)
-    poller.start()
-    with Appender(logs, seed=99) as appender:
-        next_at = time.monotonic()
-        for _ in range(cfg.sessions):
-            appended = appender.append()
-            with lock:
-                pending[appended.session.gen_trace_id] = (
-                    appended.session,
-                    appended.gen_end_written,
+        def catchup() -> None:
+            flags = learn_flags(cfg, "size")
+            result["flags"]["run"] = flags_text(cfg)
+            with running(cfg, logs, "size", flags) as run:
+                result["catchup_lines_per_s"] = stats.lines / run.wait_ready()
+                result["peak_rss_mb"] = run.peak_rss_mb()
+                caught_up = state_file_bytes(run.state)
+            stopped = state_file_bytes(run.state)  # after SIGTERM: as `run` leaves them
+            result["state_file_bytes"] = caught_up
+            result["store_bytes_per_log_byte"] = store_bytes(caught_up) / stats.bytes
+            result["state_file_bytes_stopped"] = stopped
+            result["store_bytes_per_log_byte_stopped"] = store_bytes(stopped) / stats.bytes
+            if "floor_lines_per_s" in result:
+                result["catchup_floor_ratio"] = (
+                    result["catchup_lines_per_s"] / result["floor_lines_per_s"]
                 )
-            next_at += 1 / cfg.rate
-            time.sleep(max(0.0, next_at - time.monotonic()))  # load pacing, not synchronisation
-    done.set()
-    poller.join(cfg.timeout)
-    if poller.is_alive():
-        raise TimeoutError(f"{len(pending)} appended sessions never showed their BlockLog")
-    return latencies
+
+        attempt(result, "catchup", catchup)
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+def live_history(cfg: Config, result: dict[str, Any], name: str, size: int, seed: int) -> None:
+    """Incremental convergence (and freshness or RSS) with `size` of history already read."""
+    wants = cfg.only.__contains__
+    logs, _ = make_corpus(cfg, name, size, seed=seed)
+    flags = learn_flags(cfg, name)
+    result["flags"]["run"] = flags_text(cfg)
+    with running(cfg, logs, name, flags) as run:
+        run.wait_ready()
+        if wants("rss") and name == "large":
+            result["peak_rss_large_mb"] = run.peak_rss_mb()
+        if wants("incremental"):
+            result[f"incremental_{name}_ms"] = incremental_s(cfg, run, logs, seed=3) * 1000
+        if wants("freshness") and name == "small":
+            latencies = freshness_ms(cfg, run, logs)
+            result["freshness_p50_ms"] = percentile(latencies, 0.50)
+            result["freshness_p99_ms"] = percentile(latencies, 0.99)
+
+
+def measure(cfg: Config, result: dict[str, Any]) -> None:
+    """Fill `result` figure by figure, so a failed run still shows what it measured."""
+    wants = cfg.only.__contains__
+    if {"floor", "analyze", "catchup", "store", "rss"} & cfg.only:
+        attempt(result, "corpus", lambda: main_corpus(cfg, result))
+    if wants("incremental") or wants("freshness"):
+        attempt(result, "small", lambda: live_history(cfg, result, "small", cfg.small, seed=2))
+    if wants("incremental") or wants("rss"):
+        attempt(result, "large", lambda: live_history(cfg, result, "large", cfg.large, seed=4))
+    if "incremental_large_ms" in result and "incremental_small_ms" in result:
+        result["incremental_ratio"] = (
+            result["incremental_large_ms"] / result["incremental_small_ms"]
+        )
+    if "peak_rss_large_mb" in result and "peak_rss_mb" in result:
+        result["peak_rss_ratio"] = result["peak_rss_large_mb"] / result["peak_rss_mb"]
+    if wants("blocklog"):
+        attempt(result, "blocklog", lambda: measure_blocklogs(cfg, result))
+    if wants("fanin"):
+        attempt(result, "fanin", lambda: measure_fanin(cfg, result))
+    if wants("fanout"):
+        attempt(result, "fanout", lambda: measure_fanout(cfg, result))
 
 
 def machine() -> dict[str, Any]:
@@ -307,70 +193,78 @@ def machine() -> dict[str, Any]:
         "cpu": cpu,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "loadavg_at_start": os.getloadavg()[0],
+        "loadavg_at_start": list(os.getloadavg()),  # 1, 5 and 15 minutes
     }
 
 
-def measure(cfg: Config, result: dict[str, Any]) -> None:
-    """Fill `result` figure by figure, so a failed run still shows what it measured."""
-    wants = cfg.only.__contains__
-    if wants("floor") or wants("analyze") or wants("catchup") or wants("rss"):
-        logs, stats = make_corpus(cfg, "size", cfg.size, seed=1)
-        result["corpus_lines"] = stats.lines
-        if wants("floor") or wants("catchup"):
-            result["floor_lines_per_s"] = floor_lines_per_s(stats)
-        if wants("analyze"):
-            result["analyze_lines_per_s"] = analyze_lines_per_s(cfg, logs, stats)
-        if wants("catchup") or wants("rss"):
-            with running(cfg, logs, "size") as run:
-                result["catchup_lines_per_s"] = stats.lines / run.wait_ready()
-                result["peak_rss_mb"] = run.peak_rss_mb()
-    if wants("incremental") or wants("freshness"):
-        logs, _ = make_corpus(cfg, "small", cfg.small, seed=2)
-        with running(cfg, logs, "small") as run:
-            run.wait_ready()
-            if wants("incremental"):
-                result["incremental_small_ms"] = incremental_s(cfg, run, logs, seed=3) * 1000
-            if wants("freshness"):
-                latencies = freshness_ms(cfg, run, logs)
-                result["freshness_p50_ms"] = percentile(latencies, 0.50)
-                result["freshness_p99_ms"] = percentile(latencies, 0.99)
-    if wants("incremental") or wants("rss"):
-        logs, _ = make_corpus(cfg, "large", cfg.large, seed=4)
-        with running(cfg, logs, "large") as run:
-            run.wait_ready()
-            if wants("rss"):
-                result["peak_rss_large_mb"] = run.peak_rss_mb()
-            if wants("incremental"):
-                result["incremental_large_ms"] = incremental_s(cfg, run, logs, seed=3) * 1000
-    if "incremental_large_ms" in result:
-        result["incremental_ratio"] = (
-            result["incremental_large_ms"] / result["incremental_small_ms"]
-        )
-    if "peak_rss_large_mb" in result and "peak_rss_mb" in result:
-        result["peak_rss_ratio"] = result["peak_rss_large_mb"] / result["peak_rss_mb"]
+def git_commit() -> dict[str, Any]:
+    """The commit measured, and whether the work tree differed from it."""
+
+    def git(*args: str) -> str:
+        proc = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30)
+        return proc.stdout.strip() if proc.returncode == 0 else ""
+
+    try:
+        commit = git("rev-parse", "HEAD") or "unknown"
+        return {"commit": commit, "dirty": bool(git("status", "--porcelain", "-uno"))}
+    except (OSError, subprocess.SubprocessError):  # no git here: the figures still count
+        return {"commit": "unknown", "dirty": None}
+
+
+def figure_rows(result: dict[str, Any]) -> list[tuple[str, float]]:
+    """Numbers to show: top-level ones, and each entry of a dict of numbers."""
+    rows: list[tuple[str, float]] = []
+    for key, value in result.items():
+        if key in NOT_FIGURES or isinstance(value, str | bool):
+            continue
+        if isinstance(value, dict):
+            rows.extend((f"{key}[{sub}]", v) for sub, v in value.items())
+        else:
+            rows.append((key, value))
+    return rows
 
 
 def table(result: dict[str, Any]) -> str:
     rows = [("measurement", "value", "target", "")]
-    for key, value in result.items():
-        if isinstance(value, dict | str | bool):
-            continue
+    for key, value in figure_rows(result):
         target, check = TARGETS.get(key, ("", None))
-        try:
-            verdict = "" if check is None else ("ok" if check(result) else "MISSED")
-        except KeyError:  # a partial run (--only): the figure it is compared with is absent
-            verdict = "n/a"
-        shown = f"{value:,.0f}" if value >= 1000 else f"{value:.2f}"
+        verdict = "" if check is None else ("ok" if check(result) else "MISSED")
+        shown = f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
         rows.append((key, shown, target, verdict))
+    for figure, message in result.get("errors", {}).items():
+        rows.append((figure, "FAILED", message, ""))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     return "\n".join(
         "  ".join(
             cell.ljust(w) if i != 1 else cell.rjust(w)
             for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        )
+        ).rstrip()
         for row in rows
     )
+
+
+def counts(text: str) -> list[int]:
+    """'1000,10000,100000' -> [1000, 10000, 100000] (each > 0)."""
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"bad counts {text!r}: use e.g. 1000,10000,100000")
+    return sorted(set(values))
+
+
+def positive(text: str) -> int:
+    value = counts(text)
+    if len(value) != 1:
+        raise argparse.ArgumentTypeError(f"bad count {text!r}: one number > 0")
+    return value[0]
+
+
+FULL = {"size": "100MB", "small": "10MB", "large": "1GB"}
+FULL_COUNTS = {"sessions": 1000, "blocklogs": 100_000, "fanin": [1000, 10_000, 100_000], "fanout": 10_000}  # fmt: skip
+QUICK = {"size": "1MB", "small": "300KB", "large": "2MB"}
+QUICK_COUNTS = {"sessions": 20, "blocklogs": 300, "fanin": [100, 300], "fanout": 200}
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
@@ -378,9 +272,17 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
     p.add_argument("--size", type=parse_size, help="corpus for floor/analyze/catch-up (100MB)")
     p.add_argument("--small", type=parse_size, help="small history for incremental (10MB)")
     p.add_argument("--large", type=parse_size, help="large history, 2nd RSS size (1GB)")
-    p.add_argument("--sessions", type=int, help="sessions appended for freshness (200)")
-    p.add_argument("--rate", type=float, default=20.0, help="sessions per second appended (20)")
-    p.add_argument("--samples", type=int, default=5, help="sessions per incremental figure (5)")
+    p.add_argument("--sessions", type=positive, help="sessions appended for freshness (1000)")
+    p.add_argument("--rate", type=float, default=200.0, help="sessions per second appended (200)")
+    p.add_argument(
+        "--samples", type=positive, default=5, help="sessions per incremental figure (5)"
+    )
+    p.add_argument(
+        "--blocklogs", type=positive, help="BlockLogs in the get-blocklog store (100000)"
+    )
+    p.add_argument("--fanin", type=counts, help="executions of one block (1000,10000,100000)")
+    p.add_argument("--fanout", type=positive, help="blocks of one suggestion (10000)")
+    p.add_argument("--no-learn", action="store_true", help="measure with learning off")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds any one wait may take")
     p.add_argument(
         "--quick", action="store_true", help="tiny sizes: checks the harness, not targets"
@@ -393,16 +295,15 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
     )
     p.add_argument("--keep", action="store_true", help="keep the work dir")
     args = p.parse_args(argv)
-    defaults = (
-        {"size": "1MB", "small": "300KB", "large": "2MB", "sessions": 20}
-        if args.quick
-        else {"size": "100MB", "small": "10MB", "large": "1GB", "sessions": 200}
-    )
-    for key, value in defaults.items():
+    sizes, numbers = (QUICK, QUICK_COUNTS) if args.quick else (FULL, FULL_COUNTS)
+    for key, value in sizes.items():
         if getattr(args, key) is None:
-            setattr(args, key, value if key == "sessions" else parse_size(value))
+            setattr(args, key, parse_size(value))
+    for key, value in numbers.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     if args.quick:
-        args.samples, args.rate = min(args.samples, 2), max(args.rate, 50.0)
+        args.samples = min(args.samples, 2)
     workdir = Path(tempfile.mkdtemp(prefix="foyle-bench-", dir=args.workdir))
     cfg = Config(
         size=args.size,
@@ -411,6 +312,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
         sessions=args.sessions,
         rate=args.rate,
         samples=args.samples,
+        blocklogs=args.blocklogs,
+        fanin=args.fanin,
+        fanout=args.fanout,
+        learn=not args.no_learn,
         timeout=args.timeout,
         only=set(args.only or MEASUREMENTS),
         workdir=workdir,
@@ -420,21 +325,22 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
 
 def main(argv: list[str] | None = None) -> int:
     args, cfg = parse_args(argv)
-    info = machine()
-    result: dict[str, Any] = {}
+    result: dict[str, Any] = {"machine": machine(), "git": git_commit(), "flags": {}}
     try:
         measure(cfg, result)
-    except BaseException:
-        print(f"measured so far: {json.dumps(result)}", file=sys.stderr)
-        print(f"work dir kept for the run logs: {cfg.workdir}", file=sys.stderr)
-        raise
-    if not args.keep:
-        shutil.rmtree(cfg.workdir, ignore_errors=True)
-    sizes = {"size_bytes": cfg.size, "small_bytes": cfg.small, "large_bytes": cfg.large}
-    result |= {"sizes": sizes, "machine": info, "quick": args.quick}
+    except KeyboardInterrupt:
+        result.setdefault("errors", {})["interrupted"] = "KeyboardInterrupt"
+    settings = {"size_bytes": cfg.size, "small_bytes": cfg.small, "large_bytes": cfg.large,
+                "sessions": cfg.sessions, "rate": cfg.rate, "blocklogs": cfg.blocklogs,
+                "fanin": cfg.fanin, "fanout": cfg.fanout, "learn": cfg.learn}  # fmt: skip
+    result |= {"sizes": settings, "quick": args.quick}
     print(json.dumps(result), flush=True)  # first: the figures must survive a table bug
     print(table(result), file=sys.stderr)
-    return 0
+    if "errors" in result or args.keep:
+        print(f"work dir kept (run logs, state dirs): {cfg.workdir}", file=sys.stderr)
+    else:
+        shutil.rmtree(cfg.workdir, ignore_errors=True)
+    return 1 if "errors" in result else 0
 
 
 if __name__ == "__main__":

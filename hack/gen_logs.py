@@ -35,6 +35,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -259,10 +260,11 @@ class _SessionBuilder:
             doc.append(_block("MARKUP", self.fill(rng.choice(PROSE)), _uuid(rng), "markdown"))
         return doc
 
-    def suggestion(self) -> list[dict[str, Any]]:
+    def suggestion(self, pairs: int | None = None) -> list[dict[str, Any]]:
+        """`pairs` (prose, code) blocks; drawn (2 to 4) unless given."""
         rng = self.rng
         blocks = []
-        for _ in range(rng.randint(2, 4)):
+        for _ in range(rng.randint(2, 4) if pairs is None else pairs):
             blocks.append(_block("MARKUP", self.fill(rng.choice(PROSE)), _uuid(rng)))
             commands = [self.fill(rng.choice(COMMANDS)) for _ in range(rng.choice((1, 1, 1, 2)))]
             blocks.append(_block("CODE", "\n".join(commands) + "\n", _uuid(rng), "bash"))
@@ -300,11 +302,11 @@ class _SessionBuilder:
         self.foyle((0.05, 0.5), "agent/agent.go:400", STREAM_READER_FN, "Received full context",
                    traceId=_hex(self.rng, 128), contextId=self.s.context_id, context=context)  # fmt: skip
 
-    def generate(self) -> list[dict[str, Any]]:
+    def generate(self, pairs: int | None = None) -> list[dict[str, Any]]:
         ev, trace_id = self.eval_field() | self.context_field(), _hex(self.rng, 128)
         self.s.gen_trace_id = trace_id
         self.s.trace_ids.append(trace_id)
-        doc, blocks = self.request_doc(), self.suggestion()
+        doc, blocks = self.request_doc(), self.suggestion(pairs)
         if self.streaming:
             self.full_context(doc, blocks)
         request = {"doc": {"blocks": doc}}
@@ -459,6 +461,54 @@ def session_lines(
 ) -> list[tuple[str, bytes]]:
     """The (file role, line) pairs of one session: roles FOYLE or RUNME, lines end in b"\\n"."""
     return build_session(rng, t0, eval_mode=eval_mode, edit_rate=edit_rate).lines
+
+
+def _drain(b: _SessionBuilder) -> list[tuple[str, bytes]]:
+    """The lines built since the last drain: long shapes are written as they are built."""
+    lines, b.s.lines = b.s.lines, []
+    return lines
+
+
+def fan_in_lines(rng: random.Random, t0: float, executions: int) -> Iterator[tuple[str, bytes]]:
+    """One Generate trace, then its first code block run `executions` times (issue 13: a
+    cell re-run over and over), each run one RunMe (80 %) or Executor trace and nothing else."""
+    b = _SessionBuilder(rng, t0, eval_mode=False, edit_rate=0.0)
+    block = next(x for x in b.generate() if x["kind"] == "CODE")
+    for _ in range(executions):
+        yield from _drain(b)
+        run = b.runme_execute if rng.random() < 0.8 else b.foyle_execute
+        run(block, block["contents"])
+    yield from _drain(b)
+
+
+def fan_out_lines(rng: random.Random, t0: float, blocks: int) -> Iterator[tuple[str, bytes]]:
+    """One Generate trace whose response has `blocks` blocks (prose and code alternating)."""
+    b = _SessionBuilder(rng, t0, eval_mode=False, edit_rate=0.0)
+    b.generate(pairs=max(1, blocks // 2))
+    yield from _drain(b)
+
+
+def write_lines(out_dir: Path, lines: Iterable[tuple[str, bytes]], t0: float) -> GenStats:
+    """Write (role, line) pairs as one Foyle server's file and one RunMe server's file."""
+    stats = GenStats()
+    writers = _Writers(stats)
+    out_dir = Path(out_dir)
+    try:
+        runme = out_dir / RUNME / f"logs.{_stamp(t0)}.json"
+        files = {
+            RUNME: writers.open(
+                runme, runme_startup(t0, f"/home/user/.config/runme/logs/{runme.name}")
+            ),
+            FOYLE: writers.open(
+                out_dir / FOYLE / f"foyle.logs.{_stamp(t0)}.json",
+                foyle_startup(random.Random(0), t0),
+            ),
+        }
+        for role, line in lines:
+            writers.write(files[role], line)
+    finally:
+        writers.close()
+    return stats
 
 
 def _stamp(t: float) -> str:
@@ -689,17 +739,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--streaming", action="store_true", help="sessions as Foyle v0.0.37+ logs them"
     )
+    shape = parser.add_mutually_exclusive_group()
+    shape.add_argument(
+        "--fan-in", type=int, metavar="N", help="instead: one block executed N times (issue 13)"
+    )
+    shape.add_argument(
+        "--fan-out", type=int, metavar="N", help="instead: one Generate trace with N blocks"
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    stats = generate(
-        args.out_dir,
-        size_bytes=args.size,
-        seed=args.seed,
-        foyle_files=args.foyle_files,
-        runme_files=args.runme_files,
-        bad_lines=args.bad_lines,
-        streaming=args.streaming,
-    )
+    rng, t0 = random.Random(args.seed), 1_713_300_000.0
+    if args.fan_in is not None:
+        stats = write_lines(args.out_dir, fan_in_lines(rng, t0, args.fan_in), t0)
+    elif args.fan_out is not None:
+        stats = write_lines(args.out_dir, fan_out_lines(rng, t0, args.fan_out), t0)
+    else:
+        stats = generate(
+            args.out_dir,
+            size_bytes=args.size,
+            seed=args.seed,
+            foyle_files=args.foyle_files,
+            runme_files=args.runme_files,
+            bad_lines=args.bad_lines,
+            streaming=args.streaming,
+        )
     elapsed = time.perf_counter() - start
     print(
         f"{stats.bytes / 1e6:.1f} MB, {stats.lines} lines, {stats.sessions} sessions,"

@@ -34,7 +34,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "hack"))
 
-from bench import percentile, wait_for  # noqa: E402
+from bench_common import wait_for  # noqa: E402
+from bench_live import percentile  # noqa: E402
 from gen_logs import (  # noqa: E402
     END_RUNME,
     EXECUTE_FN,

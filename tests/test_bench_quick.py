@@ -3,36 +3,74 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-KEYS = (
+POSITIVE = (
     "floor_lines_per_s",
     "analyze_lines_per_s",
+    "analyze_floor_ratio",
     "catchup_lines_per_s",
+    "catchup_floor_ratio",
+    "store_bytes_per_log_byte",
+    "store_bytes_per_log_byte_stopped",
     "incremental_ratio",
     "freshness_p50_ms",
     "freshness_p99_ms",
     "peak_rss_mb",
     "peak_rss_large_mb",
     "peak_rss_ratio",
+    "get_blocklog_ms",
+    "list_blocklogs_first_row_ms",
+    "fanout_200_blocks_s",
 )
 
 
-def test_quick_benchmark_reports_every_figure_as_a_positive_number(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "hack/bench.py", "--quick", "--workdir", str(tmp_path)],
+def _bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """bench.py with HOME in tmp_path, so a write outside the work dir would show."""
+    env = os.environ | {"HOME": str(tmp_path / "home")}
+    return subprocess.run(
+        [sys.executable, "hack/bench.py", "--workdir", str(tmp_path / "work"), *args],
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
+        env=env,
     )
+
+
+def test_quick_benchmark_reports_every_figure_with_its_flags(tmp_path: Path) -> None:
+    (tmp_path / "work").mkdir()
+    proc = _bench(tmp_path, "--quick")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    for key in KEYS:
+    assert "errors" not in result
+    for key in POSITIVE:
         assert isinstance(result[key], int | float) and result[key] > 0, key
-    assert result["machine"]["nproc"] >= 1 and result["machine"]["python"]
+    assert result["blocklogs_reached"] >= 300
+    assert set(result["fanin_analyze_s"]) == {"0", "100", "300"}
+    assert set(result["fanin_s_per_1000"]) == {"100", "300"} and "fanin_ratio" in result
+    assert result["state_file_bytes"]["store.db"] > 0
+    assert "--no-learn" not in result["flags"]["analyze"] + result["flags"]["run"]
+    assert "--training-dir <workdir>/" in result["flags"]["analyze"]
+    assert "--no-learn" in result["flags"]["blocklog_build"]
+    assert len(result["git"]["commit"]) == 40
+    assert result["machine"]["nproc"] >= 1 and len(result["machine"]["loadavg_at_start"]) == 3
     assert "floor_lines_per_s" in proc.stderr  # the readable table
-    assert list(tmp_path.iterdir()) == []  # the work dir is cleaned up
+    assert list((tmp_path / "work").iterdir()) == []  # the work dir is cleaned up
+    assert not (tmp_path / "home").exists()  # nothing written to ~/.foyle
+
+
+def test_a_figure_that_fails_is_reported_and_the_others_still_measured(tmp_path: Path) -> None:
+    (tmp_path / "work").mkdir()
+    args = ("--only", "floor", "--only", "analyze", "--size", "200KB", "--timeout", "0.001")
+    proc = _bench(tmp_path, *args, "--no-learn")
+    assert proc.returncode == 1
+    result = json.loads(proc.stdout)
+    assert "timed out" in result["errors"]["analyze"]
+    assert result["floor_lines_per_s"] > 0 and "analyze_lines_per_s" not in result
+    assert result["flags"]["analyze"].endswith("--no-learn")
+    assert "Traceback" not in proc.stderr and "analyze: FAILED" in proc.stderr

@@ -99,27 +99,20 @@ def test_files_are_laid_out_as_servers_write_them(tmp_path: Path) -> None:
         assert times == sorted(times), path
 
 
+def _analyze(logs: Path, state: Path) -> list[dict]:
+    """`foylectl analyze` of `logs`; the BlockLogs it stored."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "controller", "analyze", "--logs", str(logs),
+         "--state-dir", str(state), "--no-learn", "--no-progress"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return SQLiteStore(state / "store.db").list(BLOCKLOG.kind)
+
+
 def test_analyze_finds_generated_executed_and_learnable_blocks(corpus, tmp_path: Path) -> None:
     out, stats = corpus
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "controller",
-            "analyze",
-            "--logs",
-            str(out),
-            "--state-dir",
-            str(tmp_path),
-            "--no-learn",
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    blocklogs = [b["status"] for b in SQLiteStore(tmp_path / "store.db").list(BLOCKLOG.kind)]
+    blocklogs = [b["status"] for b in _analyze(out, tmp_path)]
     joined = [s for s in blocklogs if "generatedBlock" in s and "executedBlock" in s]
     edited = [
         s
@@ -153,3 +146,24 @@ def test_session_lines_are_one_session_from_the_rng() -> None:
     assert first == again
     assert {role for role, _ in first} <= {gen_logs.FOYLE, gen_logs.RUNME}
     assert all(line.endswith(b"\n") and line.count(b"\n") == 1 for _, line in first)
+
+
+def test_fan_in_is_one_block_of_one_generate_trace_executed_n_times(tmp_path: Path) -> None:
+    out = tmp_path / "fanin"
+    gen = [sys.executable, "hack/gen_logs.py", str(out), "--fan-in", "150", "--seed", "3"]
+    subprocess.run(gen, cwd=Path(gen_logs.__file__).parent.parent, check=True, timeout=60)
+    blocklogs = _analyze(out, tmp_path / "state")
+    gen_traces = {b["spec"].get("genTraceId") for b in blocklogs}
+    executed = [b for b in blocklogs if b["status"].get("executions")]
+    assert len(gen_traces) == 1 and None not in gen_traces
+    assert [b["status"]["executions"] for b in executed] == [150]
+    assert "executedBlock" in executed[0]["status"] and "generatedBlock" in executed[0]["status"]
+
+
+def test_fan_out_is_one_generate_trace_with_n_blocks(tmp_path: Path) -> None:
+    lines = list(gen_logs.fan_out_lines(random.Random(4), 1_700_000_000.0, 300))
+    stats = gen_logs.write_lines(tmp_path / "fanout", lines, 1_700_000_000.0)
+    blocklogs = _analyze(tmp_path / "fanout", tmp_path / "state")
+    assert len(blocklogs) == 300
+    assert len({b["spec"]["genTraceId"] for b in blocklogs}) == 1
+    assert stats.lines == sum(len(p.read_bytes().splitlines()) for p in stats.files)
