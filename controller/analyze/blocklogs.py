@@ -152,24 +152,50 @@ def _executed_block(trace: Mapping[str, Any], block_id: str) -> dict[str, Any] |
     return None
 
 
-def _generation(status: dict[str, Any], gen: Mapping[str, Any], block_id: str) -> None:
-    doc = get_path(gen, "request.doc")
-    if isinstance(doc, dict):
-        status["doc"] = {"blocks": [normalise_block(b) for b in _list(doc.get("blocks"))]}
-    for block in _list(get_path(gen, "response.blocks")):
-        if isinstance(block, dict) and block.get("id") == block_id:
-            status["generatedBlock"] = normalise_block(block)
-            break
+Generation = tuple[dict[str, Any] | None, dict[str, Any]]  # (normalised doc, blocks by id)
 
 
-def blocklog_status(spec: dict[str, Any], traces: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
-    """The BlockLog status from its spec and its members' Trace specs (missing ones ignored)."""
+def _generation(gen: Mapping[str, Any], cache: dict[str, Generation]) -> Generation:
+    """A Generate trace's doc and response blocks by id, worked out once per trace.
+
+    All the blocks of one suggestion share it: without the cache, each of a
+    10,000-block response would normalise the doc and scan the response again.
+    """
+    found = cache.get(gen["id"])
+    if found is None:
+        doc = get_path(gen, "request.doc")
+        normalised = (
+            {"blocks": [normalise_block(b) for b in _list(doc.get("blocks"))]}
+            if isinstance(doc, dict)
+            else None
+        )
+        blocks: dict[str, Any] = {}
+        for block in _list(get_path(gen, "response.blocks")):
+            if isinstance(block, dict) and isinstance(block.get("id"), str):
+                blocks.setdefault(block["id"], block)  # the first block with the id
+        found = cache[gen["id"]] = (normalised, blocks)
+    return found
+
+
+def blocklog_status(
+    spec: dict[str, Any],
+    traces: Mapping[str, dict[str, Any]],
+    generations: dict[str, Generation] | None = None,
+) -> dict[str, Any]:
+    """The BlockLog status from its spec and its members' Trace specs (missing ones ignored).
+
+    `generations` may be shared by the statuses of one batch (see `_generation`).
+    """
     block_id = spec["id"]
     status: dict[str, Any] = {}
     gen_ids = [spec["genTraceId"]] if spec.get("genTraceId") else []
     gens = _members(gen_ids, traces, (GENERATE,))
     if gens:
-        _generation(status, gens[0], block_id)
+        doc, blocks = _generation(gens[0], {} if generations is None else generations)
+        if doc is not None:
+            status["doc"] = doc
+        if block_id in blocks:
+            status["generatedBlock"] = normalise_block(blocks[block_id])
     events = _members(_list(spec.get("eventIds")), traces, (LOG_EVENT,))
     executions = _members(_list(spec.get("execTraceIds")), traces, (EXECUTE, RUNME, LOG_EVENT))
     latest = max(executions, key=_order, default=None)

@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from controller.analyze.blocklogs import blocklog_status, membership_add
+from controller.analyze.blocklogs import Generation, blocklog_status, membership_add
 from controller.analyze.traces import TraceAccumulator, reduce_trace, trace_key
 from controller.api.entry import Entry
 from controller.api.kinds import BLOCKLOG, TRACE, Resource
@@ -42,8 +42,9 @@ def analyze(entries: Iterable[Entry]) -> tuple[list[Resource], list[Resource]]:
                 membership.get(block_id), block_id, specs[trace_id]
             )
 
+    generations: dict[str, Generation] = {}
     blocklogs = [
-        new_resource(BLOCKLOG.kind, block_id, spec, blocklog_status(spec, specs))
+        new_resource(BLOCKLOG.kind, block_id, spec, blocklog_status(spec, specs, generations))
         for block_id, spec in membership.items()
     ]
     return sorted(traces, key=name_of), sorted(blocklogs, key=name_of)

@@ -16,7 +16,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from controller.analyze.blocklogs import blocklog_status, member_ids
+from controller.analyze.blocklogs import Generation, blocklog_status, member_ids
 from controller.api.names import name_for_id
 from controller.store.base import Mutator, NotFound, Store, get_many, read_modify_write_many
 from controller.store.journal import BLOCKLOGS, Journal
@@ -48,8 +48,9 @@ class BlockLogReconciler:
         found = get_many(self.store, "Trace", (name_for_id(t) for t in wanted))
         traces = {obj["spec"]["id"]: obj["spec"] for obj in found.values()}
         statuses: dict[str, dict[str, Any]] = {}
+        generations: dict[str, Generation] = {}
         for name, blocklog in live.items():
-            status = blocklog_status(blocklog["spec"], traces)
+            status = blocklog_status(blocklog["spec"], traces, generations)
             status["observedGeneration"] = blocklog["metadata"].get("generation", 1)
             if status != blocklog.get("status"):
                 statuses[name] = status
