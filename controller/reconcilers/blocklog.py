@@ -16,8 +16,9 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from controller.analyze.blocklogs import Generation, blocklog_status, member_ids
+from controller.analyze.blocklogs import blocklog_status, member_ids
 from controller.api.names import name_for_id
+from controller.reconcilers.tracecache import TraceSpecs
 from controller.store.base import Mutator, NotFound, Store, get_many, read_modify_write_many
 from controller.store.journal import BLOCKLOGS, Journal
 
@@ -32,6 +33,7 @@ class BlockLogReconciler:
         self.store = store
         self.journal = journal
         self.on_change = on_change  # statuses changed or BlockLogs went: tell the learner
+        self._traces = TraceSpecs(store)
 
     def reconcile(self, name: str) -> None:
         self.reconcile_many([name])
@@ -44,16 +46,15 @@ class BlockLogReconciler:
             with contextlib.suppress(NotFound):
                 self.store.delete("BlockLog", name, blocklogs[name]["metadata"]["resourceVersion"])
         live = {n: b for n, b in blocklogs.items() if n not in empty}
-        wanted = {t for b in live.values() for t in member_ids(b["spec"])}
-        found = get_many(self.store, "Trace", (name_for_id(t) for t in wanted))
-        traces = {obj["spec"]["id"]: obj["spec"] for obj in found.values()}
+        wanted = {name_for_id(t): t for b in live.values() for t in member_ids(b["spec"])}
+        traces, generations = self._traces.read(wanted)
         statuses: dict[str, dict[str, Any]] = {}
-        generations: dict[str, Generation] = {}
         for name, blocklog in live.items():
             status = blocklog_status(blocklog["spec"], traces, generations)
             status["observedGeneration"] = blocklog["metadata"].get("generation", 1)
             if status != blocklog.get("status"):
                 statuses[name] = status
+        self._traces.keep_generations(generations, {t: n for n, t in wanted.items()})
         read_modify_write_many(
             self.store, "BlockLog", {n: _status_mutation(s) for n, s in statuses.items()}
         )

@@ -137,11 +137,11 @@ class TraceReconciler:
         """Merge every trace's membership change per block; one write per BlockLog."""
         changes: defaultdict[str, list[Callable[[Spec | None], Spec | None]]] = defaultdict(list)
         for r in reduced:
-            before = previous.get(r.key) or []
+            before = set(previous.get(r.key) or ())
             blocks = r.spec.get("blockIds", [])
             for block_id in blocks:
                 changes[block_id].append(_adding(block_id, r.spec, block_id in before))
-            for block_id in set(before) - set(blocks):
+            for block_id in before - set(blocks):
                 changes[block_id].append(_removing(r.spec["id"]))
         read_modify_write_many(
             self.store,

@@ -252,6 +252,23 @@ class SQLiteStore:
         """The objects of `kind` among `names` that exist, by name (one query per 500)."""
         return {name: orjson.loads(body) for name, body in self._bodies(self._conn(), kind, names)}
 
+    def versions_many(self, kind: str, names: Iterable[str]) -> dict[str, tuple[str, int]]:
+        """(resourceVersion, body bytes) of each existing object, without reading bodies."""
+        wanted = list(dict.fromkeys(names))
+        out: dict[str, tuple[str, int]] = {}
+        conn = self._conn()
+        with self._translate_errors():
+            for i in range(0, len(wanted), _CHUNK):
+                chunk = wanted[i : i + _CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                rows = conn.execute(
+                    "SELECT o.name, o.rv, length(c.body) FROM objects o"
+                    f" JOIN changes c ON c.rv = o.rv WHERE o.kind = ? AND o.name IN ({marks})",
+                    (kind, *chunk),
+                )
+                out.update((name, (str(rv), size)) for name, rv, size in rows)
+        return out
+
     def get_fields_many(
         self, kind: str, names: Iterable[str], paths: Sequence[str]
     ) -> dict[str, tuple[Any, ...]]:
