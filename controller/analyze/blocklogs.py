@@ -59,7 +59,9 @@ def membership_add(
     so no other trace is read. Only the latest MAX_LISTED executions and events are
     listed; an execution pushed out is counted in `olderExecutions`. `listed_before`
     says the trace named this block already (its stored Trace did): if it is not
-    listed now, it was pushed out and is counted, so adding it again changes nothing.
+    listed now while the list is full and older executions are counted, it was
+    pushed out and is counted, so adding it again changes nothing. (A BlockLog
+    that lost its members, e.g. a store rebuilt, takes the trace back.)
     """
     out = _copy(spec or {"id": block_id})
     trace_id, start = trace_spec["id"], trace_spec.get("startTime") or ""
@@ -80,7 +82,8 @@ def membership_add(
     if field is None:
         return out
     members = out[field]
-    if trace_id not in members and listed_before:
+    pushed_out = listed_before and field == "execTraceIds" and out["olderExecutions"] > 0
+    if trace_id not in members and pushed_out and len(members) >= MAX_LISTED:
         return out
     members = sorted({*members, trace_id}, key=order)
     starts[trace_id] = start
