@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from controller.store.base import NotFound, Store
 if TYPE_CHECKING:  # heavy modules are imported lazily by the commands that need them
     from controller.learn.index import ExampleIndex
     from controller.reconcilers.learner import LearnerReconciler
+    from controller.runtime.manager import Manager
     from controller.store.journal import Journal
 
 log = logging.getLogger("foylectl")
@@ -73,6 +75,7 @@ def settings_from(
                 + "); name one with --logs DIR"
             )
         settings.max_line_bytes = args.max_line_bytes
+        settings.symlinks_anywhere = args.follow_symlinks_anywhere
     if getattr(args, "training_dir", None):
         settings.training_dirs = [Path(d).expanduser() for d in args.training_dir]
     return settings
@@ -277,7 +280,21 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         f"analyzed {_counted(len(files), 'file')}: {', '.join(counts)}"
         f" in {time.monotonic() - started:.2f}s"
     )
-    return 0
+    return _report_failing(manager)
+
+
+def _report_failing(manager: Manager) -> int:
+    """1 and a summary on stderr when reconciles were given up on, else 0."""
+    failing = [(c.name, f) for c in manager.controllers for f in c.failing()]
+    if not failing:
+        return 0
+    name, first = failing[0]
+    print(
+        f"foylectl: error: {_counted(len(failing), 'item')} could not be processed; the first,"
+        f" {name} {first.key}, failed {first.failures} times: {first.first_error}",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def _counted(n: int, noun: str) -> str:

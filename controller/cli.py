@@ -72,6 +72,12 @@ def _log_args(p: argparse.ArgumentParser) -> None:
         default=16 << 20,
         help="longer lines are skipped and counted as bad (default 16 MiB)",
     )
+    p.add_argument(
+        "--follow-symlinks-anywhere",
+        action="store_true",
+        help="read log files through symlinks that point out of the log directories"
+        " (default: such links are reported and skipped)",
+    )
 
 
 def _learn_args(p: argparse.ArgumentParser) -> None:

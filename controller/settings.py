@@ -44,6 +44,7 @@ class Settings:
     retention: float = 3600.0
     gc_interval: float = 60.0
     max_line_bytes: int = 16 << 20
+    symlinks_anywhere: bool = False  # follow symlinks out of the log dirs (default: not)
     metrics_addr: str | None = None
     learn: bool = True
     training_dirs: list[Path] = field(default_factory=default_training_dirs)
