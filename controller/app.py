@@ -10,17 +10,23 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from controller.api.kinds import KindInfo
 from controller.cli import CommandError, UsageError
-from controller.settings import Settings, default_log_dirs, default_state_dir
+from controller.settings import (
+    Settings,
+    default_log_dirs,
+    default_log_writers,
+    default_state_dir,
+)
 from controller.store.base import NotFound, Store
 
 if TYPE_CHECKING:  # heavy modules are imported lazily by the commands that need them
     from controller.learn.index import ExampleIndex
     from controller.reconcilers.learner import LearnerReconciler
     from controller.runtime.manager import Manager
+    from controller.runtime.progress import Progress
     from controller.store.journal import Journal
 
 log = logging.getLogger("foylectl")
@@ -68,7 +74,8 @@ def settings_from(
             for directory in missing:
                 try:
                     directory.mkdir(parents=True, exist_ok=True)
-                    log.info("created %s (where %s writes its logs)", directory, directory.name)
+                    writer = default_log_writers().get(directory, "a writer")
+                    log.info("created %s (where %s writes its logs)", directory, writer)
                 except OSError as err:
                     log.warning("cannot create %s: %s", directory, err.strerror)
         settings.log_dirs = [d for d in dirs if d.is_dir()]
@@ -245,9 +252,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     progress.start()
     try:
         manager.run_until_idle()
-    finally:
-        manager.stop()
-        progress.stop()
+    except KeyboardInterrupt:
+        _interrupted(progress)
+    manager.stop()
+    progress.stop()
     files = journal.files()
     counts = [
         _counted(sum(f.lines for f in files), "line"),
@@ -262,6 +270,19 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         f" in {time.monotonic() - started:.2f}s"
     )
     return _report_failing(manager)
+
+
+def _interrupted(progress: Progress) -> NoReturn:
+    """Ctrl-C: end the progress line and exit at once (issue 13), not after draining.
+
+    In-flight batches are dropped as a kill drops them: the journal commits each
+    batch with its watermark atomically, so the next run goes on from the last one.
+    """
+    progress.stop()
+    print("foylectl: interrupted; analyze again to go on from here", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
 
 
 def _report_failing(manager: Manager) -> int:

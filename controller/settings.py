@@ -17,13 +17,18 @@ def default_state_dir() -> Path:
 
 def default_log_dirs() -> list[Path]:
     """Foyle's raw logs and RunMe's log directory (per platform), as Foyle itself uses them."""
+    return list(default_log_writers())
+
+
+def default_log_writers() -> dict[Path, str]:
+    """Each default log directory and the program that writes there."""
     home = Path.home()
     runme = (
         home / "Library" / "Application Support" / "runme" / "logs"
         if platform.system() == "Darwin"
         else home / ".config" / "runme" / "logs"
     )
-    return [home / ".foyle" / "logs" / "raw", runme]
+    return {home / ".foyle" / "logs" / "raw": "Foyle", runme: "RunMe"}
 
 
 def default_training_dirs() -> list[Path]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 import threading
 from pathlib import Path
@@ -17,7 +19,7 @@ class Progress:
         self._journal = journal
         self._total = 0
         if enabled and sys.stderr.isatty():
-            self._total = sum(Path(p).stat().st_size for p in scan(directories))
+            self._total = sum(_size(p) for p in scan(directories))
         self._active = self._total >= LARGE_INPUT_BYTES
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
@@ -38,8 +40,18 @@ class Progress:
         sys.stderr.flush()
 
     def stop(self) -> None:
-        if self._active:
+        """Draw the final state and end the line (once; again is a no-op)."""
+        if self._active and not self._stop.is_set():
             self._stop.set()
             self._thread.join()
             self._draw()
             sys.stderr.write("\n")
+
+
+def _size(path: str) -> int:
+    """A regular file's size; 0 for anything else (a dangling link, a FIFO, a device)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return 0
+    return st.st_size if stat.S_ISREG(st.st_mode) else 0
