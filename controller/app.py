@@ -390,7 +390,7 @@ def cmd_examples(args: argparse.Namespace) -> int:
 
     settings = settings_from(args, need_logs=False)
     if not settings.index_path.exists():
-        raise UsageError(
+        raise CommandError(
             f"no example index at {settings.index_path}: run `foylectl run` or `foylectl learn` first"
         )
     hits = _index(settings, args).search(args.text, k=args.k)

@@ -153,17 +153,21 @@ class Controller:
         """Reconcile; queue follow-ups to run once the unit commits; raise on failure."""
         self._reconciles.inc()
         result = self._reconcile(key) or Result()
-        with self._failing_lock:
-            recovered = self._failing.pop(key, None)
-            self._failing_gauge.set(len(self._failing))
-        if recovered is not None:
-            log.info("%s %s: reconcile succeeded again", self.name, key)
-        after_commit(lambda: self.queue.forget(key))
+        # Only a commit is a success: a unit that fails to commit (a full disk) fails its keys.
+        after_commit(lambda: self._succeeded(key))
         if result.requeue:
             after_commit(lambda: self.queue.add(key))
         elif result.requeue_after is not None and not self._oneshot:
             delay = result.requeue_after
             after_commit(lambda: self.queue.add_after(key, delay))
+
+    def _succeeded(self, key: str) -> None:
+        self.queue.forget(key)
+        with self._failing_lock:
+            recovered = self._failing.pop(key, None)
+            self._failing_gauge.set(len(self._failing))
+        if recovered is not None:
+            log.info("%s %s: reconcile succeeded again", self.name, key)
 
     def _failed(self, key: str, err: Exception) -> None:
         self._errors.inc()

@@ -33,8 +33,7 @@ from typing import TypeVar
 import orjson
 
 from controller.api.entry import Entry
-from controller.store.base import StoreUnavailable
-from controller.store.sqlite_util import Transactions, open_database
+from controller.store.sqlite_util import Transactions, open_database, unusable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -155,10 +154,7 @@ class Journal:
         try:
             self._conn().executescript(SCHEMA)
         except sqlite3.DatabaseError as err:
-            raise StoreUnavailable(
-                f"the journal {self.path} is unusable: {err}. Move it aside and restart"
-                " `foylectl run` (or run `foylectl analyze`) to rebuild it from the logs."
-            ) from err
+            raise unusable(self.path, err) from err  # issue 13: disk full is not damage
 
     # -- connections -------------------------------------------------------------------
 
@@ -198,7 +194,7 @@ class Journal:
             with ctx as value:
                 yield value
         except sqlite3.DatabaseError as err:
-            raise StoreUnavailable(f"journal {self.path}: {err}") from err
+            raise unusable(self.path, err) from err  # issue 13
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
