@@ -21,6 +21,7 @@ from controller.settings import (
     default_state_dir,
 )
 from controller.store.base import NotFound, Store
+from controller.store.files import make_private_dirs, world_writable_warning
 
 if TYPE_CHECKING:  # heavy modules are imported lazily by the commands that need them
     from controller.learn.index import ExampleIndex
@@ -36,12 +37,16 @@ log = logging.getLogger("foylectl")
 
 
 def state_dir_of(args: argparse.Namespace) -> Path:
-    return Path(args.state_dir).expanduser() if args.state_dir else default_state_dir()
+    path = Path(args.state_dir).expanduser() if args.state_dir else default_state_dir()
+    warning = world_writable_warning(path)
+    if warning:
+        print(f"foylectl: warning: {warning}", file=sys.stderr)
+    return path
 
 
 def writable_state_dir(path: Path) -> Path:
     try:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dirs(path)
     except OSError as err:
         raise CommandError(f"cannot create the state dir {path}: {err.strerror}") from err
     if not os.access(path, os.W_OK | os.X_OK):
@@ -73,7 +78,7 @@ def settings_from(
             # means their first lines are seen the moment they are written.
             for directory in missing:
                 try:
-                    directory.mkdir(parents=True, exist_ok=True)
+                    make_private_dirs(directory)
                     writer = default_log_writers().get(directory, "a writer")
                     log.info("created %s (where %s writes its logs)", directory, writer)
                 except OSError as err:

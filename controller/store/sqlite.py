@@ -44,6 +44,7 @@ from controller.store.base import (
     WatchEvent,
     matches_labels,
 )
+from controller.store.files import make_private_dirs
 from controller.store.sqlite_util import Transactions, connect, is_read_only, unusable
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ class SQLiteStore:
         self._read_only = is_read_only(self.path)  # issue 13: reading commands work read-only
         if self._read_only:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(self.path.parent)  # issue 13: 0700 whatever the umask
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from controller.store.base import StoreUnavailable
+from controller.store.files import make_private_dirs
 
 
 def open_database(path: Path, busy_timeout_ms: int = 30000) -> sqlite3.Connection:
@@ -25,7 +26,7 @@ def open_database(path: Path, busy_timeout_ms: int = 30000) -> sqlite3.Connectio
     """
     read_only = is_read_only(path)
     if not read_only:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(path.parent)
         if not path.exists():
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     try:
