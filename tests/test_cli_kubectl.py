@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -196,10 +197,7 @@ def test_version_and_shell_completion() -> None:
         text=True,
         check=True,
     )
-    assert completed.stdout.split() == ["blocklogs", "bl"] or set(completed.stdout.split()) == {
-        "bl",
-        "blocklogs",
-    }
+    assert sorted(completed.stdout.split()) == ["bl", "blocklogs"]
 
 
 class Watch:
@@ -324,3 +322,27 @@ def test_control_characters_in_log_data_are_escaped_in_table_and_describe(state:
         assert "\x1b" not in out and "\x07" not in out and "\x9b" not in out
     assert "\\x1b[31mred\\x1b[0m" in table
     assert "\\x1b]0;pwned\\x07title" in described and "\\x9b2J" in described
+
+
+def test_a_metrics_port_in_use_is_one_line_and_exit_1(tmp_path: Path, testdata: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = foylectl(
+            "run",
+            "--logs",
+            testdata,
+            "--state-dir",
+            tmp_path / "s",
+            "--no-learn",
+            "--metrics-addr",
+            f":{port}",
+            check=False,
+            timeout=60,
+        )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"foylectl: error: cannot serve on :{port}: Address already in use"
+    )
+    assert "Traceback" not in proc.stderr

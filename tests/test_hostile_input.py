@@ -227,3 +227,20 @@ def test_symlink_out_of_the_log_dir_is_skipped_unless_allowed(tmp_path: Path, lo
 
     assert rc == 0, err
     assert trace_ids(tmp_path / "anywhere") == {GOOD_ID, "5" * 32}
+
+
+def test_files_read_before_from_other_log_dirs_are_no_symlinks_to_skip(
+    tmp_path: Path, logs: Path
+) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "old.jsonl").write_bytes(execute_lines("6" * 32))
+    state = tmp_path / "state"
+    assert analyze(other, state)[0] == 0
+    (logs / "new.jsonl").write_bytes(execute_lines(GOOD_ID))
+
+    rc, _, err = analyze(logs, state)
+
+    assert rc == 0, err
+    assert "not reading" not in err
+    assert trace_ids(state) == {"6" * 32, GOOD_ID}

@@ -6,8 +6,9 @@ writer comes (a worker lost, shutdown stalled); a character device such as
 can point at any file the user can read, which would then be turned into
 resources. So a path is opened with O_NONBLOCK (a FIFO opens at once), checked
 on the open handle (no race between a check and the open), and kept only when
-it is a regular file whose real path lies inside one of the watched roots,
-unless symlinks anywhere are allowed or no roots are given (issue 13).
+it is a regular file and, reached through a symlink, one whose real path lies
+inside one of the watched roots, unless symlinks anywhere are allowed or no
+roots are given (issue 13).
 """
 
 from __future__ import annotations
@@ -35,11 +36,16 @@ def open_log_file(path: str, roots: Sequence[str], *, symlinks_anywhere: bool) -
 
     Raises FileNotFoundError, PermissionError and other OSErrors as open() does.
     """
-    confine = bool(roots) and not symlinks_anywhere
     real = os.path.realpath(path)
+    # A path that is no link is read where it is: the journal's paths from a run with
+    # other log dirs included. Only a link's target must stay inside the roots.
+    confine = bool(roots) and not symlinks_anywhere and real != os.path.abspath(path)
     if confine and not inside(real, roots):
         raise NotALogFile(f"a symlink to {real}, outside the watched directories")
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+    if roots and not symlinks_anywhere and not confine:
+        flags |= os.O_NOFOLLOW  # no link when looked at: none may appear before the open
+    fd = os.open(path, flags)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
