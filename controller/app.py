@@ -259,8 +259,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         manager.run_until_idle()
     except KeyboardInterrupt:
         _interrupted(progress)
-    manager.stop()
-    progress.stop()
+    finally:
+        manager.stop()
+        progress.stop()
     files = journal.files()
     counts = [
         _counted(sum(f.lines for f in files), "line"),
@@ -393,6 +394,8 @@ def cmd_learn(args: argparse.Namespace) -> int:
 def cmd_examples(args: argparse.Namespace) -> int:
     import json
 
+    from controller.output import printable
+
     settings = settings_from(args, need_logs=False)
     if not settings.index_path.exists():
         raise CommandError(
@@ -408,7 +411,7 @@ def cmd_examples(args: argparse.Namespace) -> int:
     for rank, (name, score, example) in enumerate(results, 1):
         answer = (example.get("spec", {}).get("answer") or [{}])[0].get("contents", "")
         print(f"{rank}. {name}  score={score:.3f}")
-        print("   answer: " + answer.strip().replace("\n", "\n           "))
+        print("   answer: " + printable(answer.strip()).replace("\n", "\n           "))
     return 0
 
 

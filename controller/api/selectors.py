@@ -8,6 +8,7 @@ Kubernetes, `!=` and `notin` also match objects without the label.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ class Selector:
         return all(r.matches(labels) for r in self.requirements)
 
 
+@functools.lru_cache(maxsize=64)  # a store's list matches every object against one selector
 def parse_selector(text: str | None) -> Selector:
     """The Selector of `text` (empty: everything), or InvalidSelector."""
     if not text or not text.strip():
