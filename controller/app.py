@@ -10,18 +10,26 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from controller.api.kinds import KindInfo, UnknownKind, lookup
-from controller.cli import UsageError
-from controller.settings import Settings, default_log_dirs, default_state_dir
+from controller.api.kinds import KindInfo
+from controller.cli import CommandError, UsageError
+from controller.settings import (
+    Settings,
+    default_log_dirs,
+    default_log_writers,
+    default_state_dir,
+)
 from controller.store.base import NotFound, Store
+from controller.store.files import make_private_dirs, world_writable_warning
 
 if TYPE_CHECKING:  # heavy modules are imported lazily by the commands that need them
     from controller.foyleconfig import FoyleConfig, Provider
     from controller.learn.embedders import Embedder
     from controller.learn.index import ExampleIndex
     from controller.reconcilers.learner import LearnerReconciler
+    from controller.runtime.manager import Manager
+    from controller.runtime.progress import ProgressReporter
     from controller.store.journal import Journal
 
 log = logging.getLogger("foylectl")
@@ -49,16 +57,20 @@ NO_EMBEDDINGS_WARNING = (
 
 
 def state_dir_of(args: argparse.Namespace) -> Path:
-    return Path(args.state_dir).expanduser() if args.state_dir else default_state_dir()
+    path = Path(args.state_dir).expanduser() if args.state_dir else default_state_dir()
+    warning = world_writable_warning(path)
+    if warning:
+        print(f"foylectl: warning: {warning}", file=sys.stderr)
+    return path
 
 
 def writable_state_dir(path: Path) -> Path:
     try:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dirs(path)
     except OSError as err:
-        raise UsageError(f"cannot create the state dir {path}: {err.strerror}") from err
+        raise CommandError(f"cannot create the state dir {path}: {err.strerror}") from err
     if not os.access(path, os.W_OK | os.X_OK):
-        raise UsageError(f"the state dir {path} is not writable")
+        raise CommandError(f"the state dir {path} is not writable")
     return path
 
 
@@ -89,7 +101,11 @@ def settings_from(
         settings.embedding_provider = foyle.provider
     if getattr(args, "store", None):
         settings.store = args.store
-        settings.namespace = args.namespace
+        if args.namespace is not None and args.store != "kube":
+            raise UsageError(
+                "-n/--namespace is for --store kube; the sqlite store has no namespaces"
+            )
+        settings.namespace = args.namespace or settings.namespace
     if need_logs:
         explicit = bool(args.logs)
         dirs = (
@@ -105,8 +121,9 @@ def settings_from(
             # means their first lines are seen the moment they are written.
             for directory in missing:
                 try:
-                    directory.mkdir(parents=True, exist_ok=True)
-                    log.info("created %s (where %s writes its logs)", directory, directory.name)
+                    make_private_dirs(directory)
+                    writer = default_log_writers().get(directory, "a writer")
+                    log.info("created %s (where %s writes its logs)", directory, writer)
                 except OSError as err:
                     log.warning("cannot create %s: %s", directory, err.strerror)
         settings.log_dirs = [d for d in dirs if d.is_dir()]
@@ -117,6 +134,7 @@ def settings_from(
                 + "); name one with --logs DIR"
             )
         settings.max_line_bytes = args.max_line_bytes
+        settings.symlinks_anywhere = args.follow_symlinks_anywhere
     if getattr(args, "training_dir", None):
         settings.training_dirs = [Path(d).expanduser() for d in args.training_dir]
     return settings
@@ -135,7 +153,7 @@ def open_store(settings: Settings, args: argparse.Namespace, *, must_exist: bool
     from controller.store.sqlite import SQLiteStore
 
     if must_exist and not settings.store_path.exists():
-        raise UsageError(
+        raise CommandError(
             f"no store at {settings.store_path}: run `foylectl run` or `foylectl analyze`"
             " first, or point --state-dir (or FOYLECTL_STATE_DIR) at an existing state dir"
         )
@@ -145,21 +163,20 @@ def open_store(settings: Settings, args: argparse.Namespace, *, must_exist: bool
 
 
 def find(store: Store, info: KindInfo, name_or_id: str) -> dict[str, Any]:
-    """A resource by name, or by the raw id in its spec (so `get blocklog RAWID` works)."""
-    from controller.api.names import name_for_id
+    """One resource by name, raw id or (a LogFile) path; CommandError when there is none."""
+    from controller.getcmd import find as find_all
+    from controller.getcmd import not_found
 
-    for candidate in dict.fromkeys((name_or_id, name_for_id(name_or_id))):
-        try:
-            return store.get(info.kind, candidate)
-        except NotFound:
-            continue
-    raise UsageError(f'{info.plural} "{name_or_id}" not found')
+    found = find_all(store, info, name_or_id)
+    if not found:
+        raise CommandError(not_found(info, name_or_id))
+    return found[0]
 
 
 # -- commands --------------------------------------------------------------------------
 
 
-def dispatch(args: argparse.Namespace) -> int:
+def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     handlers = {
         "analyze": cmd_analyze,
         "run": cmd_run,
@@ -169,58 +186,31 @@ def dispatch(args: argparse.Namespace) -> int:
         "examples": cmd_examples,
         "operator": cmd_operator,
     }
+    if args.command == "completion":
+        from controller.completion import script
+
+        print(script(parser, args.shell))
+        return 0
     return handlers[args.command](args)
 
 
 def _kind(word: str) -> KindInfo:
+    from controller.getargs import BadResourceArgs, kind_of
+
     try:
-        return lookup(word)
-    except UnknownKind as err:
+        return kind_of(word)
+    except BadResourceArgs as err:
         raise UsageError(str(err)) from err
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    from controller.output import render
+    from controller.getcmd import cmd_get as get
+    from controller.getcmd import wanted_from
 
-    info = _kind(args.kind)
+    wanted_from(args)  # usage errors before opening anything
     settings = settings_from(args, need_logs=False)
     store = open_store(settings, args, must_exist=True)
-    if args.name:
-        items = [find(store, info, args.name)]
-    else:
-        items, version = store.list_with_version(info.kind, args.selector)
-    print(render(info, items, args.output, single=bool(args.name)), flush=True)
-    if args.watch:
-        if args.name:
-            items, version = store.list_with_version(info.kind, args.selector)
-        return _watch(store, info, version, args)
-    return 0
-
-
-def _watch(store: Store, info: KindInfo, version: str, args: argparse.Namespace) -> int:
-    import json
-
-    from controller.output import table
-    from controller.store.base import Gone, matches_labels
-
-    while True:
-        try:
-            for event in store.watch(info.kind, version):
-                version = event.resource_version
-                obj = event.object
-                if args.name and args.name not in (obj["metadata"]["name"], obj["spec"].get("id")):
-                    continue
-                if not matches_labels(obj, args.selector):
-                    continue
-                if args.output in ("json", "yaml"):
-                    print(json.dumps({"type": event.type, "object": obj}), flush=True)
-                elif args.output == "name":
-                    print(f"{info.singular}/{obj['metadata']['name']}", flush=True)
-                else:
-                    row = table(info, [obj], wide=args.output == "wide").splitlines()[1]
-                    print(row + ("   (deleted)" if event.type == "DELETED" else ""), flush=True)
-        except Gone:
-            _, version = store.list_with_version(info.kind)
+    return get(args, store, settings.namespace if settings.store == "kube" else None)
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
@@ -228,9 +218,14 @@ def cmd_describe(args: argparse.Namespace) -> int:
     from controller.output import describe
     from controller.reconcilers.blocklog import member_ids
 
-    info = _kind(args.kind)
+    kind, name = args.kind, args.name
+    if name is None:  # describe KIND/NAME, as `get -o name` prints it
+        kind, _, name = args.kind.partition("/")
+        if not name:
+            raise UsageError("describe wants KIND NAME or KIND/NAME")
+    info = _kind(kind)
     store = open_store(settings_from(args, need_logs=False), args, must_exist=True)
-    obj = find(store, info, args.name)
+    obj = find(store, info, name)
     related: dict[str, list[dict[str, Any]]] = {}
     if info.kind == "BlockLog":
         traces = []
@@ -357,6 +352,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         progress.start()
     try:
         manager.run_until_idle()
+    except KeyboardInterrupt:
+        _interrupted(progress)
     finally:
         manager.stop()
         progress.stop()
@@ -376,7 +373,36 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         f"analyzed {_counted(len(files), 'file')}: {', '.join(counts)}"
         f" in {time.monotonic() - started:.2f}s"
     )
-    return 0
+    return _report_failing(manager)
+
+
+def _interrupted(progress: ProgressReporter) -> NoReturn:
+    """Ctrl-C: end the progress line and exit at once (issue 13), not after draining.
+
+    In-flight batches are dropped as a kill drops them: the journal commits each
+    batch with its watermark atomically, so the next run goes on from the last one.
+    """
+    progress.stop()
+    if progress.shown and sys.stderr.isatty():
+        sys.stderr.write("\n")
+    print("foylectl: interrupted; analyze again to go on from here", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
+
+
+def _report_failing(manager: Manager) -> int:
+    """1 and a summary on stderr when reconciles were given up on, else 0."""
+    failing = [(c.name, f) for c in manager.controllers for f in c.failing()]
+    if not failing:
+        return 0
+    name, first = failing[0]
+    print(
+        f"foylectl: error: {_counted(len(failing), 'item')} could not be processed; the first,"
+        f" {name} {first.key}, failed {first.failures} times: {first.first_error}",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def _counted(n: int, noun: str) -> str:
@@ -420,7 +446,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     manager = Manager(settings, store, journal, registry, **_reconcilers(learners))
     server = None
     if settings.metrics_addr:
-        server = HealthServer(settings.metrics_addr, manager.registry, lambda: manager.ready)
+        try:
+            server = HealthServer(settings.metrics_addr, manager.registry, lambda: manager.ready)
+        except OSError as err:
+            raise CommandError(f"cannot serve on {settings.metrics_addr}: {err.strerror}") from err
         server.start()
     log.info(
         "watching %s; state in %s (%s store); learning %s%s",
@@ -428,7 +457,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings.state_dir,
         settings.store,
         f"from {', '.join(learners)}" if learners else "off",
-        f"; metrics on http://{settings.metrics_addr}/metrics" if server else "",
+        f"; metrics on http://{server.url}/metrics" if server else "",
     )
     if learners:
         log.info(FOYLE_RESTART_NOTE)
@@ -491,9 +520,11 @@ def cmd_learn(args: argparse.Namespace) -> int:
 def cmd_examples(args: argparse.Namespace) -> int:
     import json
 
+    from controller.output import printable
+
     settings = settings_from(args, need_logs=False)
     if not settings.index_path.exists():
-        raise UsageError(
+        raise CommandError(
             f"no example index at {settings.index_path}: run `foylectl run` or `foylectl learn` first"
         )
     hits = _index(settings, args).search(args.text, k=args.k)
@@ -506,7 +537,7 @@ def cmd_examples(args: argparse.Namespace) -> int:
     for rank, (name, score, example) in enumerate(results, 1):
         answer = (example.get("spec", {}).get("answer") or [{}])[0].get("contents", "")
         print(f"{rank}. {name}  score={score:.3f}")
-        print("   answer: " + answer.strip().replace("\n", "\n           "))
+        print("   answer: " + printable(answer.strip()).replace("\n", "\n           "))
     return 0
 
 
@@ -516,6 +547,11 @@ def cmd_operator(args: argparse.Namespace) -> int:
     if args.kubeconfig:
         # kopf's login and the kubernetes client both honour $KUBECONFIG.
         os.environ["KUBECONFIG"] = str(Path(args.kubeconfig).expanduser())
+    from controller.store.kube import load_api_client
+
+    load_api_client(
+        os.environ.get("KUBECONFIG") if args.kubeconfig else None
+    )  # no configuration: one line now, not kopf's retry loop
     settings = Settings(state_dir=state_dir_of(args), store="kube", namespace=args.namespace)
     if args.training_dir:
         settings.training_dirs = [Path(d).expanduser() for d in args.training_dir]

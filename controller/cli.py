@@ -8,10 +8,11 @@ need them, never here.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from controller.output import OUTPUTS
+from controller.output import output_format
 
 DESCRIPTION = """\
 Continuous log processing and learning for Foyle and RunMe.
@@ -32,6 +33,36 @@ class UsageError(Exception):
     """Arguments that cannot work: printed as one line, exit code 2."""
 
 
+class CommandError(Exception):
+    """The command failed (not found, store unusable, port in use): one line, exit code 1."""
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(text)
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise ValueError(text)
+    return value
+
+
+def listen_addr(text: str) -> str:
+    from controller.runtime.addr import parse_addr
+
+    parse_addr(text)
+    return text
+
+
+listen_addr.__name__ = "HOST:PORT"
+positive_int.__name__ = "positive integer"  # argparse names the type in its error
+positive_float.__name__ = "positive number"
+
+
 def _state_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--state-dir",
@@ -50,7 +81,9 @@ def _store_args(p: argparse.ArgumentParser) -> None:
         help="sqlite: the embedded store in the state dir (default); kube: custom resources",
     )
     p.add_argument(
-        "--namespace", default="foyle", help="namespace for --store kube (default foyle)"
+        "-n",
+        "--namespace",
+        help="namespace for --store kube (default foyle); the sqlite store has none",
     )
     p.add_argument(
         "--kubeconfig", help="kubeconfig for --store kube (default: in-cluster or ~/.kube/config)"
@@ -68,9 +101,15 @@ def _log_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-line-bytes",
-        type=int,
+        type=positive_int,
         default=16 << 20,
         help="longer lines are skipped and counted as bad (default 16 MiB)",
+    )
+    p.add_argument(
+        "--follow-symlinks-anywhere",
+        action="store_true",
+        help="read log files through symlinks that point out of the log directories"
+        " (default: such links are reported and skipped)",
     )
 
 
@@ -125,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser(
@@ -144,19 +184,25 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="poll for changes instead of inotify (network filesystems)",
     )
-    p.add_argument("--workers", type=int, default=2, help="worker threads per queue (default 2)")
     p.add_argument(
-        "--metrics-addr", metavar="HOST:PORT", help="serve /metrics, /healthz and /readyz here"
+        "--workers", type=positive_int, default=2, help="worker threads per queue (default 2)"
+    )
+    p.add_argument(
+        "--metrics-addr",
+        type=listen_addr,
+        metavar="HOST:PORT",
+        help="serve /metrics, /healthz and /readyz here; :PORT alone binds 127.0.0.1 only,"
+        " 0.0.0.0:PORT every interface",
     )
     p.add_argument(
         "--rescan-interval",
-        type=float,
+        type=positive_float,
         default=30.0,
         help="seconds between full rescans, the backstop for lost events (default 30)",
     )
     p.add_argument(
         "--abandon-after",
-        type=float,
+        type=positive_float,
         default=600.0,
         help="seconds without a line before an unfinished trace is Abandoned (default 600)",
     )
@@ -173,21 +219,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("get", help="list resources (like kubectl get)")
     p.add_argument(
-        "kind", help="logfiles (lf), traces (tr), blocklogs (bl), sessions (se), examples (ex)"
+        "resources",
+        nargs="*",
+        metavar="KIND[,KIND] [NAME...] | KIND/NAME...",
+        help="logfiles (lf), traces (tr), blocklogs (bl), sessions (se), examples (ex), or e.g."
+        " blocklog.foyle.io/NAME as -o name prints it; a NAME may be a raw id,"
+        " a LogFile's NAME its path",
     )
-    p.add_argument("name", nargs="?", help="a resource name or raw id")
-    p.add_argument("-o", "--output", choices=OUTPUTS, default="table")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=output_format,
+        default="table",
+        help="table, wide, json, yaml, name, jsonpath=TEMPLATE, custom-columns=HEADER:PATH,...",
+    )
     p.add_argument(
         "-w", "--watch", action="store_true", help="after listing, print changes as they happen"
     )
-    p.add_argument("-l", "--selector", help="label selector, e.g. foyle.io/node=host1")
+    p.add_argument(
+        "-l", "--selector", help="label selector: k=v, k!=v, k, !k, k in (a,b), k notin (a,b)"
+    )
+    p.add_argument("--no-headers", action="store_true", help="no header row in table output")
+    p.add_argument("--show-labels", action="store_true", help="a LABELS column")
+    p.add_argument("--sort-by", metavar="JSONPATH", help="sort by this field, e.g. .spec.startTime")
     _store_args(p)
 
     p = sub.add_parser(
         "describe", help="a readable view of one resource (a BlockLog with its traces)"
     )
-    p.add_argument("kind")
-    p.add_argument("name", help="a resource name or raw id")
+    p.add_argument("kind", help="logfiles (lf), traces (tr), blocklogs (bl), examples (ex)")
+    p.add_argument("name", nargs="?", help="a resource name or raw id (or KIND/NAME as one)")
     _store_args(p)
 
     p = sub.add_parser(
@@ -201,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex = p.add_subparsers(dest="examples_command", metavar="SUBCOMMAND", required=True)
     s = ex.add_parser("search", help="the examples whose query is nearest to TEXT")
     s.add_argument("text")
-    s.add_argument("-k", type=int, default=3, help="how many (default 3)")
+    s.add_argument("-k", type=positive_int, default=3, help="how many (default 3)")
     s.add_argument("-o", "--output", choices=("table", "json"), default="table")
     _state_args(s)
     _embedder_args(s)
@@ -220,21 +281,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _state_args(p)
     _training_args(p)
+
+    p = sub.add_parser("completion", help="print a shell completion script (bash or zsh)")
+    p.add_argument("shell", choices=("bash", "zsh"))
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("foyle-controller")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):
+        parser.print_help()
+        return 0
     args = parser.parse_args(argv)
     from controller import app
     from controller.store.base import StoreUnavailable
 
     try:
-        return app.dispatch(args)
-    except (UsageError, StoreUnavailable) as err:
+        return app.dispatch(args, parser)
+    except UsageError as err:
         print(f"foylectl: error: {err}", file=sys.stderr)
         return 2
+    except (CommandError, StoreUnavailable) as err:
+        print(f"foylectl: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as err:  # a bug or an unforeseen failure: one line, the trace on request
+        if os.environ.get("FOYLECTL_DEBUG"):
+            raise
+        print(
+            f"foylectl: error: {type(err).__name__}: {err} (FOYLECTL_DEBUG=1 shows where)",
+            file=sys.stderr,
+        )
+        return 1

@@ -45,6 +45,7 @@ import orjson
 from controller.api.kinds import BLOCKLOG, GROUP, VERSION
 from controller.learn.rule import example_for
 from controller.settings import Settings
+from controller.store.files import make_private_dirs
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.posting.level = logging.WARNING  # an Event per success would double the API writes
     ours: Settings = memo.get("settings") or settings_from_env()
     memo["settings"] = ours
-    ours.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dirs(ours.state_dir)
     store = KubeStore(ours.namespace, qps=ours.kube_qps, burst=ours.kube_burst)
     memo["store"] = store
     memo["learner"] = LearnerReconciler(

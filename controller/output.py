@@ -1,16 +1,48 @@
-"""Printing resources the way kubectl does: table, wide, json, yaml, name, describe."""
+"""Printing resources the way kubectl does: table, wide, json, yaml, name, jsonpath,
+custom-columns, and describe.
+
+Log data reaches these strings, so table cells and describe lines escape
+control characters (issue 13): a colour code or a terminal-title sequence in a
+log line is shown, never obeyed. JSON, YAML and jsonpath output are data for
+programs and stay exact.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
-from controller.api.kinds import KindInfo, Resource
+from controller.api.kinds import GROUP, KindInfo, Resource
 from controller.api.resource import get_path, parse_rfc3339
 
 OUTPUTS = ("table", "wide", "json", "yaml", "name")
+TEMPLATE_OUTPUTS = ("jsonpath=", "custom-columns=")
+MAX_CELL = 48  # table cells are cut here; -o wide shows them whole
+# C0 controls but newline and tab (escaped apart), DEL, and the C1 controls (0x9b is CSI).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def output_format(value: str) -> str:
+    """argparse type of -o: one of OUTPUTS, or jsonpath=TEMPLATE / custom-columns=SPEC."""
+    if value in OUTPUTS or (value.startswith(TEMPLATE_OUTPUTS) and value.partition("=")[2]):
+        return value
+    raise ValueError(value)
+
+
+output_format.__name__ = "output format"  # argparse names the type in its error
+
+
+def printable(text: str) -> str:
+    """`text` with control characters shown as escapes instead of reaching the terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _cell_text(text: str) -> str:
+    return printable(text.replace("\n", "\\n").replace("\t", "\\t"))
 
 
 def age(timestamp: str | None, now: float | None = None) -> str:
@@ -24,47 +56,106 @@ def age(timestamp: str | None, now: float | None = None) -> str:
     return f"{seconds}s"
 
 
-def _cell(value: Any, column_type: str, is_age: bool) -> str:
+def qualified(info: KindInfo, name: str) -> str:
+    """`blocklog.foyle.io/NAME`, as kubectl's -o name prints it (and `get` reads it back)."""
+    return f"{info.singular}.{GROUP}/{name}"
+
+
+def _cell(value: Any, column_type: str, is_age: bool, cut: bool) -> str:
     if is_age:
         return age(value)
     if value is None:
         return "<none>" if column_type != "string" else ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    text = str(value)
-    return text if len(text) <= 48 else text[:45] + "..."
+    text = _cell_text(str(value))
+    return text if not cut or len(text) <= MAX_CELL else text[: MAX_CELL - 3] + "..."
 
 
-def table(info: KindInfo, items: Iterable[Resource], *, wide: bool = False) -> str:
-    columns = [c for c in info.columns if wide or c.priority == 0]
-    header = ["NAME"] + [c.name.upper() for c in columns]
-    rows = [header]
-    for obj in items:
-        row = [obj["metadata"]["name"]]
-        for column in columns:
+def _labels(obj: Resource) -> str:
+    labels = obj.get("metadata", {}).get("labels") or {}
+    return _cell_text(",".join(f"{k}={v}" for k, v in labels.items())) or "<none>"
+
+
+@dataclass
+class Table:
+    """Rows of one kind with kubectl's columns; widths persist, so `-w` rows stay aligned."""
+
+    info: KindInfo
+    wide: bool = False
+    show_labels: bool = False
+    with_kind: bool = False  # NAME as blocklog.foyle.io/NAME when several kinds are shown
+    custom: list[tuple[str, str]] | None = None  # custom-columns: (header, JSONPath)
+    widths: list[int] = field(default_factory=list)
+
+    def header(self) -> list[str]:
+        if self.custom is not None:
+            return [name for name, _ in self.custom]
+        names = ["NAME"] + [c.name.upper() for c in self._columns()]
+        return names + ["LABELS"] if self.show_labels else names
+
+    def cells(self, obj: Resource) -> list[str]:
+        if self.custom is not None:
+            from controller.jsonpath import find, text
+
+            return [
+                _cell_text(",".join(text(v) for v in find(obj, path))) or "<none>"
+                for _, path in self.custom
+            ]
+        name = obj["metadata"]["name"]
+        row = [qualified(self.info, name) if self.with_kind else name]
+        for column in self._columns():
             is_age = column.json_path == ".metadata.creationTimestamp"
-            row.append(_cell(get_path(obj, column.json_path), column.type, is_age))
-        rows.append(row)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    return "\n".join(
-        "   ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
-    )
+            value = get_path(obj, column.json_path)
+            row.append(_cell(value, column.type, is_age, cut=not self.wide))
+        return row + [_labels(obj)] if self.show_labels else row
+
+    def lines(self, items: Iterable[Resource], *, headers: bool = True) -> list[str]:
+        rows = ([self.header()] if headers else []) + [self.cells(o) for o in items]
+        return self.render(rows)
+
+    def render(self, rows: list[list[str]]) -> list[str]:
+        """Rows padded to the widest cell seen so far in each column."""
+        for row in rows:
+            self.widths = [max(w, len(c)) for w, c in zip(self._widths(len(row)), row, strict=True)]
+        return [
+            "   ".join(c.ljust(w) for c, w in zip(row, self.widths, strict=True)).rstrip()
+            for row in rows
+        ]
+
+    def _widths(self, n: int) -> list[int]:
+        return self.widths or [0] * n
+
+    def _columns(self) -> list[Any]:
+        return [c for c in self.info.columns if self.wide or c.priority == 0]
+
+
+def parse_custom_columns(spec: str) -> list[tuple[str, str]]:
+    """`NAME:.metadata.name,EXIT:.status.exitCode` -> [(header, path)]; ValueError if malformed."""
+    from controller.jsonpath import parse_path
+
+    columns = []
+    for part in spec.split(","):
+        header, sep, path = part.partition(":")
+        if not sep or not header.strip() or not path.strip():
+            raise ValueError(f"custom-columns wants HEADER:JSONPATH[,...], not {part!r}")
+        parse_path(path)
+        columns.append((header.strip(), path.strip()))
+    return columns
 
 
 def as_list(items: list[Resource]) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "List", "items": items, "metadata": {}}
 
 
-def render(info: KindInfo, items: list[Resource], output: str, *, single: bool = False) -> str:
-    if output in ("table", "wide"):
-        return table(info, items, wide=output == "wide")
-    if output == "name":
-        return "\n".join(
-            f"{info.singular}.{info.kind.lower()}/{o['metadata']['name']}" for o in items
-        )
-    doc: Any = items[0] if single else as_list(items)
+def document(doc: Any, output: str) -> str:
+    """One document as json, yaml or a jsonpath template's text."""
     if output == "json":
         return json.dumps(doc, indent=2, ensure_ascii=False)
+    if output.startswith("jsonpath="):
+        from controller.jsonpath import render_template
+
+        return render_template(output.partition("=")[2], doc)
     import yaml
 
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True).rstrip()
@@ -95,7 +186,7 @@ def describe(obj: Resource, related: dict[str, list[Resource]] | None = None) ->
             lines.append(
                 f"  {spec.get('id', other['metadata']['name'])}  " + "  ".join(b for b in bits if b)
             )
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
 
 
 def _describe_value(value: Any, indent: int) -> list[str]:
@@ -104,10 +195,10 @@ def _describe_value(value: Any, indent: int) -> list[str]:
         out: list[str] = []
         for key, item in value.items():
             if isinstance(item, (dict, list)) and item:
-                out.append(f"{pad}{key}:")
+                out.append(f"{pad}{_cell_text(str(key))}:")
                 out.extend(_describe_value(item, indent + 2))
             else:
-                out.append(f"{pad}{key}: {_scalar(item)}")
+                out.append(f"{pad}{_cell_text(str(key))}: {_scalar(item)}")
         return out
     if isinstance(value, list):
         out = []

@@ -26,14 +26,20 @@ def default_log_dirs(foyle_log_dirs: Sequence[Path] = ()) -> list[Path]:
     `foyle_log_dirs` are the ones Foyle's config names (its raw log dir and
     `learner.logDirs`); RunMe's default directory is watched as well.
     """
+    return list(default_log_writers(foyle_log_dirs))
+
+
+def default_log_writers(foyle_log_dirs: Sequence[Path] = ()) -> dict[Path, str]:
+    """Each default log directory and the program that writes there."""
     home = Path.home()
     runme = (
         home / "Library" / "Application Support" / "runme" / "logs"
         if platform.system() == "Darwin"
         else home / ".config" / "runme" / "logs"
     )
-    foyle = list(foyle_log_dirs) or [home / ".foyle" / "logs" / "raw"]
-    return list(dict.fromkeys([*foyle, runme]))
+    writers = dict.fromkeys(foyle_log_dirs or [home / ".foyle" / "logs" / "raw"], "Foyle")
+    writers.setdefault(runme, "RunMe")
+    return writers
 
 
 def default_training_dirs() -> list[Path]:
@@ -52,6 +58,7 @@ class Settings:
     rescan_interval: float = 30.0
     abandon_after: float = 600.0
     max_line_bytes: int = 16 << 20
+    symlinks_anywhere: bool = False  # follow symlinks out of the log dirs (default: not)
     metrics_addr: str | None = None
     learn: bool = True
     training_dirs: list[Path] = field(default_factory=default_training_dirs)

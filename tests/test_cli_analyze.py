@@ -174,7 +174,7 @@ def test_get_finds_a_blocklog_by_raw_id_and_by_name(tmp_path: Path, testdata: Pa
     ]
     assert name in table
     names = foylectl("get", "bl", "-o", "name", "--state-dir", state).stdout.split()
-    assert names == [f"blocklog.blocklog/{name}"]
+    assert names == [f"blocklog.foyle.io/{name}"]
 
 
 def test_describe_blocklog_shows_its_traces(tmp_path: Path, testdata: Path) -> None:
@@ -186,19 +186,19 @@ def test_describe_blocklog_shows_its_traces(tmp_path: Path, testdata: Path) -> N
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "message", "code"),
     [
-        (["get", "widgets"], "unknown resource kind"),
-        (["analyze", "--logs", "/nonexistent/dir"], "does not exist"),
-        (["get", "bl", "nope"], "not found"),
+        (["get", "widgets"], "unknown resource kind", 2),
+        (["analyze", "--logs", "/nonexistent/dir"], "does not exist", 2),
+        (["get", "bl", "nope"], 'Error from server (NotFound): blocklogs.foyle.io "nope"', 1),
     ],
 )
-def test_unusable_arguments_give_one_line_error_and_exit_2(
-    tmp_path: Path, testdata: Path, args: list[str], message: str
+def test_usage_errors_exit_2_and_not_found_exits_1_with_one_line(
+    tmp_path: Path, testdata: Path, args: list[str], message: str, code: int
 ) -> None:
     state = analyzed(tmp_path, testdata / "runme_traces_lines.jsonl")
     proc = foylectl(*args, "--state-dir", state, check=False)
-    assert proc.returncode == 2
+    assert proc.returncode == code
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
@@ -207,7 +207,7 @@ def test_unwritable_state_dir_is_a_clear_error(tmp_path: Path, testdata: Path) -
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     proc = foylectl("analyze", "--logs", testdata, "--state-dir", blocker / "state", check=False)
-    assert proc.returncode == 2 and "state dir" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 1 and "state dir" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_store_file_is_private(tmp_path: Path, testdata: Path) -> None:

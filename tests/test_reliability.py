@@ -133,7 +133,7 @@ def test_deleted_store_or_journal_is_rebuilt_from_the_logs_on_start(tmp_path: Pa
     assert report.restarts == 2
 
 
-def test_damaged_store_or_journal_exits_2_with_one_line_naming_file_and_remedy(
+def test_damaged_store_or_journal_exits_1_with_one_line_naming_file_and_remedy(
     tmp_path: Path,
 ) -> None:
     report = chaos.state_corrupted(tmp_path)

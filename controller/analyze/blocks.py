@@ -22,6 +22,8 @@ import binascii
 import re
 from typing import Any
 
+from controller.api.entry import EXIT_CODE_RANGE
+
 UNKNOWN_KIND = "UNKNOWN_BLOCK_KIND"
 _KINDS: dict[Any, str] = {
     0: UNKNOWN_KIND,
@@ -35,7 +37,8 @@ _KINDS: dict[Any, str] = {
     "CELL_KIND_CODE": "CODE",
 }
 CELL_ID_KEYS = ("runme.dev/id", "id")  # Foyle's RunmeIdField, then IdField
-_EXIT_CODE = re.compile(r"^\s*exitCode:\s*(-?\d+)\s*$")
+# At most 10 digits: a longer number is no exit code, and no resource could hold it.
+_EXIT_CODE = re.compile(r"^\s*exitCode:\s*(-?\d{1,10})\s*$")
 
 
 def _str(value: Any) -> str:
@@ -143,5 +146,6 @@ def exit_code_from_outputs(outputs: Any) -> int | None:
             continue
         for item in _list(output.get("items")):
             if isinstance(item, dict) and (match := _EXIT_CODE.match(_text_data(item))):
-                return int(match.group(1))
+                code = int(match.group(1))
+                return code if code in EXIT_CODE_RANGE else None
     return None

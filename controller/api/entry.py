@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 EVENT_KEY_PREFIX = "event/"
+EXIT_CODE_RANGE = range(-(2**31), 2**31)  # what a process can return; the CRD field is int64
 
 
 @dataclass(frozen=True, slots=True)

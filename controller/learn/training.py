@@ -8,20 +8,27 @@ every Example and rewrites a file whose bytes are not right; two fsyncs per
 file were most of a learner reconcile's tail latency. The file name is the Example's `metadata.name`, which
 is DNS-1123 safe, never the raw block id (untrusted, may hold `/` or `..`).
 A file whose bytes are already right is left alone, so re-reconciling writes
-nothing.
+nothing. Temp files a kill left behind are removed when a writer starts, once
+they are old enough not to be another process's write in progress (issue 13).
+Directories are created 0700 (controller.store.files).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from controller.api.kinds import Resource
 from controller.api.names import is_valid_name
 from controller.learn.foyle_pb import example_to_proto
+from controller.store.files import make_private_dirs
+
+log = logging.getLogger(__name__)
 
 SUFFIX = ".example.binpb"
 FOYLE_DIMENSIONS = 1536  # Foyle's oai.SmallEmbeddingsDims
@@ -43,11 +50,29 @@ def foyle_skip_reason(embedding: Sequence[float] | None) -> str:
     return ""
 
 
+TEMP_GLOB = f".*{SUFFIX}.*.tmp"  # what _atomic_write's mkstemp names
+STALE_TEMP_SECONDS = 600.0  # a write takes milliseconds; older temp files were abandoned
+
+
 class TrainingWriter:
     """Writes and deletes an Example's training file in every configured directory."""
 
-    def __init__(self, dirs: Sequence[Path]) -> None:
+    def __init__(self, dirs: Sequence[Path], now: float | None = None) -> None:
         self.dirs = [Path(d).expanduser() for d in dirs]
+        self.remove_stale_temp_files(time.time() if now is None else now)
+
+    def remove_stale_temp_files(self, now: float) -> int:
+        """Delete temp files older than STALE_TEMP_SECONDS; returns how many."""
+        removed = 0
+        for directory in self.dirs:
+            for tmp in directory.glob(TEMP_GLOB):
+                with contextlib.suppress(FileNotFoundError):
+                    if now - tmp.lstat().st_mtime > STALE_TEMP_SECONDS:
+                        tmp.unlink()
+                        removed += 1
+        if removed:
+            log.info("removed %d temp files left by an interrupted write", removed)
+        return removed
 
     def path_for(self, directory: Path, name: str) -> Path:
         if not is_valid_name(name):
@@ -81,7 +106,7 @@ def _read(path: Path) -> bytes | None:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

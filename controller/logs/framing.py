@@ -29,7 +29,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from controller.api.entry import Entry
-from controller.logs.normalise import normalise
+from controller.logs.normalise import fits_depth, normalise
 
 BOM = b"\xef\xbb\xbf"
 CR = ord("\r")
@@ -47,6 +47,7 @@ class CarryState(StrEnum):
 class BadLine:
     offset: int
     reason: str  # invalid-json | not-an-object | invalid-utf8 | nul-bytes | empty | too-long
+    # | too-deep (nested past what can be written again)
 
 
 @dataclass
@@ -154,7 +155,8 @@ def _parse(raw: bytes, offset: int) -> Entry | str:
         return _why_invalid(content)
     if not isinstance(obj, dict):
         return "not-an-object"
-    return normalise(obj, offset, zlib.crc32(content))
+    entry = normalise(obj, offset, zlib.crc32(content))
+    return entry if fits_depth(content, entry) else "too-deep"
 
 
 def _why_invalid(content: bytes) -> str:

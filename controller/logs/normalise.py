@@ -5,8 +5,10 @@ Foyle and RunMe name the same facts differently (`time`/`ts`, `traceId`/`_id`,
 knows which writer produced a line; Foyle itself never read `ts`, which left
 every RunMe trace at time zero. Foyle's session keys (`contextId`, the
 StreamGenerate `context`, LogLLMUsage's `usage`) are kept for Sessions
-(issue 11). Values of the wrong type become the field's
-empty value rather than an error: a log line is untrusted input.
+(issue 11). Values of the wrong type become the field's empty value rather
+than an error: a log line is untrusted input. So do numbers no resource can
+hold (a `time` past year 9999, an exit code beyond 32 bits), which would
+otherwise fail every reconcile of their trace (issue 13).
 """
 
 from __future__ import annotations
@@ -15,10 +17,15 @@ from typing import Any
 
 import orjson
 
-from controller.api.entry import Entry
+from controller.api.entry import EXIT_CODE_RANGE, Entry
 
 LOG_EVENTS_FUNCTION = "agent.(*Agent).LogEvents"
 EVENT_KEYS = ("eventId", "eventType", "selectedCellId", "contextId", "event")
+MAX_TIME = 253402300799.0  # 9999-12-31T23:59:59Z, the last second RFC 3339 can write
+# orjson reads 1024 levels of nesting but writes at most 254; the journal, trace
+# snapshots and resources nest an entry's payloads a few levels deeper still.
+MAX_DEPTH = 128
+ORJSON_WRITE_DEPTH = 254
 
 
 def normalise(obj: dict[str, Any], offset: int, digest: int) -> Entry:
@@ -36,7 +43,7 @@ def normalise(obj: dict[str, Any], offset: int, digest: int) -> Entry:
         eval_mode=obj.get("evalMode") is True,
         request=decode_payload(_first(obj, "request", "req")),
         response=decode_payload(_first(obj, "response", "resp")),
-        exit_code=exit_code if type(exit_code) is int else None,
+        exit_code=exit_code if type(exit_code) is int and exit_code in EXIT_CODE_RANGE else None,
         known_id=_str(_first(obj, "knownID", "knownId")),
         block_ids=_str_tuple(block_ids),
         event=_event(obj) if LOG_EVENTS_FUNCTION in function else None,
@@ -44,6 +51,25 @@ def normalise(obj: dict[str, Any], offset: int, digest: int) -> Entry:
         context=_dict(decode_payload(obj.get("context"))),
         usage=_dict(decode_payload(obj.get("usage"))),
     )
+
+
+def fits_depth(content: bytes, entry: Entry) -> bool:
+    """True when `entry` nests at most MAX_DEPTH levels, so every copy of it can be written.
+
+    Counting brackets bounds the depth from above at C speed; only lines with
+    many brackets pay for a trial write, wrapped in the levels the limit keeps
+    spare (orjson fails past its write depth, which is exactly the test).
+    """
+    if content.count(b"{") + content.count(b"[") < MAX_DEPTH:
+        return True
+    wrapped: Any = entry.to_dict()
+    for _ in range(ORJSON_WRITE_DEPTH - MAX_DEPTH - 1):
+        wrapped = [wrapped]
+    try:
+        orjson.dumps(wrapped)
+    except TypeError:  # orjson.JSONEncodeError: "Recursion limit reached"
+        return False
+    return True
 
 
 def decode_payload(value: Any) -> Any:
@@ -68,7 +94,7 @@ def _first(obj: dict[str, Any], *keys: str) -> Any:
 
 
 def _time(value: Any) -> float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= MAX_TIME:
         return float(value)
     return 0.0
 

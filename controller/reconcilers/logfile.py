@@ -45,6 +45,7 @@ from controller.logs.identity import (
     identify,
     still_same,
 )
+from controller.logs.opening import NotALogFile, open_log_file  # issue 13
 from controller.reconcilers.result import DONE, Result
 from controller.store.base import NotFound, Store, read_modify_write
 from controller.store.journal import Batch, FileRow, Journal, WatermarkMoved
@@ -61,6 +62,8 @@ class LogFileSettings:
     publish_interval: float = 1.0
     idle_after: float = 300.0
     max_open_files: int = 256
+    roots: tuple[str, ...] = ()  # issue 13: symlinks are followed only into these (all if ())
+    symlinks_anywhere: bool = False
 
 
 def logfile_name(row: FileRow, node: str) -> str:
@@ -132,6 +135,7 @@ class LogFileReconciler:
         self._last_growth: dict[int, float] = {}
         self._path_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self._skipped: dict[str, str] = {}  # issue 13: paths never read, and why (logged once)
 
     # -- entry point ---------------------------------------------------------------------
 
@@ -158,11 +162,18 @@ class LogFileReconciler:
     def _reconcile(self, path: str) -> Result:
         row = self.journal.active_file_at(path)
         try:
-            f = open(path, "rb")  # noqa: SIM115 - the handle outlives this call (see _Handles)
+            # the handle outlives this call (see _Handles)
+            f = open_log_file(
+                path, self.settings.roots, symlinks_anywhere=self.settings.symlinks_anywhere
+            )
         except FileNotFoundError:
             if row is not None:
                 self._retire(row)
             return DONE
+        except NotALogFile as err:  # issue 13
+            if row is not None:
+                self._retire(row)
+            return self._skip(path, str(err))
         except (PermissionError, IsADirectoryError, OSError) as err:
             return self._unreadable(path, row, err)
 
@@ -263,6 +274,13 @@ class LogFileReconciler:
         self._publish(self.journal.file(row.id), force=True)
         self._published.pop(row.id, None)  # retired rows must not pile up in memory
         self._last_growth.pop(row.id, None)
+
+    def _skip(self, path: str, reason: str) -> Result:
+        """Issue 13: a path that is no log file is reported once (again if the reason changes)."""
+        if self._skipped.get(path) != reason:
+            log.warning("not reading %s: %s", path, reason)
+            self._skipped[path] = reason
+        return DONE
 
     def _unreadable(self, path: str, row: FileRow | None, err: OSError) -> Result:
         message = f"{type(err).__name__}: {err.strerror or err}"

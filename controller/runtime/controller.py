@@ -14,6 +14,11 @@ batch in one call, so a reconciler can read and write it set-wise. If any
 key fails, the whole unit rolls back and each key runs again in a unit of its
 own, so one bad key costs its batch a retry, never another key's writes.
 
+A key that keeps failing is retried with back-off for ever in `run` (the
+`controller_failing_keys` gauge and `failing()` report it), but a one-shot
+run gives up after `ONESHOT_ATTEMPTS` and reports it, so `foylectl analyze`
+always ends (issue 13).
+
 A `gate` applies back-pressure: while it is shut the workers take no key.
 Savepoints per key would do the same at a cost paid by every key. A worker
 with an empty queue takes the one key it got, so batching adds no latency.
@@ -25,6 +30,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from controller.reconcilers.result import Result
 from controller.runtime.metrics import MetricsRegistry, QueueMetrics
@@ -37,6 +43,17 @@ log = logging.getLogger(__name__)
 Reconcile = Callable[[str], Result | None]
 ReconcileMany = Callable[[list[str]], None]  # a whole batch at once; raises on failure
 GATE_POLL_SECONDS = 0.01
+ONESHOT_ATTEMPTS = 6  # ~0.3 s of back-off: enough for a transient error, bounded for a lasting one
+
+
+@dataclass
+class Failing:
+    """A key whose reconciles keep failing: how often, and the first error (the cause)."""
+
+    key: str
+    failures: int
+    first_error: str
+    gave_up: bool = False
 
 
 class Controller:
@@ -77,8 +94,14 @@ class Controller:
         self._reconciles = registry.counter(
             "controller_reconcile_total", "Reconciles run.", ("controller",)
         ).labels(name)
+        self._failing_gauge = registry.gauge(
+            "controller_failing_keys",
+            "Keys whose last reconcile failed (retried with back-off).",
+            ("controller",),
+        ).labels(name)
         self._threads: list[threading.Thread] = []
-        self._failing: set[str] = set()
+        self._failing: dict[str, Failing] = {}
+        self._failing_lock = threading.Lock()
         self.reconciled = 0  # keys reconciled so far (progress reports)
 
     def start(self) -> None:
@@ -91,6 +114,11 @@ class Controller:
 
     def add(self, key: str) -> None:
         self.queue.add(key)
+
+    def failing(self) -> list[Failing]:
+        """The keys failing now, and in a one-shot run those given up on."""
+        with self._failing_lock:
+            return [Failing(**vars(f)) for f in self._failing.values()]
 
     def is_idle(self) -> bool:
         return self.queue.is_idle()
@@ -125,7 +153,7 @@ class Controller:
                     self._reconciles.inc(len(keys))
                     self._reconcile_many(keys)
                     self.reconciled += len(keys)
-                    self._succeeded(keys)
+                    after_commit(lambda: self._succeeded(keys))
                 else:
                     for key in keys:
                         self._reconcile_and_follow_up(key)
@@ -138,7 +166,8 @@ class Controller:
         self._reconciles.inc()
         result = self._reconcile(key) or Result()
         self.reconciled += 1
-        self._succeeded([key])
+        # Only a commit is a success: a unit that fails to commit (a full disk) fails its keys.
+        after_commit(lambda: self._succeeded([key]))
         if result.requeue:
             after_commit(lambda: self.queue.add(key))
         elif result.requeue_after is not None and not self._oneshot:
@@ -146,19 +175,32 @@ class Controller:
             after_commit(lambda: self.queue.add_after(key, delay))
 
     def _succeeded(self, keys: list[str]) -> None:
-        for key in keys:
-            if key in self._failing:
-                self._failing.discard(key)
-                log.info("%s %s: reconcile succeeded again", self.name, key)
-        after_commit(lambda: self._forget(keys))
-
-    def _forget(self, keys: list[str]) -> None:
-        for key in keys:
-            self.queue.forget(key)
+        recovered = []
+        with self._failing_lock:
+            for key in keys:
+                self.queue.forget(key)
+                if self._failing.pop(key, None) is not None:
+                    recovered.append(key)
+            self._failing_gauge.set(len(self._failing))
+        for key in recovered:
+            log.info("%s %s: reconcile succeeded again", self.name, key)
 
     def _failed(self, key: str, err: Exception) -> None:
         self._errors.inc()
-        if key not in self._failing:
+        with self._failing_lock:
+            failing = self._failing.get(key)
+            if failing is None:
+                failing = self._failing[key] = Failing(key, 0, f"{type(err).__name__}: {err}")
+            failing.failures += 1
+            failing.gave_up = self._oneshot and failing.failures >= ONESHOT_ATTEMPTS
+            self._failing_gauge.set(len(self._failing))
+        if failing.gave_up:
+            log.warning(
+                "%s %s: gave up after %d failed reconciles", self.name, key, ONESHOT_ATTEMPTS
+            )
+            self.queue.forget(key)
+            return
+        if failing.failures == 1:
             log.warning(
                 "%s %s: reconcile failed, retrying with back-off: %s",
                 self.name,
@@ -166,7 +208,6 @@ class Controller:
                 err,
                 exc_info=log.isEnabledFor(logging.DEBUG),
             )
-            self._failing.add(key)
         self.queue.add_rate_limited(key)
 
     def _take_batch(self, first: str) -> list[str]:

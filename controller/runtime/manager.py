@@ -70,6 +70,8 @@ class Manager:
                 node=settings.node,
                 max_line_bytes=settings.max_line_bytes,
                 publish_interval=0.0 if oneshot else 1.0,
+                roots=tuple(str(d) for d in settings.log_dirs),  # issue 13
+                symlinks_anywhere=settings.symlinks_anywhere,  # issue 13
             ),
         )
         self.logfiles = Controller(

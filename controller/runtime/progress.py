@@ -10,6 +10,7 @@ journal and the manager on a timer and hands each sample to a sink.
 from __future__ import annotations
 
 import logging
+import stat
 import sys
 import threading
 import time
@@ -125,10 +126,12 @@ class ProgressReporter:
 
 
 def _size(path: Path) -> int:
+    """A regular file's size; 0 for anything else (a dangling link, a FIFO, a device)."""
     try:
-        return path.stat().st_size
+        st = path.stat()
     except OSError:
         return 0
+    return st.st_size if stat.S_ISREG(st.st_mode) else 0
 
 
 def terminal_bar(sample: Sample) -> None:

@@ -25,6 +25,7 @@ import orjson
 
 from controller.api.kinds import Resource
 from controller.api.resource import get_path
+from controller.api.selectors import parse_selector
 
 
 class StoreError(Exception):
@@ -226,43 +227,9 @@ def _owned_metadata(obj: Resource) -> tuple[Any, ...]:
     return tuple(meta.get(k) or {} for k in ("labels", "annotations", "ownerReferences"))
 
 
-def parse_label_selector(selector: str | None) -> list[tuple[str, str, str | None]]:
-    """Parse `a=b,c!=d,e,!f` into (key, op, value) with op in = != exists !exists."""
-    if not selector:
-        return []
-    terms: list[tuple[str, str, str | None]] = []
-    for raw in selector.split(","):
-        term = raw.strip()
-        if not term:
-            continue
-        if "!=" in term:
-            key, value = term.split("!=", 1)
-            terms.append((key.strip(), "!=", value.strip()))
-        elif "==" in term:
-            key, value = term.split("==", 1)
-            terms.append((key.strip(), "=", value.strip()))
-        elif "=" in term:
-            key, value = term.split("=", 1)
-            terms.append((key.strip(), "=", value.strip()))
-        elif term.startswith("!"):
-            terms.append((term[1:].strip(), "!exists", None))
-        else:
-            terms.append((term, "exists", None))
-    return terms
-
-
 def matches_labels(obj: Resource, selector: str | None) -> bool:
-    labels = _labels(obj)
-    for key, op, value in parse_label_selector(selector):
-        if op == "=" and labels.get(key) != value:
-            return False
-        if op == "!=" and labels.get(key) == value:
-            return False
-        if op == "exists" and key not in labels:
-            return False
-        if op == "!exists" and key in labels:
-            return False
-    return True
+    """Whether the object's labels satisfy `selector` (InvalidSelector when malformed)."""
+    return parse_selector(selector).matches(_labels(obj))
 
 
 def strip_server_fields(obj: dict[str, Any]) -> dict[str, Any]:

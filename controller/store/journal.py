@@ -36,8 +36,7 @@ from typing import TypeVar
 import orjson
 
 from controller.analyze.traces import TraceAccumulator
-from controller.store.base import StoreUnavailable
-from controller.store.sqlite_util import Transactions, open_database
+from controller.store.sqlite_util import Transactions, open_database, unusable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -164,10 +163,7 @@ class Journal:
             if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'entries'").fetchone():
                 raise sqlite3.DatabaseError("it was written by an earlier foyle-controller")
         except sqlite3.DatabaseError as err:
-            raise StoreUnavailable(
-                f"the journal {self.path} is unusable: {err}. Move it aside and restart"
-                " `foylectl run` (or run `foylectl analyze`) to rebuild it from the logs."
-            ) from err
+            raise unusable(self.path, err) from err  # issue 13: disk full is not damage
 
     # -- connections -------------------------------------------------------------------
 
@@ -207,7 +203,7 @@ class Journal:
             with ctx as value:
                 yield value
         except sqlite3.DatabaseError as err:
-            raise StoreUnavailable(f"journal {self.path}: {err}") from err
+            raise unusable(self.path, err) from err  # issue 13
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

@@ -48,7 +48,8 @@ from controller.store.base import (
     WatchEvent,
     matches_labels,
 )
-from controller.store.sqlite_util import Transactions
+from controller.store.files import make_private_dirs
+from controller.store.sqlite_util import Transactions, connect, is_read_only, unusable
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,10 @@ class SQLiteStore:
 
     def _create_file(self) -> None:
         """Create the file 0600 before SQLite does (SQLite would use 0644 minus umask)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._read_only = is_read_only(self.path)  # issue 13: reading commands work read-only
+        if self._read_only:
+            return
+        make_private_dirs(self.path.parent)  # issue 13: 0700 whatever the umask
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
@@ -143,19 +147,15 @@ class SQLiteStore:
 
     def _connect(self) -> sqlite3.Connection:
         with self._translate_errors():
-            # timeout= is SQLite's busy timeout; isolation_level=None: we issue BEGIN ourselves.
-            # check_same_thread=False only so close() may close every thread's connection.
-            conn = sqlite3.connect(
-                self.path,
-                timeout=self._busy_timeout_ms / 1000,
-                isolation_level=None,
-                check_same_thread=False,
-            )
+            # timeout= is SQLite's busy timeout; we issue BEGIN ourselves.
+            conn = connect(self.path, self._busy_timeout_ms / 1000, read_only=self._read_only)
             conn.execute("PRAGMA synchronous = NORMAL")
             return conn
 
     def _init_schema(self) -> None:
         conn = self._conn()
+        if self._read_only:  # issue 13: nothing to set up that could be written
+            return
         with self._translate_errors():
             # Switching to WAL and creating tables need the write lock: do it only when
             # needed, so opening an existing store never waits behind a writer.
@@ -186,19 +186,7 @@ class SQLiteStore:
         try:
             yield
         except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-                message = (
-                    f"locked by another writer (busy timeout {self._busy_timeout_ms} ms); retry"
-                )
-            elif getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-                # Not damage: advising to move the store aside would throw away good data.
-                message = f"the disk is full ({exc}); free some space, writes are retried"
-            else:
-                message = (
-                    f"not a usable SQLite store ({exc}); "
-                    "move it aside and run `foylectl analyze` to rebuild it"
-                )
-            raise StoreUnavailable(f"{self.path}: {message}") from exc
+            raise unusable(self.path, exc) from exc  # issue 13: disk full is not damage
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from controller.store.base import StoreUnavailable
+from controller.store.files import make_private_dirs
 
 
 def open_database(path: Path, busy_timeout_ms: int = 30000) -> sqlite3.Connection:
@@ -18,25 +20,95 @@ def open_database(path: Path, busy_timeout_ms: int = 30000) -> sqlite3.Connectio
     WAL lets `foylectl get` read while `foylectl run` writes; the busy timeout
     makes writers from several processes wait for each other instead of
     failing with SQLITE_BUSY (Foyle's issue with a shared SQLite DB).
-    Transactions are explicit (isolation_level=None).
+    Transactions are explicit (isolation_level=None). An existing file in a
+    state dir this process cannot write is opened read-only (issue 13), so
+    reading commands work there and a write fails with a read-only error.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    read_only = is_read_only(path)
+    if not read_only:
+        make_private_dirs(path.parent)
+        if not path.exists():
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     try:
-        conn = sqlite3.connect(
-            path, timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
-        )
+        conn = connect(path, busy_timeout_ms / 1000, read_only=read_only)
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        if not read_only:
+            conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA schema_version").fetchone()
     except sqlite3.DatabaseError as err:
-        raise StoreUnavailable(
-            f"cannot open the database {path}: {err}. Move it aside and run `foylectl analyze`"
-            " (or restart `foylectl run`) to rebuild it from the logs."
-        ) from err
+        raise unusable(path, err) from err
     return conn
+
+
+def is_read_only(path: Path) -> bool:
+    """An existing database this process cannot write: no write permission on it or its
+    dir, or a full disk that has no room for the -shm file a WAL reader needs."""
+    if not path.exists():
+        return False
+    writable = os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)
+    return not writable or (_disk_full(path) and not Path(f"{path}-shm").exists())
+
+
+def connect(path: Path, timeout: float, *, read_only: bool) -> sqlite3.Connection:
+    """sqlite3.connect, read-only through a URI when asked.
+
+    Read-only, SQLite still needs the -shm file of a WAL database; when the dir
+    cannot hold one, nobody writes there and the file is opened as immutable.
+    """
+    target: str | Path = path
+    if read_only:
+        target = f"file:{urllib.parse.quote(str(path.absolute()))}?mode=ro"
+        if not Path(f"{path}-shm").exists():
+            target += "&immutable=1"
+    # check_same_thread=False only so a store may close every thread's connection.
+    return sqlite3.connect(
+        target,
+        timeout=timeout,
+        isolation_level=None,
+        check_same_thread=False,
+        uri=read_only,
+    )
+
+
+# What a full disk looks like to SQLite besides SQLITE_FULL: a failed -shm or -wal write,
+# or the read-only connection opened because there was no room for a -shm file.
+_MAYBE_FULL = (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY)
+
+
+def unusable(path: Path, err: sqlite3.DatabaseError) -> StoreUnavailable:
+    """The one-line error for a failed SQLite operation, with advice that fits its cause.
+
+    Only damage (SQLITE_CORRUPT, SQLITE_NOTADB) earns "move it aside": said of a
+    full disk, a read-only dir or a lock it would throw a good file away (issue 13).
+    """
+    code = (getattr(err, "sqlite_errorcode", None) or 0) & 0xFF
+    if code == sqlite3.SQLITE_FULL or (code in _MAYBE_FULL and _disk_full(path)):
+        advice = "the disk is full: free some space and try again (nothing is lost)"
+    elif code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_CANTOPEN) or (
+        is_read_only(path)
+    ):
+        advice = (
+            "cannot be written here (a read-only or another user's state dir?);"
+            " reading commands still work, writing ones need a writable --state-dir"
+        )
+    elif code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        advice = "locked by another writer for longer than the busy timeout; try again"
+    elif code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        advice = (
+            "damaged: move it aside and run `foylectl analyze` (or restart `foylectl run`)"
+            " to rebuild it from the logs"
+        )
+    else:
+        advice = "try again; if it persists, report it with this message"
+    return StoreUnavailable(f"{path}: {err}: {advice}")
+
+
+def _disk_full(path: Path) -> bool:
+    try:
+        return os.statvfs(path.parent).f_bavail == 0
+    except OSError:
+        return False
 
 
 class Transactions:

@@ -1,0 +1,206 @@
+"""`foylectl get`: find what was asked for, print it as kubectl would, follow with -w.
+
+Behaviour a kubectl user relies on (issue 13): an empty list prints "No
+resources found" on stderr (stdout stays parseable); a name that is not there
+prints kubectl's NotFound line and the command exits 1 after printing what
+was found; `-w -o json` prints one object per event; table rows printed while
+watching keep the widths of the rows before them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from controller.api.kinds import KindInfo, Resource
+from controller.api.selectors import InvalidSelector, parse_selector
+from controller.cli import UsageError
+from controller.getargs import BadResourceArgs, Wanted, parse_resource_args
+from controller.output import Table, as_list, document, parse_custom_columns, qualified
+from controller.store.base import Gone, NotFound, Store, matches_labels
+
+
+def find(store: Store, info: KindInfo, name_or_id: str) -> list[Resource]:
+    """A resource by name or by the raw id in its spec; a LogFile also by its path.
+
+    Empty when there is none. A path can match a LogFile per node and per
+    rotated file, so this is a list.
+    """
+    from controller.api.names import name_for_id
+
+    for candidate in dict.fromkeys((name_or_id, name_for_id(name_or_id))):
+        try:
+            return [store.get(info.kind, candidate)]
+        except NotFound:
+            continue
+    if info.kind == "LogFile":
+        paths = {name_or_id, os.path.abspath(os.path.expanduser(name_or_id))}
+        return [o for o in store.list("LogFile") if o["spec"].get("path") in paths]
+    return []
+
+
+def not_found(info: KindInfo, name: str) -> str:
+    return f'Error from server (NotFound): {info.plural}.foyle.io "{name}" not found'
+
+
+def wanted_from(args: argparse.Namespace) -> list[Wanted]:
+    """The parsed resource arguments, with the flags that cannot go with them refused."""
+    try:
+        wanted = parse_resource_args(args.resources)
+        parse_selector(args.selector)
+        if args.output.startswith("custom-columns="):
+            parse_custom_columns(args.output.partition("=")[2])
+        if args.sort_by:
+            from controller.jsonpath import parse_path
+
+            parse_path(args.sort_by)
+    except (BadResourceArgs, InvalidSelector, ValueError) as err:
+        raise UsageError(str(err)) from err
+    if args.selector and any(w.names for w in wanted):
+        raise UsageError("a name cannot be given together with a label selector (-l)")
+    if args.watch and len(wanted) > 1:
+        raise UsageError("-w watches a single resource type")
+    return wanted
+
+
+def cmd_get(args: argparse.Namespace, store: Store, namespace: str | None) -> int:
+    wanted = wanted_from(args)
+    found: list[tuple[KindInfo, list[Resource]]] = []
+    missing: list[str] = []
+    versions: dict[str, str] = {}
+    for want in wanted:
+        if want.names:
+            items = []
+            for name in want.names:
+                matches = find(store, want.info, name)
+                items.extend(matches)
+                if not matches:
+                    missing.append(not_found(want.info, name))
+        else:
+            items, versions[want.info.kind] = store.list_with_version(want.info.kind, args.selector)
+        found.append((want.info, _sorted(items, args.sort_by)))
+    printer = Printer(args, with_kind=len(wanted) > 1)
+    single = len(wanted) == 1 and len(wanted[0].names) == 1 and len(found[0][1]) == 1
+    printer.print_found(found, single=single)
+    for line in missing:
+        print(line, file=sys.stderr)
+    listing_for_people = printer.tabular or args.output == "name"
+    if listing_for_people and not missing and not any(items for _, items in found):
+        where = f" in {namespace} namespace" if namespace else ""
+        print(f"No resources found{where}.", file=sys.stderr)
+    if missing:
+        return 1
+    if args.watch:
+        info = wanted[0].info
+        version = versions.get(info.kind) or store.list_with_version(info.kind)[1]
+        _watch(store, info, version, set(wanted[0].names), args, printer)
+    return 0
+
+
+def _sorted(items: list[Resource], sort_by: str | None) -> list[Resource]:
+    if not sort_by:
+        return items
+    from controller.jsonpath import find as find_path
+
+    def key(obj: Resource) -> tuple[int, Any]:
+        values = find_path(obj, sort_by)
+        if not values or values[0] is None:
+            return (0, "")
+        value = values[0]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return (1, value)
+        return (2, str(value))
+
+    return sorted(items, key=key)
+
+
+class Printer:
+    """Prints found resources and then watch events, in the chosen output format."""
+
+    def __init__(self, args: argparse.Namespace, *, with_kind: bool) -> None:
+        self.output: str = args.output
+        self.headers = not args.no_headers
+        self.show_labels: bool = args.show_labels
+        self.with_kind = with_kind
+        self.watching: bool = args.watch
+        self._tables: dict[str, Table] = {}
+
+    def table_for(self, info: KindInfo) -> Table:
+        if info.kind not in self._tables:
+            custom = None
+            if self.output.startswith("custom-columns="):
+                custom = parse_custom_columns(self.output.partition("=")[2])
+            self._tables[info.kind] = Table(
+                info,
+                wide=self.output == "wide",
+                show_labels=self.show_labels,
+                with_kind=self.with_kind,
+                custom=custom,
+            )
+        return self._tables[info.kind]
+
+    @property
+    def tabular(self) -> bool:
+        return self.output in ("table", "wide") or self.output.startswith("custom-columns=")
+
+    def print_found(self, found: list[tuple[KindInfo, list[Resource]]], *, single: bool) -> None:
+        if self.tabular:
+            blocks = []
+            for info, items in found:
+                if items or (self.watching and self.headers):
+                    rows = self.table_for(info).lines(items, headers=self.headers)
+                    blocks.append("\n".join(rows))
+            if blocks:
+                print("\n\n".join(blocks), flush=True)
+        elif self.output == "name":
+            for info, items in found:
+                for obj in items:
+                    print(qualified(info, obj["metadata"]["name"]), flush=True)
+        elif self.watching:  # one document per object, as the events that follow
+            for _, items in found:
+                for obj in items:
+                    self._print_document(obj)
+        else:
+            items = [obj for _, objs in found for obj in objs]
+            doc: Any = items[0] if single else as_list(items)
+            self._print_document(doc)
+
+    def print_event(self, info: KindInfo, event_type: str, obj: Resource) -> None:
+        if self.tabular:
+            [row] = self.table_for(info).lines([obj], headers=False)
+            print(row + ("   (deleted)" if event_type == "DELETED" else ""), flush=True)
+        elif self.output == "name":
+            print(qualified(info, obj["metadata"]["name"]), flush=True)
+        else:
+            self._print_document(obj)
+
+    def _print_document(self, doc: Any) -> None:
+        text = document(doc, self.output)
+        if self.output == "yaml" and self.watching:
+            text = "---\n" + text
+        # a template prints exactly what it says, as kubectl's does (no newline added)
+        print(text, end="" if self.output.startswith("jsonpath=") else "\n", flush=True)
+
+
+def _watch(
+    store: Store,
+    info: KindInfo,
+    version: str,
+    names: set[str],
+    args: argparse.Namespace,
+    printer: Printer,
+) -> None:
+    """Print every change after `version` until interrupted; re-list when history is gone."""
+    while True:
+        try:
+            for event in store.watch(info.kind, version):
+                version = event.resource_version
+                obj = event.object
+                if names and not names & {obj["metadata"]["name"], obj["spec"].get("id")}:
+                    continue
+                if matches_labels(obj, args.selector):
+                    printer.print_event(info, event.type, obj)
+        except Gone:
+            _, version = store.list_with_version(info.kind)

@@ -1,0 +1,56 @@
+"""The worker loop's retry rules for a key that keeps failing (issue 13, item 3)."""
+
+from __future__ import annotations
+
+import threading
+
+from controller.runtime.controller import ONESHOT_ATTEMPTS, Controller
+from controller.runtime.metrics import MetricsRegistry
+from tests.cli_helpers import wait_for
+
+
+class Flaky:
+    """A reconcile that raises for every key until `healed` is set, counting its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.healed = threading.Event()
+
+    def __call__(self, key: str) -> None:
+        self.calls += 1
+        if not self.healed.is_set():
+            raise ValueError(f"cannot reconcile {key} (call {self.calls})")
+
+
+def test_oneshot_gives_up_after_a_bounded_number_of_attempts_and_reports_the_first_error() -> None:
+    reconcile = Flaky()
+    controller = Controller("trace", reconcile, MetricsRegistry(), oneshot=True)
+    controller.start()
+    controller.add("t1")
+
+    wait_for(lambda: any(f.gave_up for f in controller.failing()), 10, "giving up")
+    wait_for(controller.is_idle, 10, "an idle queue")
+    controller.stop(timeout=1)
+
+    [failing] = controller.failing()
+    assert (failing.key, failing.failures, failing.gave_up) == ("t1", ONESHOT_ATTEMPTS, True)
+    assert failing.first_error == "ValueError: cannot reconcile t1 (call 1)"
+    assert reconcile.calls == ONESHOT_ATTEMPTS
+
+
+def test_run_keeps_retrying_a_failing_key_and_reports_it_until_it_succeeds() -> None:
+    registry = MetricsRegistry()
+    reconcile = Flaky()
+    controller = Controller("trace", reconcile, registry)
+    controller.start()
+    controller.add("t1")
+    gauge = {"controller": "trace"}
+
+    wait_for(lambda: reconcile.calls > ONESHOT_ATTEMPTS, 20, "retries past the one-shot bound")
+    assert registry.value("controller_failing_keys", gauge) == 1
+    assert [f.gave_up for f in controller.failing()] == [False]
+
+    reconcile.healed.set()
+    wait_for(lambda: not controller.failing(), 30, "recovery")
+    controller.stop(timeout=1)
+    assert registry.value("controller_failing_keys", gauge) == 0
