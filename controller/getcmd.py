@@ -67,6 +67,16 @@ def wanted_from(args: argparse.Namespace) -> list[Wanted]:
 
 def cmd_get(args: argparse.Namespace, store: Store, namespace: str | None) -> int:
     wanted = wanted_from(args)
+    printer = Printer(args, with_kind=len(wanted) > 1)
+    streams = (
+        len(wanted) == 1
+        and not wanted[0].names
+        and not args.sort_by
+        and (printer.tabular or args.output == "name")
+        and hasattr(store, "list_pages")
+    )
+    if streams:
+        return _get_streaming(args, store, namespace, wanted[0].info, printer)
     found: list[tuple[KindInfo, list[Resource]]] = []
     missing: list[str] = []
     versions: dict[str, str] = {}
@@ -81,7 +91,6 @@ def cmd_get(args: argparse.Namespace, store: Store, namespace: str | None) -> in
         else:
             items, versions[want.info.kind] = store.list_with_version(want.info.kind, args.selector)
         found.append((want.info, _sorted(items, args.sort_by)))
-    printer = Printer(args, with_kind=len(wanted) > 1)
     single = len(wanted) == 1 and len(wanted[0].names) == 1 and len(found[0][1]) == 1
     printer.print_found(found, single=single)
     for line in missing:
@@ -96,6 +105,24 @@ def cmd_get(args: argparse.Namespace, store: Store, namespace: str | None) -> in
         info = wanted[0].info
         version = versions.get(info.kind) or store.list_with_version(info.kind)[1]
         _watch(store, info, version, set(wanted[0].names), args, printer)
+    return 0
+
+
+def _get_streaming(
+    args: argparse.Namespace, store: Any, namespace: str | None, info: KindInfo, printer: Printer
+) -> int:
+    """A whole kind, printed page by page as it is read (the first rows come at once)."""
+    version, pages = store.list_pages(info.kind, args.selector)
+    printed = 0
+    for items in pages:
+        if items or (printed == 0 and args.watch and printer.headers):
+            printer.print_found([(info, items)], single=False, headers=printed == 0)
+        printed += len(items)
+    if not printed:
+        where = f" in {namespace} namespace" if namespace else ""
+        print(f"No resources found{where}.", file=sys.stderr)
+    if args.watch:
+        _watch(store, info, version, set(), args, printer)
     return 0
 
 
@@ -145,12 +172,19 @@ class Printer:
     def tabular(self) -> bool:
         return self.output in ("table", "wide") or self.output.startswith("custom-columns=")
 
-    def print_found(self, found: list[tuple[KindInfo, list[Resource]]], *, single: bool) -> None:
+    def print_found(
+        self,
+        found: list[tuple[KindInfo, list[Resource]]],
+        *,
+        single: bool,
+        headers: bool = True,
+    ) -> None:
+        """Print what was found; `headers=False` for a later page of one listing."""
         if self.tabular:
             blocks = []
             for info, items in found:
                 if items or (self.watching and self.headers):
-                    rows = self.table_for(info).lines(items, headers=self.headers)
+                    rows = self.table_for(info).lines(items, headers=self.headers and headers)
                     blocks.append("\n".join(rows))
             if blocks:
                 print("\n\n".join(blocks), flush=True)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from controller.api.resource import new_resource
 from controller.store.base import Gone, StoreUnavailable, WatchEvent, read_modify_write
 from controller.store.sqlite import SQLiteStore
 from tests.store_contract import *  # noqa: F403  (the contract's tests run here)
@@ -178,3 +179,17 @@ def test_listeners_run_after_commit_for_this_instances_writes(
     assert [t for t, _, _ in seen] == ["ADDED", "DELETED"]
     assert seen[0][1] == obj["metadata"]["resourceVersion"]
     assert all(rv == visible for _, rv, visible in seen)
+
+
+def test_list_pages_reads_one_snapshot_in_pages_in_name_order(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "store.db")
+    for i in range(7):
+        store.create(new_resource("Trace", f"t{i}", {"id": f"t{i}"}))
+    version, pages = store.list_pages("Trace", page_size=3)
+    first = next(pages)
+    writer = SQLiteStore(tmp_path / "store.db")  # another connection, as `run` is to `get`
+    writer.create(new_resource("Trace", "t9", {"id": "t9"}))  # after the snapshot was taken
+    rest = [obj for page in pages for obj in page]
+    assert [len(first)] + [len(rest)] == [3, 4]
+    assert [o["metadata"]["name"] for o in first + rest] == [f"t{i}" for i in range(7)]
+    assert int(version) < int(store.get("Trace", "t9")["metadata"]["resourceVersion"])
