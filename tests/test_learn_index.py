@@ -50,6 +50,16 @@ def test_bm25_puts_the_matching_intent_first(tmp_path: Path) -> None:
     assert [n for n, _, _ in index.search("show me the gcloud logging output", k=1)] == ["logs"]
 
 
+def test_an_exact_match_scores_1_even_where_bm25_gives_common_words_nothing(
+    tmp_path: Path,
+) -> None:
+    index = ExampleIndex(tmp_path / "index.db")
+    index.upsert("a", "list the pods in dev", "{}")
+    index.upsert("b", "list the pods in prod", "{}")  # every word but one in both
+    hits = index.search("list the pods in dev", k=2)
+    assert [(name, score) for name, score, _ in hits] == [("a", 1.0), ("b", 0.8)]
+
+
 def test_search_returns_at_most_k_and_nothing_for_no_words(tmp_path: Path) -> None:
     index = filled(ExampleIndex(tmp_path / "index.db"))
     assert len(index.search("the cluster dev", k=2)) == 2

@@ -50,6 +50,13 @@ CREATE VIRTUAL TABLE IF NOT EXISTS examples_fts USING fts5(
 SearchHit = tuple[str, float, str]  # (Example name, score, Example JSON)
 
 
+BM25_CANDIDATES = 10  # candidates read per hit wanted, re-ranked by the share of words
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
 class ExampleIndex:
     """Incremental, persistent example retrieval over one SQLite file (mode 0600, WAL)."""
 
@@ -137,19 +144,31 @@ class ExampleIndex:
     # ---- ranking ----
 
     def _search_bm25(self, text: str, k: int) -> list[SearchHit]:
-        terms = list(dict.fromkeys(re.findall(r"\w+", text.lower())))[:MAX_QUERY_TERMS]
+        """Examples sharing words with `text`; the score is the share of its words they hold.
+
+        BM25 alone scores a word near 0 once it is in half the examples or more,
+        so an exact match in a small index showed 0.000 (issue 13). BM25 still
+        ranks candidates and breaks ties among equal shares.
+        """
+        terms = list(dict.fromkeys(_words(text)))[:MAX_QUERY_TERMS]
         if not terms:
             return []
         # Quoted terms ORed: any shared word counts, BM25 weighs the rare ones.
         match = " OR ".join(f'"{t}"' for t in terms)
         with self._lock:
             rows = self._conn.execute(
-                "SELECT e.name, -bm25(examples_fts), e.example_json"
+                "SELECT e.name, -bm25(examples_fts), e.query_text, e.example_json"
                 " FROM examples_fts JOIN examples e ON e.id = examples_fts.rowid"
                 " WHERE examples_fts MATCH ? ORDER BY bm25(examples_fts), e.name LIMIT ?",
-                (match, k),
+                (match, max(k * BM25_CANDIDATES, k)),
             ).fetchall()
-        return [(name, float(score), body) for name, score, body in rows]
+        scored = []
+        for name, bm25, query_text, body in rows:
+            words = set(_words(query_text))
+            share = sum(1 for t in terms if t in words) / len(terms)
+            scored.append((share, float(bm25), name, body))
+        scored.sort(key=lambda hit: (-hit[0], -hit[1], hit[2]))
+        return [(name, share, body) for share, _, name, body in scored[:k]]
 
     def _search_vectors(self, text: str, k: int) -> list[SearchHit]:
         self._embed_stale()
