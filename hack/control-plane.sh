@@ -3,6 +3,7 @@
 # does it, built from pinned Go modules so a fresh machine with only Go needs nothing else.
 #
 #   hack/control-plane.sh build      build (or find) etcd, kube-apiserver, kubectl in the cache
+#   hack/control-plane.sh bin        print the directory of the built binaries
 #   hack/control-plane.sh up DIR     build if needed, start both on loopback, wait for /readyz;
 #                                    leaves DIR/kubeconfig (admin) and DIR/bin/kubectl
 #   hack/control-plane.sh down DIR   stop what `up DIR` started
@@ -208,6 +209,7 @@ YAML
 
 case "${1:-}" in
 build) build ;;
+bin) echo "${BIN}" ;;
 up)
   [[ $# -eq 2 ]] || die "usage: $0 up DIR"
   up "$2"
@@ -217,7 +219,7 @@ down)
   stop "$2"
   ;;
 *)
-  echo "usage: $0 build | up DIR | down DIR" >&2
+  echo "usage: $0 build | bin | up DIR | down DIR" >&2
   exit 2
   ;;
 esac

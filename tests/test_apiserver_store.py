@@ -1,0 +1,56 @@
+"""KubeStore on a real kube-apiserver and etcd: the shared Store contract, unchanged, plus 410."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from controller.store.base import Gone
+from controller.store.kube import KubeStore
+from tests.control_plane import ControlPlane
+from tests.store_contract import *  # noqa: F403  (the contract's tests run here)
+from tests.store_contract import _trace
+
+pytestmark = pytest.mark.apiserver
+
+# The contract's concurrency test makes thousands of requests; the admin is exempt from APF.
+UNLIMITED = {"qps": 1e6, "burst": 1_000_000}
+
+
+@pytest.fixture
+def new_store(apiserver: ControlPlane) -> Iterator[Callable[..., KubeStore]]:
+    """Stores on one fresh namespace: empty collections for every test."""
+    namespace = apiserver.new_namespace("store")
+    opened: list[KubeStore] = []
+
+    def make(**options: Any) -> KubeStore:
+        options = {**UNLIMITED, **options}
+        store = KubeStore(namespace, kubeconfig=str(apiserver.kubeconfig), **options)
+        opened.append(store)
+        return store
+
+    yield make
+    for s in opened:
+        s.close()
+
+
+@pytest.fixture
+def store(new_store: Callable[..., KubeStore]) -> KubeStore:
+    return new_store()
+
+
+def test_watch_from_a_version_etcd_compacted_raises_gone(
+    store: KubeStore, apiserver: ControlPlane
+) -> None:
+    _, since = store.list_with_version("Trace")
+    store.create(_trace("a"))
+    store.create(_trace("b"))
+    apiserver.compact_etcd()
+    with pytest.raises(Gone):
+        list(store.watch("Trace", since, timeout=10))
+    _, fresh = store.list_with_version("Trace")
+    store.create(_trace("c"))
+    events = list(store.watch("Trace", fresh, timeout=2))
+    assert [(e.type, e.object["metadata"]["name"]) for e in events] == [("ADDED", "c")]
