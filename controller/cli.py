@@ -144,6 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=3600.0,
         help="seconds a Complete trace keeps its raw journal entries (default 3600)",
     )
+    p.add_argument(  # issue 12: kube-only Trace retention (controller/store/kube_retention.py)
+        "--trace-retention",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="--store kube: elide the bodies of Traces finished this long ago, keeping what "
+        "BlockLogs read (default 0: never)",
+    )
     p.add_argument(
         "--no-learn", action="store_true", help="do not run the learning controller in this process"
     )

@@ -166,7 +166,7 @@ up() {
     --service-account-key-file "${dir}/pki/sa.pub" \
     --service-account-signing-key-file "${dir}/pki/sa.key" \
     --service-cluster-ip-range 10.0.0.0/24 --cert-dir "${dir}/pki" \
-    --profiling=false --v 1 \
+    --endpoint-reconciler-type none --profiling=false --v 1 \
     </dev/null >"${dir}/logs/kube-apiserver.log" 2>&1 &
   echo $! >>"${dir}/pids"
   echo "http://127.0.0.1:${etcd_port}" >"${dir}/etcd-url"
