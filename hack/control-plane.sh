@@ -8,6 +8,7 @@
 #                                    leaves DIR/kubeconfig (admin) and DIR/bin/kubectl
 #   hack/control-plane.sh down DIR   stop what `up DIR` started
 #
+# KUBE_APISERVER_FLAGS adds flags to kube-apiserver (e.g. --watch-cache=false).
 # The binaries are cached in ${FOYLE_CONTROL_PLANE_CACHE:-${XDG_CACHE_HOME:-~/.cache}/foyle-controller/control-plane}/k8s-<v>-etcd-<v>/bin.
 # kube-apiserver and kubectl live in the k8s.io/kubernetes module, whose go.mod points its staging
 # modules (k8s.io/api, k8s.io/apimachinery, ...) at local paths; a wrapper module requires it and
@@ -116,18 +117,20 @@ certs() {
   )
 }
 
-# stop DIR: TERM what `up DIR` started (recorded in DIR/pids), KILL what is left after 20 s.
+# stop DIR: stop what `up DIR` started (DIR/pids), newest first: kube-apiserver, then etcd
+# (stopped together, the server spends its grace period retrying a vanished etcd). Each gets
+# TERM, and KILL if it is still running 20 s later.
 stop() {
   local dir="$1" pid
   [[ -f "${dir}/pids" ]] || return 0
-  while read -r pid; do kill -TERM "${pid}" 2>/dev/null || true; done <"${dir}/pids"
-  for _ in $(seq 200); do
-    local alive=0
-    while read -r pid; do kill -0 "${pid}" 2>/dev/null && alive=1; done <"${dir}/pids"
-    ((alive)) || break
-    sleep 0.1
+  for pid in $(tac "${dir}/pids"); do
+    kill -TERM "${pid}" 2>/dev/null || continue
+    for _ in $(seq 200); do
+      kill -0 "${pid}" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "${pid}" 2>/dev/null || true
   done
-  while read -r pid; do kill -KILL "${pid}" 2>/dev/null || true; done <"${dir}/pids"
   rm -f "${dir}/pids"
 }
 
@@ -158,6 +161,8 @@ up() {
     </dev/null >"${dir}/logs/etcd.log" 2>&1 &
   echo $! >>"${dir}/pids"
 
+  local extra=()
+  read -ra extra <<<"${KUBE_APISERVER_FLAGS:-}"
   "${BIN}/kube-apiserver" --etcd-servers "http://127.0.0.1:${etcd_port}" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "${api_port}" \
     --tls-cert-file "${dir}/pki/apiserver.crt" --tls-private-key-file "${dir}/pki/apiserver.key" \
@@ -166,7 +171,7 @@ up() {
     --service-account-key-file "${dir}/pki/sa.pub" \
     --service-account-signing-key-file "${dir}/pki/sa.key" \
     --service-cluster-ip-range 10.0.0.0/24 --cert-dir "${dir}/pki" \
-    --endpoint-reconciler-type none --profiling=false --v 1 \
+    --endpoint-reconciler-type none --profiling=false --v 1 "${extra[@]}" \
     </dev/null >"${dir}/logs/kube-apiserver.log" 2>&1 &
   echo $! >>"${dir}/pids"
   echo "http://127.0.0.1:${etcd_port}" >"${dir}/etcd-url"

@@ -12,6 +12,7 @@ failure, never a skip: a developer without Go deselects the tier with
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import urllib.request
 import uuid
@@ -127,11 +128,15 @@ class Cluster:
     namespace: str
 
 
-def start(workdir: Path) -> Iterator[ControlPlane]:
+def start(workdir: Path, *apiserver_flags: str) -> Iterator[ControlPlane]:
     """`up` in `workdir`, crds/ applied and established; `down` when the caller is done."""
     _require_built()
     up = subprocess.run(
-        ["bash", str(SCRIPT), "up", str(workdir)], capture_output=True, text=True, check=False
+        ["bash", str(SCRIPT), "up", str(workdir)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "KUBE_APISERVER_FLAGS": " ".join(apiserver_flags)},
     )
     try:
         if up.returncode != 0:

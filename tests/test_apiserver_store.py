@@ -9,7 +9,7 @@ import pytest
 
 from controller.store.base import Gone
 from controller.store.kube import KubeStore
-from tests.control_plane import ControlPlane
+from tests.control_plane import ControlPlane, start
 from tests.store_contract import *  # noqa: F403  (the contract's tests run here)
 from tests.store_contract import _trace
 
@@ -41,16 +41,23 @@ def store(new_store: Callable[..., KubeStore]) -> KubeStore:
     return new_store()
 
 
-def test_watch_from_a_version_etcd_compacted_raises_gone(
-    store: KubeStore, apiserver: ControlPlane
-) -> None:
+@pytest.fixture(scope="module")
+def uncached(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """A second server whose watches go to etcd: the session's serves them from its watch cache,
+    which keeps its own window of events whatever etcd compacted."""
+    yield from start(tmp_path_factory.mktemp("uncached"), "--watch-cache=false")
+
+
+def test_watch_from_a_version_etcd_compacted_raises_gone(uncached: ControlPlane) -> None:
+    store = KubeStore(uncached.new_namespace("gone"), kubeconfig=str(uncached.kubeconfig))
     _, since = store.list_with_version("Trace")
     store.create(_trace("a"))
     store.create(_trace("b"))
-    apiserver.compact_etcd()
+    uncached.compact_etcd()
     with pytest.raises(Gone):
         list(store.watch("Trace", since, timeout=10))
     _, fresh = store.list_with_version("Trace")
     store.create(_trace("c"))
     events = list(store.watch("Trace", fresh, timeout=2))
     assert [(e.type, e.object["metadata"]["name"]) for e in events] == [("ADDED", "c")]
+    store.close()
