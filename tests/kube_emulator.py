@@ -81,7 +81,9 @@ class Served:
     plural: str
     kind: str
     status_subresource: bool = True
-    schema: Obj | None = dataclasses.field(default=None, compare=False, hash=False)  # openAPIV3Schema
+    schema: Obj | None = dataclasses.field(
+        default=None, compare=False, hash=False
+    )  # openAPIV3Schema
 
     @property
     def api_version(self) -> str:
