@@ -157,7 +157,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 def _watch(store: Store, info: KindInfo, version: str, args: argparse.Namespace) -> int:
     import json
 
-    from controller.output import table
+    from controller.output import qualified_name, table
     from controller.store.base import Gone, matches_labels
 
     while True:
@@ -172,7 +172,7 @@ def _watch(store: Store, info: KindInfo, version: str, args: argparse.Namespace)
                 if args.output in ("json", "yaml"):
                     print(json.dumps({"type": event.type, "object": obj}), flush=True)
                 elif args.output == "name":
-                    print(f"{info.singular}/{obj['metadata']['name']}", flush=True)
+                    print(qualified_name(info, obj), flush=True)
                 else:
                     row = table(info, [obj], wide=args.output == "wide").splitlines()[1]
                     print(row + ("   (deleted)" if event.type == "DELETED" else ""), flush=True)

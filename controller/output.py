@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from controller.api.kinds import KindInfo, Resource
+from controller.api.kinds import GROUP, KindInfo, Resource
 from controller.api.resource import get_path, parse_rfc3339
 
 OUTPUTS = ("table", "wide", "json", "yaml", "name")
@@ -24,15 +24,15 @@ def age(timestamp: str | None, now: float | None = None) -> str:
     return f"{seconds}s"
 
 
-def _cell(value: Any, column_type: str, is_age: bool) -> str:
+def _cell(value: Any, is_age: bool) -> str:
+    """A cell as kubectl prints a CRD's printer column: missing is empty, nothing truncated."""
     if is_age:
         return age(value)
     if value is None:
-        return "<none>" if column_type != "string" else ""
+        return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    text = str(value)
-    return text if len(text) <= 48 else text[:45] + "..."
+    return str(value)
 
 
 def table(info: KindInfo, items: Iterable[Resource], *, wide: bool = False) -> str:
@@ -43,7 +43,7 @@ def table(info: KindInfo, items: Iterable[Resource], *, wide: bool = False) -> s
         row = [obj["metadata"]["name"]]
         for column in columns:
             is_age = column.json_path == ".metadata.creationTimestamp"
-            row.append(_cell(get_path(obj, column.json_path), column.type, is_age))
+            row.append(_cell(get_path(obj, column.json_path), is_age))
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     return "\n".join(
@@ -55,13 +55,16 @@ def as_list(items: list[Resource]) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "List", "items": items, "metadata": {}}
 
 
+def qualified_name(info: KindInfo, obj: Resource) -> str:
+    """`-o name` as kubectl prints it: blocklog.foyle.io/NAME."""
+    return f"{info.singular}.{GROUP}/{obj['metadata']['name']}"
+
+
 def render(info: KindInfo, items: list[Resource], output: str, *, single: bool = False) -> str:
     if output in ("table", "wide"):
         return table(info, items, wide=output == "wide")
     if output == "name":
-        return "\n".join(
-            f"{info.singular}.{info.kind.lower()}/{o['metadata']['name']}" for o in items
-        )
+        return "\n".join(qualified_name(info, o) for o in items)
     doc: Any = items[0] if single else as_list(items)
     if output == "json":
         return json.dumps(doc, indent=2, ensure_ascii=False)
