@@ -69,6 +69,13 @@ build() {
   fi
   local start=${SECONDS} src="${CACHE}/src" k8s_ld
   mkdir -p "${BIN}" "${src}/etcd"
+  # One build at a time per cache (two test sessions may start together); the loser finds it built.
+  exec 9>"${CACHE}/build.lock"
+  flock 9
+  if [[ -x "${BIN}/etcd" && -x "${BIN}/kube-apiserver" && -x "${BIN}/kubectl" ]]; then
+    log "built meanwhile in ${BIN}"
+    return
+  fi
   log "building etcd ${ETCD_VERSION}, kube-apiserver and kubectl ${K8S_VERSION} into ${BIN}"
   if [[ ! -x "${BIN}/etcd" ]]; then
     (
