@@ -356,7 +356,7 @@ def _start_kube_extras(
         return
     store.attach_metrics(registry)
     if trace_retention > 0:
-        from controller.store.kube_retention import TraceRetention
+        from controller.reconcilers.retention import TraceRetention
 
         interval = min(60.0, max(1.0, trace_retention / 4))
         TraceRetention(store, trace_retention, registry, interval=interval).start(stop)

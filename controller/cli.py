@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=3600.0,
         help="seconds a Complete trace keeps its raw journal entries (default 3600)",
     )
-    p.add_argument(  # issue 12: kube-only Trace retention (controller/store/kube_retention.py)
+    p.add_argument(  # issue 12: kube-only Trace retention (controller/reconcilers/retention.py)
         "--trace-retention",
         type=float,
         default=0.0,

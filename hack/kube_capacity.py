@@ -33,9 +33,9 @@ sys.path.insert(0, str(REPO / "hack"))
 
 import gen_logs  # noqa: E402
 
+from controller.reconcilers.retention import TraceRetention  # noqa: E402
 from controller.runtime.metrics import MetricsRegistry  # noqa: E402
 from controller.store.kube import KubeStore  # noqa: E402
-from controller.store.kube_retention import TraceRetention  # noqa: E402
 from controller.store.sqlite import SQLiteStore  # noqa: E402
 
 NAMESPACE = "foyle"

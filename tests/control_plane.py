@@ -16,11 +16,15 @@ import os
 import subprocess
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from controller.store.kube import KubeStore
+from tests.cli_helpers import run_command
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "hack" / "control-plane.sh"
@@ -79,22 +83,9 @@ class ControlPlane:
         timeout: float = 60,
     ) -> subprocess.CompletedProcess[str]:
         """The built kubectl (never one from PATH), as admin unless `kubeconfig` says otherwise."""
-        proc = subprocess.run(
-            [
-                str(self.dir / "bin" / "kubectl"),
-                "--kubeconfig",
-                str(kubeconfig or self.kubeconfig),
-                *map(str, args),
-            ],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(map(str, args))}: {proc.stderr}")
-        return proc
+        config = str(kubeconfig or self.kubeconfig)
+        argv = [str(self.dir / "bin" / "kubectl"), "--kubeconfig", config, *map(str, args)]
+        return run_command(argv, check=check, timeout=timeout, stdin=stdin)
 
     def new_namespace(self, prefix: str = "t") -> str:
         """A fresh namespace: every test gets empty collections without deleting anything."""
@@ -126,6 +117,24 @@ class Cluster:
 
     kubeconfig: Path
     namespace: str
+
+
+def store_factory(kubeconfig: Path, namespace: str) -> Iterator[Callable[..., KubeStore]]:
+    """Make KubeStores on one namespace; closes them after.
+
+    Unlimited pacing unless told: the contract's concurrency test makes thousands of
+    requests (the admin is exempt from the server's priority and fairness too).
+    """
+    opened: list[KubeStore] = []
+
+    def make(**options: Any) -> KubeStore:
+        options = {"qps": 1e6, "burst": 1_000_000, **options}
+        opened.append(KubeStore(namespace, kubeconfig=str(kubeconfig), **options))
+        return opened[-1]
+
+    yield make
+    for store in opened:
+        store.close()
 
 
 def start(workdir: Path, *apiserver_flags: str) -> Iterator[ControlPlane]:

@@ -3,37 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 
 from controller.store.base import Gone
 from controller.store.kube import KubeStore
-from tests.control_plane import ControlPlane, start
+from tests.control_plane import ControlPlane, start, store_factory
 from tests.store_contract import *  # noqa: F403  (the contract's tests run here)
 from tests.store_contract import _trace
 
 pytestmark = pytest.mark.apiserver
 
-# The contract's concurrency test makes thousands of requests; the admin is exempt from APF.
-UNLIMITED = {"qps": 1e6, "burst": 1_000_000}
-
 
 @pytest.fixture
 def new_store(apiserver: ControlPlane) -> Iterator[Callable[..., KubeStore]]:
     """Stores on one fresh namespace: empty collections for every test."""
-    namespace = apiserver.new_namespace("store")
-    opened: list[KubeStore] = []
-
-    def make(**options: Any) -> KubeStore:
-        options = {**UNLIMITED, **options}
-        store = KubeStore(namespace, kubeconfig=str(apiserver.kubeconfig), **options)
-        opened.append(store)
-        return store
-
-    yield make
-    for s in opened:
-        s.close()
+    yield from store_factory(apiserver.kubeconfig, apiserver.new_namespace("store"))
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Trace retention (controller/store/kube_retention.py): elided Traces still join the same BlockLogs."""
+"""Trace retention (controller/reconcilers/retention.py): elided Traces still join the same BlockLogs."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 from controller.analyze.blocklogs import blocklog_status
 from controller.api.resource import new_resource
 from controller.reconcilers.blocklog import member_ids
+from controller.reconcilers.retention import ELIDED, TraceRetention, join_view
 from controller.runtime.metrics import MetricsRegistry
 from controller.store.kube import KubeStore
-from controller.store.kube_retention import ELIDED, TraceRetention, join_view
 from controller.store.sqlite import SQLiteStore
 from tests.cli_helpers import foylectl
 from tests.control_plane import Cluster

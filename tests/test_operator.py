@@ -221,7 +221,8 @@ def test_foylectl_operator_serves_liveness_learns_and_exits_cleanly_on_sigterm(
         created = store.create(_blocklog("b6", FIXED))
         store.update_status({**created, "status": _blocklog("b6", FIXED)["status"]})
         wait_for(lambda: _example(store, "b6"), DEADLINE, "the Example of b6")
-        assert (training / "b6.example.binpb").exists()
+        # The Example is written first, then the file: on a real server the test sees the gap.
+        wait_for((training / "b6.example.binpb").exists, DEADLINE, "the training file of b6")
 
 
 def _live(port: int) -> bool:

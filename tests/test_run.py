@@ -169,7 +169,7 @@ def test_get_watch_prints_blocklogs_as_run_creates_them(tmp_path: Path, testdata
             text=True,
         )
         first = watcher.stdout.readline()  # the initial list
-        assert first.startswith("blocklog.blocklog/")
+        assert first.startswith("blocklog.foyle.io/")
         (logs / "new.jsonl").write_bytes(b"".join(renamed_session(testdata, "CCCC")))
         line = watcher.stdout.readline()
         while "01hf7b0kjm3hhfdvsx9yftcccc" not in line:

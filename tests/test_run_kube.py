@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from controller.api.names import name_for_id
+from controller.reconcilers.retention import ELIDED, join_view
 from controller.store.base import NotFound
 from controller.store.kube import KubeStore
-from controller.store.kube_retention import ELIDED, join_view
 from controller.store.sqlite import SQLiteStore
 from tests.cli_helpers import RunningController, comparable, foylectl, wait_for
 from tests.control_plane import Cluster

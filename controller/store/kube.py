@@ -36,8 +36,8 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from controller.api.kinds import BY_KIND, GROUP, VERSION, KindInfo, Resource
 from controller.store.base import (
@@ -52,9 +52,6 @@ from controller.store.base import (
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
-    from prometheus_client import Counter
-
-    from controller.runtime.metrics import MetricsRegistry
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +63,12 @@ CONNECT_TIMEOUT = 10.0
 # etcd's default --max-request-bytes; a write carries the object plus a little framing.
 ETCD_MAX_REQUEST_BYTES = 1_572_864
 MAX_OBJECT_BYTES = ETCD_MAX_REQUEST_BYTES - 8_192
+
+
+class _Metrics(Protocol):
+    """What the store needs from a metrics registry (runtime.metrics.MetricsRegistry fits)."""
+
+    def counter(self, name: str, doc: str, labels: Sequence[str] = ()) -> Any: ...
 
 
 class ObjectTooLarge(StoreError):
@@ -159,9 +162,9 @@ class KubeStore:
         self._api = client.CustomObjectsApi(self._api_client)
         self._limiter = TokenBucket(qps, burst)
         self._closed = False
-        self._too_large: Counter | None = None
+        self._too_large: Any = None
 
-    def attach_metrics(self, registry: MetricsRegistry) -> None:
+    def attach_metrics(self, registry: _Metrics) -> None:
         """Count refused oversized objects in `registry` (by kind)."""
         self._too_large = registry.counter(
             "foyle_kube_objects_too_large_total",

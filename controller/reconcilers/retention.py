@@ -32,7 +32,7 @@ import orjson
 from controller.analyze.traces import EXECUTE, GENERATE, LOG_EVENT, RUNME
 from controller.api.kinds import Resource
 from controller.api.resource import parse_rfc3339, rfc3339_seconds
-from controller.runtime.metrics import MetricsRegistry
+from controller.reconcilers.learner import Metrics
 from controller.store.base import Store, StoreError, json_copy, read_modify_write
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ class TraceRetention:
         self,
         store: Store,
         retention: float,
-        registry: MetricsRegistry,
+        registry: Metrics,
         interval: float = 60.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
