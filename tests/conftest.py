@@ -26,7 +26,7 @@ def testdata() -> Path:
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Build the control plane before any test runs, so no test's timeout pays for it."""
-    control_plane.build_if_selected(session.items)
+    control_plane.build_if_selected(session)
 
 
 @pytest.fixture(scope="session")

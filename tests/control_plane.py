@@ -32,12 +32,18 @@ CRD_NAMES = ("logfiles", "traces", "blocklogs", "examples")
 _build: dict[str, subprocess.CompletedProcess[str]] = {}
 
 
-def build_if_selected(items: list[pytest.Item]) -> None:
+def build_if_selected(session: pytest.Session) -> None:
     """Build (or find in the cache) the binaries when any selected test needs them."""
-    if any(item.get_closest_marker("apiserver") for item in items):
-        _build["result"] = subprocess.run(
-            ["bash", str(SCRIPT), "build"], capture_output=True, text=True, check=False
+    if not any(item.get_closest_marker("apiserver") for item in session.items):
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(
+            f"apiserver tier: {SCRIPT.relative_to(REPO)} build (minutes the first time, then cached)"
         )
+    _build["result"] = subprocess.run(
+        ["bash", str(SCRIPT), "build"], capture_output=True, text=True, check=False
+    )
 
 
 def _require_built() -> None:
