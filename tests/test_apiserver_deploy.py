@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from controller.api.names import name_for_id
+from controller.reconcilers.retention import ELIDED
 from controller.store.base import NotFound
 from controller.store.kube import KubeStore
 from tests.cli_helpers import RunningController, wait_for
@@ -128,6 +129,7 @@ def test_ingester_and_operator_work_with_their_own_service_account_tokens(
         f"--kubeconfig={identities['foyle-ingester']}",
         "--node=node-a",
         "--rescan-interval=1",
+        "--trace-retention=1",  # the sweeper works within the Role too
     )
     name = name_for_id(LEARNED_BLOCK)
 
@@ -145,6 +147,13 @@ def test_ingester_and_operator_work_with_their_own_service_account_tokens(
                 f"the ingester's BlockLogs and LogFiles\n{ingester.output()}",
             )
             wait_for(example, DEADLINE, "the operator's Example")
+            wait_for(
+                lambda: any(
+                    ELIDED in (t["metadata"].get("annotations") or {}) for t in admin.list("Trace")
+                ),
+                DEADLINE,
+                "trace retention to elide the samples' bodies",
+            )
             admin.delete("BlockLog", name)
             wait_for(lambda: example() is None, DEADLINE, "the Example's deletion")
         assert "Forbidden" not in ingester.output()
