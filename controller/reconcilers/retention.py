@@ -4,10 +4,13 @@ Every Trace is a custom resource in etcd, and etcd's quota (2 GiB by default)
 is shared by the whole cluster, so request and response bodies must not stay
 forever. After `--trace-retention` seconds a finished Trace (Complete or
 Abandoned) keeps only its `join_view`: the fields the BlockLog join
-(controller.analyze.blocklogs.blocklog_status) and the learner read (a
-Generate trace's doc and suggested blocks, an execution's block, commands and
-exit code, an event's type), and it is annotated `foyle.io/bodies-elided`.
-Command outputs, environment variables, directories and the like go.
+(controller.analyze.blocklogs.blocklog_status) reads, the only reader of
+Trace bodies (a Generate trace's doc and suggested blocks, an execution's
+block, commands and language, an event's type and block; exit code, times and
+ids are outside the bodies and stay), and it is annotated
+`foyle.io/bodies-elided`. Command outputs, environment variables, working
+directories and the like go. A new reader of Trace bodies must add what it
+reads to JOIN_FIELDS.
 
 Because the join reads nothing that is elided, a BlockLog rejoined from
 elided Traces is identical to one joined from the originals (a test checks it
