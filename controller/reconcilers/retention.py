@@ -16,7 +16,8 @@ Because the join reads nothing that is elided, a BlockLog rejoined from
 elided Traces is identical to one joined from the originals (a test checks it
 on the samples and a generated corpus), so eliding never has to wait for, or
 coordinate with, the BlockLog reconciler. A Trace the trace reconciler writes
-again (new lines) gets its full bodies back until the next sweep.
+again (new lines, or a rewrite racing a sweep) gets its full bodies back until
+the next sweep; the annotation says when bodies were last elided.
 
 The sweeper is its own thread, started by `foylectl run --store kube` only;
 the SQLite store lives on the node's disk and has no such quota.
@@ -78,12 +79,15 @@ def _finished_at(trace: Resource) -> float | None:
 
 
 def due(trace: Resource, now: float, retention: float) -> bool:
-    """Finished for longer than `retention`, not elided yet, and holding something to elide."""
+    """Finished for longer than `retention` and holding something to elide.
+
+    Not "not annotated yet": the trace reconciler may write full bodies back
+    while keeping the annotation it read, and those must go again.
+    """
     finished = _finished_at(trace)
     return (
         finished is not None
         and now - finished >= retention
-        and ELIDED not in (trace["metadata"].get("annotations") or {})
         and join_view(trace["spec"]) != trace["spec"]
     )
 
@@ -103,6 +107,7 @@ class TraceRetention:
         self.retention = retention
         self.interval = interval
         self.clock = clock
+        self._wrote = False  # whether the last mutation elided (rather than found nothing to do)
         self._elided = registry.counter(
             "foyle_trace_bodies_elided_total", "Traces whose bodies retention elided."
         )
@@ -118,7 +123,7 @@ class TraceRetention:
             if not due(trace, now, self.retention):
                 continue
             result = read_modify_write(self.store, "Trace", trace["metadata"]["name"], self._elide)
-            if result is not None and ELIDED in (result["metadata"].get("annotations") or {}):
+            if result is not None and self._wrote:
                 elided += 1
                 self._elided.inc()
                 self._saved.inc(max(0, _size(trace["spec"]) - _size(result["spec"])))
@@ -126,7 +131,8 @@ class TraceRetention:
 
     def _elide(self, current: Resource | None) -> Resource | None:
         """The mutation: re-checked on the version read, so a concurrent rewrite wins."""
-        if current is None or not due(current, self.clock(), self.retention):
+        self._wrote = current is not None and due(current, self.clock(), self.retention)
+        if not self._wrote:
             return None
         out = json_copy(current)
         out["spec"] = join_view(current["spec"])
