@@ -8,7 +8,8 @@
 #                                    leaves DIR/kubeconfig (admin) and DIR/bin/kubectl
 #   hack/control-plane.sh down DIR   stop what `up DIR` started
 #
-# KUBE_APISERVER_FLAGS adds flags to kube-apiserver (e.g. --watch-cache=false).
+# KUBE_APISERVER_FLAGS adds flags to kube-apiserver (e.g. --watch-cache=false);
+# with CONTROL_PLANE_OWNER_PID, `up` also stops the servers when that process is gone.
 # The binaries are cached in ${FOYLE_CONTROL_PLANE_CACHE:-${XDG_CACHE_HOME:-~/.cache}/foyle-controller/control-plane}/k8s-<v>-etcd-<v>/bin.
 # kube-apiserver and kubectl live in the k8s.io/kubernetes module, whose go.mod points its staging
 # modules (k8s.io/api, k8s.io/apimachinery, ...) at local paths; a wrapper module requires it and
@@ -182,6 +183,15 @@ up() {
     </dev/null >"${dir}/logs/kube-apiserver.log" 2>&1 &
   echo $! >>"${dir}/pids"
   echo "http://127.0.0.1:${etcd_port}" >"${dir}/etcd-url"
+  if [[ -n "${CONTROL_PLANE_OWNER_PID:-}" ]]; then
+    # A watchdog: if the owner (e.g. a test session) dies without `down`, stop the servers anyway.
+    (
+      while kill -0 "${CONTROL_PLANE_OWNER_PID}" 2>/dev/null; do sleep 2; done
+      stop "${dir}"
+      rm -f "${dir}/watchdog.pid"
+    ) </dev/null >/dev/null 2>&1 &
+    echo $! >"${dir}/watchdog.pid"
+  fi
 
   cat >"${dir}/kubeconfig" <<YAML
 apiVersion: v1
@@ -228,6 +238,10 @@ up)
   ;;
 down)
   [[ $# -eq 2 ]] || die "usage: $0 down DIR"
+  if [[ -f "$2/watchdog.pid" ]]; then
+    kill -TERM "$(cat "$2/watchdog.pid")" 2>/dev/null || true
+    rm -f "$2/watchdog.pid"
+  fi
   stop "$2"
   ;;
 *)

@@ -151,7 +151,11 @@ def start(workdir: Path, *apiserver_flags: str) -> Iterator[ControlPlane]:
         capture_output=True,
         text=True,
         check=False,
-        env={**os.environ, "KUBE_APISERVER_FLAGS": " ".join(apiserver_flags)},
+        env={
+            **os.environ,
+            "KUBE_APISERVER_FLAGS": " ".join(apiserver_flags),
+            "CONTROL_PLANE_OWNER_PID": str(os.getpid()),  # no servers left behind if killed
+        },
     )
     try:
         if up.returncode != 0:
