@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # heavy modules are imported lazily by the commands that need
     from controller.learn.index import ExampleIndex
     from controller.reconcilers.learner import LearnerReconciler
     from controller.runtime.manager import Manager
+    from controller.runtime.metrics import MetricsRegistry
     from controller.runtime.progress import ProgressReporter
     from controller.store.journal import Journal
 
@@ -472,6 +473,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     if not stop.is_set():
         manager.start()
+        _start_kube_extras(store, registry, args.trace_retention, stop)
         log.info("started")
         progress.start()
     stop.wait()
@@ -481,6 +483,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         server.stop()
     log.info("stopped%s", "" if drained else " (some work left for the next start)")
     return 0
+
+
+def _start_kube_extras(
+    store: Store, registry: MetricsRegistry, trace_retention: float, stop: threading.Event
+) -> None:
+    """Issue 12: oversized-object metrics and Trace retention, for the kube store only."""
+    from controller.store.kube import KubeStore
+
+    if not isinstance(store, KubeStore):
+        return
+    store.attach_metrics(registry)
+    if trace_retention > 0:
+        from controller.reconcilers.retention import TraceRetention
+
+        # A sweep lists every Trace: a quarter of the retention apart, at most hourly.
+        interval = min(3600.0, max(1.0, trace_retention / 4))
+        TraceRetention(store, trace_retention, registry, interval=interval).start(stop)
 
 
 def cmd_learn(args: argparse.Namespace) -> int:

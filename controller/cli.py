@@ -207,6 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds without a line before an unfinished trace is Abandoned (default 600)",
     )
     p.add_argument(
+        "--trace-retention",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="--store kube: elide the bodies of Traces finished this long ago, keeping what "
+        "BlockLogs read (default 0: never)",
+    )
+    p.add_argument(
         "--no-learn", action="store_true", help="do not run the learning controller in this process"
     )
     _learn_args(p)

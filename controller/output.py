@@ -21,7 +21,6 @@ from controller.api.resource import get_path, parse_rfc3339
 
 OUTPUTS = ("table", "wide", "json", "yaml", "name")
 TEMPLATE_OUTPUTS = ("jsonpath=", "custom-columns=")
-MAX_CELL = 48  # table cells are cut here; -o wide shows them whole
 # C0 controls but newline and tab (escaped apart), DEL, and the C1 controls (0x9b is CSI).
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
@@ -61,15 +60,16 @@ def qualified(info: KindInfo, name: str) -> str:
     return f"{info.singular}.{GROUP}/{name}"
 
 
-def _cell(value: Any, column_type: str, is_age: bool, cut: bool) -> str:
+def _cell(value: Any, is_age: bool) -> str:
+    """A cell as kubectl prints a CRD's printer column: missing is empty, nothing truncated
+    (checked against the real kubectl), control characters escaped."""
     if is_age:
         return age(value)
     if value is None:
-        return "<none>" if column_type != "string" else ""
+        return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    text = _cell_text(str(value))
-    return text if not cut or len(text) <= MAX_CELL else text[: MAX_CELL - 3] + "..."
+    return _cell_text(str(value))
 
 
 def _labels(obj: Resource) -> str:
@@ -106,8 +106,7 @@ class Table:
         row = [qualified(self.info, name) if self.with_kind else name]
         for column in self._columns():
             is_age = column.json_path == ".metadata.creationTimestamp"
-            value = get_path(obj, column.json_path)
-            row.append(_cell(value, column.type, is_age, cut=not self.wide))
+            row.append(_cell(get_path(obj, column.json_path), is_age))
         return row + [_labels(obj)] if self.show_labels else row
 
     def lines(self, items: Iterable[Resource], *, headers: bool = True) -> list[str]:

@@ -18,7 +18,7 @@ export LOG_DIR="${WORK}/logs"
 teardown() {
   local status=$?
   if [[ "${status}" -ne 0 ]]; then
-    kubectl --context "${CONTEXT}" --namespace foyle logs daemonset/foyle-ingester --tail 50 || true
+    kubectl --context "${CONTEXT}" --namespace foyle-ingester logs daemonset/foyle-ingester --tail 50 || true
     kubectl --context "${CONTEXT}" --namespace foyle logs deployment/foyle-operator --tail 50 || true
   fi
   if [[ "${KEEP_CLUSTER:-0}" != "1" ]]; then

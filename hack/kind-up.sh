@@ -46,6 +46,6 @@ echo "kind-up: applying deploy/"
 kubectl --context "${CONTEXT}" apply -k "${REPO}/deploy"
 kubectl --context "${CONTEXT}" wait --for condition=Established --timeout 60s \
   crd/logfiles.foyle.io crd/traces.foyle.io crd/blocklogs.foyle.io crd/examples.foyle.io
-kubectl --context "${CONTEXT}" --namespace foyle rollout status daemonset/foyle-ingester --timeout 180s
+kubectl --context "${CONTEXT}" --namespace foyle-ingester rollout status daemonset/foyle-ingester --timeout 180s
 kubectl --context "${CONTEXT}" --namespace foyle rollout status deployment/foyle-operator --timeout 180s
 echo "kind-up: ready; try: kubectl --context ${CONTEXT} get foyle -n foyle"

@@ -17,18 +17,21 @@ from typing import Any
 from controller.store.base import strip_server_fields
 
 
+def run_command(
+    argv: list[str], *, check: bool = True, timeout: float = 120, stdin: str | None = None
+) -> subprocess.CompletedProcess:
+    """Run a command to completion; with `check`, a failure is an assertion with its stderr."""
+    proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{argv} exited {proc.returncode}:\n{proc.stderr}")
+    return proc
+
+
 def foylectl(
     *args: str | Path, check: bool = True, timeout: float = 120
 ) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, "-m", "controller", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"foylectl {args} exited {proc.returncode}:\n{proc.stderr}")
-    return proc
+    argv = [sys.executable, "-m", "controller", *map(str, args)]
+    return run_command(argv, check=check, timeout=timeout)
 
 
 def free_port() -> int:

@@ -1,4 +1,4 @@
-"""Shared fixtures: where the real Foyle/RunMe log samples live."""
+"""Shared fixtures: where the real Foyle/RunMe log samples live, and the real API server."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests import control_plane
+from tests.kube_emulator import kube_emulator  # noqa: F401  (fixture for `cluster`)
 
 REPO = Path(__file__).resolve().parent.parent
 TESTDATA = REPO.parent / "shared" / "testdata" / "foyle"
@@ -30,3 +33,27 @@ def temporary_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         patch.setenv("HOME", str(home))
         patch.delenv("FOYLECTL_STATE_DIR", raising=False)
         yield home
+
+
+# ---- the `apiserver` tier: a real etcd + kube-apiserver (tests/control_plane.py) ----
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build the control plane before any test runs, so no test's timeout pays for it."""
+    control_plane.build_if_selected(session)
+
+
+@pytest.fixture(scope="session")
+def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[control_plane.ControlPlane]:
+    """A real API server with crds/ applied, shared by the session (tests use own namespaces)."""
+    yield from control_plane.start(tmp_path_factory.mktemp("control-plane"))
+
+
+@pytest.fixture(params=["emulator", pytest.param("apiserver", marks=pytest.mark.apiserver)])
+def cluster(request: pytest.FixtureRequest) -> control_plane.Cluster:
+    """A kube-mode test runs twice: on the kmock emulator (fast) and on the real API server."""
+    if request.param == "emulator":
+        emulator = request.getfixturevalue("kube_emulator")
+        return control_plane.Cluster(emulator.kubeconfig, "foyle")
+    plane: control_plane.ControlPlane = request.getfixturevalue("apiserver")
+    return control_plane.Cluster(plane.kubeconfig, plane.new_namespace("kube"))

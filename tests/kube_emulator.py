@@ -1,7 +1,9 @@
 """A Kubernetes API server emulator for tests: kmock's scaffold plus real API-server rules.
 
-No API server can run on these machines, so the kube Store backend and the
-operator are tested against this emulator on 127.0.0.1.
+The fast tier: the kube Store backend and the operator run against this
+emulator on 127.0.0.1 in every test run; the `apiserver` tier runs the same
+tests against a real kube-apiserver (tests/control_plane.py), which is what
+showed where the emulator disagreed (pruning, below).
 
 What kmock gives (and is used here): the aiohttp server on a free port, request
 parsing (group, version, plural, namespace, name, subresource), API discovery
@@ -15,6 +17,8 @@ replacing its object handling (kmock merges JSON into dicts and nothing more):
   `uid`, `creationTimestamp`, and `generation` bumped only when something other
   than metadata and status changes; a write that changes nothing is a no-op;
 * 201 on create, 409 AlreadyExists, `generateName`;
+* pruning of fields a CRD's structural schema does not declare (unless
+  `x-kubernetes-preserve-unknown-fields`), on every write, as the server does;
 * PUT replace, and 409 Conflict when `metadata.resourceVersion` is stale
   (a PUT without one is unconditional, as for real custom resources);
 * the status subresource: writes to `/status` change only status, writes to
@@ -29,8 +33,8 @@ replacing its object handling (kmock merges JSON into dicts and nothing more):
   server sends; `timeoutSeconds` ends the stream (after a BOOKMARK when
   `allowWatchBookmarks` is set).
 
-Not emulated (only a real cluster verifies these): OpenAPI validation,
-pruning of unknown fields and defaulting, admission, RBAC and authentication,
+Not emulated (the `apiserver` tier verifies these): OpenAPI validation and
+defaulting, admission, RBAC and authentication,
 field selectors, managedFields/server-side apply, periodic bookmarks,
 watch-cache timing, and label-selector watches seeing objects leave the selection.
 """
@@ -40,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import secrets
 import threading
 import uuid
@@ -76,6 +81,9 @@ class Served:
     plural: str
     kind: str
     status_subresource: bool = True
+    schema: Obj | None = dataclasses.field(
+        default=None, compare=False, hash=False
+    )  # openAPIV3Schema
 
     @property
     def api_version(self) -> str:
@@ -126,6 +134,29 @@ def _merge_patch(target: Any, patch: Any) -> Any:
         else:
             result[key] = _merge_patch(result.get(key), value)
     return result
+
+
+def _pruned(value: Any, schema: Obj) -> Any:
+    """`value` without what `schema` does not declare, as the API server prunes custom resources."""
+    if isinstance(value, dict) and schema.get("type") == "object":
+        if schema.get("x-kubernetes-preserve-unknown-fields"):
+            return value
+        properties = schema.get("properties", {})
+        return {k: _pruned(v, properties[k]) for k, v in value.items() if k in properties}
+    if isinstance(value, list) and "items" in schema:
+        return [_pruned(v, schema["items"]) for v in value]
+    return value
+
+
+def _prune(served: Served, obj: Obj) -> Obj:
+    """The object with its spec and status pruned (apiVersion, kind, metadata are the server's)."""
+    if served.schema is None:
+        return obj
+    properties = served.schema.get("properties", {})
+    for part in ("spec", "status"):
+        if part in obj and part in properties:
+            obj[part] = _pruned(obj[part], properties[part])
+    return obj
 
 
 def _without(obj: Obj, *keys: str) -> Obj:
@@ -185,6 +216,7 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
                 plural=names["plural"],
                 kind=names["kind"],
                 status_subresource="status" in version.get("subresources", {}),
+                schema=version.get("schema", {}).get("openAPIV3Schema"),
             ),
             short_names=tuple(names.get("shortNames", ())),
             categories=tuple(names.get("categories", ())),
@@ -325,10 +357,11 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
         body["apiVersion"], body["kind"] = served.api_version, served.kind
         if served.status_subresource:
             body.pop("status", None)
-        return self._commit(served, ns, "ADDED", body)
+        return self._commit(served, ns, "ADDED", _prune(served, body))
 
     def _replace(self, served: Served, ns: str, name: str, body: Obj, *, status: bool) -> Obj:
         stored = self._get(served, ns, name)
+        body = _prune(served, body)
         meta = body.get("metadata") or {}
         if meta.get("name", name) != name:
             raise _error(

@@ -301,9 +301,10 @@ def test_watch_sees_writes_made_through_another_instance(store: Store, new_store
 
 
 def _increment(obj: Resource | None) -> Resource:
+    """A counter in a field the CRD schema declares (an API server prunes undeclared ones)."""
     if obj is None:
-        return new_resource("BlockLog", "counter", {"id": "counter", "executions": 1})
-    obj["spec"]["executions"] += 1
+        return _trace("counter", exitCode=1)
+    obj["spec"]["exitCode"] += 1
     return obj
 
 
@@ -319,7 +320,7 @@ def test_read_modify_write_from_8_threads_loses_no_increment(
             start.wait()
             for _ in range(per_thread):
                 # The claim is "no lost update", not "no starvation": allow many retries.
-                read_modify_write(target, "BlockLog", "counter", _increment, attempts=10_000)
+                read_modify_write(target, "Trace", "counter", _increment, attempts=10_000)
         except BaseException as exc:  # surfaced by the assertion below
             errors.append(exc)
 
@@ -331,5 +332,5 @@ def test_read_modify_write_from_8_threads_loses_no_increment(
     for t in threads:
         t.join(timeout=60)
     assert not errors
-    counter = store.get("BlockLog", "counter")
-    assert counter["spec"]["executions"] == threads_n * per_thread
+    counter = store.get("Trace", "counter")
+    assert counter["spec"]["exitCode"] == threads_n * per_thread

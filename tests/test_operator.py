@@ -1,4 +1,8 @@
-"""The kopf operator (controller.operator) run by kopf's KopfRunner against the API server emulator."""
+"""The kopf operator (controller.operator), by kopf's KopfRunner and as `foylectl operator`.
+
+Every test that talks to a cluster runs twice (the `cluster` fixture): on the
+kmock emulator and on a real kube-apiserver.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +23,7 @@ from controller.operator import learn_digest, settings_from_env
 from controller.store.base import NotFound, read_modify_write
 from controller.store.kube import KubeStore
 from tests.cli_helpers import free_port, wait_for
-from tests.kube_emulator import RunningEmulator, kube_emulator  # noqa: F401  (fixture)
+from tests.control_plane import Cluster
 
 GENERATED = "kubectl get pods"
 FIXED = "kubectl get pods -n foyle"
@@ -58,17 +63,17 @@ def _example(store: KubeStore, name: str) -> dict[str, Any] | None:
 
 @pytest.fixture
 def operator_env(
-    kube_emulator: RunningEmulator,  # noqa: F811
+    cluster: Cluster,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[tuple[KubeStore, Path]]:
     """The environment kopf reads when it loads controller.operator (as in the Deployment)."""
     training = tmp_path / "training"
-    monkeypatch.setenv("KUBECONFIG", str(kube_emulator.kubeconfig))
-    monkeypatch.setenv("FOYLE_NAMESPACE", "foyle")
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+    monkeypatch.setenv("FOYLE_NAMESPACE", cluster.namespace)
     monkeypatch.setenv("FOYLECTL_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("FOYLE_TRAINING_DIRS", str(training))
-    store = KubeStore(kubeconfig=str(kube_emulator.kubeconfig))
+    store = KubeStore(cluster.namespace, kubeconfig=str(cluster.kubeconfig))
     try:
         yield store, training
     finally:
@@ -76,7 +81,16 @@ def operator_env(
 
 
 def _runner() -> KopfRunner:
-    args = ["run", "--verbose", "--standalone", "--namespace", "foyle", "-m", "controller.operator"]
+    namespace = os.environ["FOYLE_NAMESPACE"]
+    args = [
+        "run",
+        "--verbose",
+        "--standalone",
+        "--namespace",
+        namespace,
+        "-m",
+        "controller.operator",
+    ]
     return KopfRunner(args, timeout=30)
 
 
@@ -160,14 +174,15 @@ def test_settings_come_from_the_environment(tmp_path: Path) -> None:
     assert (settings.kube_qps, settings.kube_burst) == (5.0, 7)
 
 
-def test_foylectl_operator_serves_liveness_learns_and_exits_cleanly_on_sigterm(
-    operator_env: tuple[KubeStore, Path],
-    kube_emulator: RunningEmulator,  # noqa: F811
-    tmp_path: Path,
-) -> None:
-    store, _ = operator_env
+@contextmanager
+def running_operator(kubeconfig: Path, namespace: str, workdir: Path) -> Iterator[Path]:
+    """`foylectl operator --standalone` as a process, live; yields its training dir.
+
+    On leaving, SIGTERM must end it with exit code 0.
+    """
     port = free_port()
-    out = tmp_path / "operator.log"
+    out = workdir / "operator.log"
+    training = workdir / "cli-training"
     with open(out, "wb") as log:
         proc = subprocess.Popen(
             [
@@ -176,27 +191,38 @@ def test_foylectl_operator_serves_liveness_learns_and_exits_cleanly_on_sigterm(
                 "controller",
                 "operator",
                 "--standalone",
+                "--namespace",
+                namespace,
                 "--liveness",
                 f"http://127.0.0.1:{port}/healthz",
                 "--state-dir",
-                str(tmp_path / "cli-state"),
+                str(workdir / "cli-state"),
                 "--training-dir",
-                str(tmp_path / "cli-training"),
+                str(training),
             ],
             stdout=log,
             stderr=log,
-            env={**os.environ, "KUBECONFIG": str(kube_emulator.kubeconfig)},
+            env={**os.environ, "KUBECONFIG": str(kubeconfig)},
         )
     try:
         wait_for(lambda: _live(port), DEADLINE, f"liveness on :{port}\n{out.read_text()}")
-        created = store.create(_blocklog("b6", FIXED))
-        store.update_status({**created, "status": _blocklog("b6", FIXED)["status"]})
-        wait_for(lambda: _example(store, "b6"), DEADLINE, "the Example of b6")
-        assert (tmp_path / "cli-training" / "b6.example.binpb").exists()
+        yield training
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=30)
     assert code == 0, out.read_text()
+
+
+def test_foylectl_operator_serves_liveness_learns_and_exits_cleanly_on_sigterm(
+    operator_env: tuple[KubeStore, Path], cluster: Cluster, tmp_path: Path
+) -> None:
+    store, _ = operator_env
+    with running_operator(cluster.kubeconfig, cluster.namespace, tmp_path) as training:
+        created = store.create(_blocklog("b6", FIXED))
+        store.update_status({**created, "status": _blocklog("b6", FIXED)["status"]})
+        wait_for(lambda: _example(store, "b6"), DEADLINE, "the Example of b6")
+        # The Example is written first, then the file: on a real server the test sees the gap.
+        wait_for((training / "b6.example.binpb").exists, DEADLINE, "the training file of b6")
 
 
 def _live(port: int) -> bool:

@@ -1,4 +1,4 @@
-"""`foylectl run --store kube` as real subprocesses against the API server emulator.
+"""`foylectl run --store kube` as real subprocesses, on the emulator and on a real API server.
 
 The journal stays in each process's local SQLite state dir; Traces, BlockLogs
 and LogFiles go to custom resources, read back here as `kubectl get` would.
@@ -7,32 +7,37 @@ and LogFiles go to custom resources, read back here as `kubectl get` would.
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from controller.api.names import name_for_id
+from controller.reconcilers.retention import ELIDED, join_view
 from controller.store.base import NotFound
 from controller.store.kube import KubeStore
 from controller.store.sqlite import SQLiteStore
 from tests.cli_helpers import RunningController, comparable, foylectl, wait_for
-from tests.kube_emulator import RunningEmulator, kube_emulator  # noqa: F401  (fixture)
+from tests.control_plane import Cluster
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hack"))
+import gen_logs  # noqa: E402
 
 RUNME_BLOCK = "01HF7B0KJM3HHFDVSX9YFTZ8PE"
 RUNME_TRACE = "01HYRKRJETPVQA84VQR9AR6J30"
 DEADLINE = 60.0
 
 
-def _run_kube(logs: Path, state: Path, kube: RunningEmulator, *extra: str) -> RunningController:
+def _run_kube(logs: Path, state: Path, cluster: Cluster, *extra: str) -> RunningController:
     return RunningController(
         logs,
         state,
         "--store",
         "kube",
         "--namespace",
-        "foyle",
+        cluster.namespace,
         "--kubeconfig",
-        str(kube.kubeconfig),
+        str(cluster.kubeconfig),
         "--rescan-interval",
         "1",
         *extra,
@@ -66,30 +71,84 @@ def _sessions(testdata: Path, suffixes: list[str]) -> bytes:
     return "".join(out).encode()
 
 
+def _store(cluster: Cluster) -> KubeStore:
+    return KubeStore(cluster.namespace, kubeconfig=str(cluster.kubeconfig))
+
+
 def test_run_with_kube_store_writes_what_analyze_derives(
-    kube_emulator: RunningEmulator,  # noqa: F811
-    testdata: Path,
-    tmp_path: Path,
+    cluster: Cluster, testdata: Path, tmp_path: Path
 ) -> None:
     logs = tmp_path / "logs"
     shutil.copytree(testdata, logs)
+    _check_run_equals_analyze(cluster, logs, tmp_path)
+
+
+def test_run_with_kube_store_on_a_generated_corpus_writes_what_analyze_derives(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    logs = tmp_path / "logs"
+    stats = gen_logs.generate(logs, size_bytes=150_000, seed=12, bad_lines=3)
+    assert stats.sessions > 10
+    _check_run_equals_analyze(cluster, logs, tmp_path)
+
+
+def test_trace_retention_elides_bodies_and_blocklogs_stay_what_analyze_derives(
+    cluster: Cluster, testdata: Path, tmp_path: Path
+) -> None:
+    """The samples finished in 2024: with a 1 s retention every Trace is elided at once."""
+    logs = tmp_path / "logs"
+    shutil.copytree(testdata, logs)
+
+    def elided(traces: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for trace in traces.values():
+            if join_view(trace["spec"]) != trace["spec"]:
+                trace["spec"] = join_view(trace["spec"])
+                trace["metadata"]["annotations"] = {ELIDED: "elided"}
+        return traces
+
+    def seen(traces: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for trace in traces.values():  # the annotation's value is a time
+            if ELIDED in trace["metadata"].get("annotations", {}):
+                trace["metadata"]["annotations"][ELIDED] = "elided"
+        return traces
+
+    _check_run_equals_analyze(
+        cluster, logs, tmp_path, "--trace-retention=1", want_traces=elided, got_traces=seen
+    )
+
+
+def _same(traces: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return traces
+
+
+def _check_run_equals_analyze(
+    cluster: Cluster,
+    logs: Path,
+    tmp_path: Path,
+    *extra: str,
+    want_traces: Callable[[dict[str, Any]], dict[str, Any]] = _same,
+    got_traces: Callable[[dict[str, Any]], dict[str, Any]] = _same,
+) -> None:
+    """`run --store kube` converges on what `analyze` derives (Traces as `want_traces` says)."""
     foylectl("analyze", "--logs", logs, "--state-dir", tmp_path / "oneshot", "--no-learn")
     expected = SQLiteStore(tmp_path / "oneshot" / "store.db")
     want = {kind: comparable(expected.list(kind)) for kind in ("Trace", "BlockLog")}
     assert want["Trace"] and want["BlockLog"]
+    want["Trace"] = want_traces(want["Trace"])
+    seen = {"Trace": got_traces, "BlockLog": _same}
 
-    store = KubeStore(kubeconfig=str(kube_emulator.kubeconfig))
-    run = _run_kube(logs, tmp_path / "node-a", kube_emulator, "--node", "node-a", "--no-learn")
+    store = _store(cluster)
+    run = _run_kube(logs, tmp_path / "node-a", cluster, "--node", "node-a", "--no-learn", *extra)
     try:
         for kind in ("Trace", "BlockLog"):
             _wait(
                 [run],
-                lambda kind=kind: _cluster_view(store.list(kind)) == want[kind],
+                lambda kind=kind: seen[kind](_cluster_view(store.list(kind))) == want[kind],
                 f"the {kind}s that analyze derives",
             )
         logfiles = store.list("LogFile")
         assert {o["spec"]["path"] for o in logfiles} == {
-            str(p) for p in logs.iterdir() if p.suffix in (".json", ".jsonl")
+            str(p) for p in logs.rglob("*") if p.suffix in (".json", ".jsonl")
         }
         assert {o["spec"]["node"] for o in logfiles} == {"node-a"}
         assert (tmp_path / "node-a" / "journal.db").exists()  # the journal stays node-local
@@ -101,9 +160,7 @@ def test_run_with_kube_store_writes_what_analyze_derives(
 
 
 def test_two_ingesters_executing_one_block_lose_no_membership_update(
-    kube_emulator: RunningEmulator,  # noqa: F811
-    testdata: Path,
-    tmp_path: Path,
+    cluster: Cluster, testdata: Path, tmp_path: Path
 ) -> None:
     suffixes = {"a": [f"A{i:02d}" for i in range(8)], "b": [f"B{i:02d}" for i in range(8)]}
     runs = []
@@ -111,14 +168,14 @@ def test_two_ingesters_executing_one_block_lose_no_membership_update(
         logs = tmp_path / f"logs-{node}"
         logs.mkdir()
         (logs / "logs.2024-05-25T12:30:40.json").write_bytes(_sessions(testdata, node_suffixes))
-    store = KubeStore(kubeconfig=str(kube_emulator.kubeconfig))
+    store = _store(cluster)
     try:
         for node in suffixes:  # both start at once, so their writes to the BlockLog race
             runs.append(
                 _run_kube(
                     tmp_path / f"logs-{node}",
                     tmp_path / f"state-{node}",
-                    kube_emulator,
+                    cluster,
                     "--node",
                     f"node-{node}",
                     "--no-learn",

@@ -14,26 +14,16 @@ import pytest
 
 from controller.store.base import Gone, StoreUnavailable, WatchEvent
 from controller.store.kube import KubeStore, TokenBucket
+from tests.control_plane import store_factory
 from tests.kube_emulator import RunningEmulator, kube_emulator  # noqa: F401  (fixture)
 from tests.store_contract import *  # noqa: F403  (the contract's tests run here)
 from tests.store_contract import _trace, _trace_with, _wait_until
 
-# The contract's concurrency test makes thousands of requests; pacing is tested on its own below.
-UNLIMITED = {"qps": 1e6, "burst": 1_000_000}
-
 
 @pytest.fixture
 def new_store(kube_emulator: RunningEmulator) -> Iterator[Callable[..., KubeStore]]:  # noqa: F811
-    opened: list[KubeStore] = []
-
-    def make(**options: Any) -> KubeStore:
-        options = {**UNLIMITED, **options}
-        opened.append(KubeStore(kubeconfig=str(kube_emulator.kubeconfig), **options))
-        return opened[-1]
-
-    yield make
-    for s in opened:
-        s.close()
+    """Stores on the emulator (unlimited pacing: pacing is tested on its own below)."""
+    yield from store_factory(kube_emulator.kubeconfig, "foyle")
 
 
 @pytest.fixture

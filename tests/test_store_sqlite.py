@@ -59,7 +59,7 @@ def _increment_worker(path: str, times: int, start: Any, results: Any) -> None:
         with SQLiteStore(path) as s:
             start.wait(timeout=30)
             for _ in range(times):
-                read_modify_write(s, "BlockLog", "counter", _increment, attempts=10_000)
+                read_modify_write(s, "Trace", "counter", _increment, attempts=10_000)
         return times
 
     _report(results, run)
@@ -109,7 +109,7 @@ def test_two_processes_lose_no_read_modify_write_increment(
     _collect(results, 2)
     for p in procs:
         p.join(timeout=30)
-    assert store.get("BlockLog", "counter")["spec"]["executions"] == 400
+    assert store.get("Trace", "counter")["spec"]["exitCode"] == 400
 
 
 def test_reader_process_never_sees_a_locked_database_while_a_writer_commits(

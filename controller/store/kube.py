@@ -15,6 +15,12 @@ the history the caller needs is lost and no re-list inside the watch could
 reconstruct the deletions it missed, so `Gone` goes to the caller, whose
 contract is to re-list (`list_with_version`) and watch again.
 
+etcd refuses a request over 1.5 MiB (its default --max-request-bytes), and
+one object is one request: `create` and the updates measure the body first and
+raise `ObjectTooLarge` (counted in `foyle_kube_objects_too_large_total` once
+`attach_metrics` is called) instead of sending it, so the error names the
+object and its size rather than surfacing as etcd's "request is too large".
+
 The `kubernetes` package takes about a second to import; it is imported here
 only, so `foylectl` commands that do not talk to a cluster stay fast.
 """
@@ -30,8 +36,8 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from controller.api.kinds import BY_KIND, GROUP, VERSION, KindInfo, Resource
 from controller.store.base import (
@@ -54,6 +60,19 @@ WATCH_SECONDS = (300, 600)
 POLL = 0.05  # seconds between checks of `stop` and the deadline while a watch is idle
 RECONNECT_DELAY = (0.1, 5.0)  # back-off bounds after a failed watch connection
 CONNECT_TIMEOUT = 10.0
+# etcd's default --max-request-bytes; a write carries the object plus a little framing.
+ETCD_MAX_REQUEST_BYTES = 1_572_864
+MAX_OBJECT_BYTES = ETCD_MAX_REQUEST_BYTES - 8_192
+
+
+class _Metrics(Protocol):
+    """What the store needs from a metrics registry (runtime.metrics.MetricsRegistry fits)."""
+
+    def counter(self, name: str, doc: str, labels: Sequence[str] = ()) -> Any: ...
+
+
+class ObjectTooLarge(StoreError):
+    """An object bigger than etcd stores: sending it would only fail later, less clearly."""
 
 
 class TokenBucket:
@@ -143,6 +162,26 @@ class KubeStore:
         self._api = client.CustomObjectsApi(self._api_client)
         self._limiter = TokenBucket(qps, burst)
         self._closed = False
+        self._too_large: Any = None
+
+    def attach_metrics(self, registry: _Metrics) -> None:
+        """Count refused oversized objects in `registry` (by kind)."""
+        self._too_large = registry.counter(
+            "foyle_kube_objects_too_large_total",
+            "Writes refused before sending: the object is over what etcd accepts in one request.",
+            ("kind",),
+        )
+
+    def _fits(self, obj: Resource) -> None:
+        size = len(json.dumps(obj, separators=(",", ":")))
+        if size <= MAX_OBJECT_BYTES:
+            return
+        if self._too_large is not None:
+            self._too_large.labels(obj["kind"]).inc()
+        raise ObjectTooLarge(
+            f"{obj['kind']}/{obj['metadata']['name']}: {size / 2**20:.2f} MiB is over the "
+            f"{MAX_OBJECT_BYTES / 2**20:.2f} MiB etcd accepts in one object; not written"
+        )
 
     # ---- plumbing ----
 
@@ -200,6 +239,7 @@ class KubeStore:
         body["metadata"].pop("resourceVersion", None)
         body.pop("status", None)
         info = self._info(kind)
+        self._fits(body)
         return self._call(
             f"{kind}/{name}", self._api.create_namespaced_custom_object, info.plural, body
         )
@@ -208,6 +248,7 @@ class KubeStore:
         """Replace spec and metadata (the server keeps status); Conflict when the version is stale."""
         kind, name = obj["kind"], obj["metadata"]["name"]
         body = _versioned(obj)
+        self._fits(body)
         return self._call(
             f"{kind}/{name}",
             self._api.replace_namespaced_custom_object,
@@ -221,6 +262,7 @@ class KubeStore:
         kind, name = obj["kind"], obj["metadata"]["name"]
         body = _versioned(obj)
         body["status"] = body.get("status") or {}
+        self._fits(body)
         return self._call(
             f"{kind}/{name}",
             self._api.replace_namespaced_custom_object_status,

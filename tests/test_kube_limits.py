@@ -1,0 +1,53 @@
+"""Objects too large for etcd: refused by KubeStore before sending, with a clear error and a metric."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from controller.api.resource import new_resource
+from controller.runtime.metrics import MetricsRegistry
+from controller.store.kube import (
+    ETCD_MAX_REQUEST_BYTES,
+    MAX_OBJECT_BYTES,
+    KubeStore,
+    ObjectTooLarge,
+)
+from tests.control_plane import Cluster, ControlPlane
+
+
+def _trace(name: str, total_bytes: int) -> dict[str, object]:
+    """A Trace whose JSON is about `total_bytes` long (a notebook-sized request doc)."""
+    trace = new_resource("Trace", name, {"id": name, "kind": "Generate", "request": {"doc": ""}})
+    padding = total_bytes - len(json.dumps(trace, separators=(",", ":")))
+    trace["spec"]["request"]["doc"] = "x" * padding
+    return trace
+
+
+def test_an_object_over_the_limit_is_refused_with_its_size_and_counted(cluster: Cluster) -> None:
+    registry = MetricsRegistry()
+    with KubeStore(cluster.namespace, kubeconfig=str(cluster.kubeconfig)) as store:
+        store.attach_metrics(registry)
+        with pytest.raises(ObjectTooLarge, match=r"Trace/big: 1\.6\d MiB is over the 1\.49 MiB"):
+            store.create(_trace("big", 1_700_000))
+        small = store.create(_trace("small", 10_000))
+        small["spec"]["request"]["doc"] = "y" * 1_700_000
+        with pytest.raises(ObjectTooLarge):
+            store.update(small)
+        assert [t["metadata"]["name"] for t in store.list("Trace")] == ["small"]
+        assert set(store.get("Trace", "small")["spec"]["request"]["doc"]) == {"x"}
+    assert registry.value("foyle_kube_objects_too_large_total", {"kind": "Trace"}) == 2
+
+
+@pytest.mark.apiserver
+def test_the_limit_is_below_what_the_real_server_stores(apiserver: ControlPlane) -> None:
+    """Just under the limit is stored; just over etcd's own limit the server refuses it."""
+    namespace = apiserver.new_namespace("limits")
+    with KubeStore(namespace, kubeconfig=str(apiserver.kubeconfig)) as store:
+        stored = store.create(_trace("largest", MAX_OBJECT_BYTES))
+        assert len(stored["spec"]["request"]["doc"]) > MAX_OBJECT_BYTES - 1000
+    body = _trace("over", ETCD_MAX_REQUEST_BYTES + 10_000)
+    body["metadata"]["namespace"] = namespace
+    proc = apiserver.kubectl("create", "-f", "-", stdin=json.dumps(body), check=False)
+    assert proc.returncode != 0 and "too large" in proc.stderr, proc.stderr
