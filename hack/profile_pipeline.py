@@ -17,7 +17,6 @@ import pstats
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,17 +57,9 @@ class Pipeline:
             "blocklog": BlockLogReconciler(
                 self.store, self.journal, on_change=self.pending["example"].update
             ).reconcile_many,
-            "session": self._each(SessionReconciler(self.store, self.journal).reconcile),
+            "session": SessionReconciler(self.store, self.journal).reconcile_many,
             "example": learner.reconcile_many,
         }
-
-    @staticmethod
-    def _each(reconcile: Callable[[str], object]) -> Callable[[list[str]], None]:
-        def each(keys: list[str]) -> None:
-            for key in keys:
-                reconcile(key)
-
-        return each
 
     def run(self, logs: Path) -> None:
         for path in scan([logs]):

@@ -39,7 +39,7 @@ from controller.analyze.blocklogs import membership_add, membership_remove
 from controller.analyze.traces import reduce_trace
 from controller.api.names import name_for_id
 from controller.api.resource import new_resource
-from controller.reconcilers.session import SESSIONS, join_session
+from controller.reconcilers.session import SESSIONS, join_sessions
 from controller.store.base import Mutator, Store, get_fields_many, read_modify_write_many
 from controller.store.journal import BLOCKLOGS, TRACES, Journal, TraceOutcome
 
@@ -124,9 +124,9 @@ class TraceReconciler:
             self.journal.mark_dirty(BLOCKLOGS, touched)
             self.on_blocklogs(touched)
         if self.on_sessions is not None:
-            sessions: set[str] = set()
-            for r in reduced:
-                sessions |= join_session(self.store, r.spec, contexts.get(r.key) or "")
+            sessions = join_sessions(
+                self.store, [(r.spec, contexts.get(r.key) or "") for r in reduced]
+            )
             if sessions:
                 self.journal.mark_dirty(SESSIONS, sessions)
                 self.on_sessions(sessions)

@@ -34,9 +34,9 @@ from controller.store.unit import Transactional, after_commit
 
 log = logging.getLogger(__name__)
 
-# Reading stops while this many traces or block logs wait to be reconciled: memory
-# stays bounded whatever the size of the logs (one read adds ~bytes_per_reconcile / 100
-# trace keys at most).
+# Reading stops while this many keys wait in any later queue (traces, block logs,
+# sessions, learners): memory stays bounded whatever the size of the logs (one read
+# adds ~bytes_per_reconcile / 100 trace keys at most).
 MAX_BACKLOG = 20_000
 MEMORY_TRIM_INTERVAL = 10.0  # seconds between returning freed heap memory to the system
 
@@ -112,13 +112,15 @@ class Manager:
             unit=unit,
             reconcile_many=blocklog_reconciler.reconcile_many,
         )
+        session_reconciler = SessionReconciler(store, journal, on_change=self._on_sessions_changed)
         self.sessions = Controller(
             "session",
-            SessionReconciler(store, journal, on_change=self._on_sessions_changed).reconcile,
+            session_reconciler.reconcile,
             self.registry,
             workers=workers,
             oneshot=oneshot,
             unit=unit,
+            reconcile_many=session_reconciler.reconcile_many,
         )
         self.session_examples = self._learning_controller(
             "session-example", SESSION_EXAMPLES, session_learner
@@ -154,7 +156,9 @@ class Manager:
         after_commit(lambda: self._add_all(self.sessions, names))
 
     def _room_downstream(self) -> bool:
-        return len(self.traces.queue) < MAX_BACKLOG and len(self.blocklogs.queue) < MAX_BACKLOG
+        """Reading waits while any later stage has a full queue (the learners included:
+        the slowest stage sets the pace, and no queue grows with the size of the logs)."""
+        return all(len(c.queue) < MAX_BACKLOG for c in self.controllers if c is not self.logfiles)
 
     def _on_blocklogs_changed(self, names: list[str]) -> None:
         self._ask_learner(EXAMPLES, self.examples, names)
