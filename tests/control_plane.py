@@ -28,8 +28,29 @@ from tests.cli_helpers import run_command
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "hack" / "control-plane.sh"
-CRD_NAMES = ("logfiles", "traces", "blocklogs", "examples")
+CRD_NAMES = ("logfiles", "traces", "blocklogs", "sessions", "examples")
 _build: dict[str, subprocess.CompletedProcess[str]] = {}
+# Resolved at import, before tests move HOME to a temporary dir (tests/conftest.py): the
+# binaries are cached under the real HOME, and a test session must never rebuild them.
+CACHE_ENV = {
+    "FOYLE_CONTROL_PLANE_CACHE": os.environ.get("FOYLE_CONTROL_PLANE_CACHE")
+    or str(
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        / "foyle-controller"
+        / "control-plane"
+    )
+}
+
+
+def _script(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """hack/control-plane.sh ARGS, with the cache of the real HOME."""
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **CACHE_ENV, **env},
+    )
 
 
 def build_if_selected(session: pytest.Session) -> None:
@@ -41,9 +62,7 @@ def build_if_selected(session: pytest.Session) -> None:
         reporter.write_line(
             f"apiserver tier: {SCRIPT.relative_to(REPO)} build (minutes the first time, then cached)"
         )
-    _build["result"] = subprocess.run(
-        ["bash", str(SCRIPT), "build"], capture_output=True, text=True, check=False
-    )
+    _build["result"] = _script("build")
 
 
 def _require_built() -> None:
@@ -60,9 +79,9 @@ def _require_built() -> None:
 def built(command: str) -> Path:
     """A binary of the built control plane (kubectl, etcd, kube-apiserver): never one from PATH."""
     _require_built()
-    bin_dir = subprocess.run(
-        ["bash", str(SCRIPT), "bin"], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    found = _script("bin")
+    assert found.returncode == 0, found.stderr
+    bin_dir = found.stdout.strip()
     return Path(bin_dir) / command
 
 
@@ -146,16 +165,11 @@ def store_factory(kubeconfig: Path, namespace: str) -> Iterator[Callable[..., Ku
 def start(workdir: Path, *apiserver_flags: str) -> Iterator[ControlPlane]:
     """`up` in `workdir`, crds/ applied and established; `down` when the caller is done."""
     _require_built()
-    up = subprocess.run(
-        ["bash", str(SCRIPT), "up", str(workdir)],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={
-            **os.environ,
-            "KUBE_APISERVER_FLAGS": " ".join(apiserver_flags),
-            "CONTROL_PLANE_OWNER_PID": str(os.getpid()),  # no servers left behind if killed
-        },
+    up = _script(
+        "up",
+        str(workdir),
+        KUBE_APISERVER_FLAGS=" ".join(apiserver_flags),
+        CONTROL_PLANE_OWNER_PID=str(os.getpid()),  # no servers left behind if killed
     )
     try:
         if up.returncode != 0:
@@ -170,4 +184,4 @@ def start(workdir: Path, *apiserver_flags: str) -> Iterator[ControlPlane]:
         )
         yield plane
     finally:
-        subprocess.run(["bash", str(SCRIPT), "down", str(workdir)], check=False)
+        _script("down", str(workdir))

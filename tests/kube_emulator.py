@@ -141,6 +141,8 @@ def _pruned(value: Any, schema: Obj) -> Any:
     if isinstance(value, dict) and schema.get("type") == "object":
         if schema.get("x-kubernetes-preserve-unknown-fields"):
             return value
+        if isinstance(schema.get("additionalProperties"), dict):  # a map: keys are data
+            return {k: _pruned(v, schema["additionalProperties"]) for k, v in value.items()}
         properties = schema.get("properties", {})
         return {k: _pruned(v, properties[k]) for k, v in value.items() if k in properties}
     if isinstance(value, list) and "items" in schema:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from controller.api.resource import new_resource
+from controller.reconcilers.logfile import LogFileReconciler
+from controller.reconcilers.trace import TraceReconciler
 from controller.runtime.metrics import MetricsRegistry
+from controller.store.journal import Journal
 from controller.store.kube import (
     ETCD_MAX_REQUEST_BYTES,
     MAX_OBJECT_BYTES,
@@ -15,6 +19,8 @@ from controller.store.kube import (
     ObjectTooLarge,
 )
 from tests.control_plane import Cluster, ControlPlane
+
+GENERATE_FN = "github.com/jlewi/foyle/app/pkg/agent.(*Agent).Generate"
 
 
 def _trace(name: str, total_bytes: int) -> dict[str, object]:
@@ -51,3 +57,32 @@ def test_the_limit_is_below_what_the_real_server_stores(apiserver: ControlPlane)
     body["metadata"]["namespace"] = namespace
     proc = apiserver.kubectl("create", "-f", "-", stdin=json.dumps(body), check=False)
     assert proc.returncode != 0 and "too large" in proc.stderr, proc.stderr
+
+
+def test_a_trace_too_large_for_etcd_is_stored_with_its_bodies_elided(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The trace reconciler writes what BlockLogs read instead of retrying forever."""
+    log = tmp_path / "logs" / "foyle.json"
+    log.parent.mkdir()
+    doc = {"blocks": [{"kind": "MARKUP", "contents": "x" * 1_700_000, "id": "m"}]}
+    lines = [
+        {"time": 1.0, "function": GENERATE_FN, "traceId": "a" * 32, "request": {"doc": doc}},
+        {
+            "time": 2.0,
+            "function": GENERATE_FN,
+            "traceId": "a" * 32,
+            "message": "Agent.Generate returning response",
+            "response": {"blocks": [{"kind": "CODE", "contents": "ls", "id": "b1"}]},
+        },
+    ]
+    log.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    journal = Journal(tmp_path / "journal.db")
+    with KubeStore(cluster.namespace, kubeconfig=str(cluster.kubeconfig)) as store:
+        traces: set[str] = set()
+        LogFileReconciler(journal, store, traces.update).reconcile(str(log))
+        TraceReconciler(journal, store, lambda _: None).reconcile_many(sorted(traces))
+        trace = store.get("Trace", "a" * 32)
+        assert trace["spec"]["response"]["blocks"][0]["id"] == "b1"  # the suggestion stays
+        assert "request" not in trace["spec"]  # the 1.7 MB notebook could not
+        assert store.get("BlockLog", "b1")["spec"]["genTraceId"] == "a" * 32

@@ -39,8 +39,16 @@ from controller.analyze.blocklogs import membership_add, membership_remove
 from controller.analyze.traces import reduce_trace
 from controller.api.names import name_for_id
 from controller.api.resource import new_resource
+from controller.reconcilers.retention import join_view
 from controller.reconcilers.session import SESSIONS, join_sessions
-from controller.store.base import Mutator, Store, get_fields_many, read_modify_write_many
+from controller.store.base import (
+    Mutator,
+    ObjectTooLarge,
+    Store,
+    get_fields_many,
+    read_modify_write,
+    read_modify_write_many,
+)
 from controller.store.journal import BLOCKLOGS, TRACES, Journal, TraceOutcome
 
 log = logging.getLogger(__name__)
@@ -117,9 +125,7 @@ class TraceReconciler:
         previous = {names[n]: blocks for n, (blocks, _) in before.items()}
         contexts = {names[n]: context for n, (_, context) in before.items()}
         touched = self._write_membership(reduced, previous)
-        read_modify_write_many(
-            self.store, "Trace", {name_for_id(r.key): _trace_mutation(r) for r in reduced}
-        )
+        self._write_traces(reduced)
         if touched:
             self.journal.mark_dirty(BLOCKLOGS, touched)
             self.on_blocklogs(touched)
@@ -132,6 +138,31 @@ class TraceReconciler:
                 self.on_sessions(sessions)
         self.journal.finish_traces(outcomes)
         self.journal.clear_dirty(TRACES, seqs)
+
+    def _write_traces(self, reduced: list[_Reduced]) -> None:
+        """One bulk write; a Trace too large for the backend (etcd) is written smaller
+        instead of retried forever: first with its bodies elided to what BlockLogs and
+        Sessions read (retention.join_view), then without the bodies that still do not fit.
+        """
+        try:
+            read_modify_write_many(
+                self.store, "Trace", {name_for_id(r.key): _trace_mutation(r) for r in reduced}
+            )
+            return
+        except ObjectTooLarge:
+            pass
+        for r in reduced:
+            for spec in _smaller_specs(r.spec):
+                try:
+                    read_modify_write(
+                        self.store,
+                        "Trace",
+                        name_for_id(r.key),
+                        _trace_mutation(_Reduced(r.key, spec, r.status)),
+                    )
+                    break
+                except ObjectTooLarge as err:
+                    log.warning("trace %s: %s; trying it smaller", r.key, err)
 
     def _write_membership(self, reduced: list[_Reduced], previous: dict[str, Any]) -> set[str]:
         """Merge every trace's membership change per block; one write per BlockLog."""
@@ -149,6 +180,14 @@ class TraceReconciler:
             {name_for_id(b): _blocklog_mutation(b, fns) for b, fns in changes.items()},
         )
         return {name_for_id(b) for b in changes}
+
+
+def _smaller_specs(spec: Spec) -> list[Spec]:
+    """The spec, then with bodies elided to the joins' fields, then without them."""
+    elided = join_view(spec)
+    no_request = {k: v for k, v in elided.items() if k != "request"}
+    bare = {k: v for k, v in no_request.items() if k != "response"}
+    return [spec, elided, no_request, bare]
 
 
 def _adding(block_id: str, trace_spec: Spec, listed_before: bool) -> Callable[[Spec | None], Spec]:

@@ -48,6 +48,11 @@ class Gone(StoreError):
     """A watch asked for history the store no longer keeps: re-list and watch again."""
 
 
+class ObjectTooLarge(StoreError):
+    """An object bigger than the backend stores (etcd's request limit): sending it would
+    only fail later, less clearly."""
+
+
 class StoreUnavailable(StoreError):
     """The store cannot be reached or opened; the message says how to recover."""
 

@@ -45,6 +45,7 @@ from controller.store.base import (
     Conflict,
     Gone,
     NotFound,
+    ObjectTooLarge,
     StoreError,
     StoreUnavailable,
     WatchEvent,
@@ -69,10 +70,6 @@ class _Metrics(Protocol):
     """What the store needs from a metrics registry (runtime.metrics.MetricsRegistry fits)."""
 
     def counter(self, name: str, doc: str, labels: Sequence[str] = ()) -> Any: ...
-
-
-class ObjectTooLarge(StoreError):
-    """An object bigger than etcd stores: sending it would only fail later, less clearly."""
 
 
 class TokenBucket:
