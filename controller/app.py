@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from controller.api.kinds import KindInfo
-from controller.cli import CommandError, UsageError
+from controller.errors import CommandError, UsageError
 from controller.settings import (
     Settings,
     default_log_dirs,
@@ -25,10 +25,10 @@ from controller.store.files import make_private_dirs, world_writable_warning
 
 if TYPE_CHECKING:  # heavy modules are imported lazily by the commands that need them
     from controller.foyleconfig import FoyleConfig, Provider
-    from controller.learn.embedders import Embedder
-    from controller.learn.index import ExampleIndex
+    from controller.index.embedders import Embedder
+    from controller.index.retrieval import ExampleIndex
+    from controller.pipeline import Manager
     from controller.reconcilers.learner import LearnerReconciler
-    from controller.runtime.manager import Manager
     from controller.runtime.progress import ProgressReporter
     from controller.store.journal import Journal
 
@@ -262,7 +262,7 @@ def _provider(settings: Settings, args: argparse.Namespace) -> Provider | None:
 def _embedder(provider: Provider | None) -> Embedder | None:
     if provider is None:
         return None
-    from controller.learn.embedders import OPENAI_BASE_URL, OpenAIEmbedder
+    from controller.index.embedders import OPENAI_BASE_URL, OpenAIEmbedder
 
     key = ""
     if provider.api_key_file is not None:
@@ -287,7 +287,7 @@ def _embedder(provider: Provider | None) -> Embedder | None:
 
 def _index(settings: Settings, args: argparse.Namespace) -> ExampleIndex:
     """The example index, embedding as Foyle does when a provider is configured."""
-    from controller.learn.index import ExampleIndex
+    from controller.index.retrieval import ExampleIndex
 
     return ExampleIndex(settings.index_path, _embedder(_provider(settings, args)))
 
@@ -296,7 +296,7 @@ def _learners(
     settings: Settings, store: Store, args: argparse.Namespace, registry: Any = None
 ) -> dict[str, LearnerReconciler]:
     """One learner per source `--learn-from` names (issue 11), sharing the index and files."""
-    from controller.learn.training import TrainingWriter
+    from controller.index.training import TrainingWriter
     from controller.reconcilers.learner import LEARN_FROM, LearnerReconciler
 
     writable_state_dir(settings.state_dir)
@@ -328,7 +328,7 @@ def _journal(settings: Settings) -> Journal:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from controller.runtime.manager import Manager
+    from controller.pipeline import Manager
     from controller.runtime.progress import ProgressReporter, log_line, terminal_bar
 
     _setup_logging("text")
@@ -421,8 +421,8 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from controller.pipeline import Manager
     from controller.runtime.httpserver import HealthServer
-    from controller.runtime.manager import Manager
     from controller.runtime.metrics import MetricsRegistry
     from controller.runtime.progress import ProgressReporter, log_line
 

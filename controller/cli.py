@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from controller.errors import CommandError, UsageError
 from controller.output import output_format
 
 DESCRIPTION = """\
@@ -27,14 +28,6 @@ Common use:
   foylectl analyze --logs DIR       process every log once and exit
   foylectl examples search "TEXT"   the learned examples nearest to TEXT
 """
-
-
-class UsageError(Exception):
-    """Arguments that cannot work: printed as one line, exit code 2."""
-
-
-class CommandError(Exception):
-    """The command failed (not found, store unusable, port in use): one line, exit code 1."""
 
 
 def positive_int(text: str) -> int:

@@ -95,8 +95,8 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 @kopf.on.startup()
 def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Configure kopf's storage and build the learner on a KubeStore."""
-    from controller.learn.index import ExampleIndex
-    from controller.learn.training import TrainingWriter
+    from controller.index.retrieval import ExampleIndex
+    from controller.index.training import TrainingWriter
     from controller.reconcilers.learner import LearnerReconciler
     from controller.store.kube import KubeStore
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from fake_openai import FakeOpenAI, serve, vector_for
 
-from controller.learn.embedders import EmbeddingError, OpenAIEmbedder
-from controller.learn.index import ExampleIndex
+from controller.index.embedders import EmbeddingError, OpenAIEmbedder
+from controller.index.retrieval import ExampleIndex
 
 QUERIES = {
     "pods": "List the pods running in the dev namespace of the cluster",

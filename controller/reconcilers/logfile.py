@@ -37,6 +37,7 @@ from typing import BinaryIO
 from controller.analyze.traces import TraceAccumulator, trace_key
 from controller.api.names import name_for_id
 from controller.api.resource import new_resource, rfc3339
+from controller.api.result import DONE, Result
 from controller.logs.framing import CarryState, ReadBatch, read_batch
 from controller.logs.identity import (
     FINGERPRINT_BYTES,
@@ -46,7 +47,6 @@ from controller.logs.identity import (
     still_same,
 )
 from controller.logs.opening import NotALogFile, open_log_file  # issue 13
-from controller.reconcilers.result import DONE, Result
 from controller.store.base import NotFound, Store, read_modify_write
 from controller.store.journal import Batch, FileRow, Journal, WatermarkMoved
 

@@ -23,8 +23,8 @@ from controller.analyze.sessions import (
 )
 from controller.api.names import name_for_id
 from controller.api.resource import new_resource
+from controller.api.result import DONE, Result
 from controller.learn.session_rule import session_learnability
-from controller.reconcilers.result import DONE, Result
 from controller.store.base import NotFound, Store, read_modify_write
 from controller.store.journal import Journal
 

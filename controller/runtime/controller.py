@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from controller.reconcilers.result import Result
+from controller.api.result import Result
 from controller.runtime.metrics import MetricsRegistry, QueueMetrics
 from controller.runtime.ratelimit import default_controller_rate_limiter
 from controller.runtime.workqueue import WorkQueue

@@ -18,9 +18,9 @@ import threading
 import time
 from collections.abc import Callable
 
+from controller.api.result import Result
 from controller.reconcilers.blocklog import BlockLogReconciler
 from controller.reconcilers.logfile import LogFileReconciler, LogFileSettings, logfile_name
-from controller.reconcilers.result import Result
 from controller.reconcilers.session import SESSION_EXAMPLES, SESSIONS, SessionReconciler
 from controller.reconcilers.trace import TraceReconciler, TraceSettings
 from controller.runtime.controller import Controller
