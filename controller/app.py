@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # heavy modules are imported lazily by the commands that need
     from controller.foyleconfig import FoyleConfig, Provider
     from controller.index.embedders import Embedder
     from controller.index.retrieval import ExampleIndex
-    from controller.pipeline import Manager
+    from controller.pipeline import Pipeline
     from controller.reconcilers.learner import LearnerReconciler
     from controller.runtime.progress import ProgressReporter
     from controller.store.journal import Journal
@@ -312,7 +312,7 @@ def _learners(
 
 
 def _reconcilers(learners: dict[str, LearnerReconciler]) -> dict[str, Any]:
-    """The Manager's learner arguments for the learners built."""
+    """The Pipeline's learner arguments for the learners built."""
     blocklogs, sessions = learners.get("BlockLog"), learners.get("Session")
     return {
         "learner": blocklogs.reconcile_many if blocklogs else None,
@@ -328,7 +328,7 @@ def _journal(settings: Settings) -> Journal:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from controller.pipeline import Manager
+    from controller.pipeline import Pipeline
     from controller.runtime.progress import ProgressReporter, log_line, terminal_bar
 
     _setup_logging("text")
@@ -338,7 +338,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     store = open_store(settings, args)
     journal = _journal(settings)
     learners = _learners(settings, store, args) if settings.learn else {}
-    manager = Manager(settings, store, journal, oneshot=True, **_reconcilers(learners))
+    manager = Pipeline(settings, store, journal, oneshot=True, **_reconcilers(learners))
     tty = sys.stderr.isatty()
     progress = ProgressReporter(
         settings.log_dirs,
@@ -391,7 +391,7 @@ def _interrupted(progress: ProgressReporter) -> NoReturn:
     os._exit(130)
 
 
-def _report_failing(manager: Manager) -> int:
+def _report_failing(manager: Pipeline) -> int:
     """1 and a summary on stderr when reconciles were given up on, else 0."""
     failing = [(c.name, f) for c in manager.controllers for f in c.failing()]
     if not failing:
@@ -421,7 +421,7 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from controller.pipeline import Manager
+    from controller.pipeline import Pipeline
     from controller.runtime.httpserver import HealthServer
     from controller.runtime.metrics import MetricsRegistry
     from controller.runtime.progress import ProgressReporter, log_line
@@ -443,7 +443,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     journal = _journal(settings)
     registry = MetricsRegistry()
     learners = _learners(settings, store, args, registry) if settings.learn else {}
-    manager = Manager(settings, store, journal, registry, **_reconcilers(learners))
+    manager = Pipeline(settings, store, journal, registry, **_reconcilers(learners))
     server = None
     if settings.metrics_addr:
         try:

@@ -1,4 +1,4 @@
-"""The manager: wires the controllers, the watcher, resync, GC and shutdown.
+"""This pipeline's wiring: its controllers, their hints, recovery, resync and the sweeps.
 
 Flow (see docs/design.md):
 
@@ -6,8 +6,9 @@ Flow (see docs/design.md):
 
 Every arrow is a hint into a de-duplicating queue; the journal's durable dirty
 marks and the store's `observedGeneration` are what `resync()` re-queues on
-start, so no queue needs to survive a crash. `run_until_idle()` drives the
-very same controllers to completion for the one-shot `foylectl analyze`.
+start, so no queue needs to survive a crash. The generic runtime.manager runs
+the controllers and timers built here; `run_until_idle()` drives the very same
+controllers to completion for the one-shot `foylectl analyze`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from controller.reconcilers.blocklog import BlockLogReconciler
 from controller.reconcilers.logfile import LogFileReconciler, LogFileSettings, logfile_name
 from controller.reconcilers.session import SESSION_EXAMPLES, SESSIONS, SessionReconciler
 from controller.reconcilers.trace import TraceReconciler, TraceSettings
-from controller.runtime.controller import Controller
+from controller.runtime.controller import RETRY_FOR_EVER, Controller, RetryPolicy
+from controller.runtime.manager import Manager
 from controller.runtime.memory import limit_arenas, release_free_memory
 from controller.runtime.metrics import MetricsRegistry
 from controller.runtime.watcher import LogWatcher, scan
@@ -39,9 +41,12 @@ log = logging.getLogger(__name__)
 # trace keys at most).
 MAX_BACKLOG = 20_000
 MEMORY_TRIM_INTERVAL = 10.0  # seconds between returning freed heap memory to the system
+# A one-shot run exits when idle, so it ignores "look again later" and gives a failing key
+# up after ~0.3 s of back-off: enough for a transient error, bounded for a lasting one.
+ONESHOT = RetryPolicy(give_up_after=6, requeue_later=False)
 
 
-class Manager:
+class Pipeline:
     def __init__(
         self,
         settings: Settings,
@@ -55,13 +60,16 @@ class Manager:
         self.settings = settings
         self.store = store
         self.journal = journal
-        self.registry = registry or MetricsRegistry()
+        self.manager = Manager(registry)
+        self.registry = self.manager.registry
+        policy = ONESHOT if oneshot else RETRY_FOR_EVER
         workers = max(1, settings.workers)
         # Batch reconciles into one commit per database where the store is local SQLite
         # (the journal first: the store commits first, so a crash leaves dirty marks).
         unit: tuple[Transactional, ...] = (journal,)
         if isinstance(store, Transactional):
             unit = (journal, store)
+        self._unit, self._policy = unit, policy
         self.logfile_reconciler = LogFileReconciler(
             journal,
             store,
@@ -79,7 +87,7 @@ class Manager:
             self._reconcile_logfile,
             self.registry,
             workers=workers,
-            oneshot=oneshot,
+            policy=policy,
             gate=self._room_downstream,
         )
         trace_reconciler = TraceReconciler(
@@ -94,11 +102,10 @@ class Manager:
             trace_reconciler.reconcile,
             self.registry,
             workers=workers,
-            oneshot=oneshot,
+            policy=policy,
             unit=unit,
             reconcile_many=trace_reconciler.reconcile_many,
         )
-        self._unit, self._oneshot = unit, oneshot
         self.examples = self._learning_controller("example", EXAMPLES, learner)
         blocklog_reconciler = BlockLogReconciler(
             store, journal, on_change=self._on_blocklogs_changed
@@ -108,7 +115,7 @@ class Manager:
             blocklog_reconciler.reconcile,
             self.registry,
             workers=workers,
-            oneshot=oneshot,
+            policy=policy,
             unit=unit,
             reconcile_many=blocklog_reconciler.reconcile_many,
         )
@@ -117,30 +124,30 @@ class Manager:
             SessionReconciler(store, journal, on_change=self._on_sessions_changed).reconcile,
             self.registry,
             workers=workers,
-            oneshot=oneshot,
+            policy=policy,
             unit=unit,
         )
         self.session_examples = self._learning_controller(
             "session-example", SESSION_EXAMPLES, session_learner
         )
-        self.controllers = [
-            c
-            for c in (
-                self.logfiles,
-                self.traces,
-                self.blocklogs,
-                self.examples,
-                self.sessions,
-                self.session_examples,
-            )
-            if c
-        ]
+        for controller in (
+            self.logfiles,
+            self.traces,
+            self.blocklogs,
+            self.examples,
+            self.sessions,
+            self.session_examples,
+        ):
+            if controller is not None:
+                self.manager.add(controller)
+        self.controllers = self.manager.controllers
         self.watcher = LogWatcher(settings.log_dirs, self.logfiles.add, poll=settings.poll)
         self._initial: set[str] = set()
         self._initial_lock = threading.Lock()
-        self._ready = threading.Event()
-        self._stop = threading.Event()
-        self._timers: list[threading.Thread] = []
+        self.manager.every(settings.rescan_interval, self._rescan, "rescan")
+        self.manager.every(MEMORY_TRIM_INTERVAL, release_free_memory, "trim")
+        self.manager.every(min(60.0, settings.abandon_after / 10), self._sweep_idle, "abandon")
+        self.manager.ready_when(self._initial_scan_done, "caught up with the initial scan")
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -185,7 +192,7 @@ class Manager:
             lambda key: reconcile_many([key]),
             self.registry,
             workers=1,
-            oneshot=self._oneshot,
+            policy=self._policy,
             unit=self._unit,
             reconcile_many=reconcile_many,
         )
@@ -257,32 +264,15 @@ class Manager:
 
     def start(self) -> None:
         limit_arenas()
-        for controller in self.controllers:
-            controller.start()
-        self.resync()
-        self.watcher.start()  # before the scan: a file created in between is not missed
-        found = self.initial_scan()
-        log.info("initial scan found %d log files", found)
-        self._every(self.settings.rescan_interval, self._rescan, "rescan")
-        self._every(MEMORY_TRIM_INTERVAL, release_free_memory, "trim")
-        self._every(min(60.0, self.settings.abandon_after / 10), self._sweep_idle, "abandon")
-        self._every(0.05, self._check_ready, "readiness", until_ready=True)
+        # The watcher before the scan: a file created in between is not missed.
+        self.manager.start(self.resync, self.watcher.start, self._first_scan)
 
-    def _every(
-        self, interval: float, fn: Callable[[], None], name: str, until_ready: bool = False
-    ) -> None:
-        def loop() -> None:
-            while not self._stop.wait(interval):
-                if until_ready and self._ready.is_set():
-                    return
-                try:
-                    fn()
-                except Exception:
-                    log.exception("%s failed; trying again in %.0f s", name, interval)
+    def _first_scan(self) -> None:
+        log.info("initial scan found %d log files", self.initial_scan())
 
-        thread = threading.Thread(target=loop, name=name, daemon=True)
-        thread.start()
-        self._timers.append(thread)
+    def _initial_scan_done(self) -> bool:
+        with self._initial_lock:
+            return not self._initial
 
     def _requeue_dirty(self) -> None:
         for key in self.journal.dirty_keys(TRACES):
@@ -316,14 +306,6 @@ class Manager:
         for key in self.journal.traces_to_abandon(idle_since):
             self.traces.add(key)
 
-    def _check_ready(self) -> None:
-        with self._initial_lock:
-            pending = bool(self._initial)
-        if not pending and all(c.is_settled() for c in self.controllers):
-            if not self._ready.is_set():
-                log.info("caught up with the initial scan; ready")
-            self._ready.set()
-
     def reconciled(self) -> int:
         """Keys reconciled so far, every controller but the files' (progress reports)."""
         return sum(c.reconciled for c in self.controllers if c is not self.logfiles)
@@ -334,34 +316,15 @@ class Manager:
 
     @property
     def ready(self) -> bool:
-        return self._ready.is_set()
-
-    def idle(self) -> bool:
-        return all(c.is_idle() for c in self.controllers)
+        return self.manager.ready
 
     def run_until_idle(self, timeout: float | None = None) -> bool:
         """Drive every controller until all queues are empty (the one-shot analyze)."""
-        for controller in self.controllers:
-            controller.start()
-        self.resync()
-        self.initial_scan()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        stable = 0
-        while deadline is None or time.monotonic() < deadline:
-            # Idle twice in a row: a reconcile that just finished may have queued more.
-            stable = stable + 1 if self.idle() else 0
-            if stable >= 2:
-                return True
-            self._stop.wait(0.005)
-        return False
+        return self.manager.run_until_idle(self.resync, self.initial_scan, timeout=timeout)
 
     def stop(self, timeout: float = 8.0) -> bool:
         """Stop watching, finish in-flight reconciles, close; True when everything drained."""
-        self._stop.set()
         self.watcher.stop()
-        deadline = time.monotonic() + timeout
-        drained = True
-        for controller in self.controllers:
-            drained &= controller.stop(max(0.1, deadline - time.monotonic()))
+        drained = self.manager.stop(timeout)
         self.logfile_reconciler.close()
         return drained

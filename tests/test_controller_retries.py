@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from controller.runtime.controller import ONESHOT_ATTEMPTS, Controller
+from controller.pipeline import ONESHOT
+from controller.runtime.controller import Controller
 from controller.runtime.metrics import MetricsRegistry
 from tests.cli_helpers import wait_for
 
@@ -24,7 +25,7 @@ class Flaky:
 
 def test_oneshot_gives_up_after_a_bounded_number_of_attempts_and_reports_the_first_error() -> None:
     reconcile = Flaky()
-    controller = Controller("trace", reconcile, MetricsRegistry(), oneshot=True)
+    controller = Controller("trace", reconcile, MetricsRegistry(), policy=ONESHOT)
     controller.start()
     controller.add("t1")
 
@@ -33,9 +34,9 @@ def test_oneshot_gives_up_after_a_bounded_number_of_attempts_and_reports_the_fir
     controller.stop(timeout=1)
 
     [failing] = controller.failing()
-    assert (failing.key, failing.failures, failing.gave_up) == ("t1", ONESHOT_ATTEMPTS, True)
+    assert (failing.key, failing.failures, failing.gave_up) == ("t1", ONESHOT.give_up_after, True)
     assert failing.first_error == "ValueError: cannot reconcile t1 (call 1)"
-    assert reconcile.calls == ONESHOT_ATTEMPTS
+    assert reconcile.calls == ONESHOT.give_up_after
 
 
 def test_run_keeps_retrying_a_failing_key_and_reports_it_until_it_succeeds() -> None:
@@ -46,7 +47,7 @@ def test_run_keeps_retrying_a_failing_key_and_reports_it_until_it_succeeds() -> 
     controller.add("t1")
     gauge = {"controller": "trace"}
 
-    wait_for(lambda: reconcile.calls > ONESHOT_ATTEMPTS, 20, "retries past the one-shot bound")
+    wait_for(lambda: reconcile.calls > ONESHOT.give_up_after, 20, "retries past the one-shot bound")
     assert registry.value("controller_failing_keys", gauge) == 1
     assert [f.gave_up for f in controller.failing()] == [False]
 
