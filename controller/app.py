@@ -496,24 +496,40 @@ def cmd_learn(args: argparse.Namespace) -> int:
     print(FOYLE_RESTART_NOTE)
     if not args.follow:
         return 0
+    from controller.runtime.controller import Controller
     from controller.runtime.follow import follow
+    from controller.runtime.metrics import MetricsRegistry
 
     stop = threading.Event()
     _stop_on_signals(stop)
+    registry = MetricsRegistry()
+    controllers = {
+        kind: Controller(
+            f"learn-{kind.lower()}",
+            learner.reconcile,
+            registry,
+            reconcile_many=learner.reconcile_many,
+        )
+        for kind, learner in learners.items()
+    }
     threads = [
         threading.Thread(
             target=follow,
-            args=(store, kind, learner.source.label, learner.reconcile, stop),
+            args=(store, kind, learners[kind].source.label, controller, stop),
             name=f"follow-{kind}",
             daemon=True,
         )
-        for kind, learner in learners.items()
+        for kind, controller in controllers.items()
     ]
+    for controller in controllers.values():
+        controller.start()
     for thread in threads:
         thread.start()
     stop.wait()
     for thread in threads:
         thread.join()
+    for controller in controllers.values():
+        controller.stop(timeout=8.0)
     return 0
 
 

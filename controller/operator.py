@@ -43,6 +43,7 @@ import kopf
 import orjson
 
 from controller.api.kinds import BLOCKLOG, GROUP, VERSION
+from controller.api.result import TerminalError
 from controller.learn.rule import example_for
 from controller.settings import Settings
 from controller.store.files import make_private_dirs
@@ -140,8 +141,12 @@ def _deleted(type: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> boo
 @kopf.on.create(GROUP, VERSION, BLOCKLOG.plural, when=_in_our_namespace)
 @kopf.on.update(GROUP, VERSION, BLOCKLOG.plural, when=_in_our_namespace)
 def reconcile_blocklog(name: str, memo: kopf.Memo, **_: Any) -> None:
-    """Converge the BlockLog's Example; an exception makes kopf retry with back-off."""
-    memo["learner"].reconcile(name)
+    """Converge the BlockLog's Example; an exception makes kopf retry with back-off,
+    a TerminalError does not (kopf's PermanentError), as in the controller's worker loop."""
+    try:
+        memo["learner"].reconcile(name)
+    except TerminalError as err:
+        raise kopf.PermanentError(str(err)) from err
 
 
 @kopf.on.event(GROUP, VERSION, BLOCKLOG.plural, when=_deleted)

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from controller.api.result import Result
+from controller.api.result import DONE, Result
 from controller.reconcilers.blocklog import BlockLogReconciler
 from controller.reconcilers.logfile import LogFileReconciler, LogFileSettings, logfile_name
 from controller.reconcilers.session import SESSION_EXAMPLES, SESSIONS, SessionReconciler
@@ -187,9 +187,13 @@ class Pipeline:
             learner(names)
             self.journal.clear_dirty(queue, seqs)
 
+        def reconcile(key: str) -> Result:
+            reconcile_many([key])
+            return DONE
+
         return Controller(
             name,
-            lambda key: reconcile_many([key]),
+            reconcile,
             self.registry,
             workers=1,
             policy=self._policy,

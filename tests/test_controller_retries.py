@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
+import pytest
+
+from controller.api.result import DONE, Result, TerminalError
 from controller.pipeline import ONESHOT
 from controller.runtime.controller import Controller
 from controller.runtime.metrics import MetricsRegistry
@@ -17,10 +21,11 @@ class Flaky:
         self.calls = 0
         self.healed = threading.Event()
 
-    def __call__(self, key: str) -> None:
+    def __call__(self, key: str) -> Result:
         self.calls += 1
         if not self.healed.is_set():
             raise ValueError(f"cannot reconcile {key} (call {self.calls})")
+        return DONE
 
 
 def test_oneshot_gives_up_after_a_bounded_number_of_attempts_and_reports_the_first_error() -> None:
@@ -55,3 +60,32 @@ def test_run_keeps_retrying_a_failing_key_and_reports_it_until_it_succeeds() -> 
     wait_for(lambda: not controller.failing(), 30, "recovery")
     controller.stop(timeout=1)
     assert registry.value("controller_failing_keys", gauge) == 0
+
+
+def test_a_terminal_error_is_not_retried_but_counted_and_reported_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry = MetricsRegistry()
+    calls: list[str] = []
+
+    def rejected(key: str) -> Result:
+        calls.append(key)
+        raise TerminalError(f"{key} can never be learned")
+
+    controller = Controller("example", rejected, registry)
+    controller.start()
+    with caplog.at_level(logging.WARNING, logger="controller.runtime.controller"):
+        controller.add("e1")
+        wait_for(lambda: controller.failing() and controller.is_idle(), 10, "giving up")
+        controller.add("e1")  # a new hint tries again, and is not logged twice
+        wait_for(lambda: len(calls) == 2 and controller.is_idle(), 10, "the second try")
+    controller.stop(timeout=1)
+
+    [failing] = controller.failing()
+    assert (failing.failures, failing.gave_up) == (2, True)
+    assert failing.first_error == "TerminalError: e1 can never be learned"
+    terminal = {"controller": "example"}
+    assert registry.value("controller_terminal_errors_total", terminal) == 2
+    assert [r.getMessage() for r in caplog.records] == [
+        "example e1: gave up after 1 failed reconciles: e1 can never be learned"
+    ]

@@ -39,6 +39,7 @@ from controller.analyze.blocklogs import membership_add, membership_remove
 from controller.analyze.traces import reduce_trace
 from controller.api.names import name_for_id
 from controller.api.resource import new_resource
+from controller.api.result import DONE, Result
 from controller.reconcilers.session import SESSIONS, join_session
 from controller.store.base import Mutator, Store, get_fields_many, read_modify_write_many
 from controller.store.journal import BLOCKLOGS, TRACES, Journal, TraceOutcome
@@ -82,8 +83,9 @@ class TraceReconciler:
         self.settings = settings or TraceSettings()
         self.clock = clock
 
-    def reconcile(self, trace_key: str) -> None:
+    def reconcile(self, trace_key: str) -> Result:
         self.reconcile_many([trace_key])
+        return DONE
 
     def reconcile_many(self, keys: list[str]) -> None:
         seqs = self.journal.dirty_seqs(TRACES, keys)

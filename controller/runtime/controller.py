@@ -18,7 +18,8 @@ What to do with a key that keeps failing, and with "look again later", is a
 `RetryPolicy` chosen by whoever builds the controller: by default a failing
 key is retried with back-off for ever (the `controller_failing_keys` gauge
 and `failing()` report it); a one-shot run gives up after a few attempts and
-reports it, so `foylectl analyze` always ends (issue 13).
+reports it, so `foylectl analyze` always ends (issue 13). A `TerminalError`
+is never retried: counted, logged once, reported as given up.
 
 A `gate` applies back-pressure: while it is shut the workers take no key.
 Savepoints per key would do the same at a cost paid by every key. A worker
@@ -33,7 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from controller.api.result import Result
+from controller.api.result import Result, TerminalError
 from controller.runtime.metrics import MetricsRegistry, QueueMetrics
 from controller.runtime.ratelimit import default_controller_rate_limiter
 from controller.runtime.workqueue import WorkQueue
@@ -41,7 +42,7 @@ from controller.store.unit import Transactional, after_commit, unit_of_work
 
 log = logging.getLogger(__name__)
 
-Reconcile = Callable[[str], Result | None]
+Reconcile = Callable[[str], Result]
 ReconcileMany = Callable[[list[str]], None]  # a whole batch at once; raises on failure
 GATE_POLL_SECONDS = 0.01
 
@@ -107,6 +108,11 @@ class Controller:
         ).labels(name)
         self._reconciles = registry.counter(
             "controller_reconcile_total", "Reconciles run.", ("controller",)
+        ).labels(name)
+        self._terminal = registry.counter(
+            "controller_terminal_errors_total",
+            "Reconciles that raised a TerminalError (not retried).",
+            ("controller",),
         ).labels(name)
         self._failing_gauge = registry.gauge(
             "controller_failing_keys",
@@ -178,7 +184,7 @@ class Controller:
     def _reconcile_and_follow_up(self, key: str) -> None:
         """Reconcile; queue follow-ups to run once the unit commits; raise on failure."""
         self._reconciles.inc()
-        result = self._reconcile(key) or Result()
+        result = self._reconcile(key)
         self.reconciled += 1
         # Only a commit is a success: a unit that fails to commit (a full disk) fails its keys.
         after_commit(lambda: self._succeeded([key]))
@@ -201,17 +207,26 @@ class Controller:
 
     def _failed(self, key: str, err: Exception) -> None:
         self._errors.inc()
+        terminal = isinstance(err, TerminalError)
+        if terminal:
+            self._terminal.inc()
         with self._failing_lock:
             failing = self._failing.get(key)
             if failing is None:
                 failing = self._failing[key] = Failing(key, 0, f"{type(err).__name__}: {err}")
+            had_given_up = failing.gave_up
             failing.failures += 1
-            failing.gave_up = self._policy.gives_up(failing.failures)
+            failing.gave_up = terminal or self._policy.gives_up(failing.failures)
             self._failing_gauge.set(len(self._failing))
         if failing.gave_up:
-            log.warning(
-                "%s %s: gave up after %d failed reconciles", self.name, key, failing.failures
-            )
+            if not had_given_up:
+                log.warning(
+                    "%s %s: gave up after %d failed reconciles: %s",
+                    self.name,
+                    key,
+                    failing.failures,
+                    err,
+                )
             self.queue.forget(key)
             return
         if failing.failures == 1:
