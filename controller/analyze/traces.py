@@ -308,6 +308,11 @@ def _session_spec(spec: dict[str, Any], kind: str, state: _KindState) -> None:
         }
 
 
+def is_abandoned(phase: str, last_entry_at: float, now: float, abandon_after: float) -> bool:
+    """An unfinished trace that received no line for `abandon_after` seconds (ingest time)."""
+    return phase == "InProgress" and now - last_entry_at >= abandon_after
+
+
 def reduce_trace(
     trace_id: str, acc: TraceAccumulator
 ) -> tuple[dict[str, Any], dict[str, Any]] | None:
