@@ -29,16 +29,6 @@ def observe(f: BinaryIO) -> Seen:
     return Seen(st.st_dev, st.st_ino, st.st_size, os.pread(f.fileno(), FINGERPRINT_BYTES, 0))
 
 
-def identify(f: BinaryIO) -> FileIdentity:
-    """The identity of the open file `f` as it is now."""
-    return observe(f).identity()
-
-
-def still_same(known: FileIdentity, f: BinaryIO) -> bool:
-    """True when `f` is the file `known` was taken from, with its first bytes unchanged."""
-    return same_file(known, observe(f))
-
-
 def grow_fingerprint(known: FileIdentity, f: BinaryIO) -> FileIdentity:
     """Re-take a short fingerprint once the file is longer, so it tells files apart better.
 

@@ -16,7 +16,7 @@ replacement of a path starts a NEW row, so offsets of the old and the new
 content never collide. Dirty marks (traces touched by new lines; block logs
 whose traces changed; block logs the learner has not seen) carry a sequence
 number: a reconcile clears its mark only if nothing set it again meanwhile,
-and the manager re-queues every remaining mark on start, so the in-memory
+and the pipeline re-queues every remaining mark on start, so the in-memory
 queues need no durability. Every call takes or finishes a whole batch of
 keys: one statement per table, not one per key.
 """

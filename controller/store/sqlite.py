@@ -80,7 +80,6 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('pruned_through', 0);
 
 _SELECT_BODY = "SELECT c.body FROM objects o JOIN changes c ON c.rv = o.rv"
 _CHUNK = 500  # names per IN (...) list
-Listener = Callable[[WatchEvent], None]
 
 
 class _Connection:
@@ -115,7 +114,6 @@ class SQLiteStore:
         self._written = threading.Condition()
         self._writes = 0  # bumped after each commit through this instance; wakes watchers
         self._closed = False
-        self._listeners: list[Listener] = []
         self._transactions = Transactions(self._conn)
         self._create_file()
         self._init_schema()
@@ -358,7 +356,7 @@ class SQLiteStore:
             if _stored(conn, kind, name) is not None:
                 raise AlreadyExists(f"{kind}/{name} already exists")
             result = self._commit_change(conn, "ADDED", body)
-        return self._after_write("ADDED", result)
+        return self._after_write(result)
 
     def update(self, obj: Resource) -> Resource:
         """Write spec, labels, annotations and ownerReferences; keep the stored status."""
@@ -375,7 +373,7 @@ class SQLiteStore:
                 meta["generation"] = meta.get("generation", 1) + 1
             stored["spec"] = spec
             result = self._commit_change(conn, "MODIFIED", stored)
-        return self._after_write("MODIFIED", result)
+        return self._after_write(result)
 
     def update_status(self, obj: Resource) -> Resource:
         """Write status only."""
@@ -383,7 +381,7 @@ class SQLiteStore:
             stored = _checked(conn, obj)
             stored["status"] = obj.get("status") or {}
             result = self._commit_change(conn, "MODIFIED", stored)
-        return self._after_write("MODIFIED", result)
+        return self._after_write(result)
 
     def delete(self, kind: str, name: str, resource_version: str | None = None) -> None:
         with self._write() as conn:
@@ -394,7 +392,7 @@ class SQLiteStore:
             if resource_version is not None and resource_version != current:
                 raise Conflict(f"{kind}/{name}: resourceVersion {resource_version} is stale")
             result = self._commit_change(conn, "DELETED", stored)
-        self._after_write("DELETED", result)
+        self._after_write(result)
 
     def _commit_change(self, conn: sqlite3.Connection, type_: EventType, body: Resource) -> bytes:
         """Append the change row, give `body` its version, and point (or drop) the object.
@@ -470,39 +468,22 @@ class SQLiteStore:
                     writes.append(change)
             if writes:
                 before = _current_rv(conn)
-                data = self._append_changes(conn, before + 1, writes)
+                self._append_changes(conn, before + 1, writes)
                 self._prune_if_due(conn, before, before + len(writes))
-                self._transactions.on_commit(
-                    lambda: self._notify_many(
-                        [(t, d) for (t, _), d in zip(writes, data, strict=True)]
-                    )
-                )
+                self._transactions.on_commit(self._notify)
         return results
 
-    def _after_write(self, type_: EventType, data: bytes) -> Resource:
-        """Once committed: wake this instance's watchers and call listeners. A fresh copy."""
-        self._transactions.on_commit(lambda: self._notify(type_, data))
+    def _after_write(self, data: bytes) -> Resource:
+        """Once committed: wake this instance's watchers. A fresh copy."""
+        self._transactions.on_commit(self._notify)
         return orjson.loads(data)
 
-    def _notify(self, type_: EventType, data: bytes) -> None:
-        self._notify_many([(type_, data)])
-
-    def _notify_many(self, events: list[tuple[EventType, bytes]]) -> None:
+    def _notify(self) -> None:
         with self._written:
             self._writes += 1
             self._written.notify_all()
-        for listener in list(self._listeners):
-            for type_, data in events:
-                try:
-                    listener(WatchEvent(type_, orjson.loads(data)))
-                except Exception:
-                    log.exception("store listener %r failed", listener)
 
     # ---- watch ----
-
-    def add_listener(self, fn: Listener) -> None:
-        """Call `fn` after each commit made through this instance (not other processes')."""
-        self._listeners.append(fn)
 
     def watch(
         self,
