@@ -24,7 +24,13 @@ from controller.reconcilers.blocklog import BlockLogReconciler
 from controller.reconcilers.logfile import LogFileReconciler, LogFileSettings, logfile_name
 from controller.reconcilers.session import SESSION_EXAMPLES, SESSIONS, SessionReconciler
 from controller.reconcilers.trace import TraceReconciler, TraceSettings
-from controller.runtime.controller import RETRY_FOR_EVER, Controller, RetryPolicy
+from controller.runtime.controller import (
+    RETRY_FOR_EVER,
+    Controller,
+    Reconcile,
+    ReconcileMany,
+    RetryPolicy,
+)
 from controller.runtime.manager import Manager
 from controller.runtime.memory import limit_arenas, release_free_memory
 from controller.runtime.metrics import MetricsRegistry
@@ -62,14 +68,14 @@ class Pipeline:
         self.journal = journal
         self.manager = Manager(registry)
         self.registry = self.manager.registry
-        policy = ONESHOT if oneshot else RETRY_FOR_EVER
-        workers = max(1, settings.workers)
+        self._policy = ONESHOT if oneshot else RETRY_FOR_EVER
+        self._workers = max(1, settings.workers)
         # Batch reconciles into one commit per database where the store is local SQLite
         # (the journal first: the store commits first, so a crash leaves dirty marks).
         unit: tuple[Transactional, ...] = (journal,)
         if isinstance(store, Transactional):
             unit = (journal, store)
-        self._unit, self._policy = unit, policy
+        self._unit = unit
         self.logfile_reconciler = LogFileReconciler(
             journal,
             store,
@@ -82,13 +88,8 @@ class Pipeline:
                 symlinks_anywhere=settings.symlinks_anywhere,  # issue 13
             ),
         )
-        self.logfiles = Controller(
-            "logfile",
-            self._reconcile_logfile,
-            self.registry,
-            workers=workers,
-            policy=policy,
-            gate=self._room_downstream,
+        self.logfiles = self._controller(
+            "logfile", self._reconcile_logfile, unit=(), gate=self._room_downstream
         )
         trace_reconciler = TraceReconciler(
             journal,
@@ -97,35 +98,21 @@ class Pipeline:
             settings=TraceSettings(settings.abandon_after),
             on_sessions=self._on_sessions,
         )
-        self.traces = Controller(
-            "trace",
-            trace_reconciler.reconcile,
-            self.registry,
-            workers=workers,
-            policy=policy,
-            unit=unit,
-            reconcile_many=trace_reconciler.reconcile_many,
+        self.traces = self._controller(
+            "trace", trace_reconciler.reconcile, reconcile_many=trace_reconciler.reconcile_many
         )
         self.examples = self._learning_controller("example", EXAMPLES, learner)
         blocklog_reconciler = BlockLogReconciler(
             store, journal, on_change=self._on_blocklogs_changed
         )
-        self.blocklogs = Controller(
+        self.blocklogs = self._controller(
             "blocklog",
             blocklog_reconciler.reconcile,
-            self.registry,
-            workers=workers,
-            policy=policy,
-            unit=unit,
             reconcile_many=blocklog_reconciler.reconcile_many,
         )
-        self.sessions = Controller(
+        self.sessions = self._controller(
             "session",
             SessionReconciler(store, journal, on_change=self._on_sessions_changed).reconcile,
-            self.registry,
-            workers=workers,
-            policy=policy,
-            unit=unit,
         )
         self.session_examples = self._learning_controller(
             "session-example", SESSION_EXAMPLES, session_learner
@@ -191,13 +178,27 @@ class Pipeline:
             reconcile_many([key])
             return DONE
 
+        return self._controller(name, reconcile, reconcile_many=reconcile_many, workers=1)
+
+    def _controller(
+        self,
+        name: str,
+        reconcile: Reconcile,
+        *,
+        reconcile_many: ReconcileMany | None = None,
+        workers: int | None = None,
+        unit: tuple[Transactional, ...] | None = None,
+        gate: Callable[[], bool] | None = None,
+    ) -> Controller:
+        """A controller with this pipeline's retry policy, workers and unit of work."""
         return Controller(
             name,
             reconcile,
             self.registry,
-            workers=1,
+            workers=workers or self._workers,
             policy=self._policy,
-            unit=self._unit,
+            unit=self._unit if unit is None else unit,
+            gate=gate,
             reconcile_many=reconcile_many,
         )
 
