@@ -133,10 +133,9 @@ def settings_from(
                 + ", ".join(str(d) for d in dirs)
                 + "); name one with --logs DIR"
             )
-        settings.max_line_bytes = args.max_line_bytes
-        settings.symlinks_anywhere = args.follow_symlinks_anywhere
     if getattr(args, "training_dir", None):
         settings.training_dirs = [Path(d).expanduser() for d in args.training_dir]
+    settings.apply_flags(vars(args))
     return settings
 
 
@@ -333,7 +332,6 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     _setup_logging("text")
     settings = settings_from(args, need_logs=True)
-    settings.learn = not args.no_learn
     started = time.monotonic()
     store = open_store(settings, args)
     journal = _journal(settings)
@@ -430,14 +428,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     _stop_on_signals(stop)  # first thing: a SIGTERM during start-up still means exit 0
     _setup_logging(args.log_format)
     settings = settings_from(args, need_logs=True, create_default_dirs=True)
-    settings.poll = args.poll
-    settings.workers = max(1, args.workers)
-    settings.metrics_addr = args.metrics_addr
-    settings.rescan_interval = args.rescan_interval
-    settings.abandon_after = args.abandon_after
-    settings.learn = not args.no_learn
-    if args.node:
-        settings.node = args.node
     writable_state_dir(settings.state_dir)
     store = open_store(settings, args)
     journal = _journal(settings)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from controller.errors import CommandError, UsageError
 from controller.output import output_format
+from controller.settings import default
 
 DESCRIPTION = """\
 Continuous log processing and learning for Foyle and RunMe.
@@ -95,8 +96,8 @@ def _log_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-line-bytes",
         type=positive_int,
-        default=16 << 20,
-        help="longer lines are skipped and counted as bad (default 16 MiB)",
+        help="longer lines are skipped and counted as bad"
+        f" (default {default('max_line_bytes') >> 20} MiB)",
     )
     p.add_argument(
         "--follow-symlinks-anywhere",
@@ -178,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="poll for changes instead of inotify (network filesystems)",
     )
     p.add_argument(
-        "--workers", type=positive_int, default=2, help="worker threads per queue (default 2)"
+        "--workers",
+        type=positive_int,
+        help=f"worker threads per queue (default {default('workers')})",
     )
     p.add_argument(
         "--metrics-addr",
@@ -190,14 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rescan-interval",
         type=positive_float,
-        default=30.0,
-        help="seconds between full rescans, the backstop for lost events (default 30)",
+        help="seconds between full rescans, the backstop for lost events"
+        f" (default {default('rescan_interval'):g})",
     )
     p.add_argument(
         "--abandon-after",
         type=positive_float,
-        default=600.0,
-        help="seconds without a line before an unfinished trace is Abandoned (default 600)",
+        help="seconds without a line before an unfinished trace is Abandoned"
+        f" (default {default('abandon_after'):g})",
     )
     p.add_argument(
         "--no-learn", action="store_true", help="do not run the learning controller in this process"

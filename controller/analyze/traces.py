@@ -50,6 +50,8 @@ SortKey = tuple[float, int, int]
 # Lines of one trace further apart than this belong to two traces that share an id
 # (a trace takes seconds to minutes; --abandon-after defaults to 10 minutes).
 REUSED_ID_GAP_SECONDS = 3600.0
+# An unfinished trace with no line for this long is Abandoned (--abandon-after).
+ABANDON_AFTER_SECONDS = 600.0
 Pick = tuple[SortKey, Any]  # (sort key of the entry, the value it offers)
 
 

@@ -38,7 +38,7 @@ from controller.analyze.traces import TraceAccumulator, trace_key
 from controller.api.names import name_for_id
 from controller.api.resource import new_resource, rfc3339
 from controller.api.result import DONE, Result
-from controller.logs.framing import CarryState, ReadBatch, read_batch
+from controller.logs.framing import MAX_LINE_BYTES, CarryState, ReadBatch, read_batch
 from controller.logs.identity import grow_fingerprint, observe
 from controller.logs.opening import NotALogFile, open_log_file  # issue 13
 from controller.logs.transition import (
@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class LogFileSettings:
     node: str = "local"
-    max_line_bytes: int = 16 << 20
+    max_line_bytes: int = MAX_LINE_BYTES
     batch_bytes: int = 4 << 20
     bytes_per_reconcile: int = 8 << 20  # then requeue, so one huge file cannot starve others
     publish_interval: float = 1.0

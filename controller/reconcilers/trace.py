@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.analyze.blocklogs import membership_add, membership_remove
-from controller.analyze.traces import is_abandoned, reduce_trace
+from controller.analyze.traces import ABANDON_AFTER_SECONDS, is_abandoned, reduce_trace
 from controller.api.names import name_for_id
 from controller.api.resource import new_resource
 from controller.api.result import DONE, Result
@@ -51,7 +51,7 @@ Spec = dict[str, Any]
 
 @dataclass(frozen=True)
 class TraceSettings:
-    abandon_after: float = 600.0
+    abandon_after: float = ABANDON_AFTER_SECONDS
 
 
 @dataclass
