@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -65,3 +67,34 @@ def test_a_new_database_file_is_private(tmp_path: Path) -> None:
     path = tmp_path / "state" / "x.db"
     open_database(path).close()
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+# SQLite's SHARED lock range on the database file (PENDING_BYTE + 2, 510 bytes): an open
+# WAL connection holds a read lock there while it is open, so no other process takes the
+# file for its own (a checkpoint that deletes the WAL under a live writer).
+_TRY_LOCK = """
+import fcntl, sys
+with open(sys.argv[1], "rb+") as f:
+    try:
+        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB, 510, 0x40000002)
+    except OSError:
+        sys.exit(1)
+"""
+
+
+def _another_process_can_lock(path: Path) -> bool:
+    return subprocess.run([sys.executable, "-c", _TRY_LOCK, str(path)]).returncode == 0
+
+
+def test_opening_another_connection_keeps_the_locks_of_open_ones(tmp_path: Path) -> None:
+    # Regression: opening (and closing) the file to create it 0600 on every connection
+    # dropped this process's POSIX locks on it, so another process could checkpoint and
+    # remove the WAL under a live writer ("database disk image is malformed").
+    path = tmp_path / "x.db"
+    held = open_database(path)
+    held.execute("SELECT 1 FROM sqlite_master").fetchall()
+    assert not _another_process_can_lock(path)
+    open_database(path).close()  # another thread's connection
+    assert not _another_process_can_lock(path)
+    held.close()
+    assert _another_process_can_lock(path)

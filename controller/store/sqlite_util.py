@@ -36,7 +36,10 @@ def open_database(
         read_only = is_read_only(path)
     if not read_only:
         make_private_dirs(path.parent)
-        create_private_file(path)
+        if not path.exists():
+            # Never open an existing database file ourselves: closing any descriptor of
+            # it drops every POSIX lock this process holds on it (other threads' too).
+            create_private_file(path)
     with translated(path):
         conn = connect(path, busy_timeout_ms / 1000, read_only=read_only)
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
