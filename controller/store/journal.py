@@ -181,18 +181,9 @@ class Journal:
         with translated_within(self.path, self._transactions.write()) as conn:
             yield conn
 
-    @contextmanager
-    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+    def _snapshot(self) -> AbstractContextManager[sqlite3.Connection]:
         """Several reads that see one state (the open unit's transaction already does)."""
-        conn = self._conn()
-        if self._transactions.active:
-            yield conn
-            return
-        conn.execute("BEGIN")
-        try:
-            yield conn
-        finally:
-            conn.execute("COMMIT")
+        return self._transactions.read()
 
     def transaction(self) -> AbstractContextManager[None]:
         """One transaction for many writes (controller.store.unit.unit_of_work)."""

@@ -146,17 +146,8 @@ class SQLiteStore:
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: every query inside sees one snapshot."""
-        conn = self._conn()
-        if self._transactions.active:  # the unit's transaction is the snapshot
-            with self._translate_errors():
-                yield conn
-            return
-        with self._translate_errors():
-            conn.execute("BEGIN")
-            try:
-                yield conn
-            finally:
-                conn.execute("COMMIT")
+        with self._translate_errors(), self._transactions.read() as conn:
+            yield conn
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

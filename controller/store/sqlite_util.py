@@ -195,6 +195,7 @@ class Transactions:
     * `write()`: one atomic write: its own `BEGIN IMMEDIATE` transaction, or part
       of the thread's open transaction (rolled back with it on failure);
     * `transaction()`: a unit of work (controller.store.unit);
+    * `read()`: one snapshot for several reads (the unit's, inside one);
     * `on_commit(fn)`: run `fn` after the commit (at once outside a transaction),
       e.g. to wake watchers only when what they would read is there.
 
@@ -250,6 +251,19 @@ class Transactions:
         callbacks, self._local.committed = self._local.committed, []
         for fn in callbacks:
             fn()
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """Several reads that see one state (the thread's open unit of work already does)."""
+        conn = self._connection()
+        if self.active:
+            yield conn
+            return
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
 
     def on_commit(self, fn: Callable[[], None]) -> None:
         if self.active:
