@@ -42,10 +42,6 @@ FOYLE_RESTART_NOTE = (
     "note: a running Foyle reads its training directories only at start-up"
     " (Foyle v0.0.45 has no reload); restart Foyle to use new examples"
 )
-# Foyle <= v0.0.36 learned from BlockLogs; since v0.0.37 ("Learn from all executed
-# cells") from Sessions. Both kinds of file load in any Foyle, so both is the default:
-# a current Foyle user gets what Foyle itself learns, an older one loses nothing.
-DEFAULT_LEARN_FROM = "both"
 NO_EMBEDDINGS_WARNING = (
     "no embedding provider (no openai.apiKeyFile/baseURL or azureOpenAI in Foyle's config,"
     " no --openai-api-key-file): training files in %s get no embedding and Foyle's agent will"
@@ -99,6 +95,7 @@ def settings_from(
     if foyle is not None:
         settings.training_dirs = list(foyle.training_dirs)
         settings.embedding_provider = foyle.provider
+    settings.embedding_provider = _provider(settings.embedding_provider, args)
     if getattr(args, "store", None):
         settings.store = args.store
         if args.namespace is not None and args.store != "kube":
@@ -244,11 +241,10 @@ def _setup_logging(fmt: str) -> None:
     setup_logging(fmt)
 
 
-def _provider(settings: Settings, args: argparse.Namespace) -> Provider | None:
+def _provider(base: Provider | None, args: argparse.Namespace) -> Provider | None:
     """Foyle's config's embedding provider, with the --openai-* flags overriding it."""
     from controller.foyleconfig import Provider
 
-    base = settings.embedding_provider
     key = getattr(args, "openai_api_key_file", None)
     url = getattr(args, "openai_base_url", None)
     if key is None and url is None:
@@ -284,26 +280,26 @@ def _embedder(provider: Provider | None) -> Embedder | None:
         raise UsageError(str(err)) from err
 
 
-def _index(settings: Settings, args: argparse.Namespace) -> ExampleIndex:
+def _index(settings: Settings) -> ExampleIndex:
     """The example index, embedding as Foyle does when a provider is configured."""
     from controller.index.retrieval import ExampleIndex
 
-    return ExampleIndex(settings.index_path, _embedder(_provider(settings, args)))
+    return ExampleIndex(settings.index_path, _embedder(settings.embedding_provider))
 
 
 def _learners(
-    settings: Settings, store: Store, args: argparse.Namespace, registry: Any = None
+    settings: Settings, store: Store, registry: Any = None
 ) -> dict[str, LearnerReconciler]:
     """One learner per source `--learn-from` names (issue 11), sharing the index and files."""
     from controller.index.training import TrainingWriter
     from controller.reconcilers.learner import LEARN_FROM, LearnerReconciler
 
     writable_state_dir(settings.state_dir)
-    index = _index(settings, args)
+    index = _index(settings)
     if not index.embeds:
         log.warning(NO_EMBEDDINGS_WARNING, ", ".join(str(d) for d in settings.training_dirs))
     training = TrainingWriter(settings.training_dirs)
-    sources = LEARN_FROM[getattr(args, "learn_from", None) or DEFAULT_LEARN_FROM]
+    sources = LEARN_FROM[settings.learn_from]
     return {
         s.kind: LearnerReconciler(store, index, training, metrics=registry, source=s)
         for s in sources
@@ -335,7 +331,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     started = time.monotonic()
     store = open_store(settings, args)
     journal = _journal(settings)
-    learners = _learners(settings, store, args) if settings.learn else {}
+    learners = _learners(settings, store) if settings.learn else {}
     manager = Pipeline(settings, store, journal, oneshot=True, **_reconcilers(learners))
     tty = sys.stderr.isatty()
     progress = ProgressReporter(
@@ -432,7 +428,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = open_store(settings, args)
     journal = _journal(settings)
     registry = MetricsRegistry()
-    learners = _learners(settings, store, args, registry) if settings.learn else {}
+    learners = _learners(settings, store, registry) if settings.learn else {}
     manager = Pipeline(settings, store, journal, registry, **_reconcilers(learners))
     server = None
     if settings.metrics_addr:
@@ -479,7 +475,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
     _setup_logging("text")
     settings = settings_from(args, need_logs=False)
     store = open_store(settings, args, must_exist=settings.store == "sqlite")
-    learners = _learners(settings, store, args)
+    learners = _learners(settings, store)
     for learner in learners.values():
         counts = learn_all(store, learner)
         print("learned: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
@@ -533,7 +529,7 @@ def cmd_examples(args: argparse.Namespace) -> int:
         raise CommandError(
             f"no example index at {settings.index_path}: run `foylectl run` or `foylectl learn` first"
         )
-    hits = _index(settings, args).search(args.text, k=args.k)
+    hits = _index(settings).search(args.text, k=args.k)
     results = [(name, score, json.loads(example)) for name, score, example in hits]
     if args.output == "json":
         print(json.dumps([{"name": n, "score": s, "example": e} for n, s, e in results], indent=2))

@@ -113,7 +113,6 @@ def _learn_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(  # issue 11
         "--learn-from",
         choices=("blocklogs", "sessions", "both"),
-        default="both",
         help="what Examples are learned from: blocklogs (Foyle <= v0.0.36: fixed suggestions),"
         " sessions (Foyle >= v0.0.37: every successful execution, example id = context id),"
         " or both (default: what any Foyle version learns)",

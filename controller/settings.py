@@ -65,7 +65,11 @@ class Settings:
     metrics_addr: str | None = None
     learn: bool = True
     training_dirs: list[Path] = field(default_factory=default_training_dirs)
-    embedding_provider: Provider | None = None  # from Foyle's config (issue 11)
+    embedding_provider: Provider | None = None  # Foyle's config's, or --openai-* (issue 11)
+    # Foyle <= v0.0.36 learned from BlockLogs; since v0.0.37 ("Learn from all executed
+    # cells") from Sessions. Both kinds of file load in any Foyle, so both is the default:
+    # a current Foyle user gets what Foyle itself learns, an older one loses nothing.
+    learn_from: str = "both"  # blocklogs, sessions or both
     kube_qps: float = 50.0
     kube_burst: int = 100
 
@@ -104,6 +108,7 @@ FLAG_FIELDS = {
     "max_line_bytes": "max_line_bytes",
     "follow_symlinks_anywhere": "symlinks_anywhere",
     "node": "node",
+    "learn_from": "learn_from",
 }
 
 

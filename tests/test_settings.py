@@ -26,6 +26,7 @@ def test_given_flags_set_their_fields() -> None:
             "--metrics-addr=127.0.0.1:9100",
             "--node=n1",
             "--no-learn",
+            "--learn-from=sessions",
         ]
     )
     settings = Settings()
@@ -33,7 +34,7 @@ def test_given_flags_set_their_fields() -> None:
     assert (settings.poll, settings.workers, settings.rescan_interval) == (True, 5, 7.0)
     assert (settings.abandon_after, settings.max_line_bytes) == (30.0, 4096)
     assert (settings.symlinks_anywhere, settings.metrics_addr) == (True, "127.0.0.1:9100")
-    assert (settings.node, settings.learn) == ("n1", False)
+    assert (settings.node, settings.learn, settings.learn_from) == ("n1", False, "sessions")
 
 
 def test_every_flag_names_a_field_and_a_flag_of_run() -> None:
