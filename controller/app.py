@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from controller.api.kinds import KindInfo
-from controller.cli import CommandError, UsageError
+from controller.errors import CommandError, UsageError
 from controller.settings import (
     Settings,
     default_log_dirs,
@@ -25,10 +25,10 @@ from controller.store.files import make_private_dirs, world_writable_warning
 
 if TYPE_CHECKING:  # heavy modules are imported lazily by the commands that need them
     from controller.foyleconfig import FoyleConfig, Provider
-    from controller.learn.embedders import Embedder
-    from controller.learn.index import ExampleIndex
+    from controller.index.embedders import Embedder
+    from controller.index.retrieval import ExampleIndex
+    from controller.pipeline import Pipeline
     from controller.reconcilers.learner import LearnerReconciler
-    from controller.runtime.manager import Manager
     from controller.runtime.metrics import MetricsRegistry
     from controller.runtime.progress import ProgressReporter
     from controller.store.journal import Journal
@@ -43,10 +43,6 @@ FOYLE_RESTART_NOTE = (
     "note: a running Foyle reads its training directories only at start-up"
     " (Foyle v0.0.45 has no reload); restart Foyle to use new examples"
 )
-# Foyle <= v0.0.36 learned from BlockLogs; since v0.0.37 ("Learn from all executed
-# cells") from Sessions. Both kinds of file load in any Foyle, so both is the default:
-# a current Foyle user gets what Foyle itself learns, an older one loses nothing.
-DEFAULT_LEARN_FROM = "both"
 NO_EMBEDDINGS_WARNING = (
     "no embedding provider (no openai.apiKeyFile/baseURL or azureOpenAI in Foyle's config,"
     " no --openai-api-key-file): training files in %s get no embedding and Foyle's agent will"
@@ -100,6 +96,7 @@ def settings_from(
     if foyle is not None:
         settings.training_dirs = list(foyle.training_dirs)
         settings.embedding_provider = foyle.provider
+    settings.embedding_provider = _provider(settings.embedding_provider, args)
     if getattr(args, "store", None):
         settings.store = args.store
         if args.namespace is not None and args.store != "kube":
@@ -134,10 +131,9 @@ def settings_from(
                 + ", ".join(str(d) for d in dirs)
                 + "); name one with --logs DIR"
             )
-        settings.max_line_bytes = args.max_line_bytes
-        settings.symlinks_anywhere = args.follow_symlinks_anywhere
     if getattr(args, "training_dir", None):
         settings.training_dirs = [Path(d).expanduser() for d in args.training_dir]
+    settings.apply_flags(vars(args))
     return settings
 
 
@@ -246,11 +242,10 @@ def _setup_logging(fmt: str) -> None:
     setup_logging(fmt)
 
 
-def _provider(settings: Settings, args: argparse.Namespace) -> Provider | None:
+def _provider(base: Provider | None, args: argparse.Namespace) -> Provider | None:
     """Foyle's config's embedding provider, with the --openai-* flags overriding it."""
     from controller.foyleconfig import Provider
 
-    base = settings.embedding_provider
     key = getattr(args, "openai_api_key_file", None)
     url = getattr(args, "openai_base_url", None)
     if key is None and url is None:
@@ -263,7 +258,7 @@ def _provider(settings: Settings, args: argparse.Namespace) -> Provider | None:
 def _embedder(provider: Provider | None) -> Embedder | None:
     if provider is None:
         return None
-    from controller.learn.embedders import OPENAI_BASE_URL, OpenAIEmbedder
+    from controller.index.embedders import OPENAI_BASE_URL, OpenAIEmbedder
 
     key = ""
     if provider.api_key_file is not None:
@@ -286,26 +281,26 @@ def _embedder(provider: Provider | None) -> Embedder | None:
         raise UsageError(str(err)) from err
 
 
-def _index(settings: Settings, args: argparse.Namespace) -> ExampleIndex:
+def _index(settings: Settings) -> ExampleIndex:
     """The example index, embedding as Foyle does when a provider is configured."""
-    from controller.learn.index import ExampleIndex
+    from controller.index.retrieval import ExampleIndex
 
-    return ExampleIndex(settings.index_path, _embedder(_provider(settings, args)))
+    return ExampleIndex(settings.index_path, _embedder(settings.embedding_provider))
 
 
 def _learners(
-    settings: Settings, store: Store, args: argparse.Namespace, registry: Any = None
+    settings: Settings, store: Store, registry: Any = None
 ) -> dict[str, LearnerReconciler]:
     """One learner per source `--learn-from` names (issue 11), sharing the index and files."""
-    from controller.learn.training import TrainingWriter
+    from controller.index.training import TrainingWriter
     from controller.reconcilers.learner import LEARN_FROM, LearnerReconciler
 
     writable_state_dir(settings.state_dir)
-    index = _index(settings, args)
+    index = _index(settings)
     if not index.embeds:
         log.warning(NO_EMBEDDINGS_WARNING, ", ".join(str(d) for d in settings.training_dirs))
     training = TrainingWriter(settings.training_dirs)
-    sources = LEARN_FROM[getattr(args, "learn_from", None) or DEFAULT_LEARN_FROM]
+    sources = LEARN_FROM[settings.learn_from]
     return {
         s.kind: LearnerReconciler(store, index, training, metrics=registry, source=s)
         for s in sources
@@ -313,7 +308,7 @@ def _learners(
 
 
 def _reconcilers(learners: dict[str, LearnerReconciler]) -> dict[str, Any]:
-    """The Manager's learner arguments for the learners built."""
+    """The Pipeline's learner arguments for the learners built."""
     blocklogs, sessions = learners.get("BlockLog"), learners.get("Session")
     return {
         "learner": blocklogs.reconcile_many if blocklogs else None,
@@ -329,17 +324,16 @@ def _journal(settings: Settings) -> Journal:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from controller.runtime.manager import Manager
+    from controller.pipeline import Pipeline
     from controller.runtime.progress import ProgressReporter, log_line, terminal_bar
 
     _setup_logging("text")
     settings = settings_from(args, need_logs=True)
-    settings.learn = not args.no_learn
     started = time.monotonic()
     store = open_store(settings, args)
     journal = _journal(settings)
-    learners = _learners(settings, store, args) if settings.learn else {}
-    manager = Manager(settings, store, journal, oneshot=True, **_reconcilers(learners))
+    learners = _learners(settings, store) if settings.learn else {}
+    manager = Pipeline(settings, store, journal, oneshot=True, **_reconcilers(learners))
     tty = sys.stderr.isatty()
     progress = ProgressReporter(
         settings.log_dirs,
@@ -392,7 +386,7 @@ def _interrupted(progress: ProgressReporter) -> NoReturn:
     os._exit(130)
 
 
-def _report_failing(manager: Manager) -> int:
+def _report_failing(manager: Pipeline) -> int:
     """1 and a summary on stderr when reconciles were given up on, else 0."""
     failing = [(c.name, f) for c in manager.controllers for f in c.failing()]
     if not failing:
@@ -422,8 +416,8 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from controller.pipeline import Pipeline
     from controller.runtime.httpserver import HealthServer
-    from controller.runtime.manager import Manager
     from controller.runtime.metrics import MetricsRegistry
     from controller.runtime.progress import ProgressReporter, log_line
 
@@ -431,20 +425,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     _stop_on_signals(stop)  # first thing: a SIGTERM during start-up still means exit 0
     _setup_logging(args.log_format)
     settings = settings_from(args, need_logs=True, create_default_dirs=True)
-    settings.poll = args.poll
-    settings.workers = max(1, args.workers)
-    settings.metrics_addr = args.metrics_addr
-    settings.rescan_interval = args.rescan_interval
-    settings.abandon_after = args.abandon_after
-    settings.learn = not args.no_learn
-    if args.node:
-        settings.node = args.node
     writable_state_dir(settings.state_dir)
     store = open_store(settings, args)
     journal = _journal(settings)
     registry = MetricsRegistry()
-    learners = _learners(settings, store, args, registry) if settings.learn else {}
-    manager = Manager(settings, store, journal, registry, **_reconcilers(learners))
+    learners = _learners(settings, store, registry) if settings.learn else {}
+    manager = Pipeline(settings, store, journal, registry, **_reconcilers(learners))
     server = None
     if settings.metrics_addr:
         try:
@@ -473,7 +459,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     if not stop.is_set():
         manager.start()
-        _start_kube_extras(store, registry, args.trace_retention, stop)
+        _start_kube_extras(store, registry, settings.trace_retention, stop)
         log.info("started")
         progress.start()
     stop.wait()
@@ -508,31 +494,47 @@ def cmd_learn(args: argparse.Namespace) -> int:
     _setup_logging("text")
     settings = settings_from(args, need_logs=False)
     store = open_store(settings, args, must_exist=settings.store == "sqlite")
-    learners = _learners(settings, store, args)
+    learners = _learners(settings, store)
     for learner in learners.values():
         counts = learn_all(store, learner)
         print("learned: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     print(FOYLE_RESTART_NOTE)
     if not args.follow:
         return 0
+    from controller.runtime.controller import Controller
     from controller.runtime.follow import follow
+    from controller.runtime.metrics import MetricsRegistry
 
     stop = threading.Event()
     _stop_on_signals(stop)
+    registry = MetricsRegistry()
+    controllers = {
+        kind: Controller(
+            f"learn-{kind.lower()}",
+            learner.reconcile,
+            registry,
+            reconcile_many=learner.reconcile_many,
+        )
+        for kind, learner in learners.items()
+    }
     threads = [
         threading.Thread(
             target=follow,
-            args=(store, kind, learner.source.label, learner.reconcile, stop),
+            args=(store, kind, learners[kind].source.label, controller, stop),
             name=f"follow-{kind}",
             daemon=True,
         )
-        for kind, learner in learners.items()
+        for kind, controller in controllers.items()
     ]
+    for controller in controllers.values():
+        controller.start()
     for thread in threads:
         thread.start()
     stop.wait()
     for thread in threads:
         thread.join()
+    for controller in controllers.values():
+        controller.stop(timeout=8.0)
     return 0
 
 
@@ -546,7 +548,7 @@ def cmd_examples(args: argparse.Namespace) -> int:
         raise CommandError(
             f"no example index at {settings.index_path}: run `foylectl run` or `foylectl learn` first"
         )
-    hits = _index(settings, args).search(args.text, k=args.k)
+    hits = _index(settings).search(args.text, k=args.k)
     results = [(name, score, json.loads(example)) for name, score, example in hits]
     if args.output == "json":
         print(json.dumps([{"name": n, "score": s, "example": e} for n, s, e in results], indent=2))

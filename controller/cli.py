@@ -12,7 +12,9 @@ import os
 import sys
 from pathlib import Path
 
+from controller.errors import CommandError, UsageError
 from controller.output import output_format
+from controller.settings import default
 
 DESCRIPTION = """\
 Continuous log processing and learning for Foyle and RunMe.
@@ -29,17 +31,16 @@ Common use:
 """
 
 
-class UsageError(Exception):
-    """Arguments that cannot work: printed as one line, exit code 2."""
-
-
-class CommandError(Exception):
-    """The command failed (not found, store unusable, port in use): one line, exit code 1."""
-
-
 def positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
+        raise ValueError(text)
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
         raise ValueError(text)
     return value
 
@@ -102,8 +103,8 @@ def _log_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-line-bytes",
         type=positive_int,
-        default=16 << 20,
-        help="longer lines are skipped and counted as bad (default 16 MiB)",
+        help="longer lines are skipped and counted as bad"
+        f" (default {default('max_line_bytes') >> 20} MiB)",
     )
     p.add_argument(
         "--follow-symlinks-anywhere",
@@ -119,7 +120,6 @@ def _learn_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(  # issue 11
         "--learn-from",
         choices=("blocklogs", "sessions", "both"),
-        default="both",
         help="what Examples are learned from: blocklogs (Foyle <= v0.0.36: fixed suggestions),"
         " sessions (Foyle >= v0.0.37: every successful execution, example id = context id),"
         " or both (default: what any Foyle version learns)",
@@ -185,7 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="poll for changes instead of inotify (network filesystems)",
     )
     p.add_argument(
-        "--workers", type=positive_int, default=2, help="worker threads per queue (default 2)"
+        "--workers",
+        type=positive_int,
+        help=f"worker threads per queue (default {default('workers')})",
     )
     p.add_argument(
         "--metrics-addr",
@@ -197,22 +199,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rescan-interval",
         type=positive_float,
-        default=30.0,
-        help="seconds between full rescans, the backstop for lost events (default 30)",
+        help="seconds between full rescans, the backstop for lost events"
+        f" (default {default('rescan_interval'):g})",
     )
     p.add_argument(
         "--abandon-after",
         type=positive_float,
-        default=600.0,
-        help="seconds without a line before an unfinished trace is Abandoned (default 600)",
+        help="seconds without a line before an unfinished trace is Abandoned"
+        f" (default {default('abandon_after'):g})",
     )
     p.add_argument(
         "--trace-retention",
-        type=float,
-        default=0.0,
+        type=non_negative_float,
         metavar="SECONDS",
         help="--store kube: elide the bodies of Traces finished this long ago, keeping what "
-        "BlockLogs read (default 0: never)",
+        "BlockLogs and Sessions read (default 0: never)",
     )
     p.add_argument(
         "--no-learn", action="store_true", help="do not run the learning controller in this process"

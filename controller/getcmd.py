@@ -16,7 +16,7 @@ from typing import Any
 
 from controller.api.kinds import KindInfo, Resource
 from controller.api.selectors import InvalidSelector, parse_selector
-from controller.cli import UsageError
+from controller.errors import UsageError
 from controller.getargs import BadResourceArgs, Wanted, parse_resource_args
 from controller.output import Table, as_list, document, parse_custom_columns, qualified
 from controller.store.base import Gone, NotFound, Store, matches_labels

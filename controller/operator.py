@@ -43,6 +43,7 @@ import kopf
 import orjson
 
 from controller.api.kinds import BLOCKLOG, GROUP, VERSION
+from controller.api.result import TerminalError
 from controller.learn.rule import example_for
 from controller.settings import Settings
 from controller.store.files import make_private_dirs
@@ -95,8 +96,8 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 @kopf.on.startup()
 def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Configure kopf's storage and build the learner on a KubeStore."""
-    from controller.learn.index import ExampleIndex
-    from controller.learn.training import TrainingWriter
+    from controller.index.retrieval import ExampleIndex
+    from controller.index.training import TrainingWriter
     from controller.reconcilers.learner import LearnerReconciler
     from controller.store.kube import KubeStore
 
@@ -140,8 +141,12 @@ def _deleted(type: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> boo
 @kopf.on.create(GROUP, VERSION, BLOCKLOG.plural, when=_in_our_namespace)
 @kopf.on.update(GROUP, VERSION, BLOCKLOG.plural, when=_in_our_namespace)
 def reconcile_blocklog(name: str, memo: kopf.Memo, **_: Any) -> None:
-    """Converge the BlockLog's Example; an exception makes kopf retry with back-off."""
-    memo["learner"].reconcile(name)
+    """Converge the BlockLog's Example; an exception makes kopf retry with back-off,
+    a TerminalError does not (kopf's PermanentError), as in the controller's worker loop."""
+    try:
+        memo["learner"].reconcile(name)
+    except TerminalError as err:
+        raise kopf.PermanentError(str(err)) from err
 
 
 @kopf.on.event(GROUP, VERSION, BLOCKLOG.plural, when=_deleted)

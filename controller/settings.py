@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import platform
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from controller.analyze.traces import ABANDON_AFTER_SECONDS
+from controller.logs.framing import MAX_LINE_BYTES
 
 if TYPE_CHECKING:
     from controller.foyleconfig import Provider
@@ -56,16 +59,34 @@ class Settings:
     poll: bool = False
     workers: int = 2
     rescan_interval: float = 30.0
-    abandon_after: float = 600.0
-    max_line_bytes: int = 16 << 20
+    abandon_after: float = ABANDON_AFTER_SECONDS
+    trace_retention: float = (
+        0.0  # --store kube: elide finished Traces' bodies after this (0: never)
+    )
+    max_line_bytes: int = MAX_LINE_BYTES
     symlinks_anywhere: bool = False  # follow symlinks out of the log dirs (default: not)
     metrics_addr: str | None = None
     learn: bool = True
     training_dirs: list[Path] = field(default_factory=default_training_dirs)
-    embedding_provider: Provider | None = None  # from Foyle's config (issue 11)
-    log_format: str = "text"
+    embedding_provider: Provider | None = None  # Foyle's config's, or --openai-* (issue 11)
+    # Foyle <= v0.0.36 learned from BlockLogs; since v0.0.37 ("Learn from all executed
+    # cells") from Sessions. Both kinds of file load in any Foyle, so both is the default:
+    # a current Foyle user gets what Foyle itself learns, an older one loses nothing.
+    learn_from: str = "both"  # blocklogs, sessions or both
     kube_qps: float = 50.0
     kube_burst: int = 100
+
+    def apply_flags(self, flags: Mapping[str, Any]) -> None:
+        """Take each flag given on the command line (not None or False) onto its field.
+
+        Flags default to None (or False), so a default lives on this dataclass only.
+        """
+        for flag, name in FLAG_FIELDS.items():
+            value = flags.get(flag)
+            if value is not None and value is not False:
+                setattr(self, name, value)
+        if flags.get("no_learn"):
+            self.learn = False
 
     @property
     def store_path(self) -> Path:
@@ -78,3 +99,23 @@ class Settings:
     @property
     def index_path(self) -> Path:
         return self.state_dir / "examples-index.db"
+
+
+# Command-line flags (argparse dests) that set one Settings field each.
+FLAG_FIELDS = {
+    "poll": "poll",
+    "workers": "workers",
+    "metrics_addr": "metrics_addr",
+    "rescan_interval": "rescan_interval",
+    "abandon_after": "abandon_after",
+    "max_line_bytes": "max_line_bytes",
+    "follow_symlinks_anywhere": "symlinks_anywhere",
+    "node": "node",
+    "learn_from": "learn_from",
+    "trace_retention": "trace_retention",
+}
+
+
+def default(name: str) -> Any:
+    """A Settings field's default, for help texts (the dataclass is the one place it is set)."""
+    return Settings.__dataclass_fields__[name].default

@@ -49,7 +49,7 @@ from gen_logs import (  # noqa: E402
 )
 
 from controller.api.names import name_for_id  # noqa: E402
-from controller.learn.index import ExampleIndex  # noqa: E402
+from controller.index.retrieval import ExampleIndex  # noqa: E402
 from controller.learn.query import query_text  # noqa: E402
 
 FOYLE_EXECUTE_END = "Executed instructions"

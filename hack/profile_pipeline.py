@@ -22,8 +22,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from controller.learn.index import ExampleIndex  # noqa: E402
-from controller.learn.training import TrainingWriter  # noqa: E402
+from controller.index.retrieval import ExampleIndex  # noqa: E402
+from controller.index.training import TrainingWriter  # noqa: E402
 from controller.reconcilers.blocklog import BlockLogReconciler  # noqa: E402
 from controller.reconcilers.learner import LearnerReconciler  # noqa: E402
 from controller.reconcilers.logfile import LogFileReconciler  # noqa: E402

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
-from controller.runtime.controller import ONESHOT_ATTEMPTS, Controller
+import pytest
+
+from controller.api.result import DONE, Result, TerminalError
+from controller.pipeline import ONESHOT
+from controller.runtime.controller import Controller
 from controller.runtime.metrics import MetricsRegistry
 from tests.cli_helpers import wait_for
 
@@ -16,15 +21,16 @@ class Flaky:
         self.calls = 0
         self.healed = threading.Event()
 
-    def __call__(self, key: str) -> None:
+    def __call__(self, key: str) -> Result:
         self.calls += 1
         if not self.healed.is_set():
             raise ValueError(f"cannot reconcile {key} (call {self.calls})")
+        return DONE
 
 
 def test_oneshot_gives_up_after_a_bounded_number_of_attempts_and_reports_the_first_error() -> None:
     reconcile = Flaky()
-    controller = Controller("trace", reconcile, MetricsRegistry(), oneshot=True)
+    controller = Controller("trace", reconcile, MetricsRegistry(), policy=ONESHOT)
     controller.start()
     controller.add("t1")
 
@@ -33,9 +39,9 @@ def test_oneshot_gives_up_after_a_bounded_number_of_attempts_and_reports_the_fir
     controller.stop(timeout=1)
 
     [failing] = controller.failing()
-    assert (failing.key, failing.failures, failing.gave_up) == ("t1", ONESHOT_ATTEMPTS, True)
+    assert (failing.key, failing.failures, failing.gave_up) == ("t1", ONESHOT.give_up_after, True)
     assert failing.first_error == "ValueError: cannot reconcile t1 (call 1)"
-    assert reconcile.calls == ONESHOT_ATTEMPTS
+    assert reconcile.calls == ONESHOT.give_up_after
 
 
 def test_run_keeps_retrying_a_failing_key_and_reports_it_until_it_succeeds() -> None:
@@ -46,7 +52,7 @@ def test_run_keeps_retrying_a_failing_key_and_reports_it_until_it_succeeds() -> 
     controller.add("t1")
     gauge = {"controller": "trace"}
 
-    wait_for(lambda: reconcile.calls > ONESHOT_ATTEMPTS, 20, "retries past the one-shot bound")
+    wait_for(lambda: reconcile.calls > ONESHOT.give_up_after, 20, "retries past the one-shot bound")
     assert registry.value("controller_failing_keys", gauge) == 1
     assert [f.gave_up for f in controller.failing()] == [False]
 
@@ -54,3 +60,32 @@ def test_run_keeps_retrying_a_failing_key_and_reports_it_until_it_succeeds() -> 
     wait_for(lambda: not controller.failing(), 30, "recovery")
     controller.stop(timeout=1)
     assert registry.value("controller_failing_keys", gauge) == 0
+
+
+def test_a_terminal_error_is_not_retried_but_counted_and_reported_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry = MetricsRegistry()
+    calls: list[str] = []
+
+    def rejected(key: str) -> Result:
+        calls.append(key)
+        raise TerminalError(f"{key} can never be learned")
+
+    controller = Controller("example", rejected, registry)
+    controller.start()
+    with caplog.at_level(logging.WARNING, logger="controller.runtime.controller"):
+        controller.add("e1")
+        wait_for(lambda: controller.failing() and controller.is_idle(), 10, "giving up")
+        controller.add("e1")  # a new hint tries again, and is not logged twice
+        wait_for(lambda: len(calls) == 2 and controller.is_idle(), 10, "the second try")
+    controller.stop(timeout=1)
+
+    [failing] = controller.failing()
+    assert (failing.failures, failing.gave_up) == (2, True)
+    assert failing.first_error == "TerminalError: e1 can never be learned"
+    terminal = {"controller": "example"}
+    assert registry.value("controller_terminal_errors_total", terminal) == 2
+    assert [r.getMessage() for r in caplog.records] == [
+        "example e1: gave up after 1 failed reconciles: e1 can never be learned"
+    ]

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from controller.learn.training import STALE_TEMP_SECONDS, TrainingWriter
+from controller.index.training import STALE_TEMP_SECONDS, TrainingWriter
 from tests.cli_helpers import foylectl
 
 

@@ -1,58 +1,192 @@
-"""Layers import only downward; the pure core and heavy clients stay where they belong."""
+"""The layer contract over every module of `controller/`: imports run only downward.
+
+    api -> logs | analyze | learn (pure) -> store -> index -> reconcilers -> runtime -> top level
+
+A module imports its own package (sideways) or a lower layer; `analyze/` and
+`learn/` do no I/O; the generic runtime knows no reconciler; no module takes
+part in an import cycle, lazy (function-level) imports included. A plain AST
+walk: no dependency, and it sees the imports Python would run.
+"""
 
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "controller"
 
-# What each layer may import from the package (besides itself).
-ALLOWED = {
-    "api": set(),
-    "analyze": {"api"},
-    "logs": {"api"},
-    "store": {"api", "analyze"},  # the journal keeps analyze's trace accumulators
-    "learn": {"api", "store"},
-    "reconcilers": {"api", "analyze", "logs", "learn", "store"},
-    "runtime": {"api", "reconcilers", "logs", "store", "settings"},
+# Lower number = lower layer. Packages of one rank may not import each other.
+RANK = {
+    "api": 0,
+    "logs": 1,
+    "analyze": 1,
+    "learn": 1,
+    "store": 2,
+    "index": 3,  # I/O around learning: the retrieval index, embedders, training files
+    "reconcilers": 4,
+    "runtime": 5,
 }
-PURE = {"analyze"}  # no files, clocks, stores or networks
-IMPURE_MODULES = {"os", "time", "sqlite3", "socket", "urllib", "pathlib", "threading", "subprocess"}
+TOP = 6  # controller/*.py: app, cli, pipeline, operator, settings, getcmd, ...
+FORBIDDEN = {("runtime", "reconcilers")}  # the runtime runs any controller, knows none
+PURE = {"analyze", "learn"}
+PURE_MODULES = {"controller.logs.transition"}  # the file identity decision
+IMPURE_MODULES = {
+    "os",
+    "io",
+    "time",
+    "datetime",
+    "random",
+    "uuid",
+    "sqlite3",
+    "socket",
+    "http",
+    "urllib",
+    "pathlib",
+    "shutil",
+    "tempfile",
+    "fcntl",
+    "threading",
+    "subprocess",
+    "logging",
+}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
 def imports(path: Path) -> set[str]:
+    """Every name imported anywhere in the module, relative imports resolved, `from
+    pkg import mod` taken as the module `pkg.mod` when there is one."""
+    own = module_name(path).split(".")
+    package = own if path.name == "__init__.py" else own[:-1]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            for alias in node.names:
+                sub = f"{module}.{alias.name}"
+                found.add(sub if sub in MODULES else module)
     return found
 
 
-def modules(layer: str) -> list[Path]:
-    return sorted((PACKAGE / layer).rglob("*.py"))
+def internal_imports(path: Path) -> set[str]:
+    """The `controller` modules imported (a package import counts as its __init__)."""
+    return {n for n in imports(path) if n in MODULES and n != "controller"}
 
 
-@pytest.mark.parametrize("layer", sorted(ALLOWED))
-def test_layer_imports_only_downward(layer: str) -> None:
-    for path in modules(layer):
-        for name in imports(path):
-            parts = name.split(".")
-            if parts[0] != "controller" or len(parts) < 2:
-                continue
-            target = parts[1]
-            assert target == layer or target in ALLOWED[layer], f"{path.name} imports {name}"
+def layer(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in RANK) else "top"
 
 
-@pytest.mark.parametrize("layer", sorted(PURE))
-def test_pure_core_does_no_io(layer: str) -> None:
-    for path in modules(layer):
-        for name in imports(path):
-            assert name.split(".")[0] not in IMPURE_MODULES, f"{path.name} imports {name}"
+def rank(module: str) -> int:
+    return RANK.get(layer(module), TOP)
+
+
+def test_every_package_has_a_layer() -> None:
+    packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    assert packages == set(RANK)
+
+
+def upward(graph: dict[str, set[str]]) -> list[str]:
+    """The imports of `graph` (module -> modules it imports) that break the layers."""
+    wrong = []
+    for module, targets in graph.items():
+        for target in targets:
+            same = layer(target) == layer(module)
+            if (layer(module), layer(target)) in FORBIDDEN or not (
+                same or rank(target) < rank(module)
+            ):
+                wrong.append(f"{module} imports {target}")
+    return sorted(wrong)
+
+
+def test_every_module_imports_only_downward_or_sideways() -> None:
+    graph = {module: internal_imports(path) for module, path in MODULES.items()}
+    assert upward(graph) == []
+
+
+def test_the_layer_check_sees_upward_sideways_and_forbidden_imports() -> None:
+    graph = {
+        "controller.api.kinds": {"controller.store.base"},  # up
+        "controller.analyze.traces": {"controller.logs.framing", "controller.api.entry"},
+        "controller.runtime.controller": {"controller.reconcilers.trace"},  # forbidden
+        "controller.store.sqlite": {"controller.store.base", "controller.analyze.traces"},
+        "controller.app": {"controller.cli", "controller.runtime.manager"},
+    }
+    assert upward(graph) == [
+        "controller.analyze.traces imports controller.logs.framing",  # same rank, other package
+        "controller.api.kinds imports controller.store.base",
+        "controller.runtime.controller imports controller.reconcilers.trace",
+    ]
+
+
+def test_pure_modules_do_no_io() -> None:
+    wrong = []
+    for module, path in MODULES.items():
+        if layer(module) in PURE or module in PURE_MODULES:
+            impure = {n for n in imports(path) if n.split(".")[0] in IMPURE_MODULES}
+            wrong += [f"{module} imports {name}" for name in sorted(impure)]
+    assert not wrong, "\n".join(wrong)
+
+
+def _cycles(graph: dict[str, set[str]]) -> Iterator[list[str]]:
+    """Strongly connected components of more than one module, or a module importing itself."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+
+    def visit(node: str) -> Iterator[list[str]]:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                yield from visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1 or node in graph[node]:
+                yield sorted(component)
+
+    for node in sorted(graph):
+        if node not in index:
+            yield from visit(node)
+
+
+def test_no_import_cycles() -> None:
+    graph = {module: internal_imports(path) for module, path in MODULES.items()}
+    assert list(_cycles(graph)) == []
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}}
+    assert sorted(_cycles(graph)) == [["a", "b", "c"], ["e"]]
+
+
+def test_the_layer_check_orders_layers() -> None:
+    assert rank("controller.store.base") > rank("controller.analyze.traces")
+    assert rank("controller.runtime.controller") > rank("controller.reconcilers.trace")
+    assert layer("controller.app") == "top" and layer("controller.runtime.controller") == "runtime"
+    assert layer("controller.index") == "index"
 
 
 def test_only_the_kube_backend_and_operator_import_kubernetes_clients() -> None:

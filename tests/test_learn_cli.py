@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
+from controller.index.retrieval import ExampleIndex
+from controller.index.training import SUFFIX
 from controller.learn import foyle_pb
-from controller.learn.index import ExampleIndex
 from controller.learn.query import query_text
 from controller.learn.rule import learnability
-from controller.learn.training import SUFFIX
 from controller.store.base import NotFound
 from controller.store.sqlite import SQLiteStore
 from tests.cli_helpers import foylectl, get_json, wait_for

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from fake_openai import FakeOpenAI, serve, vector_for
 
-from controller.learn.embedders import EmbeddingError, OpenAIEmbedder
-from controller.learn.index import ExampleIndex
+from controller.api.result import TerminalError
+from controller.index.embedders import EmbeddingError, OpenAIEmbedder
+from controller.index.retrieval import ExampleIndex
 
 QUERIES = {
     "pods": "List the pods running in the dev namespace of the cluster",
@@ -188,6 +189,19 @@ def test_openai_error_is_explained_without_the_key(fake_openai: FakeOpenAI) -> N
     with pytest.raises(EmbeddingError, match="HTTP 401: Incorrect API key provided") as err:
         embedder.embed(["a"])
     assert "sk-secret" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("status", "terminal"), [(400, True), (422, True), (429, False), (500, False)]
+)
+def test_rejected_input_is_a_terminal_error_and_overload_is_not(
+    fake_openai: FakeOpenAI, status: int, terminal: bool
+) -> None:
+    fake_openai.status = status
+    embedder = OpenAIEmbedder("k", base_url=fake_openai.url, timeout=5)
+    with pytest.raises(EmbeddingError, match=f"HTTP {status}") as err:
+        embedder.embed(["a"])
+    assert isinstance(err.value, TerminalError) is terminal
 
 
 def test_openai_unreachable_server_is_a_clear_error(fake_openai: FakeOpenAI) -> None:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from controller.index.training import TrainingWriter
 from controller.learn import foyle_pb
-from controller.learn.training import TrainingWriter
 
 QUERY_BLOCKS = [
     {

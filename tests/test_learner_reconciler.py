@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from controller.index.retrieval import ExampleIndex
+from controller.index.training import TrainingWriter
 from controller.learn import foyle_pb
-from controller.learn.index import ExampleIndex
-from controller.learn.training import TrainingWriter
 from controller.reconcilers.learner import LearnerReconciler, learn_all
 from controller.runtime.metrics import MetricsRegistry
 from controller.store.base import NotFound, read_modify_write

@@ -23,8 +23,8 @@ from typing import Any
 import orjson
 import pytest
 
+from controller.api.result import DONE, Result
 from controller.reconcilers.logfile import LogFileReconciler, LogFileSettings, logfile_name
-from controller.reconcilers.result import DONE, Result
 from controller.store.base import StoreUnavailable
 from controller.store.journal import FileRow, Journal
 from controller.store.sqlite import SQLiteStore

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
-from controller.logs.identity import (
-    FINGERPRINT_BYTES,
-    grow_fingerprint,
-    identify,
-    still_same,
-)
+from controller.logs.identity import grow_fingerprint, observe
+from controller.logs.transition import FINGERPRINT_BYTES, FileIdentity, same_file
 
 HEAD = b'{"msg": "first line"}\n' * 100  # longer than FINGERPRINT_BYTES
+
+
+def identify(f: BinaryIO) -> FileIdentity:
+    return observe(f).identity()
+
+
+def still_same(known: FileIdentity, f: BinaryIO) -> bool:
+    return same_file(known, observe(f))
 
 
 def write(path: Path, data: bytes) -> Path:

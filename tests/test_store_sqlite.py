@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from controller.api.resource import new_resource
-from controller.store.base import Gone, StoreUnavailable, WatchEvent, read_modify_write
+from controller.store.base import Gone, StoreUnavailable, read_modify_write
 from controller.store.sqlite import SQLiteStore
 from tests.store_contract import *  # noqa: F403  (the contract's tests run here)
 from tests.store_contract import _increment, _trace, _trace_with
@@ -159,26 +159,6 @@ def test_corrupt_file_raises_store_unavailable_naming_the_file(db_path: Path) ->
         SQLiteStore(db_path)
     assert str(db_path) in str(caught.value)
     assert "foylectl analyze" in str(caught.value)
-
-
-def test_listeners_run_after_commit_for_this_instances_writes(
-    store: SQLiteStore, new_store: Callable[[], SQLiteStore]
-) -> None:
-    other = new_store()
-    seen: list[tuple[str, str, str]] = []
-
-    def listener(event: WatchEvent) -> None:
-        # Another connection already sees the write: the listener runs after commit.
-        visible = other.list_with_version("Trace")[1]
-        seen.append((event.type, event.resource_version, visible))
-
-    store.add_listener(listener)
-    obj = store.create(_trace("a"))
-    other.update(_trace_with(obj, exitCode=1))  # another instance's write: no callback
-    store.delete("Trace", "a")
-    assert [t for t, _, _ in seen] == ["ADDED", "DELETED"]
-    assert seen[0][1] == obj["metadata"]["resourceVersion"]
-    assert all(rv == visible for _, rv, visible in seen)
 
 
 def test_list_pages_reads_one_snapshot_in_pages_in_name_order(tmp_path: Path) -> None:

@@ -7,10 +7,11 @@ from pathlib import Path
 import orjson
 
 from controller.analyze.oneshot import analyze
+from controller.analyze.traces import is_abandoned
 from controller.logs.framing import read_all
 from controller.reconcilers.blocklog import BlockLogReconciler
 from controller.reconcilers.logfile import LogFileReconciler, LogFileSettings
-from controller.reconcilers.trace import TraceReconciler, TraceSettings, is_abandoned
+from controller.reconcilers.trace import TraceReconciler, TraceSettings
 from controller.store.journal import Journal
 from controller.store.sqlite import SQLiteStore
 from tests.cli_helpers import comparable

@@ -1,9 +1,9 @@
-"""The whole analysis in one pass: the definition of a correct result.
+"""The whole analysis in one pass: the definition of a correct result, for tests.
 
-Tests compare with it: `foylectl analyze` and the continuous controllers, which
-reach their result incrementally (per-trace journal accumulators, CAS
-membership writes, late lines), must end up with exactly these Trace and
-BlockLog resources.
+No command calls it. Tests check that `foylectl analyze` and `foylectl run`,
+which reach their result incrementally through the pipeline (per-trace journal
+accumulators, set-wise membership writes, late lines), end up with exactly
+these Trace and BlockLog resources.
 """
 
 from __future__ import annotations

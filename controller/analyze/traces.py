@@ -50,6 +50,8 @@ SortKey = tuple[float, int, int]
 # Lines of one trace further apart than this belong to two traces that share an id
 # (a trace takes seconds to minutes; --abandon-after defaults to 10 minutes).
 REUSED_ID_GAP_SECONDS = 3600.0
+# An unfinished trace with no line for this long is Abandoned (--abandon-after).
+ABANDON_AFTER_SECONDS = 600.0
 Pick = tuple[SortKey, Any]  # (sort key of the entry, the value it offers)
 
 
@@ -306,6 +308,11 @@ def _session_spec(spec: dict[str, Any], kind: str, state: _KindState) -> None:
             for key in ("inputTokens", "outputTokens")
             if type(usage.get(key)) is int
         }
+
+
+def is_abandoned(phase: str, last_entry_at: float, now: float, abandon_after: float) -> bool:
+    """An unfinished trace that received no line for `abandon_after` seconds (ingest time)."""
+    return phase == "InProgress" and now - last_entry_at >= abandon_after
 
 
 def reduce_trace(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,10 +51,6 @@ def name_of(obj: Resource) -> str:
     return obj["metadata"]["name"]
 
 
-def resource_version(obj: Resource) -> str | None:
-    return obj.get("metadata", {}).get("resourceVersion")
-
-
 def get_path(obj: Any, json_path: str) -> Any:
     """Evaluate a simple `.a.b.c` JSON path; None where any step is missing."""
     cur = obj
@@ -64,7 +59,3 @@ def get_path(obj: Any, json_path: str) -> Any:
             return None
         cur = cur[part]
     return cur
-
-
-def deep_copy(obj: Resource) -> Resource:
-    return copy.deepcopy(obj)

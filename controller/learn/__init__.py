@@ -1,1 +1,1 @@
-"""Pure learning rule (BlockLog -> Example) and the retrieval index."""
+"""PURE learning: the rules (BlockLog, Session -> Example), Foyle's query text and protobuf."""

@@ -33,6 +33,7 @@ from controller.logs.normalise import fits_depth, normalise
 
 BOM = b"\xef\xbb\xbf"
 CR = ord("\r")
+MAX_LINE_BYTES = 16 << 20  # longer lines are skipped and counted as bad (--max-line-bytes)
 
 
 class CarryState(StrEnum):
@@ -67,7 +68,7 @@ def read_batch(
     carry: CarryState = CarryState.NONE,
     *,
     max_bytes: int = 4 << 20,
-    max_line_bytes: int = 16 << 20,
+    max_line_bytes: int = MAX_LINE_BYTES,
     chunk_bytes: int = 1 << 20,
 ) -> ReadBatch:
     """Consume whole lines from `offset` until ~max_bytes are consumed or none is complete."""

@@ -18,6 +18,7 @@ from typing import Any
 
 from controller.analyze.blocklogs import blocklog_status, member_ids
 from controller.api.names import name_for_id
+from controller.api.result import DONE, Result
 from controller.reconcilers.tracecache import TraceSpecs
 from controller.store.base import Mutator, NotFound, Store, get_many, read_modify_write_many
 from controller.store.journal import BLOCKLOGS, Journal
@@ -35,8 +36,9 @@ class BlockLogReconciler:
         self.on_change = on_change  # statuses changed or BlockLogs went: tell the learner
         self._traces = TraceSpecs(store)
 
-    def reconcile(self, name: str) -> None:
+    def reconcile(self, name: str) -> Result:
         self.reconcile_many([name])
+        return DONE
 
     def reconcile_many(self, names: list[str]) -> None:
         seqs = self.journal.dirty_seqs(BLOCKLOGS, names)

@@ -33,11 +33,12 @@ import orjson
 
 from controller.api.kinds import Resource
 from controller.api.resource import rfc3339
-from controller.learn.index import ExampleIndex
+from controller.api.result import DONE, Result
+from controller.index.retrieval import ExampleIndex
+from controller.index.training import TrainingWriter, foyle_skip_reason
 from controller.learn.query import blocks_to_markdown
 from controller.learn.rule import BLOCKLOG_LABEL, example_for, learnability
 from controller.learn.session_rule import SESSION_LABEL, example_for_session, session_learnability
-from controller.learn.training import TrainingWriter, foyle_skip_reason
 from controller.store.base import NotFound, Store, get_many, read_modify_write
 
 log = logging.getLogger(__name__)
@@ -124,13 +125,14 @@ class LearnerReconciler:
                 ["reason"],
             )
 
-    def reconcile(self, name: str) -> None:
+    def reconcile(self, name: str) -> Result:
         """Converge the Example and its derived data for the source named `name`."""
         try:
             self._reconcile(name)
         except Exception:
             self._errors.inc()
             raise
+        return DONE
 
     def reconcile_many(self, names: list[str]) -> None:
         """Converge a batch: its sources and Examples are read in one query each.

@@ -37,16 +37,18 @@ from typing import BinaryIO
 from controller.analyze.traces import TraceAccumulator, trace_key
 from controller.api.names import name_for_id
 from controller.api.resource import new_resource, rfc3339
-from controller.logs.framing import CarryState, ReadBatch, read_batch
-from controller.logs.identity import (
-    FINGERPRINT_BYTES,
-    FileIdentity,
-    grow_fingerprint,
-    identify,
-    still_same,
-)
+from controller.api.result import DONE, Result
+from controller.logs.framing import MAX_LINE_BYTES, CarryState, ReadBatch, read_batch
+from controller.logs.identity import grow_fingerprint, observe
 from controller.logs.opening import NotALogFile, open_log_file  # issue 13
-from controller.reconcilers.result import DONE, Result
+from controller.logs.transition import (
+    FINGERPRINT_BYTES,
+    Change,
+    FileIdentity,
+    Seen,
+    change,
+    continues,
+)
 from controller.store.base import NotFound, Store, read_modify_write
 from controller.store.journal import Batch, FileRow, Journal, WatermarkMoved
 
@@ -56,7 +58,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class LogFileSettings:
     node: str = "local"
-    max_line_bytes: int = 16 << 20
+    max_line_bytes: int = MAX_LINE_BYTES
     batch_bytes: int = 4 << 20
     bytes_per_reconcile: int = 8 << 20  # then requeue, so one huge file cannot starve others
     publish_interval: float = 1.0
@@ -177,18 +179,18 @@ class LogFileReconciler:
         except (PermissionError, IsADirectoryError, OSError) as err:
             return self._unreadable(path, row, err)
 
-        ident = identify(f)
+        seen = observe(f)
         if row is not None and not row.fingerprint:
-            row = self._first_identity(row, ident)
-        if row is not None and self._same(row, f, ident):
+            row = self._first_identity(row, seen.identity())
+        if row is not None and continues(_identity(row), row.watermark, seen):
             target = row
             cached = self.handles.get(row.id)
             if cached is not None:
                 f.close()
                 f = cached
         else:
-            target = self._adopt(path, row, f, ident)
-            if not self._same(target, f, ident):
+            target = self._adopt(path, row, seen)
+            if not continues(_identity(target), target.watermark, observe(f)):
                 # add_file handed back the row a racing reader registered, and the file
                 # changed again since: look afresh rather than read at its watermark.
                 f.close()
@@ -211,23 +213,18 @@ class LogFileReconciler:
         )
         return self.journal.file(row.id)
 
-    def _same(self, row: FileRow, f: BinaryIO, ident: FileIdentity) -> bool:
-        if (row.device, row.inode) != (ident.device, ident.inode):
-            return False
-        size = os.fstat(f.fileno()).st_size
-        return size >= row.watermark and still_same(_identity(row), f)
-
-    def _adopt(self, path: str, old: FileRow | None, f: BinaryIO, ident: FileIdentity) -> FileRow:
+    def _adopt(self, path: str, old: FileRow | None, seen: Seen) -> FileRow:
         """The path holds a file the active row does not describe: settle the old, find the new."""
-        truncated = old is not None and (old.device, old.inode) == (ident.device, ident.inode)
+        what = change(_identity(old), old.watermark, seen) if old is not None else Change.NEW
+        truncated = what is Change.TRUNCATED
         if old is not None:
             self._retire(old, truncated=truncated)
-        size = os.fstat(f.fileno()).st_size
-        for candidate in self.journal.files_with_inode(ident.device, ident.inode):
+        for candidate in self.journal.files_with_inode(seen.device, seen.inode):
             # Any phase: a file renamed from one watched path to another is still Active
             # under its old path when the new path happens to be reconciled first.
-            if size >= candidate.watermark and still_same(_identity(candidate), f):
+            if continues(_identity(candidate), candidate.watermark, seen):
                 return self._move(candidate, path)
+        ident = seen.identity()
         new = self.journal.add_file(
             path, ident.device, ident.inode, ident.fingerprint, ident.fingerprint_len
         )

@@ -28,6 +28,7 @@ from controller.analyze.sessions import (
 from controller.api.kinds import Resource
 from controller.api.names import name_for_id
 from controller.api.resource import new_resource
+from controller.api.result import DONE, Result
 from controller.learn.session_rule import session_learnability
 from controller.store.base import NotFound, Store, get_many, read_modify_write_many
 from controller.store.journal import Journal
@@ -90,8 +91,9 @@ class SessionReconciler:
         self.journal = journal
         self.on_change = on_change  # statuses changed or Sessions went: tell the learner
 
-    def reconcile(self, name: str) -> None:
+    def reconcile(self, name: str) -> Result:
         self.reconcile_many([name])
+        return DONE
 
     def reconcile_many(self, names: list[str]) -> None:
         seqs = self.journal.dirty_seqs(SESSIONS, names)

@@ -21,8 +21,8 @@ its stored Trace still naming its old blocks, so the retry adds it again
 rather than taking it for already listed. A crash anywhere repeats work but
 loses nothing.
 
-Whether an InProgress trace is Abandoned is the pure `is_abandoned`: the
-manager sweeps the journal for idle unfinished traces (no timer per trace);
+Whether an InProgress trace is Abandoned is the pure `analyze.traces.is_abandoned`:
+the pipeline sweeps the journal for idle unfinished traces (no timer per trace);
 a late line makes the trace InProgress or Complete again.
 """
 
@@ -36,9 +36,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.analyze.blocklogs import membership_add, membership_remove
-from controller.analyze.traces import reduce_trace
+from controller.analyze.traces import ABANDON_AFTER_SECONDS, is_abandoned, reduce_trace
 from controller.api.names import name_for_id
 from controller.api.resource import new_resource
+from controller.api.result import DONE, Result
 from controller.reconcilers.retention import join_view
 from controller.reconcilers.session import SESSIONS, join_sessions
 from controller.store.base import (
@@ -58,12 +59,7 @@ Spec = dict[str, Any]
 
 @dataclass(frozen=True)
 class TraceSettings:
-    abandon_after: float = 600.0
-
-
-def is_abandoned(phase: str, last_entry_at: float, now: float, abandon_after: float) -> bool:
-    """An unfinished trace that received no line for `abandon_after` seconds (ingest time)."""
-    return phase == "InProgress" and now - last_entry_at >= abandon_after
+    abandon_after: float = ABANDON_AFTER_SECONDS
 
 
 @dataclass
@@ -90,8 +86,9 @@ class TraceReconciler:
         self.settings = settings or TraceSettings()
         self.clock = clock
 
-    def reconcile(self, trace_key: str) -> None:
+    def reconcile(self, trace_key: str) -> Result:
         self.reconcile_many([trace_key])
+        return DONE
 
     def reconcile_many(self, keys: list[str]) -> None:
         seqs = self.journal.dirty_seqs(TRACES, keys)

@@ -14,10 +14,12 @@ batch in one call, so a reconciler can read and write it set-wise. If any
 key fails, the whole unit rolls back and each key runs again in a unit of its
 own, so one bad key costs its batch a retry, never another key's writes.
 
-A key that keeps failing is retried with back-off for ever in `run` (the
-`controller_failing_keys` gauge and `failing()` report it), but a one-shot
-run gives up after `ONESHOT_ATTEMPTS` and reports it, so `foylectl analyze`
-always ends (issue 13).
+What to do with a key that keeps failing, and with "look again later", is a
+`RetryPolicy` chosen by whoever builds the controller: by default a failing
+key is retried with back-off for ever (the `controller_failing_keys` gauge
+and `failing()` report it); a one-shot run gives up after a few attempts and
+reports it, so `foylectl analyze` always ends (issue 13). A `TerminalError`
+is never retried: counted, logged once, reported as given up.
 
 A `gate` applies back-pressure: while it is shut the workers take no key.
 Savepoints per key would do the same at a cost paid by every key. A worker
@@ -32,7 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from controller.reconcilers.result import Result
+from controller.api.result import Result, TerminalError
 from controller.runtime.metrics import MetricsRegistry, QueueMetrics
 from controller.runtime.ratelimit import default_controller_rate_limiter
 from controller.runtime.workqueue import WorkQueue
@@ -40,10 +42,23 @@ from controller.store.unit import Transactional, after_commit, unit_of_work
 
 log = logging.getLogger(__name__)
 
-Reconcile = Callable[[str], Result | None]
+Reconcile = Callable[[str], Result]
 ReconcileMany = Callable[[list[str]], None]  # a whole batch at once; raises on failure
 GATE_POLL_SECONDS = 0.01
-ONESHOT_ATTEMPTS = 6  # ~0.3 s of back-off: enough for a transient error, bounded for a lasting one
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """What the worker loop does with failures and with `Result.requeue_after`."""
+
+    give_up_after: int | None = None  # failed attempts before a key is dropped and reported
+    requeue_later: bool = True  # False: ignore requeue_after (a one-shot run exits when idle)
+
+    def gives_up(self, failures: int) -> bool:
+        return self.give_up_after is not None and failures >= self.give_up_after
+
+
+RETRY_FOR_EVER = RetryPolicy()
 
 
 @dataclass
@@ -66,7 +81,7 @@ class Controller:
         workers: int = 1,
         qps: float = 1000.0,
         burst: int = 10000,
-        oneshot: bool = False,
+        policy: RetryPolicy = RETRY_FOR_EVER,
         unit: Sequence[Transactional] = (),
         batch_size: int = 256,
         batch_seconds: float = 0.05,
@@ -75,7 +90,7 @@ class Controller:
     ) -> None:
         self.name = name
         self._reconcile_many = reconcile_many
-        self._oneshot = oneshot  # a one-shot run ignores "look again later" (it exits when idle)
+        self._policy = policy
         self._reconcile = reconcile
         self._unit = tuple(unit)
         self._batch_size = batch_size if unit or reconcile_many else 1
@@ -93,6 +108,11 @@ class Controller:
         ).labels(name)
         self._reconciles = registry.counter(
             "controller_reconcile_total", "Reconciles run.", ("controller",)
+        ).labels(name)
+        self._terminal = registry.counter(
+            "controller_terminal_errors_total",
+            "Reconciles that raised a TerminalError (not retried).",
+            ("controller",),
         ).labels(name)
         self._failing_gauge = registry.gauge(
             "controller_failing_keys",
@@ -116,7 +136,7 @@ class Controller:
         self.queue.add(key)
 
     def failing(self) -> list[Failing]:
-        """The keys failing now, and in a one-shot run those given up on."""
+        """The keys failing now, and those the policy gave up on."""
         with self._failing_lock:
             return [Failing(**vars(f)) for f in self._failing.values()]
 
@@ -164,13 +184,13 @@ class Controller:
     def _reconcile_and_follow_up(self, key: str) -> None:
         """Reconcile; queue follow-ups to run once the unit commits; raise on failure."""
         self._reconciles.inc()
-        result = self._reconcile(key) or Result()
+        result = self._reconcile(key)
         self.reconciled += 1
         # Only a commit is a success: a unit that fails to commit (a full disk) fails its keys.
         after_commit(lambda: self._succeeded([key]))
         if result.requeue:
             after_commit(lambda: self.queue.add(key))
-        elif result.requeue_after is not None and not self._oneshot:
+        elif result.requeue_after is not None and self._policy.requeue_later:
             delay = result.requeue_after
             after_commit(lambda: self.queue.add_after(key, delay))
 
@@ -187,17 +207,26 @@ class Controller:
 
     def _failed(self, key: str, err: Exception) -> None:
         self._errors.inc()
+        terminal = isinstance(err, TerminalError)
+        if terminal:
+            self._terminal.inc()
         with self._failing_lock:
             failing = self._failing.get(key)
             if failing is None:
                 failing = self._failing[key] = Failing(key, 0, f"{type(err).__name__}: {err}")
+            had_given_up = failing.gave_up
             failing.failures += 1
-            failing.gave_up = self._oneshot and failing.failures >= ONESHOT_ATTEMPTS
+            failing.gave_up = terminal or self._policy.gives_up(failing.failures)
             self._failing_gauge.set(len(self._failing))
         if failing.gave_up:
-            log.warning(
-                "%s %s: gave up after %d failed reconciles", self.name, key, ONESHOT_ATTEMPTS
-            )
+            if not had_given_up:
+                log.warning(
+                    "%s %s: gave up after %d failed reconciles: %s",
+                    self.name,
+                    key,
+                    failing.failures,
+                    err,
+                )
             self.queue.forget(key)
             return
         if failing.failures == 1:

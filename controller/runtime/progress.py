@@ -4,7 +4,7 @@ Bytes read alone would reach 100 % long before the work does (reading runs
 ahead of the reconcilers up to the back-pressure limit), so the fraction done
 is the fraction read times the fraction of reconciles done among those known
 (done + still queued). `measure` is pure; `ProgressReporter` samples the
-journal and the manager on a timer and hands each sample to a sink.
+journal and the pipeline on a timer and hands each sample to a sink.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def describe(sample: Sample) -> str:
 
 
 class Work(Protocol):
-    """What the reporter reads of the manager."""
+    """What the reporter reads of the pipeline."""
 
     def reconciled(self) -> int: ...
 

@@ -18,7 +18,7 @@ item added while it is processed is queued again by `done()`, and only then.
 Shutdown stops promptly: adds are ignored from then on, and `get()` returns
 (None, True) at once, even to items still queued, which are dropped. (client-go
 hands queued items out until the queue is empty; here every queue entry is a
-hint that the manager re-derives on start, so dropping them is safe and keeps
+hint that the pipeline re-derives on start, so dropping them is safe and keeps
 shutdown time bounded by the work already in progress.)
 """
 

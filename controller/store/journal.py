@@ -16,7 +16,7 @@ replacement of a path starts a NEW row, so offsets of the old and the new
 content never collide. Dirty marks (traces touched by new lines; block logs
 whose traces changed; block logs the learner has not seen) carry a sequence
 number: a reconcile clears its mark only if nothing set it again meanwhile,
-and the manager re-queues every remaining mark on start, so the in-memory
+and the pipeline re-queues every remaining mark on start, so the in-memory
 queues need no durability. Every call takes or finishes a whole batch of
 keys: one statement per table, not one per key.
 """
@@ -36,7 +36,13 @@ from typing import TypeVar
 import orjson
 
 from controller.analyze.traces import TraceAccumulator
-from controller.store.sqlite_util import Transactions, open_database, unusable
+from controller.store.sqlite_util import (
+    ThreadConnections,
+    Transactions,
+    open_database,
+    translated,
+    translated_within,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -152,64 +158,40 @@ class Journal:
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 30000) -> None:
         self.path = Path(path)
         self.created = not self.path.exists()  # a new journal: every file is read from 0
-        self._busy_timeout_ms = busy_timeout_ms
-        self._local = threading.local()
+        self._connections = ThreadConnections(
+            self.path, lambda: open_database(self.path, busy_timeout_ms)
+        )
         self._transactions = Transactions(self._conn)
         self._dirty_seq = int(time.time() * 1000)
         self._seq_lock = threading.Lock()
-        try:
+        with translated(self.path):
             conn = self._conn()
             conn.executescript(SCHEMA)
             if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'entries'").fetchone():
                 raise sqlite3.DatabaseError("it was written by an earlier foyle-controller")
-        except sqlite3.DatabaseError as err:
-            raise unusable(self.path, err) from err  # issue 13: disk full is not damage
 
     # -- connections -------------------------------------------------------------------
 
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = open_database(self.path, self._busy_timeout_ms)
-            self._local.conn = conn
-        return conn
+        return self._connections.get()
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One atomic write (part of the unit's transaction inside a unit of work)."""
-        with self._translated(self._transactions.write()) as conn:
+        with translated_within(self.path, self._transactions.write()) as conn:
             yield conn
 
-    @contextmanager
-    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+    def _snapshot(self) -> AbstractContextManager[sqlite3.Connection]:
         """Several reads that see one state (the open unit's transaction already does)."""
-        conn = self._conn()
-        if self._transactions.active:
-            yield conn
-            return
-        conn.execute("BEGIN")
-        try:
-            yield conn
-        finally:
-            conn.execute("COMMIT")
+        return self._transactions.read()
 
     def transaction(self) -> AbstractContextManager[None]:
         """One transaction for many writes (controller.store.unit.unit_of_work)."""
-        return self._translated(self._transactions.transaction())
-
-    @contextmanager
-    def _translated(self, ctx: AbstractContextManager[T]) -> Iterator[T]:
-        try:
-            with ctx as value:
-                yield value
-        except sqlite3.DatabaseError as err:
-            raise unusable(self.path, err) from err  # issue 13
+        return translated_within(self.path, self._transactions.transaction())
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        """Close every thread's connection; call once no other thread is using the journal."""
+        self._connections.close()
 
     def _next_seq(self) -> int:
         with self._seq_lock:

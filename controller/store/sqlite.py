@@ -22,12 +22,10 @@ when opening the store, so `foylectl get` never waits behind `foylectl run`.
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -48,8 +46,14 @@ from controller.store.base import (
     WatchEvent,
     matches_labels,
 )
-from controller.store.files import make_private_dirs
-from controller.store.sqlite_util import Transactions, connect, is_read_only, unusable
+from controller.store.sqlite_util import (
+    ThreadConnections,
+    Transactions,
+    is_read_only,
+    open_database,
+    translated,
+    translated_within,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,20 +84,6 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('pruned_through', 0);
 
 _SELECT_BODY = "SELECT c.body FROM objects o JOIN changes c ON c.rv = o.rv"
 _CHUNK = 500  # names per IN (...) list
-Listener = Callable[[WatchEvent], None]
-
-
-class _Connection:
-    """Holds one thread's connection; a weakref target (sqlite3.Connection is not).
-
-    When its thread ends, the thread-local slot drops the holder and the
-    connection closes with it, so short-lived threads leak nothing.
-    """
-
-    __slots__ = ("conn", "__weakref__")
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
 
 
 class SQLiteStore:
@@ -105,62 +95,31 @@ class SQLiteStore:
         if keep_changes < 1:
             raise ValueError("keep_changes must be at least 1")
         self.path = Path(path)
-        self._busy_timeout_ms = busy_timeout_ms
         self._keep_changes = keep_changes
         # Prune in chunks of ~1% so the delete cost is amortised over many writes.
         self._prune_every = max(1, keep_changes // 100)
-        self._local = threading.local()
-        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
-        self._connections_lock = threading.Lock()
+        self._read_only = is_read_only(self.path)  # issue 13: reading commands work read-only
+        self._connections = ThreadConnections(
+            self.path,
+            lambda: open_database(self.path, busy_timeout_ms, read_only=self._read_only),
+        )
         self._written = threading.Condition()
         self._writes = 0  # bumped after each commit through this instance; wakes watchers
-        self._closed = False
-        self._listeners: list[Listener] = []
         self._transactions = Transactions(self._conn)
-        self._create_file()
         self._init_schema()
 
     # ---- connections and transactions ----
 
-    def _create_file(self) -> None:
-        """Create the file 0600 before SQLite does (SQLite would use 0644 minus umask)."""
-        self._read_only = is_read_only(self.path)  # issue 13: reading commands work read-only
-        if self._read_only:
-            return
-        make_private_dirs(self.path.parent)  # issue 13: 0700 whatever the umask
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise StoreUnavailable(f"{self.path}: cannot open the store: {exc.strerror}") from exc
-        os.close(fd)
-
     def _conn(self) -> sqlite3.Connection:
-        if self._closed:
-            raise StoreUnavailable(f"{self.path}: the store is closed")
-        holder: _Connection | None = getattr(self._local, "holder", None)
-        if holder is None:
-            holder = _Connection(self._connect())
-            self._local.holder = holder
-            with self._connections_lock:
-                self._connections.add(holder)
-        return holder.conn
-
-    def _connect(self) -> sqlite3.Connection:
-        with self._translate_errors():
-            # timeout= is SQLite's busy timeout; we issue BEGIN ourselves.
-            conn = connect(self.path, self._busy_timeout_ms / 1000, read_only=self._read_only)
-            conn.execute("PRAGMA synchronous = NORMAL")
-            return conn
+        return self._connections.get()
 
     def _init_schema(self) -> None:
         conn = self._conn()
         if self._read_only:  # issue 13: nothing to set up that could be written
             return
         with self._translate_errors():
-            # Switching to WAL and creating tables need the write lock: do it only when
-            # needed, so opening an existing store never waits behind a writer.
-            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                conn.execute("PRAGMA journal_mode = WAL")
+            # Creating tables needs the write lock: only when needed, so opening an
+            # existing store never waits behind a writer (open_database does so for WAL).
             exists = conn.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
             ).fetchone()
@@ -180,28 +139,15 @@ class SQLiteStore:
                         conn.rollback()
                     raise
 
-    @contextmanager
-    def _translate_errors(self) -> Iterator[None]:
+    def _translate_errors(self) -> AbstractContextManager[None]:
         """Turn SQLite failures into StoreUnavailable with a message that says what to do."""
-        try:
-            yield
-        except sqlite3.DatabaseError as exc:
-            raise unusable(self.path, exc) from exc  # issue 13: disk full is not damage
+        return translated(self.path)
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: every query inside sees one snapshot."""
-        conn = self._conn()
-        if self._transactions.active:  # the unit's transaction is the snapshot
-            with self._translate_errors():
-                yield conn
-            return
-        with self._translate_errors():
-            conn.execute("BEGIN")
-            try:
-                yield conn
-            finally:
-                conn.execute("COMMIT")
+        with self._translate_errors(), self._transactions.read() as conn:
+            yield conn
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -217,12 +163,7 @@ class SQLiteStore:
 
     def transaction(self) -> AbstractContextManager[None]:
         """One transaction for many writes (controller.store.unit.unit_of_work)."""
-        return self._translated(self._transactions.transaction())
-
-    @contextmanager
-    def _translated(self, ctx: AbstractContextManager[None]) -> Iterator[None]:
-        with self._translate_errors(), ctx:
-            yield
+        return translated_within(self.path, self._transactions.transaction())
 
     # ---- reads ----
 
@@ -242,58 +183,47 @@ class SQLiteStore:
 
     def versions_many(self, kind: str, names: Iterable[str]) -> dict[str, tuple[str, int]]:
         """(resourceVersion, body bytes) of each existing object, without reading bodies."""
-        wanted = list(dict.fromkeys(names))
-        out: dict[str, tuple[str, int]] = {}
-        conn = self._conn()
-        with self._translate_errors():
-            for i in range(0, len(wanted), _CHUNK):
-                chunk = wanted[i : i + _CHUNK]
-                marks = ", ".join("?" * len(chunk))
-                rows = conn.execute(
-                    "SELECT o.name, o.rv, length(c.body) FROM objects o"
-                    f" JOIN changes c ON c.rv = o.rv WHERE o.kind = ? AND o.name IN ({marks})",
-                    (kind, *chunk),
-                )
-                out.update((name, (str(rv), size)) for name, rv, size in rows)
-        return out
+        select = "SELECT o.name, o.rv, length(c.body) FROM objects o JOIN changes c ON c.rv = o.rv"
+        rows = self._rows_named(self._conn(), select, kind, names)
+        return {name: (str(rv), size) for name, rv, size in rows}
 
     def get_fields_many(
         self, kind: str, names: Iterable[str], paths: Sequence[str]
     ) -> dict[str, tuple[Any, ...]]:
         """Some fields (`.spec.blockIds`) of each existing object, parsed by SQLite, not Python."""
-        wanted = list(dict.fromkeys(names))
         columns = ", ".join("json_extract(c.body, ?), json_type(c.body, ?)" for _ in paths)
         params = [f"${p}" for p in paths for _ in (0, 1)]
+        select = f"SELECT o.name, {columns} FROM objects o JOIN changes c ON c.rv = o.rv"
         out: dict[str, tuple[Any, ...]] = {}
-        conn = self._conn()
-        with self._translate_errors():
-            for i in range(0, len(wanted), _CHUNK):
-                chunk = wanted[i : i + _CHUNK]
-                marks = ", ".join("?" * len(chunk))
-                rows = conn.execute(
-                    f"SELECT o.name, {columns} FROM objects o JOIN changes c ON c.rv = o.rv"
-                    f" WHERE o.kind = ? AND o.name IN ({marks})",
-                    (*params, kind, *chunk),
-                )
-                for name, *pairs in rows:
-                    out[name] = tuple(
-                        orjson.loads(v) if t in ("array", "object") else v
-                        for v, t in zip(pairs[::2], pairs[1::2], strict=True)
-                    )
+        for name, *pairs in self._rows_named(self._conn(), select, kind, names, params):
+            out[name] = tuple(
+                orjson.loads(v) if t in ("array", "object") else v
+                for v, t in zip(pairs[::2], pairs[1::2], strict=True)
+            )
         return out
 
     def _bodies(
         self, conn: sqlite3.Connection, kind: str, names: Iterable[str]
     ) -> Iterator[tuple[str, bytes]]:
+        select = "SELECT o.name, c.body FROM objects o JOIN changes c ON c.rv = o.rv"
+        yield from self._rows_named(conn, select, kind, names)
+
+    def _rows_named(
+        self,
+        conn: sqlite3.Connection,
+        select: str,
+        kind: str,
+        names: Iterable[str],
+        params: Sequence[Any] = (),
+    ) -> Iterator[Any]:
+        """`select` (over objects `o`) for the objects of `kind` among `names`, 500 at a time."""
         wanted = list(dict.fromkeys(names))
         with self._translate_errors():
             for i in range(0, len(wanted), _CHUNK):
                 chunk = wanted[i : i + _CHUNK]
                 marks = ", ".join("?" * len(chunk))
                 yield from conn.execute(
-                    "SELECT o.name, c.body FROM objects o JOIN changes c ON c.rv = o.rv"
-                    f" WHERE o.kind = ? AND o.name IN ({marks})",
-                    (kind, *chunk),
+                    f"{select} WHERE o.kind = ? AND o.name IN ({marks})", (*params, kind, *chunk)
                 )
 
     def list(self, kind: str, label_selector: str | None = None) -> list[Resource]:
@@ -358,7 +288,7 @@ class SQLiteStore:
             if _stored(conn, kind, name) is not None:
                 raise AlreadyExists(f"{kind}/{name} already exists")
             result = self._commit_change(conn, "ADDED", body)
-        return self._after_write("ADDED", result)
+        return self._after_write(result)
 
     def update(self, obj: Resource) -> Resource:
         """Write spec, labels, annotations and ownerReferences; keep the stored status."""
@@ -375,7 +305,7 @@ class SQLiteStore:
                 meta["generation"] = meta.get("generation", 1) + 1
             stored["spec"] = spec
             result = self._commit_change(conn, "MODIFIED", stored)
-        return self._after_write("MODIFIED", result)
+        return self._after_write(result)
 
     def update_status(self, obj: Resource) -> Resource:
         """Write status only."""
@@ -383,7 +313,7 @@ class SQLiteStore:
             stored = _checked(conn, obj)
             stored["status"] = obj.get("status") or {}
             result = self._commit_change(conn, "MODIFIED", stored)
-        return self._after_write("MODIFIED", result)
+        return self._after_write(result)
 
     def delete(self, kind: str, name: str, resource_version: str | None = None) -> None:
         with self._write() as conn:
@@ -394,7 +324,7 @@ class SQLiteStore:
             if resource_version is not None and resource_version != current:
                 raise Conflict(f"{kind}/{name}: resourceVersion {resource_version} is stale")
             result = self._commit_change(conn, "DELETED", stored)
-        self._after_write("DELETED", result)
+        self._after_write(result)
 
     def _commit_change(self, conn: sqlite3.Connection, type_: EventType, body: Resource) -> bytes:
         """Append the change row, give `body` its version, and point (or drop) the object.
@@ -470,39 +400,22 @@ class SQLiteStore:
                     writes.append(change)
             if writes:
                 before = _current_rv(conn)
-                data = self._append_changes(conn, before + 1, writes)
+                self._append_changes(conn, before + 1, writes)
                 self._prune_if_due(conn, before, before + len(writes))
-                self._transactions.on_commit(
-                    lambda: self._notify_many(
-                        [(t, d) for (t, _), d in zip(writes, data, strict=True)]
-                    )
-                )
+                self._transactions.on_commit(self._notify)
         return results
 
-    def _after_write(self, type_: EventType, data: bytes) -> Resource:
-        """Once committed: wake this instance's watchers and call listeners. A fresh copy."""
-        self._transactions.on_commit(lambda: self._notify(type_, data))
+    def _after_write(self, data: bytes) -> Resource:
+        """Once committed: wake this instance's watchers. A fresh copy."""
+        self._transactions.on_commit(self._notify)
         return orjson.loads(data)
 
-    def _notify(self, type_: EventType, data: bytes) -> None:
-        self._notify_many([(type_, data)])
-
-    def _notify_many(self, events: list[tuple[EventType, bytes]]) -> None:
+    def _notify(self) -> None:
         with self._written:
             self._writes += 1
             self._written.notify_all()
-        for listener in list(self._listeners):
-            for type_, data in events:
-                try:
-                    listener(WatchEvent(type_, orjson.loads(data)))
-                except Exception:
-                    log.exception("store listener %r failed", listener)
 
     # ---- watch ----
-
-    def add_listener(self, fn: Listener) -> None:
-        """Call `fn` after each commit made through this instance (not other processes')."""
-        self._listeners.append(fn)
 
     def watch(
         self,
@@ -514,7 +427,7 @@ class SQLiteStore:
         """Changes of `kind` after `since`, in order; raises Gone when they were pruned."""
         deadline = None if timeout is None else time.monotonic() + timeout
         last = int(since or 0)
-        while not self._closed and not (stop is not None and stop()):
+        while not self._connections.closed and not (stop is not None and stop()):
             with self._written:
                 seen_writes = self._writes
             with self._read() as conn:
@@ -544,21 +457,16 @@ class SQLiteStore:
         """Sleep until this instance commits a write, the store closes, or `timeout` s pass."""
         with self._written:
             self._written.wait_for(
-                lambda: self._writes != seen_writes or self._closed, timeout=timeout
+                lambda: self._writes != seen_writes or self._connections.closed, timeout=timeout
             )
 
     # ---- lifecycle ----
 
     def close(self) -> None:
         """Close every thread's connection; call once no other thread is using the store."""
-        self._closed = True
+        self._connections.close()
         with self._written:
             self._written.notify_all()
-        with self._connections_lock:
-            holders = list(self._connections)
-            self._connections.clear()
-        for holder in holders:
-            holder.conn.close()
 
     def __enter__(self) -> SQLiteStore:
         return self

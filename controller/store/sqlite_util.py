@@ -6,15 +6,21 @@ import os
 import sqlite3
 import threading
 import urllib.parse
+import weakref
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from controller.store.base import StoreUnavailable
 from controller.store.files import make_private_dirs
 
+T = TypeVar("T")
 
-def open_database(path: Path, busy_timeout_ms: int = 30000) -> sqlite3.Connection:
+
+def open_database(
+    path: Path, busy_timeout_ms: int = 30000, *, read_only: bool | None = None
+) -> sqlite3.Connection:
     """A connection in WAL mode with a busy timeout, the file created 0600.
 
     WAL lets `foylectl get` read while `foylectl run` writes; the busy timeout
@@ -23,22 +29,94 @@ def open_database(path: Path, busy_timeout_ms: int = 30000) -> sqlite3.Connectio
     Transactions are explicit (isolation_level=None). An existing file in a
     state dir this process cannot write is opened read-only (issue 13), so
     reading commands work there and a write fails with a read-only error.
+    The journal mode is switched only when it is not WAL yet: switching takes
+    the write lock, and opening an existing database must not wait behind a writer.
     """
-    read_only = is_read_only(path)
+    if read_only is None:
+        read_only = is_read_only(path)
     if not read_only:
         make_private_dirs(path.parent)
         if not path.exists():
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-    try:
+            # Never open an existing database file ourselves: closing any descriptor of
+            # it drops every POSIX lock this process holds on it (other threads' too).
+            create_private_file(path)
+    with translated(path):
         conn = connect(path, busy_timeout_ms / 1000, read_only=read_only)
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        if not read_only:
+        if not read_only and conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA schema_version").fetchone()
-    except sqlite3.DatabaseError as err:
-        raise unusable(path, err) from err
     return conn
+
+
+def create_private_file(path: Path) -> None:
+    """Create the file 0600 before SQLite does (SQLite would use 0644 minus umask)."""
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    except OSError as err:
+        raise StoreUnavailable(f"{path}: cannot open the database: {err.strerror}") from err
+
+
+@contextmanager
+def translated(path: Path) -> Iterator[None]:
+    """SQLite failures as StoreUnavailable with a message that says what to do (`unusable`)."""
+    try:
+        yield
+    except sqlite3.DatabaseError as err:
+        raise unusable(path, err) from err  # issue 13: disk full is not damage
+
+
+@contextmanager
+def translated_within(path: Path, ctx: AbstractContextManager[T]) -> Iterator[T]:
+    """`ctx` (a transaction) with its SQLite failures translated, its COMMIT's included."""
+    with translated(path), ctx as value:
+        yield value
+
+
+class _Holder:
+    """Holds one thread's connection; a weakref target (sqlite3.Connection is not).
+
+    When its thread ends, the thread-local slot drops the holder and the
+    connection closes with it, so short-lived threads leak nothing.
+    """
+
+    __slots__ = ("conn", "__weakref__")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+
+class ThreadConnections:
+    """One connection per thread to one database, every one of them closed by `close()`."""
+
+    def __init__(self, path: Path, open_: Callable[[], sqlite3.Connection]) -> None:
+        self._path = path
+        self._open = open_
+        self._local = threading.local()
+        self._holders: weakref.WeakSet[_Holder] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def get(self) -> sqlite3.Connection:
+        if self.closed:
+            raise StoreUnavailable(f"{self._path}: the database is closed")
+        holder: _Holder | None = getattr(self._local, "holder", None)
+        if holder is None:
+            holder = _Holder(self._open())
+            self._local.holder = holder
+            with self._lock:
+                self._holders.add(holder)
+        return holder.conn
+
+    def close(self) -> None:
+        """Close every thread's connection; call once no other thread is using them."""
+        self.closed = True
+        with self._lock:
+            holders = list(self._holders)
+            self._holders.clear()
+        for holder in holders:
+            holder.conn.close()
 
 
 def is_read_only(path: Path) -> bool:
@@ -117,6 +195,7 @@ class Transactions:
     * `write()`: one atomic write: its own `BEGIN IMMEDIATE` transaction, or part
       of the thread's open transaction (rolled back with it on failure);
     * `transaction()`: a unit of work (controller.store.unit);
+    * `read()`: one snapshot for several reads (the unit's, inside one);
     * `on_commit(fn)`: run `fn` after the commit (at once outside a transaction),
       e.g. to wake watchers only when what they would read is there.
 
@@ -172,6 +251,19 @@ class Transactions:
         callbacks, self._local.committed = self._local.committed, []
         for fn in callbacks:
             fn()
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """Several reads that see one state (the thread's open unit of work already does)."""
+        conn = self._connection()
+        if self.active:
+            yield conn
+            return
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
 
     def on_commit(self, fn: Callable[[], None]) -> None:
         if self.active:

@@ -13,10 +13,14 @@ import urllib.error
 import urllib.request
 from typing import Protocol
 
+from controller.api.result import TerminalError
+
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 OPENAI_MODEL = "text-embedding-3-small"
 FOYLE_DIMENSIONS = 1536  # Foyle's oai.SmallEmbeddingsDims: its loader skips any other length
 AZURE_API_VERSION = "2024-02-01"  # Foyle's oai.AzureOpenAIVersion
+# The API refuses the input itself (too long, malformed): asking again cannot succeed.
+REJECTED_INPUT = frozenset({400, 413, 422})
 
 
 class Embedder(Protocol):
@@ -29,6 +33,10 @@ class Embedder(Protocol):
 
 class EmbeddingError(RuntimeError):
     """The embedding service failed; the message says why (never the API key)."""
+
+
+class EmbeddingRejected(EmbeddingError, TerminalError):
+    """The service refused this input (HTTP 400, 413, 422): not retried."""
 
 
 class OpenAIEmbedder:
@@ -79,9 +87,8 @@ class OpenAIEmbedder:
             with urllib.request.urlopen(request, timeout=self._timeout) as response:
                 body = json.loads(response.read())
         except urllib.error.HTTPError as err:
-            raise EmbeddingError(
-                f"{self._url}: HTTP {err.code}: {_error_message(err.read())}"
-            ) from err
+            error = EmbeddingRejected if err.code in REJECTED_INPUT else EmbeddingError
+            raise error(f"{self._url}: HTTP {err.code}: {_error_message(err.read())}") from err
         except (urllib.error.URLError, TimeoutError, OSError) as err:
             reason = getattr(err, "reason", err)
             raise EmbeddingError(f"{self._url}: cannot reach the embeddings API: {reason}") from err

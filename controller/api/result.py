@@ -18,3 +18,11 @@ class Result:
 
 
 DONE = Result()
+
+
+class TerminalError(Exception):
+    """A failure that retrying cannot fix (e.g. input the embeddings API rejects).
+
+    The worker loop does not retry the key: it counts it, logs it once and
+    reports it with the keys given up on. A new hint for the key tries again.
+    """

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from controller.learn.embedders import Embedder
+from controller.index.embedders import Embedder
 from controller.store.sqlite_util import open_database
 
 MAX_QUERY_TERMS = 256  # bounds the cost of a BM25 search on a whole notebook's text

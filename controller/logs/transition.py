@@ -1,0 +1,91 @@
+"""What became of the file at a path since it was last read: a pure decision.
+
+The reconciler observes the path (device, inode, size, first bytes: a `Seen`)
+and holds what the journal knows of it (a `FileIdentity` and a watermark);
+`change()` says which of six things happened, with no I/O, so every case is a
+row in a table test:
+
+    GONE       nothing at the path
+    NEW        nothing known at the path
+    SAME       the file read before, no new bytes
+    GROWN      the file read before, longer
+    TRUNCATED  same device and inode, but shorter than the watermark or its first
+               bytes changed (copytruncate, rewrite in place)
+    REPLACED   another file at the path (rename+create rotation, inode reuse)
+
+A file renamed from elsewhere is the REPLACED (or NEW) file that continues a
+row the journal knows under another path: `continues()` on that row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from enum import Enum
+
+FINGERPRINT_BYTES = 1024
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    device: int
+    inode: int
+    fingerprint: str  # hex sha256[:32] of the first fingerprint_len bytes
+    fingerprint_len: int  # min(size, FINGERPRINT_BYTES) when taken
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A path's file as it is now: which file, how long, its first bytes."""
+
+    device: int
+    inode: int
+    size: int
+    head: bytes  # the first FINGERPRINT_BYTES bytes (fewer in a shorter file)
+
+    def identity(self) -> FileIdentity:
+        return FileIdentity(self.device, self.inode, fingerprint(self.head), len(self.head))
+
+
+class Change(Enum):
+    GONE = "gone"
+    NEW = "new"
+    SAME = "same"
+    GROWN = "grown"
+    TRUNCATED = "truncated"
+    REPLACED = "replaced"
+
+
+def change(known: FileIdentity | None, watermark: int, seen: Seen | None) -> Change:
+    """Which change turns the file `known` (read up to `watermark`) into what is `seen`."""
+    if seen is None:
+        return Change.GONE
+    if known is None:
+        return Change.NEW
+    if (seen.device, seen.inode) != (known.device, known.inode):
+        return Change.REPLACED
+    if seen.size < watermark or not starts_like(known, seen.head):
+        return Change.TRUNCATED
+    return Change.GROWN if seen.size > watermark else Change.SAME
+
+
+def continues(known: FileIdentity, watermark: int, seen: Seen) -> bool:
+    """`seen` is the file `known` describes, so reading goes on from `watermark`."""
+    return change(known, watermark, seen) in (Change.SAME, Change.GROWN)
+
+
+def same_file(known: FileIdentity, seen: Seen) -> bool:
+    """Same device, inode and first bytes, whatever the size."""
+    return (seen.device, seen.inode) == (known.device, known.inode) and starts_like(
+        known, seen.head
+    )
+
+
+def starts_like(known: FileIdentity, head: bytes) -> bool:
+    """`head` starts with the bytes `known` was fingerprinted from."""
+    prefix = head[: known.fingerprint_len]
+    return len(prefix) == known.fingerprint_len and fingerprint(prefix) == known.fingerprint
+
+
+def fingerprint(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]

@@ -1,0 +1,53 @@
+"""The file identity transition as a table: what is known, what is seen, what happened."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.logs.transition import Change, FileIdentity, Seen, change, continues, fingerprint
+
+HEAD = b'{"time":"2024-04-16T21:44:12Z","traceId":"t1"}\n'
+KNOWN = FileIdentity(device=1, inode=7, fingerprint=fingerprint(HEAD), fingerprint_len=len(HEAD))
+READ = 100  # the watermark
+
+
+def seen(*, device: int = 1, inode: int = 7, size: int = READ, head: bytes = HEAD) -> Seen:
+    return Seen(device, inode, size, head)
+
+
+@pytest.mark.parametrize(
+    ("known", "observed", "expected"),
+    [
+        (KNOWN, None, Change.GONE),
+        (None, None, Change.GONE),
+        (None, seen(), Change.NEW),
+        (KNOWN, seen(), Change.SAME),
+        (KNOWN, seen(size=READ + 1), Change.GROWN),
+        (KNOWN, seen(head=HEAD + b"more bytes"), Change.SAME),  # a longer head still starts alike
+        (KNOWN, seen(size=READ - 1), Change.TRUNCATED),
+        (KNOWN, seen(size=0, head=b""), Change.TRUNCATED),
+        (KNOWN, seen(size=READ + 50, head=b"X" + HEAD[1:]), Change.TRUNCATED),  # rewritten
+        (KNOWN, seen(inode=8), Change.REPLACED),
+        (KNOWN, seen(device=2), Change.REPLACED),
+        (KNOWN, seen(inode=8, size=0, head=b""), Change.REPLACED),
+    ],
+    ids=lambda v: v.name if isinstance(v, Change) else None,
+)
+def test_change(known: FileIdentity | None, observed: Seen | None, expected: Change) -> None:
+    assert change(known, READ, observed) is expected
+
+
+def test_a_file_continues_when_same_or_grown_only() -> None:
+    assert continues(KNOWN, READ, seen())
+    assert continues(KNOWN, READ, seen(size=READ * 2))
+    assert not continues(KNOWN, READ, seen(size=READ - 1))
+    assert not continues(KNOWN, READ, seen(inode=8))
+
+
+def test_an_empty_file_fingerprint_matches_any_content_of_that_inode() -> None:
+    empty = Seen(1, 7, 0, b"").identity()
+    assert change(empty, 0, seen(size=len(HEAD))) is Change.GROWN
+
+
+def test_the_identity_of_what_is_seen_fingerprints_its_head() -> None:
+    assert seen().identity() == KNOWN

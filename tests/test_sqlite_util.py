@@ -1,0 +1,100 @@
+"""One way to open SQLite: per-thread connections that one close() ends, for the store and the journal."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from controller.store.base import StoreUnavailable
+from controller.store.journal import Journal
+from controller.store.sqlite_util import ThreadConnections, open_database
+
+
+def test_close_closes_the_connection_of_every_thread(tmp_path: Path) -> None:
+    path = tmp_path / "x.db"
+    connections = ThreadConnections(path, lambda: open_database(path))
+    opened: list[sqlite3.Connection] = []
+    got, done = threading.Event(), threading.Event()
+
+    def work() -> None:  # a live thread holding its connection, as a worker does
+        opened.append(connections.get())
+        got.set()
+        done.wait(10)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    assert got.wait(10)
+    opened.append(connections.get())
+    assert opened[0] is not opened[1]
+
+    connections.close()
+    done.set()
+    worker.join()
+    for conn in opened:
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            conn.execute("SELECT 1")
+    with pytest.raises(StoreUnavailable, match="closed"):
+        connections.get()
+
+
+def test_a_closed_journal_says_so_in_every_thread(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.db")
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            journal.files()
+        except StoreUnavailable as err:
+            errors.append(err)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    reader.join()
+    assert errors == []
+    journal.close()
+    reader = threading.Thread(target=read)
+    reader.start()
+    reader.join()
+    assert [str(e) for e in errors] == [f"{tmp_path / 'journal.db'}: the database is closed"]
+
+
+def test_a_new_database_file_is_private(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "x.db"
+    open_database(path).close()
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+# SQLite's SHARED lock range on the database file (PENDING_BYTE + 2, 510 bytes): an open
+# WAL connection holds a read lock there while it is open, so no other process takes the
+# file for its own (a checkpoint that deletes the WAL under a live writer).
+_TRY_LOCK = """
+import fcntl, sys
+with open(sys.argv[1], "rb+") as f:
+    try:
+        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB, 510, 0x40000002)
+    except OSError:
+        sys.exit(1)
+"""
+
+
+def _another_process_can_lock(path: Path) -> bool:
+    return subprocess.run([sys.executable, "-c", _TRY_LOCK, str(path)]).returncode == 0
+
+
+def test_opening_another_connection_keeps_the_locks_of_open_ones(tmp_path: Path) -> None:
+    # Regression: opening (and closing) the file to create it 0600 on every connection
+    # dropped this process's POSIX locks on it, so another process could checkpoint and
+    # remove the WAL under a live writer ("database disk image is malformed").
+    path = tmp_path / "x.db"
+    held = open_database(path)
+    held.execute("SELECT 1 FROM sqlite_master").fetchall()
+    assert not _another_process_can_lock(path)
+    open_database(path).close()  # another thread's connection
+    assert not _another_process_can_lock(path)
+    held.close()
+    assert _another_process_can_lock(path)
