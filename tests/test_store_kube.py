@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from controller.store.base import Gone, StoreUnavailable, WatchEvent
-from controller.store.kube import KubeStore, TokenBucket
+from controller.store.kube import KubeStore
+from controller.store.tokenbucket import TokenBucket
 from tests.control_plane import store_factory
 from tests.kube_emulator import RunningEmulator, kube_emulator  # noqa: F401  (fixture)
 from tests.store_contract import *  # noqa: F403  (the contract's tests run here)

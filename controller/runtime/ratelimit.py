@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Protocol
 
+from controller.store.tokenbucket import TokenBucket
+
 Clock = Callable[[], float]
 
 
@@ -62,31 +64,13 @@ class ItemExponentialFailureRateLimiter:
 
 
 class BucketRateLimiter:
-    """An overall token bucket: `burst` immediate requeues, then one per 1/qps seconds.
-
-    Like Go's `rate.Limiter.Reserve`, a request that finds no token still
-    reserves one (the bucket goes negative) and is told how long until that
-    token exists, so concurrent callers are spaced out rather than bunched.
-    It keeps no per-item state.
-    """
+    """An overall token bucket for requeues (controller.store.tokenbucket); no per-item state."""
 
     def __init__(self, qps: float = 10.0, burst: int = 100, clock: Clock = time.monotonic) -> None:
-        if qps <= 0 or burst < 1:
-            raise ValueError("qps must be positive and burst at least 1")
-        self._qps = qps
-        self._burst = float(burst)
-        self._clock = clock
-        self._tokens = float(burst)
-        self._last = clock()
-        self._lock = threading.Lock()
+        self._bucket = TokenBucket(qps, burst, clock)
 
     def when(self, item: Hashable) -> float:
-        with self._lock:
-            now = self._clock()
-            elapsed = max(0.0, now - self._last)
-            self._last = now
-            self._tokens = min(self._burst, self._tokens + elapsed * self._qps) - 1.0
-            return 0.0 if self._tokens >= 0 else -self._tokens / self._qps
+        return self._bucket.reserve()
 
     def forget(self, item: Hashable) -> None:
         return None
