@@ -1,8 +1,9 @@
-"""Generate the CustomResourceDefinitions in `crds/` from controller.api.kinds.
+"""Generate the CustomResourceDefinitions from controller.api.kinds, into `crds/` and
+`deploy/crds/` (the kustomize base cannot reach outside its own directory).
 
 kinds.py is the single source of truth: the CRDs are derived from it and never
-edited by hand, and tests/test_crds.py fails when the committed YAML drifts
-from what this module produces. Run `python -m controller.api.crdgen --out crds/`.
+edited by hand or copied, and tests fail when either committed directory drifts
+from what this module produces. Run `python -m controller.api.crdgen`.
 """
 
 from __future__ import annotations
@@ -101,12 +102,21 @@ def write_all(out: Path) -> list[Path]:
     return written
 
 
+OUT_DIRS = (Path("crds"), Path("deploy") / "crds")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m controller.api.crdgen", description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("crds"), help="directory (default crds/)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        action="append",
+        help="a directory to write (repeatable; default: crds/ and deploy/crds/)",
+    )
     args = parser.parse_args(argv)
-    for path in write_all(args.out):
-        print(path)
+    for out in args.out or OUT_DIRS:
+        for path in write_all(out):
+            print(path)
     return 0
 
 
