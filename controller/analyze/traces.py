@@ -292,7 +292,8 @@ def _exit_code(kind: str, state: _KindState) -> int | None:
         return exit_code_from_outputs(get_path(state.value("response"), "outputs"))
     if kind == RUNME:
         end_code = state.value("endExitCode")
-        return end_code if end_code is not None else state.value("exitCode")
+        code = end_code if end_code is not None else state.value("exitCode")
+        return code if isinstance(code, int) else None
     return None
 
 

@@ -48,7 +48,7 @@ def new_resource(
 
 
 def name_of(obj: Resource) -> str:
-    return obj["metadata"]["name"]
+    return str(obj["metadata"]["name"])
 
 
 def get_path(obj: Any, json_path: str) -> Any:

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from google.protobuf.message import Message
 
 from controller.api.kinds import Resource
 
@@ -90,16 +89,18 @@ Example = message_factory.GetMessageClass(_POOL.FindMessageTypeByName("Example")
 def example_to_proto(example: Resource, embedding: Sequence[float] | None = None) -> bytes:
     """The serialised Foyle `Example` of an Example resource (its spec) and query embedding."""
     spec = example.get("spec") or {}
-    message = Example(id=_text(spec.get("id")), embedding=list(embedding or ()))
+    # Messages built from a descriptor at run time: their fields are not known statically.
+    message: Any = Example(id=_text(spec.get("id")), embedding=list(embedding or ()))
     message.query.SetInParent()  # an empty doc is still a doc
     for block in _dicts((spec.get("query") or {}).get("blocks")):
         _fill_block(message.query.blocks.add(), block)
     for block in _dicts(spec.get("answer")):
         _fill_block(message.answer.add(), block)
-    return message.SerializeToString(deterministic=True)
+    data: bytes = message.SerializeToString(deterministic=True)
+    return data
 
 
-def _fill_block(message: Message, block: dict[str, Any]) -> None:
+def _fill_block(message: Any, block: dict[str, Any]) -> None:
     message.kind = _kind(block.get("kind"))
     message.language = _text(block.get("language"))
     message.contents = _text(block.get("contents"))
@@ -126,7 +127,8 @@ def _dicts(value: Any) -> list[dict[str, Any]]:
 def _kind(value: Any) -> int:
     """An enum given by name ("CODE") or number (2); unknown values map to 0."""
     if isinstance(value, str) and value in BlockKind.values_by_name:
-        return BlockKind.values_by_name[value].number
+        number: int = BlockKind.values_by_name[value].number
+        return number
     if type(value) is int and value in BlockKind.values_by_number:
         return value
     return 0

@@ -50,7 +50,8 @@ def is_ghost(block: Block) -> bool:
     metadata = block.get("metadata")
     if not isinstance(metadata, dict):
         return False
-    return _PARSE_BOOL.get(metadata.get(GHOST_KEY), False) is True
+    value = metadata.get(GHOST_KEY)
+    return isinstance(value, str) and _PARSE_BOOL.get(value, False) is True
 
 
 def blocks_to_markdown(blocks: list[Block]) -> str:
