@@ -3,22 +3,19 @@
 Membership (`spec.traceIds`) is written by the Trace reconciler through
 `join_sessions` (a batch's changes merged per Session, one CAS
 read-modify-write each, so ingesters on several nodes never lose a member),
-which also leaves a durable dirty mark (queue `sessions`). Set-wise like the
-BlockLog reconciler: `reconcile_many` reads a batch's Sessions and all their
-member Traces in two queries and writes the changed statuses in one.
-`reconcile(name)` derives the status from the member Traces with the pure
-`session_status`, adds whether Foyle's session learner would learn from it,
-writes it only when it changed, deletes a Session no trace names any more,
-and tells the learner; the dirty mark is cleared last.
+which also leaves a durable dirty mark (queue `sessions`). The status is
+the pure `session_status` plus whether Foyle's session learner would learn
+from it, kept set-wise like every joined kind (controller.reconcilers.join).
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections import defaultdict
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
+from controller.analyze.blocklogs import Generation
 from controller.analyze.sessions import (
     context_of,
     membership_add,
@@ -28,10 +25,9 @@ from controller.analyze.sessions import (
 from controller.api.kinds import Resource
 from controller.api.names import name_for_id
 from controller.api.resource import new_resource
-from controller.api.result import DONE, Result
 from controller.learn.session_rule import session_learnability
-from controller.store.base import NotFound, Store, get_many, read_modify_write_many
-from controller.store.journal import Journal
+from controller.reconcilers.join import Join, JoinReconciler
+from controller.store.base import Store, read_modify_write_many
 
 Spec = dict[str, Any]
 SESSIONS = "sessions"  # journal dirty-mark queue: Sessions whose members changed
@@ -80,61 +76,24 @@ def _spec_mutation(
     return mutate
 
 
-class SessionReconciler:
-    def __init__(
-        self,
-        store: Store,
-        journal: Journal,
-        on_change: Callable[[list[str]], None] | None = None,
-    ) -> None:
-        self.store = store
-        self.journal = journal
-        self.on_change = on_change  # statuses changed or Sessions went: tell the learner
-
-    def reconcile(self, name: str) -> Result:
-        self.reconcile_many([name])
-        return DONE
-
-    def reconcile_many(self, names: list[str]) -> None:
-        seqs = self.journal.dirty_seqs(SESSIONS, names)
-        sessions = get_many(self.store, "Session", names)
-        empty = [n for n, s in sessions.items() if not s["spec"].get("traceIds")]
-        for name in empty:
-            with contextlib.suppress(NotFound):
-                self.store.delete("Session", name, sessions[name]["metadata"]["resourceVersion"])
-        live = {n: s for n, s in sessions.items() if n not in empty}
-        wanted = {name_for_id(t) for s in live.values() for t in s["spec"].get("traceIds", [])}
-        traces = {
-            o["spec"]["id"]: o["spec"] for o in get_many(self.store, "Trace", wanted).values()
-        }
-        statuses: dict[str, dict[str, Any]] = {}
-        for name, session in live.items():
-            status = session_status(session["spec"], traces)
-            learnable, reason = session_learnability({**session, "status": status})
-            status["learnable"] = learnable
-            if not learnable:
-                status["reason"] = reason
-            status["observedGeneration"] = session["metadata"].get("generation", 1)
-            if status != session.get("status"):
-                statuses[name] = status
-        read_modify_write_many(
-            self.store, "Session", {n: _status_mutation(st) for n, st in statuses.items()}
-        )
-        changed = [*statuses, *empty]
-        if changed and self.on_change is not None:
-            self.on_change(changed)
-        self.journal.clear_dirty(SESSIONS, seqs)
+def _status(
+    session: Resource, traces: dict[str, Spec], _generations: dict[str, Generation]
+) -> dict[str, Any]:
+    """Foyle's Session status, and whether Foyle's session learner would learn from it."""
+    status = session_status(session["spec"], traces)
+    learnable, reason = session_learnability({**session, "status": status})
+    status["learnable"] = learnable
+    if not learnable:
+        status["reason"] = reason
+    return status
 
 
-def _status_mutation(status: dict[str, Any]) -> Callable[[Resource | None], Resource | None]:
-    """Write the derived status; a spec changed meanwhile leaves it to the next reconcile."""
+def _members(spec: Spec) -> list[str]:
+    return list(spec.get("traceIds", []))
 
-    def mutate(current: Resource | None) -> Resource | None:
-        generation = None if current is None else current["metadata"].get("generation", 1)
-        if generation != status["observedGeneration"]:
-            return None
-        assert current is not None
-        current["status"] = status
-        return current
 
-    return mutate
+SESSION_JOIN = Join("Session", SESSIONS, _members, _status)
+
+
+# SessionReconciler(store, journal, on_change=None)
+SessionReconciler = partial(JoinReconciler, SESSION_JOIN)

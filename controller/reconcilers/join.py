@@ -1,0 +1,100 @@
+"""Joined resources (BlockLog, Session): member Trace resources -> status, set-wise.
+
+Membership (`spec`) is written by the Trace reconciler, which also leaves a
+durable dirty mark in the journal. `reconcile_many(names)` reads a batch of
+joined resources in one query and every member Trace they list in one more
+(recently read Traces come from a cache by resourceVersion), derives each
+status with the kind's pure function (plus `observedGeneration`), writes the
+changed ones in one bulk write, deletes one no trace names any more, tells
+the learner what changed, and clears the marks last. A spec lists a bounded
+number of members, so the work per resource does not grow with its history.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from controller.analyze.blocklogs import Generation
+from controller.api.kinds import Resource
+from controller.api.names import name_for_id
+from controller.api.result import DONE, Result
+from controller.reconcilers.tracecache import TraceSpecs
+from controller.store.base import Mutator, NotFound, Store, get_many, read_modify_write_many
+from controller.store.journal import Journal
+
+Spec = dict[str, Any]
+Status = Callable[[Resource, dict[str, Spec], dict[str, Generation]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Join:
+    """What differs between joined kinds: the kind, its dirty-mark queue, who its members
+    are, and the pure status of a resource from its members' Trace specs."""
+
+    kind: str
+    queue: str
+    members: Callable[[Spec], list[str]]
+    status: Status
+
+
+class JoinReconciler:
+    def __init__(
+        self,
+        join: Join,
+        store: Store,
+        journal: Journal,
+        on_change: Callable[[list[str]], None] | None = None,
+    ) -> None:
+        self.join = join
+        self.store = store
+        self.journal = journal
+        self.on_change = on_change  # statuses changed or resources went: tell the learner
+        self._traces = TraceSpecs(store)
+
+    def reconcile(self, name: str) -> Result:
+        self.reconcile_many([name])
+        return DONE
+
+    def reconcile_many(self, names: list[str]) -> None:
+        kind = self.join.kind
+        seqs = self.journal.dirty_seqs(self.join.queue, names)
+        found = get_many(self.store, kind, names)
+        empty = [n for n, obj in found.items() if not self.join.members(obj["spec"])]
+        for name in empty:
+            with contextlib.suppress(NotFound):
+                self.store.delete(kind, name, found[name]["metadata"]["resourceVersion"])
+        live = {n: obj for n, obj in found.items() if n not in empty}
+        wanted = {name_for_id(t): t for o in live.values() for t in self.join.members(o["spec"])}
+        traces, generations = self._traces.read(wanted)
+        statuses: dict[str, dict[str, Any]] = {}
+        for name, obj in live.items():
+            status = self.join.status(obj, traces, generations)
+            status["observedGeneration"] = obj["metadata"].get("generation", 1)
+            if status != obj.get("status"):
+                statuses[name] = status
+        self._traces.keep_generations(generations, {t: n for n, t in wanted.items()})
+        read_modify_write_many(
+            self.store, kind, {n: _status_mutation(s) for n, s in statuses.items()}
+        )
+        changed = [*statuses, *empty]
+        if changed and self.on_change is not None:
+            self.on_change(changed)
+        self.journal.clear_dirty(self.join.queue, seqs)
+
+
+def _status_mutation(status: dict[str, Any]) -> Mutator:
+    """Write the derived status; a spec changed meanwhile leaves it to the next reconcile."""
+
+    def mutate(current: Resource | None) -> Resource | None:
+        if (
+            current is None
+            or current["metadata"].get("generation", 1) != status["observedGeneration"]
+        ):
+            return None
+        current["status"] = status
+        return current
+
+    return mutate
