@@ -20,6 +20,7 @@ from typing import Any
 from controller.analyze.blocklogs import Generation
 from controller.api.kinds import Resource
 from controller.api.names import name_for_id
+from controller.api.resource import new_resource
 from controller.api.result import DONE, Result
 from controller.reconcilers.tracecache import TraceSpecs
 from controller.store.base import Mutator, NotFound, Store, get_many, read_modify_write_many
@@ -83,6 +84,30 @@ class JoinReconciler:
         if changed and self.on_change is not None:
             self.on_change(changed)
         self.journal.clear_dirty(self.join.queue, seqs)
+
+
+SpecChange = Callable[[Spec | None], Spec | None]
+
+
+def membership_mutation(kind: str, raw_id: str, changes: list[SpecChange]) -> Mutator:
+    """Apply a batch's membership changes to one joined resource's spec, in order.
+
+    Creates the resource when it is absent and a change makes a spec; writes
+    nothing when the spec ends as it was (or as None: nothing to join).
+    """
+
+    def mutate(current: Resource | None) -> Resource | None:
+        spec = current["spec"] if current is not None else None
+        for change in changes:
+            spec = change(spec)
+        if spec is None or (current is not None and spec == current["spec"]):
+            return None
+        if current is None:
+            return new_resource(kind, raw_id, spec)
+        current["spec"] = spec
+        return current
+
+    return mutate
 
 
 def _status_mutation(status: dict[str, Any]) -> Mutator:

@@ -11,7 +11,6 @@ from it, kept set-wise like every joined kind (controller.reconcilers.join).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -24,9 +23,8 @@ from controller.analyze.sessions import (
 )
 from controller.api.kinds import Resource
 from controller.api.names import name_for_id
-from controller.api.resource import new_resource
 from controller.learn.session_rule import session_learnability
-from controller.reconcilers.join import Join, JoinReconciler
+from controller.reconcilers.join import Join, JoinReconciler, SpecChange, membership_mutation
 from controller.store.base import Store, read_modify_write_many
 
 Spec = dict[str, Any]
@@ -40,7 +38,7 @@ def join_sessions(store: Store, changes: list[tuple[dict[str, Any], str]]) -> se
     `changes` holds (trace spec, the context id its stored Trace had). The
     changes of a batch are merged per Session: one read-modify-write each.
     """
-    per_session: defaultdict[str, list[Callable[[Spec | None], Spec | None]]] = defaultdict(list)
+    per_session: defaultdict[str, list[SpecChange]] = defaultdict(list)
     for trace_spec, previous_context in changes:
         trace_id, context_id = trace_spec["id"], context_of(trace_spec)
         if context_id:
@@ -54,26 +52,9 @@ def join_sessions(store: Store, changes: list[tuple[dict[str, Any], str]]) -> se
     read_modify_write_many(
         store,
         "Session",
-        {name_for_id(c): _spec_mutation(c, fns) for c, fns in per_session.items()},
+        {name_for_id(c): membership_mutation("Session", c, fns) for c, fns in per_session.items()},
     )
     return {name_for_id(c) for c in per_session}
-
-
-def _spec_mutation(
-    context_id: str, changes: list[Callable[[Spec | None], Spec | None]]
-) -> Callable[[Resource | None], Resource | None]:
-    def mutate(current: Resource | None) -> Resource | None:
-        spec = current["spec"] if current else None
-        for change in changes:
-            spec = change(spec) or spec
-        if not spec or (current is not None and spec == current["spec"]):
-            return None
-        if current is None:
-            return new_resource("Session", context_id, spec)
-        current["spec"] = spec
-        return current
-
-    return mutate
 
 
 def _status(

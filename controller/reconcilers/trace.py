@@ -40,6 +40,7 @@ from controller.analyze.traces import ABANDON_AFTER_SECONDS, is_abandoned, reduc
 from controller.api.names import name_for_id
 from controller.api.resource import new_resource
 from controller.api.result import DONE, Result
+from controller.reconcilers.join import SpecChange, membership_mutation
 from controller.reconcilers.retention import join_view
 from controller.reconcilers.session import SESSIONS, join_sessions
 from controller.store.base import (
@@ -163,7 +164,7 @@ class TraceReconciler:
 
     def _write_membership(self, reduced: list[_Reduced], previous: dict[str, Any]) -> set[str]:
         """Merge every trace's membership change per block; one write per BlockLog."""
-        changes: defaultdict[str, list[Callable[[Spec | None], Spec | None]]] = defaultdict(list)
+        changes: defaultdict[str, list[SpecChange]] = defaultdict(list)
         for r in reduced:
             before = set(previous.get(r.key) or ())
             blocks = r.spec.get("blockIds", [])
@@ -174,7 +175,7 @@ class TraceReconciler:
         read_modify_write_many(
             self.store,
             "BlockLog",
-            {name_for_id(b): _blocklog_mutation(b, fns) for b, fns in changes.items()},
+            {name_for_id(b): membership_mutation("BlockLog", b, fns) for b, fns in changes.items()},
         )
         return {name_for_id(b) for b in changes}
 
@@ -193,25 +194,6 @@ def _adding(block_id: str, trace_spec: Spec, listed_before: bool) -> Callable[[S
 
 def _removing(trace_id: str) -> Callable[[Spec | None], Spec | None]:
     return lambda spec: None if spec is None else membership_remove(spec, trace_id)
-
-
-def _blocklog_mutation(
-    block_id: str, changes: list[Callable[[Spec | None], Spec | None]]
-) -> Mutator:
-    def mutate(current: dict | None) -> dict | None:
-        spec = current["spec"] if current is not None else None
-        for change in changes:
-            spec = change(spec)
-        if spec is None:
-            return None
-        if current is None:
-            return new_resource("BlockLog", block_id, spec)
-        if spec == current["spec"]:
-            return None
-        current["spec"] = spec
-        return current
-
-    return mutate
 
 
 def _trace_mutation(r: _Reduced) -> Mutator:
