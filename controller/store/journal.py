@@ -39,6 +39,7 @@ from controller.analyze.traces import TraceAccumulator
 from controller.store.sqlite_util import (
     ThreadConnections,
     Transactions,
+    in_lists,
     open_database,
     translated,
     translated_within,
@@ -326,9 +327,9 @@ class Journal:
 
     @staticmethod
     def _stored_accs(conn: sqlite3.Connection, keys: Iterable[str]) -> Iterator[tuple[str, bytes]]:
-        for chunk in _chunks(list(keys)):
+        for chunk, marks in in_lists(keys):
             yield from conn.execute(
-                f"SELECT trace_key, acc FROM traces WHERE trace_key IN ({_marks(chunk)})", chunk
+                f"SELECT trace_key, acc FROM traces WHERE trace_key IN ({marks})", chunk
             )
 
     # -- dirty marks ---------------------------------------------------------------------
@@ -354,10 +355,10 @@ class Journal:
         """The current dirty marks of `keys` (absent: not dirty)."""
         out: dict[str, int] = {}
         with self._snapshot() as conn:
-            for chunk in _chunks(list(keys)):
+            for chunk, marks in in_lists(keys):
                 out.update(
                     conn.execute(
-                        f"SELECT key, seq FROM dirty WHERE queue = ? AND key IN ({_marks(chunk)})",
+                        f"SELECT key, seq FROM dirty WHERE queue = ? AND key IN ({marks})",
                         (queue, *chunk),
                     )
                 )
@@ -390,10 +391,10 @@ class Journal:
         """The journal rows of `keys` (absent keys: nothing was read of them)."""
         out: dict[str, TraceState] = {}
         with self._snapshot() as conn:
-            for chunk in _chunks(list(keys)):
+            for chunk, marks in in_lists(keys):
                 rows = conn.execute(
                     "SELECT trace_key, acc, last_entry_at FROM traces"
-                    f" WHERE trace_key IN ({_marks(chunk)})",
+                    f" WHERE trace_key IN ({marks})",
                     chunk,
                 )
                 for key, acc, last_entry_at in rows:
@@ -430,18 +431,6 @@ class Journal:
             "traces": conn.execute("SELECT COUNT(*) FROM traces").fetchone()[0],
             "dirty": conn.execute("SELECT COUNT(*) FROM dirty").fetchone()[0],
         }
-
-
-_CHUNK = 500  # keys per IN (...) list: well under SQLite's 32766 host parameters
-
-
-def _chunks(keys: list[str]) -> Iterator[list[str]]:
-    for i in range(0, len(keys), _CHUNK):
-        yield keys[i : i + _CHUNK]
-
-
-def _marks(chunk: list[str]) -> str:
-    return ", ".join("?" * len(chunk))
 
 
 def _load_acc(blob: bytes) -> TraceAccumulator:

@@ -49,6 +49,7 @@ from controller.store.base import (
 from controller.store.sqlite_util import (
     ThreadConnections,
     Transactions,
+    in_lists,
     is_read_only,
     open_database,
     translated,
@@ -83,7 +84,6 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('pruned_through', 0);
 """
 
 _SELECT_BODY = "SELECT c.body FROM objects o JOIN changes c ON c.rv = o.rv"
-_CHUNK = 500  # names per IN (...) list
 
 
 class SQLiteStore:
@@ -217,11 +217,8 @@ class SQLiteStore:
         params: Sequence[Any] = (),
     ) -> Iterator[Any]:
         """`select` (over objects `o`) for the objects of `kind` among `names`, 500 at a time."""
-        wanted = list(dict.fromkeys(names))
         with self._translate_errors():
-            for i in range(0, len(wanted), _CHUNK):
-                chunk = wanted[i : i + _CHUNK]
-                marks = ", ".join("?" * len(chunk))
+            for chunk, marks in in_lists(names):
                 yield from conn.execute(
                     f"{select} WHERE o.kind = ? AND o.name IN ({marks})", (*params, kind, *chunk)
                 )

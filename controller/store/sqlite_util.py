@@ -7,7 +7,7 @@ import sqlite3
 import threading
 import urllib.parse
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -16,6 +16,17 @@ from controller.store.base import StoreUnavailable
 from controller.store.files import make_private_dirs
 
 T = TypeVar("T")
+
+
+IN_LIST_SIZE = 500  # keys per IN (...) list: well under SQLite's 32766 host parameters
+
+
+def in_lists(keys: Iterable[str]) -> Iterator[tuple[list[str], str]]:
+    """The distinct `keys` in chunks, each with its `?, ?, ...` placeholders for IN (...)."""
+    wanted = list(dict.fromkeys(keys))
+    for i in range(0, len(wanted), IN_LIST_SIZE):
+        chunk = wanted[i : i + IN_LIST_SIZE]
+        yield chunk, ", ".join("?" * len(chunk))
 
 
 def open_database(
