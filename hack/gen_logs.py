@@ -18,7 +18,7 @@ Files are laid out the way the servers write them: `foyle/` holds one
 `foyle.logs.<ts>.json` per Foyle server start (sessions split into contiguous
 runs), `runme/` holds several `logs.<ts>.json` written concurrently (each
 session's executions go to one of them). Every line is zap JSON with the keys,
-function names and messages of the real samples (shared/testdata/foyle).
+function names and messages of the real samples (tests/data/foyle).
 
 Everything is drawn from one `random.Random(seed)`, so a seed gives the same
 bytes. `session_lines` / `build_session` make one session, and `Appender`

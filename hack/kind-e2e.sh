@@ -3,13 +3,13 @@
 # `kubectl get blocklogs` lists exactly the block logs `foylectl analyze` derives from them.
 # The cluster is deleted on exit (KEEP_CLUSTER=1 keeps it for a look around).
 #
-# Environment: CLUSTER (default foyle-e2e), TESTDATA (default ../shared/testdata/foyle beside
-# the checkout), DEADLINE seconds (default 180), plus what hack/kind-up.sh reads.
+# Environment: CLUSTER (default foyle-e2e), TESTDATA (default tests/data/foyle in
+# this checkout), DEADLINE seconds (default 180), plus what hack/kind-up.sh reads.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export CLUSTER="${CLUSTER:-foyle-e2e}"
-TESTDATA="${TESTDATA:-${REPO}/../shared/testdata/foyle}"
+TESTDATA="${TESTDATA:-${REPO}/tests/data/foyle}"
 DEADLINE="${DEADLINE:-180}"
 CONTEXT="kind-${CLUSTER}"
 WORK="$(mktemp -d)"

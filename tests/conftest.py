@@ -11,13 +11,13 @@ from tests import control_plane
 from tests.kube_emulator import kube_emulator  # noqa: F401  (fixture for `cluster`)
 
 REPO = Path(__file__).resolve().parent.parent
-TESTDATA = REPO.parent / "shared" / "testdata" / "foyle"
+TESTDATA = REPO / "tests" / "data" / "foyle"
 
 
 @pytest.fixture(scope="session")
 def testdata() -> Path:
-    """The shared, read-only sample logs (../shared/testdata/foyle beside the checkout)."""
-    assert TESTDATA.is_dir(), f"missing shared testdata at {TESTDATA}"
+    """The real Foyle/RunMe sample logs, kept in the repository (tests/data/README.md)."""
+    assert TESTDATA.is_dir(), f"missing sample logs at {TESTDATA}"
     return TESTDATA
 
 
