@@ -79,18 +79,21 @@ def _file_descriptor() -> descriptor_pb2.FileDescriptorProto:
 _POOL = descriptor_pool.DescriptorPool()
 _POOL.Add(_file_descriptor())
 BlockKind = _POOL.FindEnumTypeByName("BlockKind")
-BlockOutputItem = message_factory.GetMessageClass(_POOL.FindMessageTypeByName("BlockOutputItem"))
-BlockOutput = message_factory.GetMessageClass(_POOL.FindMessageTypeByName("BlockOutput"))
-Block = message_factory.GetMessageClass(_POOL.FindMessageTypeByName("Block"))
-Doc = message_factory.GetMessageClass(_POOL.FindMessageTypeByName("Doc"))
-Example = message_factory.GetMessageClass(_POOL.FindMessageTypeByName("Example"))
+# Classes made from a descriptor at run time: their fields are not known statically, so they are
+# typed Any (the stubs type them as the bare Message, whose constructor takes no field names).
+BlockOutputItem: Any = message_factory.GetMessageClass(
+    _POOL.FindMessageTypeByName("BlockOutputItem")
+)
+BlockOutput: Any = message_factory.GetMessageClass(_POOL.FindMessageTypeByName("BlockOutput"))
+Block: Any = message_factory.GetMessageClass(_POOL.FindMessageTypeByName("Block"))
+Doc: Any = message_factory.GetMessageClass(_POOL.FindMessageTypeByName("Doc"))
+Example: Any = message_factory.GetMessageClass(_POOL.FindMessageTypeByName("Example"))
 
 
 def example_to_proto(example: Resource, embedding: Sequence[float] | None = None) -> bytes:
     """The serialised Foyle `Example` of an Example resource (its spec) and query embedding."""
     spec = example.get("spec") or {}
-    # Messages built from a descriptor at run time: their fields are not known statically.
-    message: Any = Example(id=_text(spec.get("id")), embedding=list(embedding or ()))
+    message = Example(id=_text(spec.get("id")), embedding=list(embedding or ()))
     message.query.SetInParent()  # an empty doc is still a doc
     for block in _dicts((spec.get("query") or {}).get("blocks")):
         _fill_block(message.query.blocks.add(), block)
