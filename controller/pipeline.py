@@ -130,7 +130,17 @@ class Pipeline:
             if controller is not None:
                 self.manager.add(controller)
         self.controllers = self.manager.controllers
-        self.watcher = LogWatcher(settings.log_dirs, self.logfiles.add, poll=settings.poll)
+        inotify_fallbacks = self.registry.counter(
+            "watcher_inotify_fallbacks_total",
+            "Times inotify could not watch the log dirs (a limit reached) and polling took over.",
+            ["reason"],
+        )
+        self.watcher = LogWatcher(
+            settings.log_dirs,
+            self.logfiles.add,
+            poll=settings.poll,
+            on_fallback=lambda reason: inotify_fallbacks.labels(reason).inc(),
+        )
         self._initial: set[str] = set()
         self._initial_lock = threading.Lock()
         self.manager.every(settings.rescan_interval, self._rescan, "rescan")

@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,6 +52,7 @@ from tests.cli_helpers import (  # noqa: E402
     RunningController,
     comparable,
     foylectl,
+    free_port,
     get_json,
     wait_for,
 )
@@ -442,13 +444,23 @@ def overflow(work: Path, seed: int = 8) -> Report:
     return report
 
 
+LIMIT_FILE = {  # the knob a user raises for the limit each scenario exhausts
+    "max_inotify_instances": "fs/inotify/max_user_instances",
+    "max_inotify_watches": "fs/inotify/max_user_watches",
+}
+
+
 def watch_limits(work: Path, seed: int = 18) -> Report:
     """No inotify instance left, or no watch left for a sub-directory (a user namespace
     keeps the limit to the controller): new lines are still found (polling, rescan)."""
     report = Report("watch-limits")
     lines = Lines(seed)
-    for knob, value in (("max_inotify_instances", 0), ("max_inotify_watches", 1)):
+    for knob, value, errno_name in (
+        ("max_inotify_instances", 0, "EMFILE"),
+        ("max_inotify_watches", 1, "ENOSPC"),
+    ):
         logs, state = work / knob / "logs", work / knob / "state"
+        metrics = f"127.0.0.1:{free_port()}"
         (logs / "sub").mkdir(parents=True)
         out = work / knob / "run.log"
         with open(out, "wb") as log_file:
@@ -472,24 +484,43 @@ def watch_limits(work: Path, seed: int = 18) -> Report:
                     "--no-learn",
                     "--rescan-interval",
                     "1",
+                    "--metrics-addr",
+                    metrics,
                 ],
                 stdout=log_file,
                 stderr=log_file,
                 cwd=REPO,
             )
             try:
-                wait_for(lambda o=out: "foylectl: started" in o.read_text(), 30, "start-up")
+                wait_for(lambda o=out, p=proc: _started_or_exited(p, o), 30, "start-up")
                 write_lines(logs / "sub" / "new.json", lines.take(7))
                 wait_caught_up(None, state, logs, 30)
                 account(report, state, newline_lines(logs))
+                counted = f'watcher_inotify_fallbacks_total{{reason="{errno_name}"}} 1.0'
+                assert counted in _scrape(metrics), f"no {counted} on /metrics"
                 proc.send_signal(signal.SIGTERM)
                 assert proc.wait(timeout=10) == 0, out.read_text()
+                # One warning that names the limit and the fix, not one per directory or event.
+                warnings = [w for w in out.read_text().splitlines() if "polling for changes" in w]
+                assert len(warnings) == 1 and LIMIT_FILE[knob] in warnings[0], warnings
             finally:
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
         report.figures[f"{knob}={value}_ok"] = 1
     return report
+
+
+def _scrape(addr: str) -> str:
+    with urllib.request.urlopen(f"http://{addr}/metrics", timeout=10) as response:
+        return response.read().decode()
+
+
+def _started_or_exited(proc: subprocess.Popen[bytes], out: Path) -> bool:
+    """True once `run` says it started; an early exit fails at once with what it printed."""
+    if proc.poll() is not None:
+        raise AssertionError(f"run exited {proc.returncode} before starting:\n{out.read_text()}")
+    return "foylectl: started" in out.read_text()
 
 
 # -- 9. start-up race; many idle files and one hot one ---------------------------------

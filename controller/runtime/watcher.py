@@ -8,6 +8,7 @@ never data.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -57,8 +58,31 @@ class _Handler(FileSystemEventHandler):
                 self._on_path(path)
 
 
+# The per-user limit each failure means (shared with every program: editors and IDEs often
+# take most of them), so the warning names the one to raise.
+_INOTIFY_LIMITS = {
+    errno.ENOSPC: "/proc/sys/fs/inotify/max_user_watches",
+    errno.EMFILE: "/proc/sys/fs/inotify/max_user_instances",
+}
+
+
+def inotify_advice(err: OSError) -> str:
+    """How a user gets inotify back after `err`, in one clause."""
+    limit = _INOTIFY_LIMITS.get(err.errno or 0)
+    if limit is None:
+        return "see the error above, or pass --poll to poll on purpose"
+    knob = limit.removeprefix("/proc/sys/").replace("/", ".")
+    return f"raise {limit} (e.g. `sysctl {knob}=524288`), or pass --poll to poll on purpose"
+
+
 class LogWatcher:
-    """A watchdog observer (inotify, or polling with `poll=True`) over every log directory."""
+    """A watchdog observer (inotify, or polling with `poll=True`) over every log directory.
+
+    inotify can fail at any step (no instance left, no watch left for a sub-directory, no
+    kernel memory): whatever fails, the watcher polls instead, says so once and counts it
+    (`on_fallback` gets the errno's name: ENOSPC, EMFILE, ENOMEM).
+    Reaching a per-user limit must cost latency, never a crash.
+    """
 
     def __init__(
         self,
@@ -67,49 +91,71 @@ class LogWatcher:
         *,
         poll: bool = False,
         poll_interval: float = 1.0,
+        on_fallback: Callable[[str], None] | None = None,
     ) -> None:
         self.directories = directories
         self._on_path = on_path
         self._poll = poll
         self._poll_interval = poll_interval
-        self._observer = None
+        self._on_fallback = on_fallback
+        self._observer: BaseObserver | None = None
+        self.polling = poll
 
     def start(self) -> None:
-        observer = self._observer_or_polling()
-        handler = _Handler(self._on_path)
-        for directory in self.directories:
+        if not self._poll:
             try:
-                observer.schedule(handler, str(directory), recursive=True)
+                self._observer = self._started(self._inotify_observer())
+                return
             except OSError as err:
-                # e.g. the inotify watch limit: the periodic rescan still finds new lines.
-                log.warning("cannot watch %s (%s); relying on the periodic rescan", directory, err)
-        observer.daemon = True
-        observer.start()
-        self._observer = observer
-
-    def _observer_or_polling(self) -> BaseObserver:
-        """inotify, or polling when asked to or when no inotify instance is left.
-
-        The inotify instance limit (fs.inotify.max_user_instances) is per user and
-        shared with every other program: reaching it must cost latency, not a crash.
-        """
+                self._fall_back(err)
         from watchdog.observers.polling import PollingObserver
 
-        if not self._poll:
-            from watchdog.observers import Observer
+        self.polling = True
+        self._observer = self._started(PollingObserver(timeout=self._poll_interval))
 
-            try:
-                return Observer()
-            except OSError as err:
-                log.warning(
-                    "cannot use inotify (%s); polling for changes every %.0f s instead",
-                    err,
-                    self._poll_interval,
-                )
-        return PollingObserver(timeout=self._poll_interval)
+    def _inotify_observer(self) -> BaseObserver:
+        from watchdog.observers import Observer
+
+        return Observer()
+
+    def _started(self, observer: BaseObserver) -> BaseObserver:
+        """`observer` watching every directory and running; on OSError nothing is left running."""
+        handler = _Handler(self._on_path)
+        try:
+            for directory in self.directories:
+                observer.schedule(handler, str(directory), recursive=True)
+            observer.daemon = True
+            observer.start()
+        except OSError:
+            _discard(observer)
+            raise
+        return observer
+
+    def _fall_back(self, err: OSError) -> None:
+        log.warning(
+            "cannot watch the log dirs with inotify (%s); polling for changes every %.0f s "
+            "instead. To watch again: %s",
+            err.strerror or err,
+            self._poll_interval,
+            inotify_advice(err),
+        )
+        if self._on_fallback is not None:
+            self._on_fallback(errno.errorcode.get(err.errno or 0, "unknown"))
 
     def stop(self) -> None:
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=5)
             self._observer = None
+
+
+def _discard(observer: BaseObserver) -> None:
+    """Release what a half-started observer holds (its inotify descriptor, its emitters)."""
+    try:
+        if observer.is_alive():
+            observer.stop()
+            observer.join(timeout=5)
+        else:  # never started: stop its emitters and inotify reader as the thread's end would
+            observer.on_thread_stop()
+    except (OSError, RuntimeError):
+        log.debug("discarding a half-started observer", exc_info=True)
