@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.api.kinds import BLOCKLOG, KINDS
+from controller.api.kinds import BLOCKLOG, KINDS, KindInfo
 from tests.cli_helpers import foylectl
 from tests.control_plane import ControlPlane
 
@@ -83,6 +83,16 @@ def test_kubectl_get_of_the_foyle_category_lists_every_kind(
     ]
     assert {n.split(".")[0] for n in ours} == {info.singular for info in KINDS}
     assert sorted(kubectl) == sorted(ours)
+
+
+@pytest.mark.parametrize("info", KINDS, ids=lambda k: k.kind)
+def test_kubectl_knows_each_kind_by_its_singular_and_short_names(
+    apiserver: ControlPlane, loaded: str, info: KindInfo
+) -> None:
+    listed = apiserver.kubectl("get", info.plural, "-n", loaded, "-o", "name").stdout
+    assert listed.strip()
+    for alias in (info.singular, *info.short_names):
+        assert apiserver.kubectl("get", alias, "-n", loaded, "-o", "name").stdout == listed
 
 
 def test_kubectl_explain_blocklog_status_shows_the_schema_of_kinds_py(

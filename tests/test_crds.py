@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from controller.api import crdgen
-from controller.api.kinds import CATEGORY, GROUP, KINDS, VERSION, KindInfo
+from controller.api.kinds import GROUP, KINDS, KindInfo
 
 CRDS = Path(__file__).resolve().parent.parent / "crds"
 PRESERVE = "x-kubernetes-preserve-unknown-fields"
@@ -59,23 +59,6 @@ def test_crdgen_cli_writes_the_committed_files(tmp_path: Path) -> None:
 def test_crd_is_a_valid_apiextensions_v1_object(info: KindInfo) -> None:
     crd = _committed(info)
     kubernetes_validate.validate(crd, kubernetes_validate.latest_version(), strict=True)
-
-
-@pytest.mark.parametrize("info", KINDS, ids=lambda k: k.kind)
-def test_crd_is_namespaced_with_names_category_and_status_subresource(info: KindInfo) -> None:
-    spec = _committed(info)["spec"]
-    assert spec["group"] == GROUP and spec["scope"] == "Namespaced"
-    assert spec["names"] == {
-        "kind": info.kind,
-        "listKind": f"{info.kind}List",
-        "plural": info.plural,
-        "singular": info.singular,
-        "shortNames": list(info.short_names),
-        "categories": [CATEGORY],
-    }
-    [version] = spec["versions"]
-    assert version["name"] == VERSION and version["served"] and version["storage"]
-    assert version["subresources"] == {"status": {}}
 
 
 @pytest.mark.parametrize("info", KINDS, ids=lambda k: k.kind)
