@@ -41,8 +41,12 @@ def find(store: Store, info: KindInfo, name_or_id: str) -> list[Resource]:
     return []
 
 
-def not_found(info: KindInfo, name: str) -> str:
-    return f'Error from server (NotFound): {info.plural}.foyle.io "{name}" not found'
+def not_found(store: Store, info: KindInfo, name: str) -> str:
+    """kubectl's NotFound line; a local store is no server, so it names the file instead."""
+    path = getattr(store, "path", None)
+    if path is None:
+        return f'Error from server (NotFound): {info.plural}.foyle.io "{name}" not found'
+    return f'Error (NotFound): {info.plural}.foyle.io "{name}" not found in {path}'
 
 
 def wanted_from(args: argparse.Namespace) -> list[Wanted]:
@@ -87,7 +91,7 @@ def cmd_get(args: argparse.Namespace, store: Store, namespace: str | None) -> in
                 matches = find(store, want.info, name)
                 items.extend(matches)
                 if not matches:
-                    missing.append(not_found(want.info, name))
+                    missing.append(not_found(store, want.info, name))
         else:
             items, versions[want.info.kind] = store.list_with_version(want.info.kind, args.selector)
         found.append((want.info, _sorted(items, args.sort_by)))
