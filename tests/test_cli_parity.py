@@ -6,17 +6,20 @@ them in a subprocess, as in test_cli_kubectl.py.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from controller.analyze.blocklogs import blocklog_status
 from controller.api.kinds import KINDS
 from controller.api.resource import new_resource
 from controller.store.base import write_changes
 from controller.store.sqlite import SQLiteStore
-from tests.cli_helpers import foylectl
+from tests.cli_helpers import foylectl, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -206,3 +209,103 @@ def test_describe_session_draws_its_events_and_learnability(tmp_path: Path) -> N
         "not learnable: no successful execution: nothing to learn",
     ]
     assert "+5.0s" in lines[2]
+
+
+# -- 1. get -w on an empty store: the header comes with the first event, columns hold ---------
+
+
+def test_watch_on_an_empty_store_prints_the_header_with_the_first_event(tmp_path: Path) -> None:
+    SQLiteStore(tmp_path / "store.db").close()
+    errors = tmp_path / "watch.err"
+    with errors.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "controller", "get", "bl", "-w", "--state-dir", str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+    try:
+        wait_for(lambda: "No resources found." in errors.read_text(), 30, "the empty listing")
+        with SQLiteStore(tmp_path / "store.db") as store:
+            write_changes(store, None, new_resource("BlockLog", "b1", {"id": "b1"}))
+            status = {
+                "executions": 3,
+                "exitCode": 1,
+                "evalMode": False,
+                "suggestionStatus": "Accepted",
+            }
+            write_changes(store, None, new_resource("BlockLog", "b2", {"id": "b2"}, status))
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline()]
+        while "Accepted" not in lines[-1]:  # b2's status comes in an event of its own
+            assert lines[-1], f"the watch ended: {lines}"
+            lines.append(proc.stdout.readline())
+        header, first, second = lines[0], lines[1], lines[-1]
+    finally:
+        proc.kill()
+        proc.wait()
+    assert header.split() == ["NAME", "GEN-TRACE", "EXECUTIONS", "EXIT", "EVAL", "STATUS", "AGE"]
+    assert first.split()[0] == "b1" and second.split()[0] == "b2"
+    for column, value in (("EVAL", "false"), ("STATUS", "Accepted"), ("AGE", "")):
+        start = header.index(column)
+        assert second[start - 3 : start] == "   ", (column, header, second)
+        assert second[start:].startswith(value), (column, header, second)
+        assert first[start:].strip() == "" or first[start - 1] == " ", (column, header, first)
+    assert first.rstrip().endswith("s") and header.index("AGE") == first.rstrip().rindex(" ") + 1
+
+
+# -- 2. --sort-by refuses what kubectl refuses; JSONPath filters --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sort_by", "code", "message"),
+    [
+        (".status.nonexistent", 1, "couldn't find any field with path"),
+        ("executions", 1, "couldn't find any field with path"),
+        ("{.status.executions", 2, "unclosed action"),
+    ],
+)
+def test_sort_by_a_field_nobody_has_or_a_malformed_path_is_an_error(
+    state: Path, sort_by: str, code: int, message: str
+) -> None:
+    proc = foylectl("get", "tr", "--sort-by", sort_by, "--state-dir", state, check=False)
+    assert (proc.returncode, proc.stdout) == (code, "")
+    assert proc.stderr.startswith("foylectl: error:") and message in proc.stderr
+
+
+def test_sort_by_a_field_some_have_sorts(state: Path) -> None:
+    out = foylectl("get", "tr", "--sort-by", ".spec.exitCode", "-o", "name", "--state-dir", state)
+    assert out.stdout.split()[-2:] == ["trace.foyle.io/exec-1", "trace.foyle.io/exec-0"]
+
+
+def test_jsonpath_filters_select_as_kubectl_does(state: Path) -> None:
+    def jsonpath(template: str) -> str:
+        return foylectl("get", "tr", "-o", f"jsonpath={template}", "--state-dir", state).stdout
+
+    assert jsonpath('{.items[?(@.spec.kind=="Execute")].metadata.name}') == "exec-0 exec-1"
+    assert jsonpath("{.items[?(@.spec.exitCode>0)].metadata.name}") == "exec-0"
+    assert jsonpath("{.items[?(@.spec.kind!='Execute')].spec.kind}") == "LogEvent Generate"
+    assert jsonpath("{.items[?(@.spec.exitCode)].metadata.name}") == "exec-0 exec-1"
+    ranged = '{range .items[?(@.spec.exitCode==0)]}{.metadata.name}{"\\n"}{end}'
+    assert jsonpath(ranged) == "exec-1\n"
+    status = foylectl(
+        "get",
+        "bl",
+        "-o",
+        'jsonpath={.items[?(@.status.suggestionStatus=="Accepted")].metadata.name}',
+        "--state-dir",
+        state,
+    )
+    assert status.stdout == BLOCK
+
+
+# -- 6. multi-line strings as YAML block scalars ---------------------------------------------
+
+
+def test_yaml_prints_multi_line_commands_as_block_scalars(tmp_path: Path) -> None:
+    commands = "kubectl get pods\n\nkubectl logs web-0\n"
+    with SQLiteStore(tmp_path / "store.db") as store:
+        write_changes(store, None, _trace("r-1", "RunMe", T0, request={"script": commands}))
+    out = foylectl("get", "tr", "r-1", "-o", "yaml", "--state-dir", tmp_path).stdout
+    assert "    script: |\n      kubectl get pods\n\n      kubectl logs web-0\n" in out
+    assert yaml.safe_load(out)["spec"]["request"]["script"] == commands
