@@ -502,8 +502,11 @@ def cmd_learn(args: argparse.Namespace) -> int:
 def cmd_examples(args: argparse.Namespace) -> int:
     import json
 
+    from controller.learn.query import blocks_to_markdown
     from controller.output import printable
 
+    if not args.text.strip():
+        raise UsageError("examples search needs TEXT to search for")
     settings = settings_from(args, need_logs=False)
     if not settings.index_path.exists():
         raise CommandError(
@@ -517,10 +520,19 @@ def cmd_examples(args: argparse.Namespace) -> int:
     if not results:
         print("no examples found")
     for rank, (name, score, example) in enumerate(results, 1):
-        answer = (example.get("spec", {}).get("answer") or [{}])[0].get("contents", "")
+        spec = example.get("spec", {})
+        answer = (spec.get("answer") or [{}])[0].get("contents", "")
+        query = blocks_to_markdown((spec.get("query") or {}).get("blocks") or [])
         print(f"{rank}. {name}  score={score:.3f}")
-        print("   answer: " + printable(answer.strip()).replace("\n", "\n           "))
+        for label, text in (("query: ", _last_lines(query, 3)), ("answer:", answer.strip())):
+            print(f"   {label} " + printable(text).replace("\n", "\n           "))
     return 0
+
+
+def _last_lines(text: str, n: int) -> str:
+    """The end of a query (the cells just before the answer), marked when cut."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return "\n".join((["..."] if len(lines) > n else []) + lines[-n:])
 
 
 def cmd_operator(args: argparse.Namespace) -> int:

@@ -108,7 +108,7 @@ class Table:
         name = obj["metadata"]["name"]
         row = [qualified(self.info, name) if self.with_kind else name]
         for column in self._columns():
-            is_age = column.json_path == ".metadata.creationTimestamp"
+            is_age = column.type == "date"  # kubectl shows a date column as an age
             row.append(_cell(get_path(obj, column.json_path), is_age))
         return row + [_labels(obj)] if self.show_labels else row
 

@@ -6,8 +6,10 @@ them in a subprocess, as in test_cli_kubectl.py.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -309,3 +311,66 @@ def test_yaml_prints_multi_line_commands_as_block_scalars(tmp_path: Path) -> Non
     out = foylectl("get", "tr", "r-1", "-o", "yaml", "--state-dir", tmp_path).stdout
     assert "    script: |\n      kubectl get pods\n\n      kubectl logs web-0\n" in out
     assert yaml.safe_load(out)["spec"]["request"]["script"] == commands
+
+
+# -- 5. Examples: INDEXED is an age; search scores tell examples apart and show the query --------
+
+
+def _example(name: str, query: str, answer: str, indexed: str) -> dict[str, Any]:
+    spec = {
+        "id": name,
+        "query": {"blocks": [{"kind": "MARKUP", "contents": query}]},
+        "answer": [{"kind": "CODE", "contents": answer}],
+    }
+    return new_resource("Example", name, spec, {"indexedTime": indexed, "foyleLoadable": True})
+
+
+@pytest.fixture
+def examples(tmp_path: Path) -> Path:
+    from controller.api.resource import rfc3339
+    from controller.index.retrieval import ExampleIndex
+    from controller.learn.query import blocks_to_markdown
+
+    two_hours_ago = rfc3339(time.time() - 7200)
+    wanted = [
+        _example("ex-pods", "list the pods", "kubectl get pods", two_hours_ago),
+        _example(
+            "ex-ns",
+            "list the pods in the kube-system namespace",
+            "kubectl get pods -n kube-system",
+            two_hours_ago,
+        ),
+        _example("ex-delete", "delete the pods", "kubectl delete pods --all", two_hours_ago),
+    ]
+    index = ExampleIndex(tmp_path / "examples-index.db")
+    with SQLiteStore(tmp_path / "store.db") as store:
+        for example in wanted:
+            write_changes(store, None, example)
+            text = blocks_to_markdown(example["spec"]["query"]["blocks"])
+            index.upsert(example["metadata"]["name"], text, json.dumps(example))
+    index.close()
+    return tmp_path
+
+
+def test_the_indexed_column_is_an_age(examples: Path) -> None:
+    out = foylectl("get", "ex", "--state-dir", examples).stdout.splitlines()
+    assert out[0].split() == ["NAME", "BLOCKLOG", "FOYLE", "REASON", "INDEXED", "AGE"]
+    indexed = out[0].index("INDEXED")
+    assert {line[indexed:].split()[0] for line in out[1:]} == {"2h"}
+
+
+def test_search_scores_tell_examples_apart_and_show_the_query(examples: Path) -> None:
+    search = ("examples", "search", "list pods", "--state-dir", examples)
+    hits = json.loads(foylectl(*search, "-o", "json").stdout)
+    assert [h["name"] for h in hits] == ["ex-pods", "ex-ns", "ex-delete"]
+    scores = [h["score"] for h in hits]
+    assert scores == sorted(set(scores), reverse=True), scores  # no ties
+    table = foylectl(*search).stdout
+    assert "   query:  list the pods\n   answer: kubectl get pods\n" in table
+
+
+@pytest.mark.parametrize("text", ["", "   "])
+def test_search_for_nothing_is_a_usage_error(examples: Path, text: str) -> None:
+    proc = foylectl("examples", "search", text, "--state-dir", examples, check=False)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == "foylectl: error: examples search needs TEXT to search for\n"

@@ -246,7 +246,7 @@ EXAMPLE = KindInfo(
         PrinterColumn("Session", ".spec.session", priority=1),
         PrinterColumn("Foyle", ".status.foyleLoadable", "boolean"),
         PrinterColumn("Reason", ".status.reason"),
-        PrinterColumn("Indexed", ".status.indexedTime"),
+        PrinterColumn("Indexed", ".status.indexedTime", "date"),  # an age, as kubectl shows dates
         AGE,
     ),
 )
