@@ -111,7 +111,7 @@ def _passes(item: Any, condition: tuple[Any, ...]) -> bool:
     if _number(a) and _number(b):
         return bool(_COMPARE[op](a, b))
     if type(a) is not type(b) or (op not in ("==", "!=") and not isinstance(a, str)):
-        return op == "!="
+        return bool(op == "!=")
     return bool(_COMPARE[op](a, b))
 
 

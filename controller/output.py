@@ -196,9 +196,11 @@ def _block_dumper() -> type:
         style = "|" if "\n" in data else None
         return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
 
-    dumper = type("BlockDumper", (yaml.SafeDumper,), {})
-    dumper.add_representer(str, represent_str)
-    return dumper
+    class BlockDumper(yaml.SafeDumper):
+        pass
+
+    BlockDumper.add_representer(str, represent_str)
+    return BlockDumper
 
 
 def describe(obj: Resource, related: dict[str, list[Resource]] | None = None) -> str:
