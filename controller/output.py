@@ -139,8 +139,9 @@ class Table:
 
 
 def _widest_value(info: KindInfo, column: Any) -> int:
-    """The widest cell a column can hold when its schema bounds it (an enum, a boolean, an
-    age), so `-w` rows stay under their header when a later row fills an empty cell."""
+    """The widest cell a column holds when its schema bounds it (an enum, a boolean, an age)
+    or its usual width (a trace id), so `-w` rows stay under their header when a later row
+    fills a cell an earlier one left empty."""
     if column.type == "date":
         return len("999d")
     if column.type == "boolean":
@@ -148,7 +149,7 @@ def _widest_value(info: KindInfo, column: Any) -> int:
     schema: Any = {"properties": {"spec": info.spec_schema, "status": info.status_schema}}
     for step in column.json_path.strip(".").split("."):
         schema = (schema.get("properties") or {}).get(step) or {}
-    return max((len(v) for v in schema.get("enum", ())), default=0)
+    return max([column.typical_width, *(len(v) for v in schema.get("enum", ()))])
 
 
 def parse_custom_columns(spec: str) -> list[tuple[str, str]]:

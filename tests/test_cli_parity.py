@@ -236,7 +236,8 @@ def test_watch_on_an_empty_store_prints_the_header_with_the_first_event(tmp_path
                 "evalMode": False,
                 "suggestionStatus": "Accepted",
             }
-            write_changes(store, None, new_resource("BlockLog", "b2", {"id": "b2"}, status))
+            gen = {"id": "b2", "genTraceId": "8038339848652bc1b97789cd9aa98341"}
+            write_changes(store, None, new_resource("BlockLog", "b2", gen, status))
         assert proc.stdout is not None
         lines = [proc.stdout.readline()]
         while "Accepted" not in lines[-1]:  # b2's status comes in an event of its own
@@ -248,7 +249,8 @@ def test_watch_on_an_empty_store_prints_the_header_with_the_first_event(tmp_path
         proc.wait()
     assert header.split() == ["NAME", "GEN-TRACE", "EXECUTIONS", "EXIT", "EVAL", "STATUS", "AGE"]
     assert first.split()[0] == "b1" and second.split()[0] == "b2"
-    for column, value in (("EVAL", "false"), ("STATUS", "Accepted"), ("AGE", "")):
+    columns = (("GEN-TRACE", "8038"), ("EVAL", "false"), ("STATUS", "Accepted"), ("AGE", ""))
+    for column, value in columns:
         start = header.index(column)
         assert second[start - 3 : start] == "   ", (column, header, second)
         assert second[start:].startswith(value), (column, header, second)
