@@ -137,7 +137,10 @@ def _sorted(items: list[Resource], sort_by: str | None) -> list[Resource]:
     from controller.jsonpath import find as find_path
 
     if items and not any(find_path(obj, sort_by) for obj in items):
-        raise CommandError(f'couldn\'t find any field with path "{sort_by}" in the list of objects')
+        relaxed = sort_by if sort_by.startswith("{") else "{." + sort_by.lstrip(".") + "}"
+        raise CommandError(  # kubectl's words, with the path as it relaxes it
+            f'couldn\'t find any field with path "{relaxed}" in the list of objects'
+        )
 
     def key(obj: Resource) -> tuple[int, Any]:
         values = find_path(obj, sort_by)

@@ -264,8 +264,8 @@ def test_watch_on_an_empty_store_prints_the_header_with_the_first_event(tmp_path
 @pytest.mark.parametrize(
     ("sort_by", "code", "message"),
     [
-        (".status.nonexistent", 1, "couldn't find any field with path"),
-        ("executions", 1, "couldn't find any field with path"),
+        (".status.nonexistent", 1, 'find any field with path "{.status.nonexistent}" in the'),
+        ("executions", 1, 'find any field with path "{.executions}" in the list of objects'),
         ("{.status.executions", 2, "unclosed action"),
     ],
 )
