@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("examples", help="work with learned examples")
     ex = p.add_subparsers(dest="examples_command", metavar="SUBCOMMAND", required=True)
     s = ex.add_parser("search", help="the examples whose query is nearest to TEXT")
-    s.add_argument("text")
+    s.add_argument("text", help="what to search for: words of a notebook cell (not empty)")
     s.add_argument("-k", type=positive_int, default=3, help="how many (default 3)")
     s.add_argument("-o", "--output", choices=("table", "json"), default="table")
     _state_args(s)
