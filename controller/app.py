@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from controller.api.kinds import KindInfo
 from controller.errors import CommandError, UsageError
 from controller.settings import (
     Settings,
@@ -20,7 +19,7 @@ from controller.settings import (
     default_log_writers,
     default_state_dir,
 )
-from controller.store.base import NotFound, Store
+from controller.store.base import Store
 from controller.store.files import make_private_dirs, world_writable_warning
 
 if TYPE_CHECKING:  # heavy modules are imported lazily by the commands that need them
@@ -159,17 +158,6 @@ def open_store(settings: Settings, args: argparse.Namespace, *, must_exist: bool
     return SQLiteStore(settings.store_path)
 
 
-def find(store: Store, info: KindInfo, name_or_id: str) -> dict[str, Any]:
-    """One resource by name, raw id or (a LogFile) path; CommandError when there is none."""
-    from controller.getcmd import find as find_all
-    from controller.getcmd import not_found
-
-    found = find_all(store, info, name_or_id)
-    if not found:
-        raise CommandError(not_found(info, name_or_id))
-    return found[0]
-
-
 # -- commands --------------------------------------------------------------------------
 
 
@@ -191,15 +179,6 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return handlers[args.command](args)
 
 
-def _kind(word: str) -> KindInfo:
-    from controller.getargs import BadResourceArgs, kind_of
-
-    try:
-        return kind_of(word)
-    except BadResourceArgs as err:
-        raise UsageError(str(err)) from err
-
-
 def cmd_get(args: argparse.Namespace) -> int:
     from controller.getcmd import cmd_get as get
     from controller.getcmd import wanted_from
@@ -211,29 +190,11 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
-    from controller.api.names import name_for_id
-    from controller.output import describe
-    from controller.reconcilers.blocklog import member_ids
+    from controller.describecmd import cmd_describe as describe
+    from controller.describecmd import wanted_from
 
-    kind, name = args.kind, args.name
-    if name is None:  # describe KIND/NAME, as `get -o name` prints it
-        kind, _, name = args.kind.partition("/")
-        if not name:
-            raise UsageError("describe wants KIND NAME or KIND/NAME")
-    info = _kind(kind)
-    store = open_store(settings_from(args, need_logs=False), args, must_exist=True)
-    obj = find(store, info, name)
-    related: dict[str, list[dict[str, Any]]] = {}
-    if info.kind == "BlockLog":
-        traces = []
-        for trace_id in member_ids(obj["spec"]):
-            try:
-                traces.append(store.get("Trace", name_for_id(trace_id)))
-            except NotFound:
-                continue
-        related["Traces"] = traces
-    print(describe(obj, related))
-    return 0
+    wanted_from(args)  # usage errors before opening anything
+    return describe(args, open_store(settings_from(args, need_logs=False), args, must_exist=True))
 
 
 def _setup_logging(fmt: str) -> None:
@@ -541,8 +502,11 @@ def cmd_learn(args: argparse.Namespace) -> int:
 def cmd_examples(args: argparse.Namespace) -> int:
     import json
 
+    from controller.learn.query import blocks_to_markdown
     from controller.output import printable
 
+    if not args.text.strip():
+        raise UsageError("examples search needs TEXT to search for")
     settings = settings_from(args, need_logs=False)
     if not settings.index_path.exists():
         raise CommandError(
@@ -556,10 +520,19 @@ def cmd_examples(args: argparse.Namespace) -> int:
     if not results:
         print("no examples found")
     for rank, (name, score, example) in enumerate(results, 1):
-        answer = (example.get("spec", {}).get("answer") or [{}])[0].get("contents", "")
+        spec = example.get("spec", {})
+        answer = (spec.get("answer") or [{}])[0].get("contents", "")
+        query = blocks_to_markdown((spec.get("query") or {}).get("blocks") or [])
         print(f"{rank}. {name}  score={score:.3f}")
-        print("   answer: " + printable(answer.strip()).replace("\n", "\n           "))
+        for label, text in (("query: ", _last_lines(query, 3)), ("answer:", answer.strip())):
+            print(f"   {label} " + printable(text).replace("\n", "\n           "))
     return 0
+
+
+def _last_lines(text: str, n: int) -> str:
+    """The end of a query (the cells just before the answer), marked when cut."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return "\n".join((["..."] if len(lines) > n else []) + lines[-n:])
 
 
 def cmd_operator(args: argparse.Namespace) -> int:

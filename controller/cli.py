@@ -253,16 +253,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sort-by", metavar="JSONPATH", help="sort by this field, e.g. .spec.startTime")
     _store_args(p)
 
-    p = sub.add_parser(
-        "describe", help="a readable view of one resource (a BlockLog with its traces)"
+    describe_help = "a readable view of resources; a BlockLog's or Session's life as a timeline"
+    p = sub.add_parser("describe", help=describe_help, description=describe_help)
+    p.add_argument(
+        "resources",
+        nargs="+",
+        metavar="KIND [NAME...] | KIND/NAME...",
+        help="logfiles (lf), traces (tr), blocklogs (bl), sessions (se), examples (ex), as"
+        " `get` reads them; without a NAME, every resource of the kind",
     )
-    p.add_argument("kind", help="logfiles (lf), traces (tr), blocklogs (bl), examples (ex)")
-    p.add_argument("name", nargs="?", help="a resource name or raw id (or KIND/NAME as one)")
     _store_args(p)
 
-    p = sub.add_parser(
-        "learn", help="turn every learnable BlockLog into an Example, then exit (or --follow)"
+    learn_help = (
+        "turn every learnable BlockLog and Session into an Example, then exit (or --follow)"
     )
+    p = sub.add_parser("learn", help=learn_help, description=learn_help)
     _store_args(p)
     p.add_argument("--follow", action="store_true", help="keep following the store's changes")
     _learn_args(p)
@@ -270,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("examples", help="work with learned examples")
     ex = p.add_subparsers(dest="examples_command", metavar="SUBCOMMAND", required=True)
     s = ex.add_parser("search", help="the examples whose query is nearest to TEXT")
-    s.add_argument("text")
+    s.add_argument("text", help="what to search for: words of a notebook cell (not empty)")
     s.add_argument("-k", type=positive_int, default=3, help="how many (default 3)")
     s.add_argument("-o", "--output", choices=("table", "json"), default="table")
     _state_args(s)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from controller.api.kinds import GROUP, VERSION, KindInfo, UnknownKind, lookup
+from controller.api.kinds import GROUP, KINDS, VERSION, KindInfo, UnknownKind, lookup
 
 
 class BadResourceArgs(ValueError):
@@ -39,10 +39,7 @@ def kind_of(word: str) -> KindInfo:
 def parse_resource_args(args: list[str]) -> list[Wanted]:
     """What to get, in order, one entry per kind."""
     if not args:
-        raise BadResourceArgs(
-            "you must specify the type of resource to get: logfiles (lf), traces (tr),"
-            " blocklogs (bl) or examples (ex)"
-        )
+        raise BadResourceArgs(f"you must specify the type of resource: {kind_list()}")
     if "/" in args[0]:  # TYPE/NAME...; `get lf /var/log/x.jsonl` names a path instead
         return _typed_names(args)
     kinds = [kind_of(word) for word in args[0].split(",") if word.strip()]
@@ -52,7 +49,34 @@ def parse_resource_args(args: list[str]) -> list[Wanted]:
     if names and len(kinds) > 1:
         raise BadResourceArgs("names need a single resource type: use TYPE/NAME for several types")
     unique = {info.kind: info for info in kinds}
-    return [Wanted(info, list(names)) for info in unique.values()]
+    return [Wanted(info, [_bare_name(info, name) for name in names]) for info in unique.values()]
+
+
+def kind_list() -> str:
+    """Every kind with its short names, from the registry (so a new kind is never left out)."""
+    return ", ".join(f"{k.plural} ({'/'.join(k.short_names)})" for k in KINDS)
+
+
+def _bare_name(info: KindInfo, name: str) -> str:
+    """`blocklog.foyle.io/X` after `bl` is X (what `-o name` prints, pasted after the kind).
+
+    A prefix that names another kind is refused, as kubectl refuses it; one that
+    names no kind is part of the name (a LogFile's path, `logs/a.jsonl`).
+    """
+    prefix, sep, rest = name.partition("/")
+    if not sep or not prefix or not rest:
+        return name
+    try:
+        named = kind_of(prefix)
+    except BadResourceArgs:
+        return name
+    if named.kind != info.kind:
+        if info.kind == "LogFile":  # a relative path whose directory is called e.g. `traces`
+            return name
+        raise BadResourceArgs(
+            f"{name!r} names a {named.singular}, not a {info.singular}: use {name} alone"
+        )
+    return rest
 
 
 def _typed_names(args: list[str]) -> list[Wanted]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from controller.api.kinds import KindInfo, Resource
 from controller.api.selectors import InvalidSelector, parse_selector
-from controller.errors import UsageError
+from controller.errors import CommandError, UsageError
 from controller.getargs import BadResourceArgs, Wanted, parse_resource_args
 from controller.output import Table, as_list, document, parse_custom_columns, qualified
 from controller.store.base import Gone, NotFound, Store, matches_labels
@@ -41,8 +41,12 @@ def find(store: Store, info: KindInfo, name_or_id: str) -> list[Resource]:
     return []
 
 
-def not_found(info: KindInfo, name: str) -> str:
-    return f'Error from server (NotFound): {info.plural}.foyle.io "{name}" not found'
+def not_found(store: Store, info: KindInfo, name: str) -> str:
+    """kubectl's NotFound line; a local store is no server, so it names the file instead."""
+    path = getattr(store, "path", None)
+    if path is None:
+        return f'Error from server (NotFound): {info.plural}.foyle.io "{name}" not found'
+    return f'Error (NotFound): {info.plural}.foyle.io "{name}" not found in {path}'
 
 
 def wanted_from(args: argparse.Namespace) -> list[Wanted]:
@@ -87,7 +91,7 @@ def cmd_get(args: argparse.Namespace, store: Store, namespace: str | None) -> in
                 matches = find(store, want.info, name)
                 items.extend(matches)
                 if not matches:
-                    missing.append(not_found(want.info, name))
+                    missing.append(not_found(store, want.info, name))
         else:
             items, versions[want.info.kind] = store.list_with_version(want.info.kind, args.selector)
         found.append((want.info, _sorted(items, args.sort_by)))
@@ -115,8 +119,8 @@ def _get_streaming(
     version, pages = store.list_pages(info.kind, args.selector)
     printed = 0
     for items in pages:
-        if items or (printed == 0 and args.watch and printer.headers):
-            printer.print_found([(info, items)], single=False, headers=printed == 0)
+        if items:
+            printer.print_found([(info, items)], single=False)
         printed += len(items)
     if not printed:
         where = f" in {namespace} namespace" if namespace else ""
@@ -127,9 +131,16 @@ def _get_streaming(
 
 
 def _sorted(items: list[Resource], sort_by: str | None) -> list[Resource]:
+    """Items in the order of a field; a field none of them has is an error, as in kubectl."""
     if not sort_by:
         return items
     from controller.jsonpath import find as find_path
+
+    if items and not any(find_path(obj, sort_by) for obj in items):
+        relaxed = sort_by if sort_by.startswith("{") else "{." + sort_by.lstrip(".") + "}"
+        raise CommandError(  # kubectl's words, with the path as it relaxes it
+            f'couldn\'t find any field with path "{relaxed}" in the list of objects'
+        )
 
     def key(obj: Resource) -> tuple[int, Any]:
         values = find_path(obj, sort_by)
@@ -153,6 +164,7 @@ class Printer:
         self.with_kind = with_kind
         self.watching: bool = args.watch
         self._tables: dict[str, Table] = {}
+        self._headed: set[str] = set()  # kinds whose header row is printed
 
     def table_for(self, info: KindInfo) -> Table:
         if info.kind not in self._tables:
@@ -165,6 +177,7 @@ class Printer:
                 show_labels=self.show_labels,
                 with_kind=self.with_kind,
                 custom=custom,
+                reserve=self.watching,
             )
         return self._tables[info.kind]
 
@@ -172,20 +185,16 @@ class Printer:
     def tabular(self) -> bool:
         return self.output in ("table", "wide") or self.output.startswith("custom-columns=")
 
-    def print_found(
-        self,
-        found: list[tuple[KindInfo, list[Resource]]],
-        *,
-        single: bool,
-        headers: bool = True,
-    ) -> None:
-        """Print what was found; `headers=False` for a later page of one listing."""
+    def _rows(self, info: KindInfo, items: list[Resource]) -> list[str]:
+        """Table rows, after the header when this kind has not had one yet."""
+        header = self.headers and info.kind not in self._headed
+        self._headed.add(info.kind)
+        return self.table_for(info).lines(items, headers=header)
+
+    def print_found(self, found: list[tuple[KindInfo, list[Resource]]], *, single: bool) -> None:
+        """Print what was found (a later page of a listing goes on under the same header)."""
         if self.tabular:
-            blocks = []
-            for info, items in found:
-                if items or (self.watching and self.headers):
-                    rows = self.table_for(info).lines(items, headers=self.headers and headers)
-                    blocks.append("\n".join(rows))
+            blocks = ["\n".join(self._rows(info, items)) for info, items in found if items]
             if blocks:
                 print("\n\n".join(blocks), flush=True)
         elif self.output == "name":
@@ -203,8 +212,14 @@ class Printer:
 
     def print_event(self, info: KindInfo, event_type: str, obj: Resource) -> None:
         if self.tabular:
-            [row] = self.table_for(info).lines([obj], headers=False)
-            print(row + ("   (deleted)" if event_type == "DELETED" else ""), flush=True)
+            # the first event on an empty listing brings the header, as kubectl's does
+            *header, row = self._rows(info, [obj])
+            print(
+                *header,
+                row + ("   (deleted)" if event_type == "DELETED" else ""),
+                sep="\n",
+                flush=True,
+            )
         elif self.output == "name":
             print(qualified(info, obj["metadata"]["name"]), flush=True)
         else:

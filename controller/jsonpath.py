@@ -1,6 +1,7 @@
 """The part of kubectl's JSONPath that `-o jsonpath=`, `custom-columns` and `--sort-by` use.
 
-Paths: `.a.b`, `['a.b']`, `[0]`, `[-1]`, `[*]`, `..name` (anywhere below);
+Paths: `.a.b`, `['a.b']`, `[0]`, `[-1]`, `[*]`, `..name` (anywhere below),
+filters `[?(@.a.b=="x")]` (==, !=, <, <=, >, >=, or `[?(@.a)]`: the field is there);
 templates mix text with `{path}`, `{"literal\\n"}` and `{range path}...{end}`.
 A path yields every value it reaches (none when a step is missing), the way
 kubectl prints several matches joined by spaces.
@@ -14,15 +15,31 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+_NAME = r"""[^.\[\]{}()?@=!<>'"\s]+"""  # what a field name may hold
 _STEP = re.compile(
-    r"""\.\.(?P<deep>[^.\[\]]+)
-      | \.(?P<field>[^.\[\]]+)
+    rf"""\.\.(?P<deep>{_NAME})
+      | \.(?P<field>{_NAME})
       | \[\s*(?P<index>-?\d+)\s*\]
       | \[\s*\*\s*\]
       | \[\s*'(?P<quoted>[^']*)'\s*\]
-      | \[\s*"(?P<dquoted>[^"]*)"\s*\]""",
+      | \[\s*"(?P<dquoted>[^"]*)"\s*\]
+      | \[\s*\?\((?P<filter>(?:[^()"']|"[^"]*"|'[^']*')*)\)\s*\]""",
     re.VERBOSE,
 )
+_FILTER = re.compile(
+    r"""\s*(?P<left>@[^=!<>\s]*)\s*
+        (?:(?P<op>==|!=|<=|>=|<|>)\s*
+           (?P<right>"[^"]*"|'[^']*'|@[^=!<>\s]*|-?\d+(?:\.\d+)?|true|false|null)\s*)?$""",
+    re.VERBOSE,
+)
+_COMPARE = {
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+}
 
 
 class JSONPathError(ValueError):
@@ -30,12 +47,15 @@ class JSONPathError(ValueError):
 
 
 Step = tuple[str, Any]  # ("field", name) | ("index", n) | ("all", None) | ("deep", name)
+# | ("filter", (left path, op or None, right path or None, right literal))
 
 
 @functools.lru_cache(maxsize=64)
 def parse_path(path: str) -> tuple[Step, ...]:
     text = path.strip()
-    if text.startswith("{") and text.endswith("}"):
+    if text.startswith("{") != text.endswith("}"):
+        raise JSONPathError(f"invalid JSONPath {path!r}: unclosed action")
+    if text.startswith("{"):
         text = text[1:-1].strip()
     text = text.removeprefix("$").removeprefix("@")
     if text and text[0] not in ".[":
@@ -52,6 +72,8 @@ def parse_path(path: str) -> tuple[Step, ...]:
             steps.append(("field", match["field"]))
         elif match["index"] is not None:
             steps.append(("index", int(match["index"])))
+        elif match["filter"] is not None:
+            steps.append(("filter", _parse_filter(match["filter"], path)))
         elif match["quoted"] is not None or match["dquoted"] is not None:
             steps.append(
                 ("field", match["quoted"] if match["quoted"] is not None else match["dquoted"])
@@ -60,6 +82,41 @@ def parse_path(path: str) -> tuple[Step, ...]:
             steps.append(("all", None))
         pos = match.end()
     return tuple(steps)
+
+
+def _parse_filter(text: str, path: str) -> tuple[Any, ...]:
+    match = _FILTER.match(text)
+    if match is None:
+        raise JSONPathError(f"invalid JSONPath {path!r}: cannot parse the filter {text!r}")
+    right = match["right"]
+    if right is None or right.startswith("@"):
+        return (match["left"], match["op"], right, None)
+    return (match["left"], match["op"], None, json.loads(_double_quoted(right)))
+
+
+def _double_quoted(literal: str) -> str:
+    return '"' + literal[1:-1] + '"' if literal.startswith("'") else literal
+
+
+def _passes(item: Any, condition: tuple[Any, ...]) -> bool:
+    """Does a list item pass `[?(...)]`? Values of different types never compare."""
+    left_path, op, right_path, literal = condition
+    left = find(item, left_path)
+    if op is None:
+        return bool(left)
+    right = find(item, right_path) if right_path else [literal]
+    if not left or not right:
+        return False
+    a, b = left[0], right[0]
+    if _number(a) and _number(b):
+        return bool(_COMPARE[op](a, b))
+    if type(a) is not type(b) or (op not in ("==", "!=") and not isinstance(a, str)):
+        return bool(op == "!=")
+    return bool(_COMPARE[op](a, b))
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def find(obj: Any, path: str) -> list[Any]:
@@ -77,6 +134,9 @@ def _step(value: Any, kind: str, arg: Any) -> Iterator[Any]:
     elif kind == "index":
         if isinstance(value, list) and -len(value) <= arg < len(value):
             yield value[arg]
+    elif kind == "filter":
+        if isinstance(value, list):
+            yield from (item for item in value if _passes(item, arg))
     elif kind == "all":
         if isinstance(value, list):
             yield from value

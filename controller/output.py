@@ -9,6 +9,7 @@ programs and stay exact.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -86,6 +87,8 @@ class Table:
     show_labels: bool = False
     with_kind: bool = False  # NAME as blocklog.foyle.io/NAME when several kinds are shown
     custom: list[tuple[str, str]] | None = None  # custom-columns: (header, JSONPath)
+    # -w: columns start as wide as their schema allows, so later rows cannot push them
+    reserve: bool = False
     widths: list[int] = field(default_factory=list)
 
     def header(self) -> list[str]:
@@ -105,7 +108,7 @@ class Table:
         name = obj["metadata"]["name"]
         row = [qualified(self.info, name) if self.with_kind else name]
         for column in self._columns():
-            is_age = column.json_path == ".metadata.creationTimestamp"
+            is_age = column.type == "date"  # kubectl shows a date column as an age
             row.append(_cell(get_path(obj, column.json_path), is_age))
         return row + [_labels(obj)] if self.show_labels else row
 
@@ -123,10 +126,30 @@ class Table:
         ]
 
     def _widths(self, n: int) -> list[int]:
-        return self.widths or [0] * n
+        if self.widths:
+            return self.widths
+        floors = [0] * n  # custom columns, NAME and LABELS: no bound known in advance
+        if self.reserve and self.custom is None:
+            for i, column in enumerate(self._columns(), start=1):
+                floors[i] = _widest_value(self.info, column)
+        return floors
 
     def _columns(self) -> list[Any]:
         return [c for c in self.info.columns if self.wide or c.priority == 0]
+
+
+def _widest_value(info: KindInfo, column: Any) -> int:
+    """The widest cell a column holds when its schema bounds it (an enum, a boolean, an age)
+    or its usual width (a trace id), so `-w` rows stay under their header when a later row
+    fills a cell an earlier one left empty."""
+    if column.type == "date":
+        return len("999d")
+    if column.type == "boolean":
+        return len("false")
+    schema: Any = {"properties": {"spec": info.spec_schema, "status": info.status_schema}}
+    for step in column.json_path.strip(".").split("."):
+        schema = (schema.get("properties") or {}).get(step) or {}
+    return max([column.typical_width, *(len(v) for v in schema.get("enum", ()))])
 
 
 def parse_custom_columns(spec: str) -> list[tuple[str, str]]:
@@ -157,7 +180,28 @@ def document(doc: Any, output: str) -> str:
         return render_template(output.partition("=")[2], doc)
     import yaml
 
-    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True).rstrip()
+    text = yaml.dump(doc, Dumper=_block_dumper(), sort_keys=False, allow_unicode=True)
+    return text.removesuffix("\n")  # print adds it back; a `|` block needs the rest exact
+
+
+@functools.cache
+def _block_dumper() -> type:
+    """A SafeDumper that writes multi-line strings as `|` block scalars, as kubectl does.
+
+    PyYAML falls back to a quoted form by itself where a block cannot say the
+    string exactly (trailing spaces on a line, control characters).
+    """
+    import yaml
+
+    def represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+        style = "|" if "\n" in data else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+    class BlockDumper(yaml.SafeDumper):
+        pass
+
+    BlockDumper.add_representer(str, represent_str)
+    return BlockDumper
 
 
 def describe(obj: Resource, related: dict[str, list[Resource]] | None = None) -> str:

@@ -33,7 +33,7 @@ from controller.runtime.controller import (
 )
 from controller.runtime.manager import Manager
 from controller.runtime.memory import limit_arenas, release_free_memory
-from controller.runtime.metrics import MetricsRegistry
+from controller.runtime.metrics import IngestMetrics, MetricsRegistry
 from controller.runtime.watcher import LogWatcher, scan
 from controller.settings import Settings
 from controller.store.base import NotFound, Store
@@ -86,7 +86,9 @@ class Pipeline:
                 publish_interval=0.0 if oneshot else 1.0,
                 roots=tuple(str(d) for d in settings.log_dirs),  # issue 13
                 symlinks_anywhere=settings.symlinks_anywhere,  # issue 13
+                announce=not oneshot,
             ),
+            metrics=IngestMetrics(self.registry),
         )
         self.logfiles = self._controller(
             "logfile", self._reconcile_logfile, unit=(), gate=self._room_downstream

@@ -190,7 +190,7 @@ def test_describe_blocklog_shows_its_traces(tmp_path: Path, testdata: Path) -> N
     [
         (["get", "widgets"], "unknown resource kind", 2),
         (["analyze", "--logs", "/nonexistent/dir"], "does not exist", 2),
-        (["get", "bl", "nope"], 'Error from server (NotFound): blocklogs.foyle.io "nope"', 1),
+        (["get", "bl", "nope"], 'Error (NotFound): blocklogs.foyle.io "nope" not found in', 1),
     ],
 )
 def test_usage_errors_exit_2_and_not_found_exits_1_with_one_line(

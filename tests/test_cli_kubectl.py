@@ -120,7 +120,8 @@ def test_a_missing_name_among_found_ones_prints_the_found_and_exits_1(state: Pat
     proc = get(state, "tr", "t-one", "nope", "-o", "name", check=False)
     assert proc.returncode == 1
     assert proc.stdout.split() == ["trace.foyle.io/t-one"]
-    assert proc.stderr.strip() == 'Error from server (NotFound): traces.foyle.io "nope" not found'
+    store = state / "store.db"
+    assert proc.stderr.strip() == f'Error (NotFound): traces.foyle.io "nope" not found in {store}'
 
 
 # -- 19. label selectors ------------------------------------------------------------------

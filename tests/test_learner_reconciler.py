@@ -126,7 +126,7 @@ def test_fixed_suggestion_becomes_example_file_and_index_entry(env: Env) -> None
     assert (decoded.id, decoded.answer[0].contents) == ("b1", FIXED)
     [(name, _, body)] = env.index.search("read the logs of dev", k=3)
     assert name == "b1" and json.loads(body)["spec"]["answer"][0]["contents"] == FIXED
-    assert env.counter("learner_examples_total") == 1
+    assert env.counter("learner_examples_total", result="written") == 1
 
 
 def test_reconciling_again_writes_nothing(env: Env) -> None:
@@ -140,7 +140,7 @@ def test_reconciling_again_writes_nothing(env: Env) -> None:
 
     assert env.store.list_with_version("Example")[1] == version
     assert (env.training_dir / "b1.example.binpb").stat().st_ino == inode
-    assert env.counter("learner_examples_total") == 1
+    assert env.counter("learner_examples_total", result="written") == 1
 
 
 def test_a_later_fix_updates_the_example_and_its_file(env: Env) -> None:
@@ -156,7 +156,7 @@ def test_a_later_fix_updates_the_example_and_its_file(env: Env) -> None:
     assert example["status"]["observedGeneration"] == 2
     decoded = foyle_pb.Example.FromString((env.training_dir / "b1.example.binpb").read_bytes())
     assert decoded.answer[0].contents == FIXED + " --limit 10"
-    assert env.counter("learner_examples_total") == 2
+    assert env.counter("learner_examples_total", result="written") == 2
 
 
 @pytest.mark.parametrize(

@@ -70,6 +70,9 @@ class PrinterColumn:
     type: str = "string"  # string | integer | boolean | date
     priority: int = 0  # 1 = only with -o wide
     description: str = ""
+    # The usual width of its values, reserved by `get -w` so a row that fills a cell left
+    # empty before does not push the columns after it (not part of the CRD).
+    typical_width: int = 0
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,8 @@ class KindInfo:
 
 
 AGE = PrinterColumn("Age", ".metadata.creationTimestamp", "date")
+TRACE_ID_WIDTH = 32  # Foyle's (OpenTelemetry's) trace ids: 16 bytes in hex
+TIME_WIDTH = len("2024-04-16T21:44:30.400788Z")
 
 LOGFILE = KindInfo(
     kind="LogFile",
@@ -169,7 +174,7 @@ TRACE = KindInfo(
         PrinterColumn("Exit", ".spec.exitCode", "integer"),
         PrinterColumn("Eval", ".spec.evalMode", "boolean"),
         PrinterColumn("Entries", ".status.entries", "integer", priority=1),
-        PrinterColumn("Start", ".spec.startTime", priority=1),
+        PrinterColumn("Start", ".spec.startTime", priority=1, typical_width=TIME_WIDTH),
         PrinterColumn("Inconsistent", ".status.inconsistent.reason", priority=1),
         AGE,
     ),
@@ -205,7 +210,7 @@ BLOCKLOG = KindInfo(
     ),
     columns=(
         PrinterColumn("Id", ".spec.id", priority=1),
-        PrinterColumn("Gen-Trace", ".spec.genTraceId"),
+        PrinterColumn("Gen-Trace", ".spec.genTraceId", typical_width=TRACE_ID_WIDTH),
         PrinterColumn("Executions", ".status.executions", "integer"),
         PrinterColumn("Exit", ".status.exitCode", "integer"),
         PrinterColumn("Eval", ".status.evalMode", "boolean"),
@@ -246,7 +251,7 @@ EXAMPLE = KindInfo(
         PrinterColumn("Session", ".spec.session", priority=1),
         PrinterColumn("Foyle", ".status.foyleLoadable", "boolean"),
         PrinterColumn("Reason", ".status.reason"),
-        PrinterColumn("Indexed", ".status.indexedTime"),
+        PrinterColumn("Indexed", ".status.indexedTime", "date"),  # an age, as kubectl shows dates
         AGE,
     ),
 )
@@ -288,8 +293,8 @@ SESSION = KindInfo(
     ),
     columns=(
         PrinterColumn("Context", ".spec.contextId", priority=1),
-        PrinterColumn("Start", ".status.startTime"),
-        PrinterColumn("End", ".status.endTime"),
+        PrinterColumn("Start", ".status.startTime", typical_width=TIME_WIDTH),
+        PrinterColumn("End", ".status.endTime", typical_width=TIME_WIDTH),
         PrinterColumn("Tokens-In", ".status.totalInputTokens", "integer"),
         PrinterColumn("Tokens-Out", ".status.totalOutputTokens", "integer"),
         PrinterColumn("Learnable", ".status.learnable", "boolean"),

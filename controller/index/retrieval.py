@@ -144,11 +144,13 @@ class ExampleIndex:
     # ---- ranking ----
 
     def _search_bm25(self, text: str, k: int) -> list[SearchHit]:
-        """Examples sharing words with `text`; the score is the share of its words they hold.
+        """Examples sharing words with `text`; the score is the cosine of the two word sets.
 
         BM25 alone scores a word near 0 once it is in half the examples or more,
-        so an exact match in a small index showed 0.000 (issue 13). BM25 still
-        ranks candidates and breaks ties among equal shares.
+        so an exact match in a small index showed 0.000 (issue 13); the share of
+        the query's words alone tied every example holding the same ones (0.500
+        each, issue 22). The cosine also weighs what the example holds beyond the
+        query: 1.0 only for the same words. BM25 ranks candidates and breaks ties.
         """
         terms = list(dict.fromkeys(_words(text)))[:MAX_QUERY_TERMS]
         if not terms:
@@ -165,8 +167,9 @@ class ExampleIndex:
         scored = []
         for name, bm25, query_text, body in rows:
             words = set(_words(query_text))
-            share = sum(1 for t in terms if t in words) / len(terms)
-            scored.append((share, float(bm25), name, body))
+            shared = sum(1 for t in terms if t in words)
+            cosine = shared / math.sqrt(len(terms) * len(words)) if words else 0.0
+            scored.append((cosine, float(bm25), name, body))
         scored.sort(key=lambda hit: (-hit[0], -hit[1], hit[2]))
         return [(name, share, body) for share, _, name, body in scored[:k]]
 

@@ -108,7 +108,11 @@ class LearnerReconciler:
         self._unloadable: _Counter = _NullCounter()
         if metrics is not None:
             self._learned = metrics.counter(
-                "learner_examples_total", "Examples created or changed by the learner."
+                "learner_examples_total",
+                "Reconciles of a learnable source, by result: written (the Example was created"
+                " or changed, with its index entry and files), skipped (already learned as it"
+                " is), failed (raised, e.g. the embedding failed; retried).",
+                ["result"],
             )
             self._not_learnable = metrics.counter(
                 "learner_not_learnable_total",
@@ -166,8 +170,17 @@ class LearnerReconciler:
             self._not_learnable.labels(reason).inc()
             self._forget(name)
             return
-        if self._write_spec(example):
-            self._learned.inc()
+        try:
+            changed = self._write_spec(example)
+            changed = self._derive(name, example) or changed
+        except Exception:
+            self._learned.labels("failed").inc()
+            raise
+        self._learned.labels("written" if changed else "skipped").inc()
+
+    def _derive(self, name: str, example: Resource) -> bool:
+        """The index entry, training files and status of a written spec; True if the status moved
+        (so a retry that finishes what a failed attempt began counts as written)."""
         self.index.upsert(
             name,
             blocks_to_markdown(example["spec"]["query"]["blocks"]),
@@ -178,7 +191,7 @@ class LearnerReconciler:
         reason = foyle_skip_reason(embedding)
         if reason:
             self._unloadable.labels(reason).inc()
-        self._write_status(name, files, reason)
+        return self._write_status(name, files, reason)
 
     def _write_spec(self, example: Resource) -> bool:
         """Create or update the Example's spec, labels and owner; True when they changed."""
@@ -202,8 +215,11 @@ class LearnerReconciler:
         read_modify_write(self.store, KIND, example["metadata"]["name"], mutate)
         return changed
 
-    def _write_status(self, name: str, files: list[str], reason: str) -> None:
+    def _write_status(self, name: str, files: list[str], reason: str) -> bool:
+        written = False
+
         def mutate(current: Resource | None) -> Resource | None:
+            nonlocal written
             if current is None:
                 return None  # deleted meanwhile; the next reconcile decides again
             status = current.get("status") or {}
@@ -226,9 +242,11 @@ class LearnerReconciler:
             current["status"].pop("reason", None)
             if reason:
                 current["status"]["reason"] = reason
+            written = True
             return current
 
         read_modify_write(self.store, KIND, name, mutate)
+        return written
 
     def _forget(self, name: str) -> None:
         self.index.delete(name)

@@ -32,7 +32,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from controller.analyze.traces import TraceAccumulator, trace_key
 from controller.api.names import name_for_id
@@ -66,6 +66,28 @@ class LogFileSettings:
     max_open_files: int = 256
     roots: tuple[str, ...] = ()  # issue 13: symlinks are followed only into these (all if ())
     symlinks_anywhere: bool = False
+    announce: bool = False  # `run`: log when a file starts being followed, rotates or goes
+
+
+class IngestObserver(Protocol):
+    """Where reading progress goes (runtime.metrics.IngestMetrics); see `_NoIngestMetrics`."""
+
+    def read(self, path: str, lines: int, nbytes: int, now: float) -> None: ...
+
+    def position(self, path: str, size: int, watermark: int) -> None: ...
+
+    def forget(self, path: str) -> None: ...
+
+
+class _NoIngestMetrics:
+    def read(self, path: str, lines: int, nbytes: int, now: float) -> None:
+        pass
+
+    def position(self, path: str, size: int, watermark: int) -> None:
+        pass
+
+    def forget(self, path: str) -> None:
+        pass
 
 
 def logfile_name(row: FileRow, node: str) -> str:
@@ -126,7 +148,9 @@ class LogFileReconciler:
         on_traces: Callable[[set[str]], None],
         settings: LogFileSettings | None = None,
         clock: Callable[[], float] = time.time,
+        metrics: IngestObserver | None = None,
     ) -> None:
+        self.metrics = metrics or _NoIngestMetrics()
         self.journal = journal
         self.store = store
         self.on_traces = on_traces
@@ -228,6 +252,8 @@ class LogFileReconciler:
         new = self.journal.add_file(
             path, ident.device, ident.inode, ident.fingerprint, ident.fingerprint_len
         )
+        if self.settings.announce:
+            log.info("following %s", path)
         if truncated and old is not None:
             unread = max(0, old.size - old.watermark)
             self.journal.update_file(
@@ -250,6 +276,7 @@ class LogFileReconciler:
         deleted: one file identity, one LogFile (not a stale copy left Active).
         """
         log.info("file %s is the file read before as %s, continuing", path, row.path)
+        self.metrics.forget(row.path)
         self.journal.update_file(row.id, path=path, phase="Active")
         moved = self.journal.file(row.id)
         old_name = logfile_name(row, self.settings.node)
@@ -268,6 +295,16 @@ class LogFileReconciler:
         self.handles.close(row.id)
         phase = "Rotated" if truncated or still_linked else "Deleted"
         self.journal.update_file(row.id, phase=phase)
+        self.metrics.forget(row.path)
+        if self.settings.announce:
+            retired = self.journal.file(row.id)
+            log.info(
+                "stopped following %s: %s at offset %d of %d",
+                row.path,
+                "rotated" if phase == "Rotated" else "removed",
+                retired.watermark,
+                retired.size,
+            )
         self._publish(self.journal.file(row.id), force=True)
         self._published.pop(row.id, None)  # retired rows must not pile up in memory
         self._last_growth.pop(row.id, None)
@@ -321,6 +358,7 @@ class LogFileReconciler:
                 log.info("file %s: another reader advanced it; looking again", row.path)
                 return Result(requeue=True)
             grew = True
+            self.metrics.read(row.path, rb.lines, rb.next_offset - rb.start_offset, self.clock())
             if touched:
                 self.on_traces(touched)
             offset, carry = rb.next_offset, rb.carry
@@ -334,6 +372,7 @@ class LogFileReconciler:
         if current.size != size:
             self.journal.update_file(row.id, size=size)
             current.size = size
+        self.metrics.position(current.path, size, current.watermark)
         phase = self._phase(current, now)
         if phase != current.phase and current.phase in ("Active", "Idle", "Unreadable"):
             self.journal.update_file(row.id, phase=phase, last_error="")

@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from controller.api.result import Result, TerminalError
-from controller.runtime.metrics import MetricsRegistry, QueueMetrics
+from controller.runtime.metrics import MetricsRegistry, QueueMetrics, reconcile_time
 from controller.runtime.ratelimit import default_controller_rate_limiter
 from controller.runtime.workqueue import WorkQueue
 from controller.store.unit import Transactional, after_commit, unit_of_work
@@ -119,6 +119,7 @@ class Controller:
             "Keys whose last reconcile failed (retried with back-off).",
             ("controller",),
         ).labels(name)
+        self._reconcile_time = reconcile_time(registry).labels(name)
         self._threads: list[threading.Thread] = []
         self._failing: dict[str, Failing] = {}
         self._failing_lock = threading.Lock()
@@ -262,8 +263,10 @@ class Controller:
             if shutdown or first is None:
                 return
             keys = self._take_batch(first)
+            started = time.monotonic()
             try:
                 self._process_batch(keys)
             finally:
+                self._reconcile_time.observe(time.monotonic() - started)
                 for key in keys:
                     self.queue.done(key)

@@ -17,6 +17,7 @@ when nobody scrapes.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
@@ -206,3 +207,96 @@ class _InFlightCollector:
             unfinished.add_metric([queue.name], total)
             longest.add_metric([queue.name], oldest)
         return [unfinished, longest]
+
+
+# Seconds a reconcile (or a batch of them) takes: 1 ms .. ~65 s, as controller-runtime's.
+RECONCILE_TIME_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+def reconcile_time(registry: MetricsRegistry) -> Histogram:
+    """controller-runtime's `controller_runtime_reconcile_time_seconds`, by controller (stage)."""
+    return registry.histogram(
+        "controller_runtime_reconcile_time_seconds",
+        "Seconds per reconcile call of each controller (a batch of keys is one call).",
+        ("controller",),
+        RECONCILE_TIME_BUCKETS + (10.0, 30.0, 60.0),
+    )
+
+
+class IngestMetrics:
+    """How far the LogFile reconciler has read, per file and in total (issue 22).
+
+    Per-file series carry the `path` label and are removed when the file is
+    rotated away or deleted, so a host that rotates logs for months does not
+    grow a series per file it ever saw. The totals of what is still watched
+    (files, bytes behind) are computed at scrape time from the per-file values.
+    """
+
+    def __init__(self, registry: MetricsRegistry) -> None:
+        path = ("path",)
+        self._lines = registry.counter(
+            "ingest_lines_read_total", "Complete lines read from every log file."
+        )
+        self._bytes = registry.counter(
+            "ingest_read_bytes_total", "Bytes read from every log file (complete lines)."
+        )
+        self._file_lines = registry.counter(
+            "ingest_file_lines_read_total", "Complete lines read from one log file.", path
+        )
+        self._file_bytes = registry.counter(
+            "ingest_file_read_bytes_total", "Bytes read from one log file.", path
+        )
+        self._file_behind = registry.gauge(
+            "ingest_file_behind_bytes",
+            "Bytes of one log file not read yet (size - watermark).",
+            path,
+        )
+        self._file_last_read = registry.gauge(
+            "ingest_file_last_read_timestamp_seconds",
+            "Unix time of the last read of new lines from one log file.",
+            path,
+        )
+        self._last_read = registry.gauge(
+            "ingest_last_read_timestamp_seconds",
+            "Unix time of the last read of new lines from any log file.",
+        )
+        self._behind: dict[str, int] = {}
+        self._lock = threading.Lock()
+        registry.gauge(
+            "ingest_behind_bytes", "Bytes of the watched log files not read yet, in total."
+        ).set_function(self._total_behind)
+        registry.gauge(
+            "ingest_files_watched", "Log files being followed (not rotated away or deleted)."
+        ).set_function(self._files_watched)
+
+    def read(self, path: str, lines: int, nbytes: int, now: float) -> None:
+        """A batch of `lines` complete lines (`nbytes` bytes) was read from `path`."""
+        self._lines.inc(lines)
+        self._bytes.inc(nbytes)
+        self._file_lines.labels(path).inc(lines)
+        self._file_bytes.labels(path).inc(nbytes)
+        self._file_last_read.labels(path).set(now)
+        self._last_read.set(now)
+
+    def position(self, path: str, size: int, watermark: int) -> None:
+        """`path` is `size` bytes long and read up to `watermark`."""
+        behind = max(0, size - watermark)
+        with self._lock:
+            self._behind[path] = behind
+        self._file_behind.labels(path).set(behind)
+
+    def forget(self, path: str) -> None:
+        """`path` is no longer followed (rotated away, deleted or renamed): drop its series."""
+        with self._lock:
+            self._behind.pop(path, None)
+        for metric in (self._file_lines, self._file_bytes, self._file_behind, self._file_last_read):
+            with contextlib.suppress(KeyError):
+                metric.remove(path)
+
+    def _total_behind(self) -> float:
+        with self._lock:
+            return float(sum(self._behind.values()))
+
+    def _files_watched(self) -> float:
+        with self._lock:
+            return float(len(self._behind))
