@@ -29,6 +29,8 @@ from tests.cli_helpers import foylectl, get_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hack"))
 
+from foyle_compat import compare_sessions  # noqa: E402
+from foyle_reference import run_foyle  # noqa: E402
 from gen_logs import generate  # noqa: E402
 
 
@@ -127,6 +129,31 @@ def test_every_learnable_session_yields_the_file_foyles_session_learner_writes(
         assert example["answer"] == [answer]
         text = blocks_to_markdown(query)
         assert example["embedding"] == pytest.approx(vector_for(text, DIMENSIONS), abs=1e-6)
+
+
+def test_foyles_own_session_rules_learn_exactly_what_foylectl_learns(
+    streaming: Path, fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    """Issue 20: Foyle v0.0.45's session builder and learner, run over the same raw lines.
+
+    The corpus is shaped as Foyle v0.0.45 writes it (closure names, resent
+    events, sessions that never end); hack/foyle_reference.py follows
+    session_builder.go and learner.go line by line, independent of
+    controller.analyze. Every Example Foyle would write is a file Foyle loads
+    here, with Foyle's id, query and answer, and there is no Session Foyle
+    would not make.
+    """
+    state, training = analyze(streaming, tmp_path, with_key(tmp_path, fake))
+    foyle = run_foyle([streaming])
+    counts = compare_sessions([streaming], state, training)
+    assert counts["foyleLearned"] > 0 and counts["foyleSessions"] > counts["foyleLearnable"]
+    assert counts["sessionExamplesLikeFoyle"] == counts["foyleLearned"]
+    assert counts["missing"] == counts["sessionsFoyleWouldNotMake"] == 0
+    assert counts["sessions"] == counts["foyleSessions"]
+    ours = {
+        s["spec"]["contextId"] for s in get_json(state, "sessions") if session_learnability(s)[0]
+    }
+    assert ours == set(foyle.examples)
 
 
 def test_without_a_key_every_file_is_written_and_every_example_says_foyle_skips_it(
