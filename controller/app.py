@@ -292,6 +292,7 @@ def _learners(
     settings: Settings, store: Store, registry: Any = None
 ) -> dict[str, LearnerReconciler]:
     """One learner per source `--learn-from` names (issue 11), sharing the index and files."""
+    from controller.index.ledger import Owner
     from controller.index.training import TrainingWriter
     from controller.reconcilers.learner import LEARN_FROM, LearnerReconciler
 
@@ -299,7 +300,7 @@ def _learners(
     index = _index(settings)
     if not index.embeds:
         log.warning(NO_EMBEDDINGS_WARNING, ", ".join(str(d) for d in settings.training_dirs))
-    training = TrainingWriter(settings.training_dirs)
+    training = TrainingWriter(settings.training_dirs, owner=Owner.of(settings.state_dir))
     sources = LEARN_FROM[settings.learn_from]
     return {
         s.kind: LearnerReconciler(store, index, training, metrics=registry, source=s)

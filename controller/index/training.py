@@ -11,6 +11,12 @@ A file whose bytes are already right is left alone, so re-reconciling writes
 nothing. Temp files a kill left behind are removed when a writer starts, once
 they are old enough not to be another process's write in progress (issue 13).
 Directories are created 0700 (controller.store.files).
+
+Every file written is recorded in the directory's ledger (controller.index.ledger,
+issue 20) with its Example and its owner, the state dir: a file is removed only
+while it holds the bytes this writer recorded, so a file Foyle's own learner
+wrote is never removed; `prune` removes the files whose Example is gone, and a
+writer starting removes the files of state dirs deleted since they wrote them.
 """
 
 from __future__ import annotations
@@ -19,12 +25,14 @@ import contextlib
 import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from controller.api.kinds import Resource
 from controller.api.names import is_valid_name
+from controller.index.ledger import LEDGER_DIR, Ledger, Owner, digest
 from controller.learn.foyle_pb import example_to_proto
 from controller.store.files import make_private_dirs
 
@@ -55,11 +63,18 @@ STALE_TEMP_SECONDS = 600.0  # a write takes milliseconds; older temp files were 
 
 
 class TrainingWriter:
-    """Writes and deletes an Example's training file in every configured directory."""
+    """Writes, records and deletes an Example's training file in every configured directory."""
 
-    def __init__(self, dirs: Sequence[Path], now: float | None = None) -> None:
+    def __init__(
+        self, dirs: Sequence[Path], now: float | None = None, owner: Owner | None = None
+    ) -> None:
         self.dirs = [Path(d).expanduser() for d in dirs]
+        self.owner = owner or Owner("", "")  # anonymous: recorded, never found abandoned
+        self._lock = threading.Lock()
+        self._ledgers: dict[Path, Ledger] = {}
+        self._recorded: dict[Path, dict[str, str]] = {}  # dir -> file -> sha256 (ours)
         self.remove_stale_temp_files(time.time() if now is None else now)
+        self.remove_abandoned()
 
     def remove_stale_temp_files(self, now: float) -> int:
         """Delete temp files older than STALE_TEMP_SECONDS; returns how many."""
@@ -83,19 +98,109 @@ class TrainingWriter:
         """Write the Example's file everywhere; returns the paths (written or already right)."""
         data = example_to_proto(example, embedding)
         name = example["metadata"]["name"]
+        sha256 = digest(data)
         paths = []
         for directory in self.dirs:
             path = self.path_for(directory, name)
             if _read(path) != data:
                 _atomic_write(path, data)
+            recorded = self._records(directory)
+            if recorded.get(path.name) != sha256:
+                self._ledger(directory).record(path.name, self.owner.id, name, sha256)
+                recorded[path.name] = sha256
             paths.append(str(path))
         return paths
 
     def delete(self, name: str) -> None:
-        """Remove the Example's file from every directory (absent files are fine)."""
+        """Remove the Example's file from every directory where it is still what we wrote."""
         for directory in self.dirs:
-            with contextlib.suppress(FileNotFoundError):
-                self.path_for(directory, name).unlink()
+            self._remove(directory, self.path_for(directory, name).name)
+
+    def prune(self, live: set[str]) -> int:
+        """Remove this owner's files whose Example is not in `live`; returns how many."""
+        removed = 0
+        for directory in self.dirs:
+            for file in list(self._records(directory)):
+                if file.removesuffix(SUFFIX) not in live and self._remove(directory, file):
+                    removed += 1
+        return removed
+
+    def remove_abandoned(self) -> int:
+        """Remove the files of state dirs deleted since they wrote them; returns how many.
+
+        This ties a training dir to the state dirs writing into it: a throw-away
+        state dir deleted leaves nothing behind in Foyle's directory once any
+        foylectl learns there again. Files of other live state dirs are named
+        in a warning, never touched.
+        """
+        removed = 0
+        for directory in self.dirs:
+            if not (directory / LEDGER_DIR).is_dir():
+                continue
+            ledger = self._ledger(directory)
+            for owner in ledger.owners():
+                if owner.id == self.owner.id:
+                    continue
+                records = ledger.records(owner.id)
+                if not owner.is_gone():
+                    if records:
+                        log.warning(
+                            "training dir %s also holds %d files of the state dir %s",
+                            directory,
+                            len(records),
+                            owner.state_dir,
+                        )
+                    continue
+                gone = [
+                    r
+                    for r in records
+                    if self._remove_if_ours(ledger, directory, r.file, owner.id, r.sha256)
+                ]
+                ledger.drop_owner(owner.id)
+                removed += len(gone)
+                log.info(
+                    "removed %d training files of %s from %s: that state dir was deleted",
+                    len(gone),
+                    owner.state_dir,
+                    directory,
+                )
+        return removed
+
+    def _remove(self, directory: Path, file: str) -> bool:
+        """Remove one of this owner's files if it still holds our bytes; forget it either way."""
+        sha256 = self._records(directory).pop(file, None)
+        if sha256 is None:
+            return False
+        return self._remove_if_ours(self._ledger(directory), directory, file, self.owner.id, sha256)
+
+    @staticmethod
+    def _remove_if_ours(
+        ledger: Ledger, directory: Path, file: str, owner: str, sha256: str
+    ) -> bool:
+        ledger.forget(file, owner)
+        if ledger.others_holding(file, owner) or digest(_read(directory / file) or b"") != sha256:
+            return False  # another state dir still has it, or someone (Foyle) rewrote it
+        with contextlib.suppress(FileNotFoundError):
+            (directory / file).unlink()
+            return True
+        return False
+
+    def _ledger(self, directory: Path) -> Ledger:
+        with self._lock:  # the BlockLog and Session learners share a writer
+            if directory not in self._ledgers:
+                ledger = self._ledgers[directory] = Ledger(directory)
+                if self.owner.id:
+                    ledger.register(self.owner)
+            return self._ledgers[directory]
+
+    def _records(self, directory: Path) -> dict[str, str]:
+        ledger = self._ledger(directory)
+        with self._lock:
+            if directory not in self._recorded:
+                self._recorded[directory] = {
+                    r.file: r.sha256 for r in ledger.records(self.owner.id)
+                }
+            return self._recorded[directory]
 
 
 def _read(path: Path) -> bytes | None:

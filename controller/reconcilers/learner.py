@@ -241,11 +241,14 @@ def learn_all(store: Store, reconciler: LearnerReconciler) -> dict[str, int]:
     """One pass over every source object, plus its Examples and index entries left without one.
 
     Examples of the other source are left alone. A failing source object is
-    logged and counted, and the pass goes on.
+    logged and counted, and the pass goes on. Last, the training files this
+    state dir wrote for Examples that no longer exist (of either source) are
+    removed (`prunedFiles`; see TrainingWriter.prune).
     """
     source = reconciler.source
     plural = source.kind.lower() + "s"
     counts = {plural: 0, "learnable": 0, "notLearnable": 0, "orphans": 0, "errors": 0}
+    counts["prunedFiles"] = 0
     objects = store.list(source.kind)
     live = {b["metadata"]["name"] for b in objects}
     examples = store.list(KIND)
@@ -267,6 +270,8 @@ def learn_all(store: Store, reconciler: LearnerReconciler) -> dict[str, int]:
         else:
             counts[plural] += 1
             counts["learnable" if learnable else "notLearnable"] += 1
+    live = {e["metadata"]["name"] for e in store.list(KIND)}
+    counts["prunedFiles"] = reconciler.training.prune(live)
     return counts
 
 
