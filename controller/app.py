@@ -365,6 +365,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     counts.insert(3, _counted(store.count("Session"), "session"))
     if learners:
         counts.append(_counted(store.count("Example"), "example"))
+        waiting = next(iter(learners.values())).index.outage.waiting  # issue 20: one shared index
+        if waiting:
+            counts.append(f"{len(waiting)} waiting for the embedding service")
     print(
         f"analyzed {_counted(len(files), 'file')}: {', '.join(counts)}"
         f" in {time.monotonic() - started:.2f}s"

@@ -70,6 +70,36 @@ def analyze(logs: Path, work: Path, config_text: str) -> tuple[Path, Path]:
     return state, training
 
 
+def test_an_unreachable_embedding_service_is_one_warning_and_the_examples_wait(
+    corpus: Path, tmp_path: Path
+) -> None:
+    """Issue 20: was a WARNING per Example and exit 1; now one warning, a status, a retry."""
+    with serve(dims=DIMENSIONS) as down:
+        down.status = 503
+        config_text = with_key(tmp_path, down)
+        training, config = tmp_path / "training", tmp_path / "foyle" / "config.yaml"
+        config.parent.mkdir(parents=True)
+        config.write_text(config_text + f"learner: {{exampleDirs: [{training}]}}\n")
+        state = tmp_path / "state"
+        proc = foylectl("analyze", "--logs", generated(corpus, streaming=False), "--state-dir",
+                        state, "--foyle-config", config, "--no-progress")  # fmt: skip
+        examples = get_json(state, "examples")
+        assert len(examples) == len(learnable(state)) > 1
+        warnings = [line for line in proc.stderr.splitlines() if "WARNING" in line]
+        assert len(warnings) == 1 and "embedding service unavailable" in warnings[0], warnings
+        assert f"{len(examples)} waiting for the embedding service" in proc.stdout
+        assert {e["status"]["reason"] for e in examples} == {"EmbeddingUnavailable"}
+        assert load_rules([training]).files == 0  # no file Foyle's loader would reject
+
+        down.status = 200  # back: the next start retries every one (their marks were kept)
+        again = foylectl("analyze", "--logs", generated(corpus, streaming=False), "--state-dir",
+                         state, "--foyle-config", config, "--no-progress")  # fmt: skip
+        assert "waiting" not in again.stdout and "WARNING" not in again.stderr
+    report = load_rules([training])
+    assert report.files == len(report.loaded) == len(examples)
+    assert all(e["status"]["foyleLoadable"] for e in get_json(state, "examples"))
+
+
 def not_ledger(paths: list[str]) -> list[str]:
     """Files Foyle's loader ignores, but foylectl's ledger of what it wrote (issue 20)."""
     return [p for p in paths if LEDGER_DIR not in Path(p).parts]

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from controller.index.embedders import RETRY_EMBEDDING_SECONDS, EmbeddingError, EmbeddingOutage
 from controller.index.ledger import LEDGER_DIR
 from controller.index.retrieval import ExampleIndex
 from controller.index.training import TrainingWriter
@@ -34,10 +35,26 @@ class ConstantEmbedder:
         return [[1.0] * self.dims for _ in texts]
 
 
+class FlakyEmbedder(ConstantEmbedder):
+    """Foyle's 1536 floats, or the error an unreachable service gives; counts its calls."""
+
+    def __init__(self) -> None:
+        super().__init__(1536)
+        self.down = True
+        self.calls = 0
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        self.calls += 1
+        if self.down:
+            raise EmbeddingError("http://127.0.0.1:9/v1/embeddings: cannot reach the API")
+        return super().embed(texts)
+
+
 class Env:
-    def __init__(self, tmp_path: Path, embedder: Any = None) -> None:
+    def __init__(self, tmp_path: Path, embedder: Any = None, clock: Any = None) -> None:
         self.store = SQLiteStore(tmp_path / "store.db")
-        self.index = ExampleIndex(tmp_path / "index.db", embedder)
+        outage = EmbeddingOutage(clock) if clock else None
+        self.index = ExampleIndex(tmp_path / "index.db", embedder, outage)
         self.training_dir = tmp_path / "training"
         self.metrics = MetricsRegistry()
         self.learner = LearnerReconciler(
@@ -218,6 +235,7 @@ def test_learn_all_makes_examples_for_exactly_the_learnable_blocklogs(env: Env) 
         "notLearnable": 2,
         "orphans": 1,
         "errors": 0,
+        "waitingForEmbedding": 0,
         "prunedFiles": 0,
     }
     assert {e["metadata"]["name"] for e in env.store.list("Example")} == {"fixed-1", "fixed-2"}
@@ -239,3 +257,34 @@ def test_example_status_says_whether_foyle_would_load_its_file(
     decoded = foyle_pb.Example.FromString((env.training_dir / "b1.example.binpb").read_bytes())
     assert len(decoded.embedding) == dims
     assert env.counter("learner_foyle_unloadable_total", reason="NoEmbedding") == 0
+
+
+def test_an_unreachable_embedding_service_is_one_warning_a_status_and_a_retry_later(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 20: no file Foyle would skip, no warning per Example, no give-up."""
+    now = [100.0]
+    embedder = FlakyEmbedder()
+    env = Env(tmp_path, embedder, clock=lambda: now[0])
+    names = [f"b{i}" for i in range(5)]
+    for name in names:
+        env.put_blocklog(name, FIXED + f" --limit {name}")
+    with caplog.at_level("WARNING"):
+        assert env.learner.reconcile_many(names) == names
+    assert embedder.calls == 1  # the others waited at once, without a timeout each
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "cannot reach the API" in caplog.text
+    for name in names:
+        status = env.example(name)["status"]  # type: ignore[index]
+        assert (status["foyleLoadable"], status["reason"]) == (False, "EmbeddingUnavailable")
+        assert status["trainingFiles"] == []
+    assert env.files() == []
+    assert env.learner.reconcile("b0").requeue_after == RETRY_EMBEDDING_SECONDS
+
+    embedder.down = False
+    assert env.learner.reconcile_many(names) == names  # still within the outage window
+    now[0] += RETRY_EMBEDDING_SECONDS
+    assert env.learner.reconcile_many(names) == []
+    assert env.files() == [f"{n}.example.binpb" for n in names]
+    assert all(env.example(n)["status"]["foyleLoadable"] for n in names)  # type: ignore[index]
+    assert env.index.outage.waiting == set()
