@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from controller.api.names import name_for_id
 from controller.index.ledger import Owner
 from controller.index.training import TrainingWriter
 from controller.learn import foyle_pb
@@ -227,3 +228,17 @@ def test_a_recreated_state_dir_is_another_owner(tmp_path: Path) -> None:
     assert visible(training) == []
     writer.write(example(name="new-run"))
     assert visible(training) == ["new-run.example.binpb"]
+
+
+def test_the_file_is_named_as_foyles_learners_name_it_and_replaces_the_old_hashed_name(
+    tmp_path: Path,
+) -> None:
+    """Issue 20: `<id>.example.binpb` (a ULID is no DNS-1123 name); the pre-issue-20 file goes."""
+    context_id = "01JD88ZCBD72YPBKVH8CAMC3MT"
+    name = name_for_id(context_id)
+    legacy = tmp_path / f"{name}.example.binpb"
+    legacy.write_bytes(b"written by foylectl before issue 20")
+    [path] = TrainingWriter([tmp_path]).write(example(name=name, id=context_id))
+    assert Path(path).name == f"{context_id}.example.binpb"
+    assert visible(tmp_path) == [f"{context_id}.example.binpb"]
+    assert foyle_pb.Example.FromString(Path(path).read_bytes()).id == context_id

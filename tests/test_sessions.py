@@ -335,7 +335,8 @@ def test_run_builds_a_session_and_learns_from_it_while_lines_arrive(tmp_path: Pa
         example = wait_for(lambda: _get(store, "Example", name), 10, "the session's Example")
         assert example["spec"]["id"] == appended.session.context_id
         assert example["spec"]["session"] == name
-        assert (training / f"{name}.example.binpb").is_file()
+        # Foyle's own file name for the id, the one its in-process learner writes (issue 20)
+        assert (training / f"{appended.session.context_id}.example.binpb").is_file()
         assert store.list("Example", "foyle.io/blocklog") == []  # --learn-from sessions
         store.close()
     finally:

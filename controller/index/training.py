@@ -5,8 +5,9 @@ is written to a hidden temp file in the same directory (the glob never matches
 it) and renamed over the old one: a reader sees the old or the new file, never
 half of one. No fsync: the files are derived data, and every start re-reconciles
 every Example and rewrites a file whose bytes are not right; two fsyncs per
-file were most of a learner reconcile's tail latency. The file name is the Example's `metadata.name`, which
-is DNS-1123 safe, never the raw block id (untrusted, may hold `/` or `..`).
+file were most of a learner reconcile's tail latency. The file name is Foyle's,
+`<id>.example.binpb`, when the id is a safe file name, else the Example's
+DNS-1123 `metadata.name` (a raw id is untrusted: it may hold `/` or `..`).
 A file whose bytes are already right is left alone, so re-reconciling writes
 nothing. Temp files a kill left behind are removed when a writer starts, once
 they are old enough not to be another process's write in progress (issue 13).
@@ -24,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -31,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from controller.api.kinds import Resource
-from controller.api.names import is_valid_name
+from controller.api.names import is_hashed, is_valid_name
 from controller.index.ledger import LEDGER_DIR, Ledger, Owner, digest
 from controller.learn.foyle_pb import example_to_proto
 from controller.store.files import make_private_dirs
@@ -58,6 +60,7 @@ def foyle_skip_reason(embedding: Sequence[float] | None) -> str:
     return ""
 
 
+_SAFE_FILE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 TEMP_GLOB = f".*{SUFFIX}.*.tmp"  # what _atomic_write's mkstemp names
 STALE_TEMP_SECONDS = 600.0  # a write takes milliseconds; older temp files were abandoned
 
@@ -72,7 +75,7 @@ class TrainingWriter:
         self.owner = owner or Owner("", "")  # anonymous: recorded, never found abandoned
         self._lock = threading.Lock()
         self._ledgers: dict[Path, Ledger] = {}
-        self._recorded: dict[Path, dict[str, str]] = {}  # dir -> file -> sha256 (ours)
+        self._recorded: dict[Path, dict[str, tuple[str, str]]] = {}  # see _records
         self.remove_stale_temp_files(time.time() if now is None else now)
         self.remove_abandoned()
 
@@ -89,39 +92,69 @@ class TrainingWriter:
             log.info("removed %d temp files left by an interrupted write", removed)
         return removed
 
-    def path_for(self, directory: Path, name: str) -> Path:
+    def file_name(self, example: Resource) -> str:
+        """Foyle's own name for the Example's file, `<id>.example.binpb`, where the id is safe.
+
+        Foyle's learners name a file after the Example's id, so a training dir
+        holds one file per id whichever learner wrote it last (issue 20: Foyle
+        v0.0.37+ learns the same sessions in-process). An id that is not a safe
+        file name (untrusted: it may hold `/` or `..`) uses the Example's
+        DNS-1123 `metadata.name` instead.
+        """
+        raw_id = example["spec"].get("id")
+        if isinstance(raw_id, str) and _SAFE_FILE_ID.fullmatch(raw_id) and ".." not in raw_id:
+            return raw_id + SUFFIX
+        return self._checked(example["metadata"]["name"]) + SUFFIX
+
+    @staticmethod
+    def _checked(name: str) -> str:
         if not is_valid_name(name):
             raise ValueError(f"not a safe Example name for a training file: {name[:80]!r}")
-        return directory / f"{name}{SUFFIX}"
+        return name
 
     def write(self, example: Resource, embedding: Sequence[float] | None = None) -> list[str]:
         """Write the Example's file everywhere; returns the paths (written or already right)."""
         data = example_to_proto(example, embedding)
-        name = example["metadata"]["name"]
+        name = self._checked(example["metadata"]["name"])
+        file = self.file_name(example)
         sha256 = digest(data)
         paths = []
         for directory in self.dirs:
-            path = self.path_for(directory, name)
+            path = directory / file
             if _read(path) != data:
                 _atomic_write(path, data)
             recorded = self._records(directory)
-            if recorded.get(path.name) != sha256:
-                self._ledger(directory).record(path.name, self.owner.id, name, sha256)
-                recorded[path.name] = sha256
+            if recorded.get(name) != (file, sha256):
+                previous = recorded.get(name)
+                if previous is not None and previous[0] != file:
+                    self._remove(directory, name)
+                self._remove_legacy_file(directory, name, file)
+                self._ledger(directory).record(file, self.owner.id, name, sha256)
+                recorded[name] = (file, sha256)
             paths.append(str(path))
         return paths
 
+    @staticmethod
+    def _remove_legacy_file(directory: Path, name: str, file: str) -> None:
+        """Before issue 20 a file was named after a hashed `metadata.name`, a name no Foyle
+        learner writes (name_for_id's `-h<base32>` form): it would duplicate the id."""
+        legacy = name + SUFFIX
+        if legacy != file and is_hashed(name):
+            with contextlib.suppress(FileNotFoundError):
+                (directory / legacy).unlink()
+
     def delete(self, name: str) -> None:
         """Remove the Example's file from every directory where it is still what we wrote."""
+        self._checked(name)
         for directory in self.dirs:
-            self._remove(directory, self.path_for(directory, name).name)
+            self._remove(directory, name)
 
     def prune(self, live: set[str]) -> int:
         """Remove this owner's files whose Example is not in `live`; returns how many."""
         removed = 0
         for directory in self.dirs:
-            for file in list(self._records(directory)):
-                if file.removesuffix(SUFFIX) not in live and self._remove(directory, file):
+            for name in list(self._records(directory)):
+                if name not in live and self._remove(directory, name):
                     removed += 1
         return removed
 
@@ -166,11 +199,12 @@ class TrainingWriter:
                 )
         return removed
 
-    def _remove(self, directory: Path, file: str) -> bool:
-        """Remove one of this owner's files if it still holds our bytes; forget it either way."""
-        sha256 = self._records(directory).pop(file, None)
-        if sha256 is None:
+    def _remove(self, directory: Path, name: str) -> bool:
+        """Remove the Example's file if it still holds our bytes; forget it either way."""
+        record = self._records(directory).pop(name, None)
+        if record is None:
             return False
+        file, sha256 = record
         return self._remove_if_ours(self._ledger(directory), directory, file, self.owner.id, sha256)
 
     @staticmethod
@@ -193,12 +227,13 @@ class TrainingWriter:
                     ledger.register(self.owner)
             return self._ledgers[directory]
 
-    def _records(self, directory: Path) -> dict[str, str]:
+    def _records(self, directory: Path) -> dict[str, tuple[str, str]]:
+        """This owner's files in `directory`: Example name -> (file, sha256)."""
         ledger = self._ledger(directory)
         with self._lock:
             if directory not in self._recorded:
                 self._recorded[directory] = {
-                    r.file: r.sha256 for r in ledger.records(self.owner.id)
+                    r.example: (r.file, r.sha256) for r in ledger.records(self.owner.id)
                 }
             return self._recorded[directory]
 
