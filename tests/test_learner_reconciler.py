@@ -14,9 +14,12 @@ from controller.index.ledger import LEDGER_DIR
 from controller.index.retrieval import ExampleIndex
 from controller.index.training import TrainingWriter
 from controller.learn import foyle_pb
+from controller.pipeline import Pipeline
 from controller.reconcilers.learner import LearnerReconciler, learn_all
 from controller.runtime.metrics import MetricsRegistry
+from controller.settings import Settings
 from controller.store.base import NotFound, read_modify_write
+from controller.store.journal import EXAMPLES, Journal
 from controller.store.sqlite import SQLiteStore
 
 NOW = 1_713_303_852.0
@@ -288,3 +291,26 @@ def test_an_unreachable_embedding_service_is_one_warning_a_status_and_a_retry_la
     assert env.files() == [f"{n}.example.binpb" for n in names]
     assert all(env.example(n)["status"]["foyleLoadable"] for n in names)  # type: ignore[index]
     assert env.index.outage.waiting == set()
+
+
+@pytest.mark.parametrize("oneshot", [False, True])
+def test_the_pipeline_keeps_a_waiting_sources_mark_and_run_looks_again_later(
+    tmp_path: Path, oneshot: bool
+) -> None:
+    """Issue 20: waiting for the embedding service is neither done nor a failure."""
+    settings = Settings(log_dirs=[tmp_path / "logs"], state_dir=tmp_path / "state")
+    store, journal = SQLiteStore(tmp_path / "store.db"), Journal(tmp_path / "journal.db")
+    pipeline = Pipeline(
+        settings, store, journal, learner=lambda names: [n for n in names if n == "waits"],
+        oneshot=oneshot,
+    )  # fmt: skip
+    journal.mark_dirty(EXAMPLES, ["waits", "learned"])
+    assert pipeline.examples is not None
+    for name in ("waits", "learned"):
+        pipeline.examples.process_one(name)
+    assert set(journal.dirty_seqs(EXAMPLES, ["waits", "learned"])) == {"waits"}  # a start retries
+    queue = pipeline.examples.queue  # run: "waits" is delayed (nothing ready, not idle)
+    assert (queue.len(), queue.is_settled(), queue.is_idle()) == (0, True, oneshot)
+    queue.shutdown()
+    store.close()
+    journal.close()
