@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import sqlite3
+import os
 import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from controller.store.files import make_private_dirs
+from controller.store.sqlite_util import open_database
 
 LEDGER_DIR = ".foylectl"
 OWNER_FILE = "training-owner"
@@ -58,10 +59,10 @@ class Owner:
         with contextlib.suppress(FileNotFoundError):
             return cls(marker.read_text().strip(), str(path))
         make_private_dirs(path)
-        owner_id = uuid.uuid4().hex
-        # a concurrent first use: theirs wins
-        with contextlib.suppress(FileExistsError), marker.open("x") as f:
-            f.write(owner_id + "\n")
+        with contextlib.suppress(FileExistsError):  # a concurrent first use: theirs wins
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(uuid.uuid4().hex + "\n")
         return cls(marker.read_text().strip(), str(path))
 
     def is_gone(self) -> bool:
@@ -96,17 +97,13 @@ class Ledger:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        make_private_dirs(directory / LEDGER_DIR)
-        self._conn = sqlite3.connect(
-            directory / LEDGER_DIR / "ledger.db", check_same_thread=False, timeout=30.0
-        )
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=OFF")
+        self._conn = open_database(directory / LEDGER_DIR / "ledger.db")  # 0600, WAL, autocommit
+        self._conn.execute("PRAGMA synchronous = OFF")
         self._conn.executescript(SCHEMA)
         self._lock = threading.Lock()
 
     def register(self, owner: Owner) -> None:
-        with self._lock, self._conn:
+        with self._lock:
             self._conn.execute(
                 "INSERT INTO owners VALUES (?, ?) ON CONFLICT(owner) DO UPDATE"
                 " SET state_dir = excluded.state_dir",
@@ -114,7 +111,7 @@ class Ledger:
             )
 
     def record(self, file: str, owner: str, example: str, sha256: str) -> None:
-        with self._lock, self._conn:
+        with self._lock:
             self._conn.execute(
                 "INSERT INTO files VALUES (?, ?, ?, ?) ON CONFLICT(file, owner) DO UPDATE"
                 " SET example = excluded.example, sha256 = excluded.sha256",
@@ -122,7 +119,7 @@ class Ledger:
             )
 
     def forget(self, file: str, owner: str) -> None:
-        with self._lock, self._conn:
+        with self._lock:
             self._conn.execute("DELETE FROM files WHERE file = ? AND owner = ?", (file, owner))
 
     def records(self, owner: str | None = None) -> list[Record]:
@@ -140,9 +137,11 @@ class Ledger:
         return [Owner(owner_id, state_dir) for owner_id, state_dir in rows]
 
     def drop_owner(self, owner: str) -> None:
-        with self._lock, self._conn:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
             self._conn.execute("DELETE FROM files WHERE owner = ?", (owner,))
             self._conn.execute("DELETE FROM owners WHERE owner = ?", (owner,))
+            self._conn.execute("COMMIT")
 
     def others_holding(self, file: str, owner: str) -> bool:
         """True when another owner recorded the same file (it must stay)."""
