@@ -83,8 +83,8 @@ def _process_log_event(run: FoyleRun, entry: dict[str, Any]) -> None:
     if not isinstance(event, dict) or not event.get("contextId"):
         return  # "Failed to decode event" / "LogEvent missing ContextId"
     session = _session(run, event["contextId"])
-    if event.get("type") == "SESSION_START":  # proto.Reset, then the context id
-        session.__init__(context_id=event["contextId"])  # type: ignore[misc]
+    if event.get("type") == "SESSION_START":  # proto.Reset (the context id is set again)
+        session.log_events, session.full_context = [], None
     if all(e.get("eventId", "") != event.get("eventId", "") for e in session.log_events):
         session.log_events.append(event)
     if event.get("type") == "SESSION_END" and is_learnable(session):  # notifier -> Enqueue
