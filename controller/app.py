@@ -253,6 +253,7 @@ def _learners(
     settings: Settings, store: Store, registry: Any = None
 ) -> dict[str, LearnerReconciler]:
     """One learner per source `--learn-from` names (issue 11), sharing the index and files."""
+    from controller.index.ledger import Owner
     from controller.index.training import TrainingWriter
     from controller.reconcilers.learner import LEARN_FROM, LearnerReconciler
 
@@ -260,7 +261,7 @@ def _learners(
     index = _index(settings)
     if not index.embeds:
         log.warning(NO_EMBEDDINGS_WARNING, ", ".join(str(d) for d in settings.training_dirs))
-    training = TrainingWriter(settings.training_dirs)
+    training = TrainingWriter(settings.training_dirs, owner=Owner.of(settings.state_dir))
     sources = LEARN_FROM[settings.learn_from]
     return {
         s.kind: LearnerReconciler(store, index, training, metrics=registry, source=s)
@@ -325,6 +326,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     counts.insert(3, _counted(store.count("Session"), "session"))
     if learners:
         counts.append(_counted(store.count("Example"), "example"))
+        waiting = next(iter(learners.values())).index.outage.waiting  # issue 20: one shared index
+        if waiting:
+            counts.append(f"{len(waiting)} waiting for the embedding service")
     print(
         f"analyzed {_counted(len(files), 'file')}: {', '.join(counts)}"
         f" in {time.monotonic() - started:.2f}s"

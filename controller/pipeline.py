@@ -17,9 +17,10 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from controller.api.result import DONE, Result
+from controller.index.embedders import RETRY_EMBEDDING_SECONDS
 from controller.reconcilers.blocklog import BlockLogReconciler
 from controller.reconcilers.logfile import LogFileReconciler, LogFileSettings, logfile_name
 from controller.reconcilers.session import SESSION_EXAMPLES, SESSIONS, SessionReconciler
@@ -59,9 +60,9 @@ class Pipeline:
         store: Store,
         journal: Journal,
         registry: MetricsRegistry | None = None,
-        learner: Callable[[list[str]], object] | None = None,
+        learner: Callable[[list[str]], Iterable[str] | None] | None = None,
         oneshot: bool = False,
-        session_learner: Callable[[list[str]], object] | None = None,
+        session_learner: Callable[[list[str]], Iterable[str] | None] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -179,22 +180,31 @@ class Pipeline:
             after_commit(lambda: self._add_all(learner, set(names)))
 
     def _learning_controller(
-        self, name: str, queue: str, learner: Callable[[list[str]], object] | None
+        self, name: str, queue: str, learner: Callable[[list[str]], Iterable[str] | None] | None
     ) -> Controller | None:
-        """A controller running `learner` over batches, clearing its durable marks after."""
+        """A controller running `learner` over batches, clearing its durable marks after.
+
+        The names a learner hands back wait for the embedding service (issue 20):
+        their marks stay (a later start retries them) and `run` looks again later.
+        """
         if learner is None:
             return None
+        controllers: list[Controller] = []
 
         def reconcile_many(names: list[str]) -> None:
             seqs = self.journal.dirty_seqs(queue, names)
-            learner(names)
-            self.journal.clear_dirty(queue, seqs)
+            waiting = set(learner(names) or ())
+            self.journal.clear_dirty(queue, {k: v for k, v in seqs.items() if k not in waiting})
+            if waiting and self._policy.requeue_later:
+                after_commit(lambda: self._add_all_after(controllers[0], waiting))
 
         def reconcile(key: str) -> Result:
             reconcile_many([key])
             return DONE
 
-        return self._controller(name, reconcile, reconcile_many=reconcile_many, workers=1)
+        controller = self._controller(name, reconcile, reconcile_many=reconcile_many, workers=1)
+        controllers.append(controller)
+        return controller
 
     def _controller(
         self,
@@ -222,6 +232,11 @@ class Pipeline:
     def _add_all(controller: Controller, keys: set[str]) -> None:
         for key in keys:
             controller.add(key)
+
+    @staticmethod
+    def _add_all_after(controller: Controller, keys: set[str]) -> None:
+        for key in keys:
+            controller.queue.add_after(key, RETRY_EMBEDDING_SECONDS)
 
     def _reconcile_logfile(self, path: str) -> Result:
         result = self.logfile_reconciler.reconcile(path)

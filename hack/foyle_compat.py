@@ -1,12 +1,19 @@
 """Count what Foyle's agent would make of the training files `foylectl` wrote (issue 11).
 
-    python hack/foyle_compat.py --state-dir STATE --training-dir DIR
+    python hack/foyle_compat.py --state-dir STATE --training-dir DIR [--logs LOGS ...]
 
 Reads the BlockLogs and Sessions from the state dir and the files from the
 training dir (Foyle's strict wire rules and loader rules: tests/foyle_wire.py)
 and prints one JSON object: learnable BlockLogs and Sessions, files written,
 files Foyle would load, and queries equal to Foyle's CreateQuery (of the
 suggestion's doc, or of the session's notebook cut before the selected cell).
+
+With `--logs` (issue 20) it also runs Foyle's own session rules over the raw
+lines (hack/foyle_reference.py: session_builder.go and learner.go, transliterated)
+and compares: the sessions Foyle makes, those its learner enqueues and the
+Examples it writes, against the Sessions here and the files Foyle would load
+(`sessionExamplesLikeFoyle`: same id, query and answer; `missing`: Foyle
+learns it and no loadable file here equals it; `sessionsFoyleWouldNotMake`).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from foyle_reference import run_foyle  # noqa: E402
 from foyle_wire import WireError, decode, load_rules  # noqa: E402
 
 from controller.learn.query import create_query  # noqa: E402
@@ -65,12 +73,43 @@ def measure(state_dir: Path, training_dir: Path) -> dict[str, int]:
     }
 
 
+def compare_sessions(logs: list[Path], state_dir: Path, training_dir: Path) -> dict[str, int]:
+    """Foyle's session rules over the raw lines against what foylectl made of them."""
+    foyle = run_foyle(logs)
+    ours = {s["spec"]["contextId"] for s in SQLiteStore(state_dir / "store.db").list("Session")}
+    loaded = load_rules([training_dir]).loaded
+    alike = sum(_same_example(want, loaded.get(i)) for i, want in foyle.examples.items())
+    return {
+        "foyleSessions": len(foyle.sessions),
+        "foyleLearnable": len(set(foyle.enqueued)),
+        "foyleLearned": len(foyle.examples),
+        "sessions": len(ours),
+        "sessionExamplesLikeFoyle": alike,
+        "missing": len(foyle.examples) - alike,
+        "sessionsFoyleWouldNotMake": len(ours - set(foyle.sessions)),
+    }
+
+
+def _same_example(want: dict[str, Any], got: dict[str, Any] | None) -> bool:
+    if got is None:
+        return False
+    blocks = [_shape(b) for b in got.get("query", {}).get("blocks", [])]
+    answer = [(*_shape(b), b.get("language") or "") for b in got.get("answer", [])]
+    return blocks == [_shape(b) for b in want["query"]["blocks"]] and answer == [
+        (*_shape(b), b.get("language") or "") for b in want["answer"]
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--training-dir", type=Path, required=True)
+    parser.add_argument("--logs", type=Path, action="append", default=[])
     args = parser.parse_args(argv)
-    print(json.dumps(measure(args.state_dir, args.training_dir)))
+    counts = measure(args.state_dir, args.training_dir)
+    if args.logs:
+        counts |= compare_sessions(args.logs, args.state_dir, args.training_dir)
+    print(json.dumps(counts))
     return 0
 
 

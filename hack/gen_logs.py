@@ -12,7 +12,10 @@ With `streaming=True` (`--streaming`) a session is also what Foyle v0.0.37+
 logs for its session learner (issue 11): one RunMe context id on SESSION_START
 and SESSION_END LogEvents, StreamGenerate's "Received full context" (the
 notebook and the selected cell), the Generate lines and a LogLLMUsage line, and
-an EXECUTE LogEvent with an execute status for every execution.
+an EXECUTE LogEvent with an execute status for every execution. As in real
+traffic, the extension sometimes sends a LogEvent twice (the same event id: 5%)
+and a session sometimes never ends (the window closed: 10%, no SESSION_END),
+and the function names are the closures Foyle v0.0.45 really logs from.
 
 Files are laid out the way the servers write them: `foyle/` holds one
 `foyle.logs.<ts>.json` per Foyle server start (sessions split into contiguous
@@ -49,8 +52,10 @@ RUNME_PKG = "github.com/stateful/runme/v3/internal"
 GENERATE_FN = f"{FOYLE_PKG}/agent.(*Agent).Generate"
 COMPLETE_FN = f"{FOYLE_PKG}/agent.(*Agent).completeWithRetries"
 STREAM_FN = f"{FOYLE_PKG}/agent.(*Agent).StreamGenerate"
+# The names Go gives the closures Foyle v0.0.45 logs from (agent.go:641, and agent.go:400 in
+# a closure inside the stream reader closure); Foyle matches them by prefix (matchers/names.go).
 LOG_EVENTS_FN = f"{FOYLE_PKG}/agent.(*Agent).LogEvents.func1"
-STREAM_READER_FN = f"{FOYLE_PKG}/agent.(*Agent).StreamGenerate.func2"
+STREAM_READER_FN = f"{FOYLE_PKG}/agent.(*Agent).StreamGenerate.func2.2"
 USAGE_FN = f"{FOYLE_PKG}/logs.LogLLMUsage"
 EXECUTE_FN = f"{FOYLE_PKG}/executor.(*Executor).Execute"
 RUNNER_FN = f"{RUNME_PKG}/runner.(*runnerService).Execute"
@@ -353,8 +358,10 @@ class _SessionBuilder:
         )
         event = {"type": event_type, "cells": [_cell(c) for c in cells]} | selection | ids | extra
         selected_id = selected["id"] if selected else ""
-        self.foyle((0.2, 3), "agent/agent.go:452", LOG_EVENTS_FN, "LogEvent", **ids,
-                   eventType=event_type, selectedCellId=selected_id, event=event)  # fmt: skip
+        resent = self.streaming and self.rng.random() < 0.05  # a retry: the same event again
+        for _ in range(2 if resent else 1):
+            self.foyle((0.2, 3), "agent/agent.go:653", LOG_EVENTS_FN, "LogEvent", **ids,
+                       eventType=event_type, selectedCellId=selected_id, event=event)  # fmt: skip
 
     def edited(self, contents: str) -> str:
         lines = contents.rstrip("\n").split("\n")
@@ -449,7 +456,7 @@ def build_session(
         code = [x for x in blocks if x["kind"] == "CODE"]
         b.log_event(rng.choice(("ACCEPTED", "ACCEPTED", "REJECTED")), rng.choice(code), blocks)
     b.executions(blocks)
-    if streaming:
+    if streaming and rng.random() >= 0.1:  # else the window closed: no SESSION_END
         b.log_event("SESSION_END", None, [])
     if eval_mode:
         b.s.edited_block_ids.clear()  # eval-mode executions are never learnable

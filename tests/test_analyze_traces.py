@@ -106,16 +106,16 @@ def entry(**fields: Any) -> Entry:
         (EXECUTE_FN, "Execute"),
         (RUNME_FN, "RunMe"),
         (RUNME_FN + ".func5", "RunMe"),
-        (RUNME_FN + ".func1.2", None),
+        (RUNME_FN + ".func1.2", "RunMe"),
         ("github.com/jlewi/foyle/app/pkg/agent.(*Agent).LogEvents", "LogEvent"),
         ("github.com/jlewi/foyle/app/pkg/agent.(*Agent).LogEvents.func1", "LogEvent"),
         ("github.com/jlewi/foyle/app/pkg/agent.(*Agent).StreamGenerate", "Context"),
         ("github.com/jlewi/foyle/app/pkg/agent.(*Agent).completeWithRetries", None),
-        ("github.com/jlewi/foyle/app/pkg/agent.(*Agent).GenerateX", None),
+        ("github.com/jlewi/foyle/app/pkg/agent.(*Agent).GenerateCells", "Generate"),
         ("", None),
     ],
 )
-def test_classify_matches_function_suffixes(function: str, kind: str | None) -> None:
+def test_classify_matches_function_prefixes(function: str, kind: str | None) -> None:
     assert classify(function) == kind
 
 
@@ -220,9 +220,18 @@ def test_runme_block_id_falls_back_to_request_known_id() -> None:
     assert status["phase"] == "InProgress"
 
 
-def test_log_event_trace_keeps_the_selected_cell_not_the_notebook(testdata: Path) -> None:
+def test_log_event_trace_keeps_the_selected_cell_and_every_cell_of_the_event(
+    testdata: Path,
+) -> None:
+    """The selected cell for a BlockLog; every cell for the Session, as Foyle keeps them."""
     traces = reduce_all(load_entries(testdata / FOYLE_LOG))
     spec, status = traces["event/01J6GT7PJMZ0H6TXTEVZHXGXCH"]
+    cells = spec["request"].pop("cells")
+    assert [(c["kind"], c["contents"]) for c in cells] == [
+        ("MARKUP", "Fetch the latest logs using curl"),
+        ("CODE", "curl"),
+    ]
+    assert cells[1] == spec["request"]["block"]
     assert spec["kind"] == "LogEvent"
     assert spec["startTime"] == spec["endTime"] == rfc3339(1724993755.738091)
     assert spec["contextId"] == "01J6GT7JM815EFXHDNBXDK91YW"
@@ -259,7 +268,9 @@ def test_log_event_without_selection_names_every_cell() -> None:
         },
     }
     acc = TraceAccumulator()
-    acc.add(entry(function="x/agent.(*Agent).LogEvents.func1", event=event))
+    acc.add(
+        entry(function="github.com/jlewi/foyle/app/pkg/agent.(*Agent).LogEvents.func1", event=event)
+    )
     spec, _ = reduce_trace("event/E", acc) or ({}, {})
     assert spec["blockIds"] == ["a", "b"]
     assert "block" not in spec["request"]
@@ -267,7 +278,13 @@ def test_log_event_without_selection_names_every_cell() -> None:
 
 def test_stream_generate_trace_is_skipped() -> None:
     acc = TraceAccumulator()
-    acc.add(entry(trace_id="S", function="x/agent.(*Agent).StreamGenerate", request={"a": 1}))
+    acc.add(
+        entry(
+            trace_id="S",
+            function="github.com/jlewi/foyle/app/pkg/agent.(*Agent).StreamGenerate",
+            request={"a": 1},
+        )
+    )
     assert reduce_trace("S", acc) is None
 
 

@@ -35,6 +35,9 @@ def test_every_dir_the_controller_creates_is_private_whatever_the_umask(
         assert mode(directory) == 0o700, directory
     for db in state.glob("*.db"):
         assert mode(db) == 0o600, db
+    assert mode(training / ".foylectl") == 0o700  # the ledger of the files written (issue 20)
+    for private in (training / ".foylectl" / "ledger.db", state / "training-owner"):
+        assert mode(private) == 0o600, private
 
 
 def test_a_world_writable_state_dir_is_warned_about(tmp_path: Path, testdata: Path) -> None:

@@ -100,7 +100,7 @@ def test_a_ghost_cell_in_the_logged_doc_is_dropped_from_the_learned_query() -> N
            "contents": "curl", "id": CELL}]  # fmt: skip
     lines = _generate_lines(orjson.loads(orjson.dumps(doc)), {"kind": "CODE", "contents": "curl",
                             "id": CELL})  # fmt: skip
-    runme = {"ts": 3.0, "_id": "r1", "function": "runner.(*runnerService).Execute",
+    runme = {"ts": 3.0, "_id": "r1", "function": "github.com/stateful/runme/v3/internal/runner.(*runnerService).Execute",
              "msg": "sending the final response with exit code", "knownID": CELL,
              "req": {"commands": ["curl -v"], "knownId": CELL}}  # fmt: skip
     _, blocklogs = analyze(_entries([*lines, runme]))

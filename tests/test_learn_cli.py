@@ -8,6 +8,7 @@ this process and checked against the learning rule applied to the BlockLogs.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from collections import Counter
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from controller.index.ledger import LEDGER_DIR
 from controller.index.retrieval import ExampleIndex
 from controller.index.training import SUFFIX
 from controller.learn import foyle_pb
@@ -82,7 +84,8 @@ def test_analyze_learns_exactly_the_learnable_blocklogs_with_decodable_training_
     examples = {e["metadata"]["name"]: e for e in get_json(state, "examples")}
     assert set(examples) == learnable_names(state)
     assert len(examples) >= 5, "the corpus should hold several fixed suggestions"
-    assert sorted(p.name for p in training.iterdir()) == sorted(n + SUFFIX for n in examples)
+    files = sorted(p.name for p in training.iterdir() if p.name != LEDGER_DIR)
+    assert files == sorted(n + SUFFIX for n in examples)
     for name, example in examples.items():
         path = training / f"{name}{SUFFIX}"
         assert example["status"]["trainingFiles"] == [str(path)]
@@ -118,6 +121,47 @@ def test_learn_in_a_fresh_process_gives_the_same_examples_and_search_ranks_the_f
     assert hits[0]["score"] > hits[1]["score"]
     assert hits[0]["example"]["spec"] == learned[name]
     assert foylectl(*search).stdout.startswith(f"1. {name}  score=")
+
+
+def foyle_sees(training: Path) -> set[str]:
+    return {p.name for p in training.glob("*" + SUFFIX)}
+
+
+def test_a_throwaway_state_dir_leaves_nothing_in_the_training_dir_it_wrote_into(
+    corpus: Path, tmp_path: Path
+) -> None:
+    """Issue 20 item 3: an experiment's files go once its state dir is gone; Foyle's stay."""
+    training = tmp_path / "training"
+    training.mkdir()
+    (training / "foyle-wrote-this.example.binpb").write_bytes(b"Foyle's own learner")
+    experiment = tmp_path / "experiment"
+    foylectl("analyze", "--logs", corpus, "--state-dir", experiment, "--training-dir", training,
+             "--no-progress")  # fmt: skip
+    written = foyle_sees(training) - {"foyle-wrote-this.example.binpb"}
+    assert len(written) >= 5
+    shutil.rmtree(experiment)
+
+    real = tmp_path / "real"  # a state dir that learns nothing from these logs
+    (tmp_path / "no-logs").mkdir()
+    foylectl("analyze", "--logs", tmp_path / "no-logs", "--state-dir", real, "--training-dir",
+             training, "--no-progress")  # fmt: skip
+    assert foyle_sees(training) == {"foyle-wrote-this.example.binpb"}
+
+
+def test_learn_removes_the_files_whose_example_is_gone(corpus: Path, tmp_path: Path) -> None:
+    """The state dir's databases deleted and other logs analyzed into it: `learn` prunes."""
+    state, training = tmp_path / "state", tmp_path / "training"
+    foylectl("analyze", "--logs", corpus, "--state-dir", state, "--training-dir", training,
+             "--no-progress")  # fmt: skip
+    written = foyle_sees(training)
+    for db in ("store.db", "journal.db", "examples-index.db"):
+        (state / db).unlink()
+    (tmp_path / "no-logs").mkdir()
+    foylectl("analyze", "--logs", tmp_path / "no-logs", "--state-dir", state, "--no-learn",
+             "--no-progress")  # fmt: skip
+    out = foylectl("learn", "--state-dir", state, "--training-dir", training).stdout
+    assert f"prunedFiles {len(written)}" in out
+    assert foyle_sees(training) == set()
 
 
 @pytest.fixture

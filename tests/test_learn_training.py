@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from controller.api.names import name_for_id
+from controller.index.ledger import Owner
 from controller.index.training import TrainingWriter
 from controller.learn import foyle_pb
 
@@ -128,6 +131,11 @@ def test_malformed_blocks_fall_back_to_defaults() -> None:
     assert not decoded.embedding
 
 
+def visible(directory: Path) -> list[str]:
+    """The entries a glob without dot files sees (the ledger lives in .foylectl/)."""
+    return sorted(f for f in os.listdir(directory) if not f.startswith("."))
+
+
 def test_rewrite_with_same_bytes_leaves_the_file_alone(tmp_path: Path) -> None:
     writer = TrainingWriter([tmp_path])
     [path] = writer.write(example())
@@ -139,7 +147,7 @@ def test_rewrite_with_same_bytes_leaves_the_file_alone(tmp_path: Path) -> None:
     assert foyle_pb.Example.FromString(Path(path).read_bytes()).answer[0].contents == (
         "kubectl get pods -A"
     )
-    assert sorted(os.listdir(tmp_path)) == ["block-1-habcdefghijklmnop.example.binpb"]
+    assert visible(tmp_path) == ["block-1-habcdefghijklmnop.example.binpb"]
 
 
 def test_delete_removes_the_file_from_every_directory(tmp_path: Path) -> None:
@@ -148,8 +156,8 @@ def test_delete_removes_the_file_from_every_directory(tmp_path: Path) -> None:
     writer.write(example(name="other"))
     writer.delete("block-1-habcdefghijklmnop")
     writer.delete("never-written")
-    assert os.listdir(tmp_path / "a") == ["other.example.binpb"]
-    assert os.listdir(tmp_path / "b") == ["other.example.binpb"]
+    assert visible(tmp_path / "a") == ["other.example.binpb"]
+    assert visible(tmp_path / "b") == ["other.example.binpb"]
 
 
 @pytest.mark.parametrize("name", ["../escape", "a/b", "Upper", ""])
@@ -161,3 +169,76 @@ def test_unsafe_names_never_become_paths(tmp_path: Path, name: str) -> None:
         writer.delete(name)
     assert not (tmp_path / "t").exists() or not os.listdir(tmp_path / "t")
     assert sorted(os.listdir(tmp_path)) in ([], ["t"])
+
+
+def owned_writer(directory: Path, state_dir: Path) -> TrainingWriter:
+    return TrainingWriter([directory], owner=Owner.of(state_dir))
+
+
+def test_prune_removes_only_our_files_whose_example_is_gone(tmp_path: Path) -> None:
+    """Issue 20: never a file Foyle's learner wrote, nor one it rewrote since we wrote it."""
+    training = tmp_path / "training"
+    writer = owned_writer(training, tmp_path / "state")
+    for name in ("kept", "gone", "rewritten"):
+        writer.write(example(name=name))
+    foyles = training / "01JD88ZCBD72YPBKVH8CAMC3MT.example.binpb"  # Foyle's learner's file
+    foyles.write_bytes(b"foyle")
+    (training / "rewritten.example.binpb").write_bytes(b"foyle wrote this one since")
+
+    assert writer.prune({"kept"}) == 1
+    assert visible(training) == [foyles.name, "kept.example.binpb", "rewritten.example.binpb"]
+    assert writer.prune({"kept"}) == 0  # forgotten: never ours again
+
+
+def test_files_of_a_deleted_state_dir_go_when_a_writer_starts_and_others_stay(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A throw-away state dir is tied to what it wrote into a shared training dir."""
+    training = tmp_path / "training"
+    throwaway = owned_writer(training, tmp_path / "experiment")
+    for name in ("only-experiment", "both", "rewritten"):
+        throwaway.write(example(name=name))
+    real = owned_writer(training, tmp_path / "real")
+    real.write(example(name="both"))
+    real.write(example(name="real-only"))
+    (training / "rewritten.example.binpb").write_bytes(b"foyle's now")
+    (training / "foyle.example.binpb").write_bytes(b"foyle")
+
+    with caplog.at_level("WARNING"):
+        again = owned_writer(training, tmp_path / "real")  # the experiment still exists
+    assert "also holds 3 files of the state dir" in caplog.text
+    assert again.remove_abandoned() == 0
+
+    shutil.rmtree(tmp_path / "experiment")
+    assert owned_writer(training, tmp_path / "real").remove_abandoned() == 0  # done at start
+    assert visible(training) == [
+        "both.example.binpb",
+        "foyle.example.binpb",
+        "real-only.example.binpb",
+        "rewritten.example.binpb",
+    ]
+
+
+def test_a_recreated_state_dir_is_another_owner(tmp_path: Path) -> None:
+    """rm -rf the state dir, analyze again into it: the old run's files are abandoned."""
+    training, state = tmp_path / "training", tmp_path / "state"
+    owned_writer(training, state).write(example(name="old-run"))
+    shutil.rmtree(state)
+    writer = owned_writer(training, state)
+    assert visible(training) == []
+    writer.write(example(name="new-run"))
+    assert visible(training) == ["new-run.example.binpb"]
+
+
+def test_the_file_is_named_as_foyles_learners_name_it_and_replaces_the_old_hashed_name(
+    tmp_path: Path,
+) -> None:
+    """Issue 20: `<id>.example.binpb` (a ULID is no DNS-1123 name); the pre-issue-20 file goes."""
+    context_id = "01JD88ZCBD72YPBKVH8CAMC3MT"
+    name = name_for_id(context_id)
+    legacy = tmp_path / f"{name}.example.binpb"
+    legacy.write_bytes(b"written by foylectl before issue 20")
+    [path] = TrainingWriter([tmp_path]).write(example(name=name, id=context_id))
+    assert Path(path).name == f"{context_id}.example.binpb"
+    assert visible(tmp_path) == [f"{context_id}.example.binpb"]
+    assert foyle_pb.Example.FromString(Path(path).read_bytes()).id == context_id

@@ -9,12 +9,17 @@ from typing import Any
 
 import pytest
 
+from controller.index.embedders import RETRY_EMBEDDING_SECONDS, EmbeddingError, EmbeddingOutage
+from controller.index.ledger import LEDGER_DIR
 from controller.index.retrieval import ExampleIndex
 from controller.index.training import TrainingWriter
 from controller.learn import foyle_pb
+from controller.pipeline import Pipeline
 from controller.reconcilers.learner import LearnerReconciler, learn_all
 from controller.runtime.metrics import MetricsRegistry
+from controller.settings import Settings
 from controller.store.base import NotFound, read_modify_write
+from controller.store.journal import EXAMPLES, Journal
 from controller.store.sqlite import SQLiteStore
 
 NOW = 1_713_303_852.0
@@ -33,10 +38,26 @@ class ConstantEmbedder:
         return [[1.0] * self.dims for _ in texts]
 
 
+class FlakyEmbedder(ConstantEmbedder):
+    """Foyle's 1536 floats, or the error an unreachable service gives; counts its calls."""
+
+    def __init__(self) -> None:
+        super().__init__(1536)
+        self.down = True
+        self.calls = 0
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        self.calls += 1
+        if self.down:
+            raise EmbeddingError("http://127.0.0.1:9/v1/embeddings: cannot reach the API")
+        return super().embed(texts)
+
+
 class Env:
-    def __init__(self, tmp_path: Path, embedder: Any = None) -> None:
+    def __init__(self, tmp_path: Path, embedder: Any = None, clock: Any = None) -> None:
         self.store = SQLiteStore(tmp_path / "store.db")
-        self.index = ExampleIndex(tmp_path / "index.db", embedder)
+        outage = EmbeddingOutage(clock) if clock else None
+        self.index = ExampleIndex(tmp_path / "index.db", embedder, outage)
         self.training_dir = tmp_path / "training"
         self.metrics = MetricsRegistry()
         self.learner = LearnerReconciler(
@@ -82,7 +103,7 @@ class Env:
 
     def files(self) -> list[str]:
         return (
-            sorted(p.name for p in self.training_dir.glob("*"))
+            sorted(p.name for p in self.training_dir.glob("*") if p.name != LEDGER_DIR)
             if self.training_dir.exists()
             else []
         )
@@ -217,6 +238,8 @@ def test_learn_all_makes_examples_for_exactly_the_learnable_blocklogs(env: Env) 
         "notLearnable": 2,
         "orphans": 1,
         "errors": 0,
+        "waitingForEmbedding": 0,
+        "prunedFiles": 0,
     }
     assert {e["metadata"]["name"] for e in env.store.list("Example")} == {"fixed-1", "fixed-2"}
     assert env.index.names() == {"fixed-1", "fixed-2"}
@@ -237,3 +260,57 @@ def test_example_status_says_whether_foyle_would_load_its_file(
     decoded = foyle_pb.Example.FromString((env.training_dir / "b1.example.binpb").read_bytes())
     assert len(decoded.embedding) == dims
     assert env.counter("learner_foyle_unloadable_total", reason="NoEmbedding") == 0
+
+
+def test_an_unreachable_embedding_service_is_one_warning_a_status_and_a_retry_later(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 20: no file Foyle would skip, no warning per Example, no give-up."""
+    now = [100.0]
+    embedder = FlakyEmbedder()
+    env = Env(tmp_path, embedder, clock=lambda: now[0])
+    names = [f"b{i}" for i in range(5)]
+    for name in names:
+        env.put_blocklog(name, FIXED + f" --limit {name}")
+    with caplog.at_level("WARNING"):
+        assert env.learner.reconcile_many(names) == names
+    assert embedder.calls == 1  # the others waited at once, without a timeout each
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "cannot reach the API" in caplog.text
+    for name in names:
+        status = env.example(name)["status"]  # type: ignore[index]
+        assert (status["foyleLoadable"], status["reason"]) == (False, "EmbeddingUnavailable")
+        assert status["trainingFiles"] == []
+    assert env.files() == []
+    assert env.learner.reconcile("b0").requeue_after == RETRY_EMBEDDING_SECONDS
+
+    embedder.down = False
+    assert env.learner.reconcile_many(names) == names  # still within the outage window
+    now[0] += RETRY_EMBEDDING_SECONDS
+    assert env.learner.reconcile_many(names) == []
+    assert env.files() == [f"{n}.example.binpb" for n in names]
+    assert all(env.example(n)["status"]["foyleLoadable"] for n in names)  # type: ignore[index]
+    assert env.index.outage.waiting == set()
+
+
+@pytest.mark.parametrize("oneshot", [False, True])
+def test_the_pipeline_keeps_a_waiting_sources_mark_and_run_looks_again_later(
+    tmp_path: Path, oneshot: bool
+) -> None:
+    """Issue 20: waiting for the embedding service is neither done nor a failure."""
+    settings = Settings(log_dirs=[tmp_path / "logs"], state_dir=tmp_path / "state")
+    store, journal = SQLiteStore(tmp_path / "store.db"), Journal(tmp_path / "journal.db")
+    pipeline = Pipeline(
+        settings, store, journal, learner=lambda names: [n for n in names if n == "waits"],
+        oneshot=oneshot,
+    )  # fmt: skip
+    journal.mark_dirty(EXAMPLES, ["waits", "learned"])
+    assert pipeline.examples is not None
+    for name in ("waits", "learned"):
+        pipeline.examples.process_one(name)
+    assert set(journal.dirty_seqs(EXAMPLES, ["waits", "learned"])) == {"waits"}  # a start retries
+    queue = pipeline.examples.queue  # run: "waits" is delayed (nothing ready, not idle)
+    assert (queue.len(), queue.is_settled(), queue.is_idle()) == (0, True, oneshot)
+    queue.shutdown()
+    store.close()
+    journal.close()

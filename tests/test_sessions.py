@@ -125,6 +125,14 @@ def executed(cell_id: str, contents: str, status: str = "SUCCEEDED") -> dict[str
     return {"type": "EXECUTE", "selectedId": cell_id, "executeStatus": status, "cells": [cell]}
 
 
+END = {"type": "SESSION_END", "eventId": "end", "selectedId": "", "executeStatus": "UNKNOWN"}
+
+
+def ended(*events: dict[str, Any]) -> list[dict[str, Any]]:
+    """The events of a session Foyle's builder handed to its learner (it read SESSION_END)."""
+    return [*events, END]
+
+
 FOYLE_NOTEBOOK = {  # Foyle's Test_sessionToQuery "simple"
     "notebook": {
         "blocks": [
@@ -137,7 +145,8 @@ FOYLE_NOTEBOOK = {  # Foyle's Test_sessionToQuery "simple"
 
 
 def test_session_example_is_foyles_id_query_and_trimmed_answer() -> None:
-    status = {"logEvents": [executed("c2", "  kubectl get pods \n")], "fullContext": FOYLE_NOTEBOOK}
+    status = {"logEvents": ended(executed("c2", "  kubectl get pods \n")),
+              "fullContext": FOYLE_NOTEBOOK}  # fmt: skip
     example = example_for_session(session_resource(status))
     assert example is not None
     assert example["spec"]["id"] == "01JD88ZCBD72YPBKVH8CAMC3MT"
@@ -148,29 +157,36 @@ def test_session_example_is_foyles_id_query_and_trimmed_answer() -> None:
 @pytest.mark.parametrize(
     ("status", "reason"),
     [
-        ({"logEvents": [], "fullContext": FOYLE_NOTEBOOK}, "no-successful-execution"),
+        ({"logEvents": [executed("c", "ls")], "fullContext": FOYLE_NOTEBOOK}, "no-session-end"),
+        ({"logEvents": ended(), "fullContext": FOYLE_NOTEBOOK}, "no-successful-execution"),
         (
-            {"logEvents": [executed("c", "ls", "FAILED")], "fullContext": FOYLE_NOTEBOOK},
+            {"logEvents": ended(executed("c", "ls", "FAILED")), "fullContext": FOYLE_NOTEBOOK},
             "no-successful-execution",
         ),  # fmt: skip
-        ({"logEvents": [executed("c", "ls")]}, "no-context"),
-        ({"logEvents": [executed("c", "ls")], "fullContext": {"selected": 1}}, "no-notebook"),
+        ({"logEvents": ended(executed("c", "ls"))}, "no-context"),
+        ({"logEvents": ended(executed("c", "ls")), "fullContext": {"selected": 1}}, "no-notebook"),
         (
-            {"logEvents": [executed("c", "ls")], "fullContext": {**FOYLE_NOTEBOOK, "selected": 0}},
+            {
+                "logEvents": ended(executed("c", "ls")),
+                "fullContext": {**FOYLE_NOTEBOOK, "selected": 0},
+            },
             "first-cell",
         ),  # fmt: skip
         (
-            {"logEvents": [executed("c", "ls")], "fullContext": {**FOYLE_NOTEBOOK, "selected": 9}},
+            {
+                "logEvents": ended(executed("c", "ls")),
+                "fullContext": {**FOYLE_NOTEBOOK, "selected": 9},
+            },
             "selected-out-of-range",
         ),  # fmt: skip
         (
             {
-                "logEvents": [{**executed("c", "ls"), "selectedId": "other"}],
+                "logEvents": ended({**executed("c", "ls"), "selectedId": "other"}),
                 "fullContext": FOYLE_NOTEBOOK,
             },
             "no-executed-cell",
         ),  # fmt: skip
-        ({"logEvents": [executed("c", "  \n")], "fullContext": FOYLE_NOTEBOOK}, "empty-block"),
+        ({"logEvents": ended(executed("c", "  \n")), "fullContext": FOYLE_NOTEBOOK}, "empty-block"),
     ],
 )
 def test_sessions_foyle_does_not_learn_from(status: dict[str, Any], reason: str) -> None:
@@ -180,11 +196,62 @@ def test_sessions_foyle_does_not_learn_from(status: dict[str, Any], reason: str)
 
 
 def test_the_last_successful_execution_is_learned() -> None:
-    events = [executed("c", "first"), executed("c", "second"), executed("c", "third", "FAILED")]
+    events = ended(
+        executed("c", "first"), executed("c", "second"), executed("c", "third", "FAILED")
+    )
     example = example_for_session(
         session_resource({"logEvents": events, "fullContext": FOYLE_NOTEBOOK})
     )
     assert example is not None and example["spec"]["answer"][0]["contents"] == "second"
+
+
+def test_the_executed_cell_is_the_last_cell_with_the_selected_id_and_cells_need_an_id() -> None:
+    """learner.go's loop over execEvent.Cells: no break, and cells without an id skipped."""
+    event = executed("c", "first")
+    event["cells"] += [dict(event["cells"][0], contents="later"), {"kind": "CODE",
+                       "contents": "no id", "id": ""}]  # fmt: skip
+    session = session_resource({"logEvents": ended(event), "fullContext": FOYLE_NOTEBOOK})
+    example = example_for_session(session)
+    assert example is not None and example["spec"]["answer"][0]["contents"] == "later"
+    no_id = {**executed("", "ls"), "selectedId": ""}
+    assert session_learnability(
+        session_resource({"logEvents": ended(no_id), "fullContext": FOYLE_NOTEBOOK})
+    ) == (False, "no-executed-cell")
+
+
+def test_an_event_without_a_context_id_of_its_own_makes_no_session() -> None:
+    """session_builder.go keys on event.contextId; the line's top-level key is not read."""
+    line = event_line(START, "EXECUTE", selectedId="c")
+    del line["event"]["contextId"]
+    assert line["contextId"] == "context1"
+    assert sessions([line]) == {}
+
+
+def test_an_event_id_already_in_the_session_is_dropped_as_foyle_drops_it() -> None:
+    """updateSessionFromEvent: the first event of an id stays, "" counts as an id too."""
+    first = event_line(START + 1, "EXECUTE", selectedId="a", eventId="same")
+    again = event_line(START + 2, "EXECUTE", selectedId="b", eventId="same")
+    blank = [event_line(START + 3 + i, "ACCEPTED", selectedId=c, eventId="") for i, c in
+             enumerate("cd")]  # fmt: skip
+    status = sessions([event_line(START, "SESSION_START"), first, again, *blank])["context1"][
+        "status"
+    ]
+    assert [(e["type"], e["selectedId"]) for e in status["logEvents"]] == [
+        ("SESSION_START", ""),
+        ("EXECUTE", "a"),
+        ("ACCEPTED", "c"),
+    ]
+
+
+def test_a_sessions_events_keep_every_cell_of_the_event() -> None:
+    cells = [{"kind": "MARKUP", "value": "Fetch the logs", "metadata": {"id": "m"}},
+             {"kind": "CODE", "value": "curl", "metadata": {"id": "c"}}]  # fmt: skip
+    line = event_line(START, "EXECUTE", selectedId="c", cells=cells, executeStatus="SUCCEEDED")
+    [event] = sessions([line])["context1"]["status"]["logEvents"]
+    assert [(c["id"], c["contents"]) for c in event["cells"]] == [
+        ("m", "Fetch the logs"),
+        ("c", "curl"),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -268,7 +335,8 @@ def test_run_builds_a_session_and_learns_from_it_while_lines_arrive(tmp_path: Pa
         example = wait_for(lambda: _get(store, "Example", name), 10, "the session's Example")
         assert example["spec"]["id"] == appended.session.context_id
         assert example["spec"]["session"] == name
-        assert (training / f"{name}.example.binpb").is_file()
+        # Foyle's own file name for the id, the one its in-process learner writes (issue 20)
+        assert (training / f"{appended.session.context_id}.example.binpb").is_file()
         assert store.list("Example", "foyle.io/blocklog") == []  # --learn-from sessions
         store.close()
     finally:

@@ -17,6 +17,9 @@ depended on the order it read lines, the order here is the lines' time:
 * a SESSION_START resets Foyle's session (to make reprocessing idempotent),
   so only members at or after the latest SESSION_START count, and it gives
   the start time; the latest SESSION_END gives the end time;
+* an event whose `eventId` (the event's own, "" included) is already in the
+  session is dropped, as Foyle drops it: the earliest one stays;
+* a LogEvent keeps every cell of the event, as Foyle keeps the whole event;
 * the full context is the latest one;
 * each Generate trace id is listed once (Foyle appended it for every line of
   the trace), ordered by start time.
@@ -63,7 +66,7 @@ def _event_type(trace: Mapping[str, Any]) -> str:
 
 
 def _log_event(trace: Mapping[str, Any]) -> dict[str, Any]:
-    """Foyle's LogEvent, camelCase; `cells` holds the selected cell only."""
+    """Foyle's LogEvent, camelCase, with every cell of the event."""
     request = trace.get("request") or {}
     event: dict[str, Any] = {
         "type": _event_type(trace),
@@ -75,9 +78,20 @@ def _log_event(trace: Mapping[str, Any]) -> dict[str, Any]:
     }
     if isinstance(request.get("selectedIndex"), int):
         event["selectedIndex"] = request["selectedIndex"]
-    if isinstance(request.get("block"), dict):
-        event["cells"] = [request["block"]]
+    if isinstance(request.get("cells"), list):
+        event["cells"] = request["cells"]
     return event
+
+
+def _first_of_each_event_id(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Foyle's updateSessionFromEvent appends an event only when its id is new."""
+    seen: set[str] = set()
+    kept = []
+    for event in events:
+        if event["eventId"] not in seen:
+            seen.add(event["eventId"])
+            kept.append(event)
+    return kept
 
 
 def _full_context(trace: Mapping[str, Any]) -> dict[str, Any]:
@@ -107,10 +121,11 @@ def session_status(spec: Spec, traces: Mapping[str, Mapping[str, Any]]) -> dict[
     if starts:
         status["startTime"] = starts[-1].get("startTime", "")
         members = [t for t in members if _order(t) >= _order(starts[-1])]
-    ends = [t for t in members if t["kind"] == LOG_EVENT and _event_type(t) == "SESSION_END"]
+    events = _first_of_each_event_id([_log_event(t) for t in members if t["kind"] == LOG_EVENT])
+    ends = [e for e in events if e["type"] == "SESSION_END"]
     if ends:
-        status["endTime"] = ends[-1].get("startTime", "")
-    status["logEvents"] = [_log_event(t) for t in members if t["kind"] == LOG_EVENT]
+        status["endTime"] = ends[-1]["time"]
+    status["logEvents"] = events
     contexts = [t for t in members if t["kind"] == CONTEXT]
     if contexts:
         status["fullContext"] = _full_context(contexts[-1])

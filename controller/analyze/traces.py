@@ -17,11 +17,12 @@ unstable sort made its results depend on it (foyle-logs.md section 2).
 from __future__ import annotations
 
 import json
-import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from controller.analyze.blocks import cell_to_block, exit_code_from_outputs
+from controller.api import functions
 from controller.api.entry import EVENT_KEY_PREFIX, Entry
 from controller.api.resource import get_path, rfc3339
 
@@ -29,16 +30,16 @@ GENERATE, EXECUTE, RUNME, LOG_EVENT = "Generate", "Execute", "RunMe", "LogEvent"
 CONTEXT = "Context"  # StreamGenerate's "Received full context": a session's notebook
 CONTEXT_KEY_PREFIX = "context/"
 
-# Full Go function names end in these; `.funcN` are closures inside the method.
-_KIND_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"(?:^|/)agent\.\(\*Agent\)\.Generate$"), GENERATE),
-    (re.compile(r"(?:^|/)executor\.\(\*Executor\)\.Execute$"), EXECUTE),
-    (re.compile(r"(?:^|/)runner\.\(\*runnerService\)\.Execute(?:\.func\d+)*$"), RUNME),
-    (re.compile(r"(?:^|/)agent\.\(\*Agent\)\.LogEvents(?:\.func\d+)*$"), LOG_EVENT),
-    # Sessions (issue 11): the token usage of a completion is logged with the Generate
-    # trace's id; a stream's full context with the stream's trace id.
-    (re.compile(r"(?:^|/)logs\.LogLLMUsage$"), GENERATE),
-    (re.compile(r"(?:^|/)agent\.\(\*Agent\)\.StreamGenerate(?:\.func\d+)*$"), CONTEXT),
+# Foyle's prefix matchers (controller.api.functions); the first that matches decides.
+# Sessions (issue 11): the token usage of a completion is logged with the Generate
+# trace's id; a stream's full context with the stream's trace id.
+_KINDS: tuple[tuple[Callable[[str], bool], str], ...] = (
+    (functions.is_generate, GENERATE),
+    (functions.is_executor_execute, EXECUTE),
+    (functions.is_runme_execute, RUNME),
+    (functions.is_log_event, LOG_EVENT),
+    (functions.is_llm_usage, GENERATE),
+    (functions.is_stream_generate, CONTEXT),
 )
 END_MESSAGES = {
     GENERATE: "Agent.Generate returning response",
@@ -61,8 +62,8 @@ def classify(function: str) -> str | None:
     StreamGenerate classifies as Context, but only its lines that carry a full
     context count (`TraceAccumulator.add`); the rest of a stream is noise.
     """
-    for pattern, kind in _KIND_PATTERNS:
-        if pattern.search(function):
+    for matches, kind in _KINDS:
+        if matches(function):
             return kind
     return None
 
@@ -104,9 +105,15 @@ def _max_key(a: SortKey | None, b: SortKey | None) -> SortKey | None:
 
 
 def _event_view(event: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """A LogEvent's request (without the whole notebook) and the block ids it names."""
+    """A LogEvent's request and the block ids it names.
+
+    `cells` keeps every cell of the event, as Foyle's Session keeps the whole
+    LogEvent (its learner looks the executed cell up among them); `block` is the
+    selected one, what a BlockLog reads.
+    """
     payload = event.get("event")
-    cells = payload.get("cells") if isinstance(payload, dict) else None
+    payload = payload if isinstance(payload, dict) else {}
+    cells = payload.get("cells")
     blocks = (
         [cell_to_block(c) for c in cells if isinstance(c, dict)] if isinstance(cells, list) else []
     )
@@ -117,18 +124,25 @@ def _event_view(event: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         "eventType": event_type if isinstance(event_type, str) else "",
         "selectedCellId": selected,
     }
-    request.update(_session_fields(event, payload if isinstance(payload, dict) else {}))
+    request.update(_session_fields(payload))
     chosen = next((b for b in blocks if selected and b["id"] == selected), None)
     if chosen is not None:
         request["block"] = chosen
+    if blocks:
+        request["cells"] = blocks
     return request, [selected] if selected else [b["id"] for b in blocks]
 
 
-def _session_fields(event: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
-    """What a Session needs of a LogEvent: its context, id, position and execute status."""
+def _session_fields(payload: dict[str, Any]) -> dict[str, Any]:
+    """What a Session needs of a LogEvent, read from the event itself as Foyle reads it.
+
+    Foyle's session builder keys on `event.contextId` and de-duplicates on
+    `event.eventId`; the line's top-level keys only repeat them for humans, so
+    an event without a context id of its own makes no Session.
+    """
     fields = {
-        "contextId": payload.get("contextId") or event.get("contextId"),
-        "eventId": payload.get("eventId") or event.get("eventId"),
+        "contextId": payload.get("contextId"),
+        "eventId": payload.get("eventId"),
         "selectedIndex": payload.get("selectedIndex"),
         "executeStatus": payload.get("executeStatus"),
     }

@@ -265,7 +265,7 @@ LOG_EVENT_SCHEMA = _obj(
         "eventId": _STRING,
         "executeStatus": _STRING,  # UNKNOWN, SUCCEEDED, FAILED
         "time": _TIME,
-        "cells": _list(BLOCK_SCHEMA),  # the selected cell only, as a block
+        "cells": _list(BLOCK_SCHEMA),  # every cell of the event, as blocks (Foyle keeps them all)
     }
 )
 SESSION = KindInfo(

@@ -39,6 +39,11 @@ def is_valid_name(name: str) -> bool:
     return len(name) <= 253 and bool(_DNS1123.match(name)) and ".." not in name
 
 
+def is_hashed(name: str) -> bool:
+    """True for the `<prefix>-h<hash>` form (a verbatim name never has it)."""
+    return bool(_HASHED.search(name))
+
+
 @functools.lru_cache(maxsize=1 << 16)  # the same ids come back on every reconcile
 def name_for_id(raw_id: str) -> str:
     """The deterministic, collision-free resource name of a raw id."""

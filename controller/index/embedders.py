@@ -9,11 +9,17 @@ at start-up.
 from __future__ import annotations
 
 import json
+import logging
+import threading
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Protocol
 
 from controller.api.result import TerminalError
+
+log = logging.getLogger(__name__)
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 OPENAI_MODEL = "text-embedding-3-small"
@@ -37,6 +43,67 @@ class EmbeddingError(RuntimeError):
 
 class EmbeddingRejected(EmbeddingError, TerminalError):
     """The service refused this input (HTTP 400, 413, 422): not retried."""
+
+
+class EmbeddingUnavailable(EmbeddingError):
+    """The service cannot be used now (unreachable, failing, refusing the key): try later."""
+
+
+RETRY_EMBEDDING_SECONDS = 60.0
+
+
+class EmbeddingOutage:
+    """The embedding service failing: one warning per outage, not one per Example (issue 20).
+
+    After a failure the service is not asked again for RETRY_EMBEDDING_SECONDS:
+    every Example needing a vector meanwhile waits at once (`check` raises)
+    instead of each paying a timeout and a warning. `waiting` holds the names
+    waiting now, for summaries; a success ends the outage with one info line.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        retry_after: float = RETRY_EMBEDDING_SECONDS,
+    ) -> None:
+        self._clock = clock
+        self._retry_after = retry_after
+        self._lock = threading.Lock()
+        self._last_failure: float | None = None
+        self._error = ""
+        self.waiting: set[str] = set()
+
+    def check(self, name: str) -> None:
+        """Raise EmbeddingUnavailable while the last failure is recent."""
+        with self._lock:
+            last = self._last_failure
+            if last is None or self._clock() - last >= self._retry_after:
+                return
+            self.waiting.add(name)
+            error = self._error
+        raise EmbeddingUnavailable(f"{error} (retried after {self._retry_after:.0f} s)")
+
+    def failed(self, name: str, err: Exception) -> None:
+        with self._lock:
+            first = self._last_failure is None
+            self._last_failure, self._error = self._clock(), str(err)
+            self.waiting.add(name)
+        if first:
+            log.warning(
+                "embedding service unavailable: %s; Examples wait for it without a training"
+                " file (reason EmbeddingUnavailable) and are retried every %.0f s",
+                err,
+                self._retry_after,
+            )
+
+    def succeeded(self, name: str) -> None:
+        with self._lock:
+            self.waiting.discard(name)
+            ended = self._last_failure is not None and not self.waiting
+            if ended:
+                self._last_failure = None
+        if ended:
+            log.info("embedding service available again; every waiting Example has its vector")
 
 
 class OpenAIEmbedder:

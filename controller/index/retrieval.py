@@ -28,7 +28,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from controller.index.embedders import Embedder
+from controller.index.embedders import (
+    Embedder,
+    EmbeddingError,
+    EmbeddingOutage,
+    EmbeddingRejected,
+    EmbeddingUnavailable,
+)
 from controller.store.sqlite_util import open_database
 
 MAX_QUERY_TERMS = 256  # bounds the cost of a BM25 search on a whole notebook's text
@@ -60,9 +66,12 @@ def _words(text: str) -> list[str]:
 class ExampleIndex:
     """Incremental, persistent example retrieval over one SQLite file (mode 0600, WAL)."""
 
-    def __init__(self, path: Path, embedder: Embedder | None = None) -> None:
+    def __init__(
+        self, path: Path, embedder: Embedder | None = None, outage: EmbeddingOutage | None = None
+    ) -> None:
         self.path = Path(path)
         self._embedder = embedder
+        self.outage = outage or EmbeddingOutage()
         self._conn = open_database(self.path)
         self._lock = threading.Lock()  # one connection, shared by the reconciler's workers
         with self._lock:
@@ -85,7 +94,7 @@ class ExampleIndex:
         if row is not None and row[:2] == (query_text, example_json) and not needs_vector:
             return
         # Embed outside the lock: a slow network call must not block searches.
-        vector = self._embed([query_text])[0] if needs_vector else None
+        vector = self._vector(name, query_text) if needs_vector else None
         with self._transaction() as conn:
             conn.execute(
                 "INSERT INTO examples (name, query_text, example_json) VALUES (?, ?, ?)"
@@ -206,6 +215,19 @@ class ExampleIndex:
                     for (rowid, text), vector in zip(stale, vectors, strict=True)
                 ],
             )
+
+    def _vector(self, name: str, text: str) -> bytes:
+        """One Example's vector; EmbeddingUnavailable while the service cannot give it."""
+        self.outage.check(name)
+        try:
+            [vector] = self._embed([text])
+        except EmbeddingRejected:
+            raise
+        except EmbeddingError as err:
+            self.outage.failed(name, err)
+            raise EmbeddingUnavailable(str(err)) from err
+        self.outage.succeeded(name)
+        return vector
 
     def _embed(self, texts: list[str]) -> list[bytes]:
         """Unit-length float32 vectors (so cosine similarity is a dot product)."""

@@ -3,11 +3,13 @@
 As Foyle's `app/pkg/learn/learner.go` (v0.0.45) does it, since "Learn from all
 executed cells" (v0.0.37):
 
+* only an ended session: Foyle's session builder hands a session to the
+  learner when it reads its SESSION_END event, and at no other time;
 * learnable (`isLearnable`): the session has a successful EXECUTE event (the
   last one is used), a full context with a notebook, and the selected cell is
   not the first (there would be nothing to predict it from);
-* the answer is the executed cell of that event (the cell whose id, read by
-  GetCellID, is the event's selected id), with its contents trimmed; a
+* the answer is the executed cell of that event (the last of its cells whose
+  id, read by GetCellID, is the event's selected id), with its contents trimmed; a
   missing or empty cell is not learned;
 * the query is CreateQuery of the notebook cut before the selected cell
   (`sessionToQuery`);
@@ -28,6 +30,7 @@ from controller.learn.query import create_query
 from controller.learn.rule import set_owner
 
 LEARNABLE = "learnable"
+NOT_ENDED = "no-session-end"
 NO_EXECUTION = "no-successful-execution"
 NO_CONTEXT = "no-context"
 NO_NOTEBOOK = "no-notebook"
@@ -49,13 +52,21 @@ def _last_successful_execution(status: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _executed_block(event: dict[str, Any]) -> dict[str, Any] | None:
+    """Foyle's loop keeps the last matching cell and skips cells without an id."""
     selected = event.get("selectedId")
-    return next((c for c in event.get("cells") or [] if c.get("id") == selected), None)
+    matches = [c for c in event.get("cells") or [] if c.get("id") and c.get("id") == selected]
+    return matches[-1] if matches else None
+
+
+def _ended(status: dict[str, Any]) -> bool:
+    return any(e.get("type") == "SESSION_END" for e in status.get("logEvents") or [])
 
 
 def session_learnability(session: Resource) -> tuple[bool, str]:
     """(learnable?, reason); the reason is one of the constants above."""
     status = session.get("status") or {}
+    if not _ended(status):
+        return False, NOT_ENDED
     event = _last_successful_execution(status)
     if event is None:
         return False, NO_EXECUTION

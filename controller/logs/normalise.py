@@ -18,8 +18,8 @@ from typing import Any
 import orjson
 
 from controller.api.entry import EXIT_CODE_RANGE, Entry
+from controller.api.functions import is_log_event
 
-LOG_EVENTS_FUNCTION = "agent.(*Agent).LogEvents"
 EVENT_KEYS = ("eventId", "eventType", "selectedCellId", "contextId", "event")
 MAX_TIME = 253402300799.0  # 9999-12-31T23:59:59Z, the last second RFC 3339 can write
 # orjson reads 1024 levels of nesting but writes at most 254; the journal, trace
@@ -46,7 +46,7 @@ def normalise(obj: dict[str, Any], offset: int, digest: int) -> Entry:
         exit_code=exit_code if type(exit_code) is int and exit_code in EXIT_CODE_RANGE else None,
         known_id=_str(_first(obj, "knownID", "knownId")),
         block_ids=_str_tuple(block_ids),
-        event=_event(obj) if LOG_EVENTS_FUNCTION in function else None,
+        event=_event(obj) if is_log_event(function) else None,
         context_id=_str(obj.get("contextId")),
         context=_dict(decode_payload(obj.get("context"))),
         usage=_dict(decode_payload(obj.get("usage"))),

@@ -14,6 +14,11 @@ everything derived from it:
 * absent or no longer learnable (e.g. a later execution undid the fix) -> the
   index entry, the training files and then the Example are deleted. Derived
   data goes first so a crash in between leaves an Example to find next time.
+* the embedding service unavailable (issue 20) -> the Example stays, without
+  an index entry or training file (Foyle would skip a file without a vector),
+  its status says `EmbeddingUnavailable`, and the source is handed back to be
+  retried later (`reconcile`'s requeue_after, `reconcile_many`'s return value);
+  the index warns once per outage, not once per Example.
 
 Level-triggered and idempotent: a repeated call on an unchanged source makes
 no store writes and no file writes. Learning reads only BlockLogs and Sessions,
@@ -34,6 +39,7 @@ import orjson
 from controller.api.kinds import Resource
 from controller.api.resource import rfc3339
 from controller.api.result import DONE, Result
+from controller.index.embedders import RETRY_EMBEDDING_SECONDS, EmbeddingUnavailable
 from controller.index.retrieval import ExampleIndex
 from controller.index.training import TrainingWriter, foyle_skip_reason
 from controller.learn.query import blocks_to_markdown
@@ -44,6 +50,7 @@ from controller.store.base import NotFound, Store, get_many, read_modify_write
 log = logging.getLogger(__name__)
 
 KIND = "Example"
+EMBEDDING_UNAVAILABLE = "EmbeddingUnavailable"
 
 
 @dataclass(frozen=True)
@@ -132,21 +139,23 @@ class LearnerReconciler:
     def reconcile(self, name: str) -> Result:
         """Converge the Example and its derived data for the source named `name`."""
         try:
-            self._reconcile(name)
+            waiting = self._reconcile(name)
         except Exception:
             self._errors.inc()
             raise
-        return DONE
+        return Result(requeue_after=RETRY_EMBEDDING_SECONDS) if waiting else DONE
 
-    def reconcile_many(self, names: list[str]) -> None:
+    def reconcile_many(self, names: list[str]) -> list[str]:
         """Converge a batch: its sources and Examples are read in one query each.
 
         A source that is not learnable and has no Example needs no work: nothing
         derived from it can exist (an Example is written before its index entry and
         files, and deleted after them). During catch-up that is most of them.
+        Returns the names waiting for the embedding service, to look at again later.
         """
         sources = get_many(self.store, self.source.kind, names)
         examples = get_many(self.store, KIND, names)
+        waiting = []
         for name in names:
             source = sources.get(name)
             if name not in examples:
@@ -156,42 +165,57 @@ class LearnerReconciler:
                 if not learnable:
                     self._not_learnable.labels(reason).inc()
                     continue
-            self.reconcile(name)
+            if self.reconcile(name).requeue_after is not None:
+                waiting.append(name)
+        return waiting
 
-    def _reconcile(self, name: str) -> None:
+    def _reconcile(self, name: str) -> bool:
+        """True when the Example waits for the embedding service."""
         try:
             source = self.store.get(self.source.kind, name)
         except NotFound:
             self._forget(name)
-            return
+            return False
         learnable, reason = self.source.learnability(source)
         example = self.source.example_for(source) if learnable else None
         if example is None:
             self._not_learnable.labels(reason).inc()
             self._forget(name)
-            return
+            return False
         try:
             changed = self._write_spec(example)
-            changed = self._derive(name, example) or changed
+            waiting, derived = self._derive(name, example)
         except Exception:
             self._learned.labels("failed").inc()
             raise
-        self._learned.labels("written" if changed else "skipped").inc()
+        if waiting:
+            self._learned.labels("failed").inc()
+            return True
+        self._learned.labels("written" if changed or derived else "skipped").inc()
+        return False
 
-    def _derive(self, name: str, example: Resource) -> bool:
-        """The index entry, training files and status of a written spec; True if the status moved
-        (so a retry that finishes what a failed attempt began counts as written)."""
-        self.index.upsert(
-            name,
-            blocks_to_markdown(example["spec"]["query"]["blocks"]),
-            orjson.dumps(example, option=orjson.OPT_SORT_KEYS).decode(),
-        )
+    def _derive(self, name: str, example: Resource) -> tuple[bool, bool]:
+        """The index entry, training files and status of a written spec. Returns (waiting for
+        the embedding service, status moved: a retry that finishes what a failed attempt began
+        counts as written)."""
+        try:
+            self.index.upsert(
+                name,
+                blocks_to_markdown(example["spec"]["query"]["blocks"]),
+                orjson.dumps(example, option=orjson.OPT_SORT_KEYS).decode(),
+            )
+        except EmbeddingUnavailable:
+            self.index.delete(name)
+            self.training.delete(name)
+            self._unloadable.labels(EMBEDDING_UNAVAILABLE).inc()
+            self._write_status(name, [], EMBEDDING_UNAVAILABLE)
+            return True, False
         embedding = self.index.embedding(name)
         files = self.training.write(example, embedding)
         reason = foyle_skip_reason(embedding)
         if reason:
             self._unloadable.labels(reason).inc()
-        return self._write_status(name, files, reason)
+        return False, self._write_status(name, files, reason)
 
     def _write_spec(self, example: Resource) -> bool:
         """Create or update the Example's spec, labels and owner; True when they changed."""
@@ -259,11 +283,14 @@ def learn_all(store: Store, reconciler: LearnerReconciler) -> dict[str, int]:
     """One pass over every source object, plus its Examples and index entries left without one.
 
     Examples of the other source are left alone. A failing source object is
-    logged and counted, and the pass goes on.
+    logged and counted, and the pass goes on. Last, the training files this
+    state dir wrote for Examples that no longer exist (of either source) are
+    removed (`prunedFiles`; see TrainingWriter.prune).
     """
     source = reconciler.source
     plural = source.kind.lower() + "s"
     counts = {plural: 0, "learnable": 0, "notLearnable": 0, "orphans": 0, "errors": 0}
+    counts["waitingForEmbedding"] = counts["prunedFiles"] = 0
     objects = store.list(source.kind)
     live = {b["metadata"]["name"] for b in objects}
     examples = store.list(KIND)
@@ -275,7 +302,8 @@ def learn_all(store: Store, reconciler: LearnerReconciler) -> dict[str, int]:
         work.append((name, False))
     for name, learnable in work:
         try:
-            reconciler.reconcile(name)
+            if reconciler.reconcile(name).requeue_after is not None:
+                counts["waitingForEmbedding"] += 1
         except Exception:
             log.exception("learner: reconcile of %s failed", name)
             counts["errors"] += 1
@@ -285,6 +313,8 @@ def learn_all(store: Store, reconciler: LearnerReconciler) -> dict[str, int]:
         else:
             counts[plural] += 1
             counts["learnable" if learnable else "notLearnable"] += 1
+    live = {e["metadata"]["name"] for e in store.list(KIND)}
+    counts["prunedFiles"] = reconciler.training.prune(live)
     return counts
 
 
