@@ -101,7 +101,7 @@ def env(tmp_path: Path) -> Iterator[Env]:
 
 def test_fixed_suggestion_becomes_example_file_and_index_entry(env: Env) -> None:
     env.put_blocklog("b1", FIXED)
-    env.learner.reconcile("b1")
+    env.learner.reconcile(["b1"])
 
     example = env.example("b1")
     assert example is not None
@@ -131,12 +131,12 @@ def test_fixed_suggestion_becomes_example_file_and_index_entry(env: Env) -> None
 
 def test_reconciling_again_writes_nothing(env: Env) -> None:
     env.put_blocklog("b1", FIXED)
-    env.learner.reconcile("b1")
+    env.learner.reconcile(["b1"])
     _, version = env.store.list_with_version("Example")
     inode = (env.training_dir / "b1.example.binpb").stat().st_ino
 
-    env.learner.reconcile("b1")
-    env.learner.reconcile("b1")
+    env.learner.reconcile(["b1"])
+    env.learner.reconcile(["b1"])
 
     assert env.store.list_with_version("Example")[1] == version
     assert (env.training_dir / "b1.example.binpb").stat().st_ino == inode
@@ -145,9 +145,9 @@ def test_reconciling_again_writes_nothing(env: Env) -> None:
 
 def test_a_later_fix_updates_the_example_and_its_file(env: Env) -> None:
     env.put_blocklog("b1", FIXED)
-    env.learner.reconcile("b1")
+    env.learner.reconcile(["b1"])
     env.put_blocklog("b1", FIXED + " --limit 10")
-    env.learner.reconcile("b1")
+    env.learner.reconcile(["b1"])
 
     example = env.example("b1")
     assert example is not None
@@ -171,11 +171,11 @@ def test_blocklog_that_stops_being_learnable_loses_everything_derived(
     env: Env, executed: str | None, status: dict[str, Any], reason: str
 ) -> None:
     env.put_blocklog("b1", FIXED)
-    env.learner.reconcile("b1")
+    env.learner.reconcile(["b1"])
     assert env.files() == ["b1.example.binpb"]
 
     env.put_blocklog("b1", executed, **status)  # e.g. a later execution reverts the fix
-    env.learner.reconcile("b1")
+    env.learner.reconcile(["b1"])
 
     assert env.example("b1") is None
     assert env.files() == []
@@ -185,19 +185,32 @@ def test_blocklog_that_stops_being_learnable_loses_everything_derived(
 
 def test_deleted_blocklog_takes_its_example_along(env: Env) -> None:
     env.put_blocklog("b1", FIXED)
-    env.learner.reconcile("b1")
+    env.learner.reconcile(["b1"])
     env.store.delete("BlockLog", "b1")
-    env.learner.reconcile("b1")
+    env.learner.reconcile(["b1"])
     assert (env.example("b1"), env.files(), len(env.index)) == (None, [], 0)
-    env.learner.reconcile("b1")  # nothing left to delete is fine
+    env.learner.reconcile(["b1"])  # nothing left to delete is fine
 
 
-def test_reconcile_error_is_counted_and_raised(env: Env) -> None:
+def test_a_key_that_fails_is_reported_failed_and_counted_and_the_others_learned(
+    env: Env,
+) -> None:
+    env.put_blocklog("b1", FIXED)
+    env.put_blocklog("b2", FIXED + " | head")
+    (env.training_dir / "b1.example.binpb").mkdir(parents=True)  # b1's file cannot be written
+
+    outcome = env.learner.reconcile(["b1", "b2"])
+
+    assert list(outcome.failed) == ["b1"]
+    assert env.counter("learner_reconcile_errors_total") == 1
+    assert env.example("b2") is not None and env.example("b2")["status"]["trainingFiles"]
+
+
+def test_a_batch_the_store_cannot_read_raises(env: Env) -> None:
     env.put_blocklog("b1", FIXED)
     env.store.close()
     with pytest.raises(Exception, match="closed"):
-        env.learner.reconcile("b1")
-    assert env.counter("learner_reconcile_errors_total") == 1
+        env.learner.reconcile(["b1"])
 
 
 def test_learn_all_makes_examples_for_exactly_the_learnable_blocklogs(env: Env) -> None:
@@ -206,7 +219,7 @@ def test_learn_all_makes_examples_for_exactly_the_learnable_blocklogs(env: Env) 
     env.put_blocklog("accepted", GENERATED)
     env.put_blocklog("eval", FIXED, evalMode=True)
     env.put_blocklog("gone", FIXED)
-    env.learner.reconcile("gone")
+    env.learner.reconcile(["gone"])
     env.store.delete("BlockLog", "gone")
 
     counts = learn_all(env.store, env.learner)
@@ -230,7 +243,7 @@ def test_example_status_says_whether_foyle_would_load_its_file(
 ) -> None:
     env = Env(tmp_path, ConstantEmbedder(dims))
     env.put_blocklog("b1", FIXED)
-    env.learner.reconcile("b1")
+    env.learner.reconcile(["b1"])
     status = env.example("b1")["status"]  # type: ignore[index]
     assert status["foyleLoadable"] is (not reason)
     assert status.get("reason", "") == reason
