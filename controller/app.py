@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # heavy modules are imported lazily by the commands that need
     from controller.index.retrieval import ExampleIndex
     from controller.pipeline import Pipeline
     from controller.reconcilers.learner import LearnerReconciler
-    from controller.runtime.metrics import MetricsRegistry
+    from controller.runtime.manager import Manager
     from controller.runtime.progress import ProgressReporter
     from controller.store.journal import Journal
 
@@ -273,8 +273,8 @@ def _reconcilers(learners: dict[str, LearnerReconciler]) -> dict[str, Any]:
     """The Pipeline's learner arguments for the learners built."""
     blocklogs, sessions = learners.get("BlockLog"), learners.get("Session")
     return {
-        "learner": blocklogs.reconcile_many if blocklogs else None,
-        "session_learner": sessions.reconcile_many if sessions else None,
+        "learner": blocklogs.reconcile if blocklogs else None,
+        "session_learner": sessions.reconcile if sessions else None,
     }
 
 
@@ -423,8 +423,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         until=lambda: manager.ready,
     )
     if not stop.is_set():
+        _add_kube_extras(store, manager.manager, settings.trace_retention)
         manager.start()
-        _start_kube_extras(store, registry, settings.trace_retention, stop)
         log.info("started")
         progress.start()
     stop.wait()
@@ -436,21 +436,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_kube_extras(
-    store: Store, registry: MetricsRegistry, trace_retention: float, stop: threading.Event
-) -> None:
+def _add_kube_extras(store: Store, manager: Manager, trace_retention: float) -> None:
     """Issue 12: oversized-object metrics and Trace retention, for the kube store only."""
     from controller.store.kube import KubeStore
 
     if not isinstance(store, KubeStore):
         return
-    store.attach_metrics(registry)
+    store.attach_metrics(manager.registry)
     if trace_retention > 0:
         from controller.reconcilers.retention import TraceRetention
 
+        retention = TraceRetention(store, trace_retention, manager.registry)
         # A sweep lists every Trace: a quarter of the retention apart, at most hourly.
         interval = min(3600.0, max(1.0, trace_retention / 4))
-        TraceRetention(store, trace_retention, registry, interval=interval).start(stop)
+        manager.every(interval, retention.sweep_logged, "trace-retention")
 
 
 def cmd_learn(args: argparse.Namespace) -> int:
@@ -474,12 +473,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
     _stop_on_signals(stop)
     registry = MetricsRegistry()
     controllers = {
-        kind: Controller(
-            f"learn-{kind.lower()}",
-            learner.reconcile,
-            registry,
-            reconcile_many=learner.reconcile_many,
-        )
+        kind: Controller(f"learn-{kind.lower()}", learner.reconcile, registry)
         for kind, learner in learners.items()
     }
     threads = [

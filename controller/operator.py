@@ -143,10 +143,12 @@ def _deleted(type: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> boo
 def reconcile_blocklog(name: str, memo: kopf.Memo, **_: Any) -> None:
     """Converge the BlockLog's Example; an exception makes kopf retry with back-off,
     a TerminalError does not (kopf's PermanentError), as in the controller's worker loop."""
-    try:
-        memo["learner"].reconcile(name)
-    except TerminalError as err:
-        raise kopf.PermanentError(str(err)) from err
+    failed = memo["learner"].reconcile([name]).failed
+    if name in failed:
+        err = failed[name]
+        if isinstance(err, TerminalError):
+            raise kopf.PermanentError(str(err)) from err
+        raise err
 
 
 @kopf.on.event(GROUP, VERSION, BLOCKLOG.plural, when=_deleted)
@@ -159,7 +161,9 @@ def forget_blocklog(name: str, memo: kopf.Memo, **_: Any) -> None:
     not retried; an Example left behind is still garbage-collected through
     its ownerReference.
     """
-    memo["learner"].reconcile(name)
+    failed = memo["learner"].reconcile([name]).failed
+    if name in failed:
+        log.warning("forgetting the Example of deleted BlockLog %s failed: %s", name, failed[name])
 
 
 def run_operator(

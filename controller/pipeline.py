@@ -1,14 +1,17 @@
-"""This pipeline's wiring: its controllers, their hints, recovery, resync and the sweeps.
+"""This pipeline's wiring: a table of stages, their hints, recovery, resync and the sweeps.
 
-Flow (see docs/design.md):
+Flow (see docs/design.md), one row of `stages()` per box:
 
     watchdog / scans --path--> [logfile] --trace keys--> [trace] --names--> [blocklog] --> [example]
+                                                                  +--names--> [session] --> [session-example]
 
-Every arrow is a hint into a de-duplicating queue; the journal's durable dirty
-marks and the store's `observedGeneration` are what `resync()` re-queues on
-start, so no queue needs to survive a crash. The generic runtime.manager runs
-the controllers and timers built here; `run_until_idle()` drives the very same
-controllers to completion for the one-shot `foylectl analyze`.
+Every arrow is a key an Outcome hands downstream: the worker loop marks it
+durably in the journal in the same unit of work and queues it after the
+commit. The marks and the store's `observedGeneration` are what `resync()`
+re-queues on start, so no queue needs to survive a crash. The generic
+runtime.manager runs the controllers and timers built here;
+`run_until_idle()` drives the very same controllers to completion for the
+one-shot `foylectl analyze`.
 """
 
 from __future__ import annotations
@@ -17,19 +20,18 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
-from controller.api.result import DONE, Result
-from controller.index.embedders import RETRY_EMBEDDING_SECONDS
+from controller.api.result import Outcome
 from controller.reconcilers.blocklog import BlockLogReconciler
 from controller.reconcilers.logfile import LogFileReconciler, LogFileSettings, logfile_name
-from controller.reconcilers.session import SESSION_EXAMPLES, SESSIONS, SessionReconciler
+from controller.reconcilers.session import SessionReconciler
 from controller.reconcilers.trace import TraceReconciler, TraceSettings
 from controller.runtime.controller import (
     RETRY_FOR_EVER,
     Controller,
+    Downstream,
     Reconcile,
-    ReconcileMany,
     RetryPolicy,
 )
 from controller.runtime.manager import Manager
@@ -38,8 +40,15 @@ from controller.runtime.metrics import IngestMetrics, MetricsRegistry
 from controller.runtime.watcher import LogWatcher, scan
 from controller.settings import Settings
 from controller.store.base import NotFound, Store
-from controller.store.journal import BLOCKLOGS, EXAMPLES, TRACES, Journal
-from controller.store.unit import Transactional, after_commit
+from controller.store.journal import (
+    BLOCKLOGS,
+    EXAMPLES,
+    SESSION_EXAMPLES,
+    SESSIONS,
+    TRACES,
+    Journal,
+)
+from controller.store.unit import Transactional
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +60,29 @@ MEMORY_TRIM_INTERVAL = 10.0  # seconds between returning freed heap memory to th
 # A one-shot run exits when idle, so it ignores "look again later" and gives a failing key
 # up after ~0.3 s of back-off: enough for a transient error, bounded for a lasting one.
 ONESHOT = RetryPolicy(give_up_after=6, requeue_later=False)
+LOGFILES = "logfiles"  # the file stage's queue: paths, hinted by the watcher and the scans
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One row of the pipeline: a controller over a queue, and the stages its keys go to.
+
+    `queue` names the stage in Outcome.downstream and is its journal dirty-mark queue.
+    The file stage differs on purpose: it reads in transactions of its own (one per
+    read batch, with the watermark), its paths need no marks, and the journal marks
+    the traces it touched together with the watermark (exactly once), so
+    `journal_marks` is False there. A stage whose `reconcile` is None does not run
+    (learning off): the marks for it are kept for when it does.
+    """
+
+    name: str
+    queue: str
+    reconcile: Reconcile | None
+    downstream: tuple[str, ...] = ()
+    workers: int | None = None  # None: --workers
+    batch_size: int = 256
+    journal_marks: bool = True
+    gated: bool = False  # waits while any later stage's queue is full (back-pressure)
 
 
 class Pipeline:
@@ -60,9 +92,9 @@ class Pipeline:
         store: Store,
         journal: Journal,
         registry: MetricsRegistry | None = None,
-        learner: Callable[[list[str]], Iterable[str] | None] | None = None,
+        learner: Reconcile | None = None,
         oneshot: bool = False,
-        session_learner: Callable[[list[str]], Iterable[str] | None] | None = None,
+        session_learner: Reconcile | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -71,16 +103,9 @@ class Pipeline:
         self.registry = self.manager.registry
         self._policy = ONESHOT if oneshot else RETRY_FOR_EVER
         self._workers = max(1, settings.workers)
-        # Batch reconciles into one commit per database where the store is local SQLite
-        # (the journal first: the store commits first, so a crash leaves dirty marks).
-        unit: tuple[Transactional, ...] = (journal,)
-        if isinstance(store, Transactional):
-            unit = (journal, store)
-        self._unit = unit
         self.logfile_reconciler = LogFileReconciler(
-            journal,
             store,
-            on_traces=self._on_traces,
+            journal,
             settings=LogFileSettings(
                 node=settings.node,
                 max_line_bytes=settings.max_line_bytes,
@@ -91,47 +116,25 @@ class Pipeline:
             ),
             metrics=IngestMetrics(self.registry),
         )
-        self.logfiles = self._controller(
-            "logfile", self._reconcile_logfile, unit=(), gate=self._room_downstream
+        trace = TraceReconciler(store, journal, settings=TraceSettings(settings.abandon_after))
+        self.stages = (
+            Stage(
+                "logfile",
+                LOGFILES,
+                self._reconcile_logfiles,
+                (TRACES,),
+                batch_size=1,
+                journal_marks=False,
+                gated=True,
+            ),
+            Stage("trace", TRACES, trace.reconcile, (BLOCKLOGS, SESSIONS)),
+            Stage("blocklog", BLOCKLOGS, BlockLogReconciler(store).reconcile, (EXAMPLES,)),
+            Stage("session", SESSIONS, SessionReconciler(store).reconcile, (SESSION_EXAMPLES,)),
+            Stage("example", EXAMPLES, learner, workers=1),
+            Stage("session-example", SESSION_EXAMPLES, session_learner, workers=1),
         )
-        trace_reconciler = TraceReconciler(
-            journal,
-            store,
-            on_blocklogs=self._on_blocklogs,
-            settings=TraceSettings(settings.abandon_after),
-            on_sessions=self._on_sessions,
-        )
-        self.traces = self._controller(
-            "trace", trace_reconciler.reconcile, reconcile_many=trace_reconciler.reconcile_many
-        )
-        self.examples = self._learning_controller("example", EXAMPLES, learner)
-        blocklog_reconciler = BlockLogReconciler(
-            store, journal, on_change=self._on_blocklogs_changed
-        )
-        self.blocklogs = self._controller(
-            "blocklog",
-            blocklog_reconciler.reconcile,
-            reconcile_many=blocklog_reconciler.reconcile_many,
-        )
-        session_reconciler = SessionReconciler(store, journal, on_change=self._on_sessions_changed)
-        self.sessions = self._controller(
-            "session",
-            session_reconciler.reconcile,
-            reconcile_many=session_reconciler.reconcile_many,
-        )
-        self.session_examples = self._learning_controller(
-            "session-example", SESSION_EXAMPLES, session_learner
-        )
-        for controller in (
-            self.logfiles,
-            self.traces,
-            self.blocklogs,
-            self.examples,
-            self.sessions,
-            self.session_examples,
-        ):
-            if controller is not None:
-                self.manager.add(controller)
+        self.controllers_by_queue = self._build(self.stages, store)
+        self.logfiles = self.controllers_by_queue[LOGFILES]
         self.controllers = self.manager.controllers
         inotify_fallbacks = self.registry.counter(
             "watcher_inotify_fallbacks_total",
@@ -153,97 +156,52 @@ class Pipeline:
 
     # -- wiring --------------------------------------------------------------------------
 
-    def _on_traces(self, keys: set[str]) -> None:
-        after_commit(lambda: self._add_all(self.traces, keys))
-
-    def _on_blocklogs(self, names: set[str]) -> None:
-        after_commit(lambda: self._add_all(self.blocklogs, names))
-
-    def _on_sessions(self, names: set[str]) -> None:
-        after_commit(lambda: self._add_all(self.sessions, names))
+    def _build(self, stages: tuple[Stage, ...], store: Store) -> dict[str, Controller]:
+        """A controller per running stage, each connected to the stages it hands keys to."""
+        # Batch reconciles into one commit per database where the store is local SQLite
+        # (the journal first: the store commits first, so a crash leaves dirty marks).
+        unit: tuple[Transactional, ...] = (self.journal,)
+        if isinstance(store, Transactional):
+            unit = (self.journal, store)
+        controllers: dict[str, Controller] = {}
+        for stage in stages:
+            if stage.reconcile is None:
+                continue
+            controllers[stage.queue] = self.manager.add(
+                Controller(
+                    stage.name,
+                    stage.reconcile,
+                    self.registry,
+                    workers=stage.workers or self._workers,
+                    policy=self._policy,
+                    unit=unit if stage.journal_marks else (),
+                    batch_size=stage.batch_size,
+                    gate=self._room_downstream if stage.gated else None,
+                    marks=self.journal,
+                    marks_queue=stage.queue if stage.journal_marks else None,
+                )
+            )
+        for stage in stages:
+            if stage.queue not in controllers:
+                continue
+            for queue in stage.downstream:
+                controllers[stage.queue].connect(
+                    queue,
+                    Downstream(queue if stage.journal_marks else None, controllers.get(queue)),
+                )
+        return controllers
 
     def _room_downstream(self) -> bool:
         """Reading waits while any later stage has a full queue (the learners included:
         the slowest stage sets the pace, and no queue grows with the size of the logs)."""
         return all(len(c.queue) < MAX_BACKLOG for c in self.controllers if c is not self.logfiles)
 
-    def _on_blocklogs_changed(self, names: list[str]) -> None:
-        self._ask_learner(EXAMPLES, self.examples, names)
-
-    def _on_sessions_changed(self, names: list[str]) -> None:
-        self._ask_learner(SESSION_EXAMPLES, self.session_examples, names)
-
-    def _ask_learner(self, queue: str, learner: Controller | None, names: list[str]) -> None:
-        """Durably ask a learner to look (kept while learning is off, for when it is on)."""
-        self.journal.mark_dirty(queue, names)
-        if learner is not None:
-            after_commit(lambda: self._add_all(learner, set(names)))
-
-    def _learning_controller(
-        self, name: str, queue: str, learner: Callable[[list[str]], Iterable[str] | None] | None
-    ) -> Controller | None:
-        """A controller running `learner` over batches, clearing its durable marks after.
-
-        The names a learner hands back wait for the embedding service (issue 20):
-        their marks stay (a later start retries them) and `run` looks again later.
-        """
-        if learner is None:
-            return None
-        controllers: list[Controller] = []
-
-        def reconcile_many(names: list[str]) -> None:
-            seqs = self.journal.dirty_seqs(queue, names)
-            waiting = set(learner(names) or ())
-            self.journal.clear_dirty(queue, {k: v for k, v in seqs.items() if k not in waiting})
-            if waiting and self._policy.requeue_later:
-                after_commit(lambda: self._add_all_after(controllers[0], waiting))
-
-        def reconcile(key: str) -> Result:
-            reconcile_many([key])
-            return DONE
-
-        controller = self._controller(name, reconcile, reconcile_many=reconcile_many, workers=1)
-        controllers.append(controller)
-        return controller
-
-    def _controller(
-        self,
-        name: str,
-        reconcile: Reconcile,
-        *,
-        reconcile_many: ReconcileMany | None = None,
-        workers: int | None = None,
-        unit: tuple[Transactional, ...] | None = None,
-        gate: Callable[[], bool] | None = None,
-    ) -> Controller:
-        """A controller with this pipeline's retry policy, workers and unit of work."""
-        return Controller(
-            name,
-            reconcile,
-            self.registry,
-            workers=workers or self._workers,
-            policy=self._policy,
-            unit=self._unit if unit is None else unit,
-            gate=gate,
-            reconcile_many=reconcile_many,
-        )
-
-    @staticmethod
-    def _add_all(controller: Controller, keys: set[str]) -> None:
-        for key in keys:
-            controller.add(key)
-
-    @staticmethod
-    def _add_all_after(controller: Controller, keys: set[str]) -> None:
-        for key in keys:
-            controller.queue.add_after(key, RETRY_EMBEDDING_SECONDS)
-
-    def _reconcile_logfile(self, path: str) -> Result:
-        result = self.logfile_reconciler.reconcile(path)
-        if not result.requeue:
-            with self._initial_lock:
-                self._initial.discard(path)
-        return result
+    def _reconcile_logfiles(self, paths: list[str]) -> Outcome:
+        outcome = self.logfile_reconciler.reconcile(paths)
+        read_to_the_end = {p for p in paths if not outcome.result(p).requeue}
+        with self._initial_lock:
+            self._initial -= read_to_the_end
+        return outcome
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -311,18 +269,11 @@ class Pipeline:
             return not self._initial
 
     def _requeue_dirty(self) -> None:
-        for key in self.journal.dirty_keys(TRACES):
-            self.traces.add(key)
-        for name in self.journal.dirty_keys(BLOCKLOGS):
-            self.blocklogs.add(name)
-        if self.examples is not None:
-            for name in self.journal.dirty_keys(EXAMPLES):
-                self.examples.add(name)
-        for name in self.journal.dirty_keys(SESSIONS):  # issue 11
-            self.sessions.add(name)
-        if self.session_examples is not None:
-            for name in self.journal.dirty_keys(SESSION_EXAMPLES):
-                self.session_examples.add(name)
+        """Queue every key a stage's durable marks still hold (a stage not running keeps them)."""
+        for stage in self.stages:
+            controller = self.controllers_by_queue.get(stage.queue)
+            if stage.journal_marks and controller is not None:
+                controller.add_all(self.journal.dirty_keys(stage.queue))
 
     def _rescan(self) -> None:
         """The backstop for lost events, and for keys waiting out a long back-off.
@@ -339,8 +290,7 @@ class Pipeline:
     def _sweep_idle(self) -> None:
         """Queue the unfinished traces idle for longer than --abandon-after (to mark them)."""
         idle_since = time.time() - self.settings.abandon_after
-        for key in self.journal.traces_to_abandon(idle_since):
-            self.traces.add(key)
+        self.controllers_by_queue[TRACES].add_all(self.journal.traces_to_abandon(idle_since))
 
     def reconciled(self) -> int:
         """Keys reconciled so far, every controller but the files' (progress reports)."""

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from controller.api.result import DONE, Result, TerminalError
+from controller.api.result import Outcome, TerminalError
 from controller.pipeline import ONESHOT
 from controller.runtime.controller import Controller
 from controller.runtime.metrics import MetricsRegistry
@@ -21,11 +21,11 @@ class Flaky:
         self.calls = 0
         self.healed = threading.Event()
 
-    def __call__(self, key: str) -> Result:
+    def __call__(self, keys: list[str]) -> Outcome:
         self.calls += 1
         if not self.healed.is_set():
-            raise ValueError(f"cannot reconcile {key} (call {self.calls})")
-        return DONE
+            raise ValueError(f"cannot reconcile {keys[0]} (call {self.calls})")
+        return Outcome()
 
 
 def test_oneshot_gives_up_after_a_bounded_number_of_attempts_and_reports_the_first_error() -> None:
@@ -68,9 +68,9 @@ def test_a_terminal_error_is_not_retried_but_counted_and_reported_once(
     registry = MetricsRegistry()
     calls: list[str] = []
 
-    def rejected(key: str) -> Result:
-        calls.append(key)
-        raise TerminalError(f"{key} can never be learned")
+    def rejected(keys: list[str]) -> Outcome:
+        calls.extend(keys)
+        raise TerminalError(f"{keys[0]} can never be learned")
 
     controller = Controller("example", rejected, registry)
     controller.start()

@@ -33,14 +33,15 @@ def test_bytes_behind_lines_and_bytes_read_per_file_and_in_total(tmp_path: Path)
     try:
         budget = 4096
         reconciler = LogFileReconciler(
-            journal,
             store,
-            lambda _: None,
+            journal,
             LogFileSettings(batch_bytes=budget, bytes_per_reconcile=budget, publish_interval=0.0),
             metrics=IngestMetrics(registry),
         )
-        assert reconciler.reconcile(str(a)).requeue  # the budget ran out: more to read
-        reconciler.reconcile(str(b))
+        assert (
+            reconciler.reconcile([str(a)]).result(str(a)).requeue
+        )  # the budget ran out: more to read
+        reconciler.reconcile([str(b)])
         value = metric_values(registry)
         row = journal.active_file_at(str(a))
         assert row is not None and 0 < row.watermark < a.stat().st_size
@@ -53,12 +54,12 @@ def test_bytes_behind_lines_and_bytes_read_per_file_and_in_total(tmp_path: Path)
         assert value("ingest_lines_read_total") == row.lines + 10
         assert value("ingest_read_bytes_total") == row.watermark + b.stat().st_size
 
-        while reconciler.reconcile(str(a)).requeue:
+        while reconciler.reconcile([str(a)]).result(str(a)).requeue:
             pass
         assert value("ingest_behind_bytes") == 0
         assert value("ingest_lines_read_total") == 110
         b.unlink()
-        reconciler.reconcile(str(b))
+        reconciler.reconcile([str(b)])
         assert value("ingest_files_watched") == 1
         assert value("ingest_file_lines_read_total", path=str(b)) is None  # series dropped
         reconciler.close()

@@ -11,7 +11,7 @@ from controller.api.resource import new_resource
 from controller.reconcilers.logfile import LogFileReconciler
 from controller.reconcilers.trace import TraceReconciler
 from controller.runtime.metrics import MetricsRegistry
-from controller.store.journal import Journal
+from controller.store.journal import TRACES, Journal
 from controller.store.kube import (
     ETCD_MAX_REQUEST_BYTES,
     MAX_OBJECT_BYTES,
@@ -79,9 +79,8 @@ def test_a_trace_too_large_for_etcd_is_stored_with_its_bodies_elided(
     log.write_text("".join(json.dumps(line) + "\n" for line in lines))
     journal = Journal(tmp_path / "journal.db")
     with KubeStore(cluster.namespace, kubeconfig=str(cluster.kubeconfig)) as store:
-        traces: set[str] = set()
-        LogFileReconciler(journal, store, traces.update).reconcile(str(log))
-        TraceReconciler(journal, store, lambda _: None).reconcile_many(sorted(traces))
+        read = LogFileReconciler(store, journal).reconcile([str(log)])
+        TraceReconciler(store, journal).reconcile(sorted(read.downstream[TRACES]))
         trace = store.get("Trace", "a" * 32)
         assert trace["spec"]["response"]["blocks"][0]["id"] == "b1"  # the suggestion stays
         assert "request" not in trace["spec"]  # the 1.7 MB notebook could not

@@ -28,12 +28,12 @@ def test_examples_that_fail_to_embed_are_counted_as_failed_not_learned(tmp_path:
         fake.status = 500
         for attempt in range(3):  # the fix changes while the API is down: 3 new specs
             env.put_blocklog("b1", FIXED + f" --limit {attempt}")
-            assert env.learner.reconcile("b1").requeue_after is not None  # waits for the API
+            assert env.learner.reconcile(["b1"]).result("b1").requeue_after  # waits for the API
         assert results(env) == {"written": 0, "skipped": 0, "failed": 3}
 
         fake.status = 200
         now[0] += RETRY_EMBEDDING_SECONDS  # the outage's retry interval has passed
-        env.learner.reconcile("b1")  # the retry finishes what the failed attempts began
-        env.learner.reconcile("b1")  # nothing left to do
+        env.learner.reconcile(["b1"])  # the retry finishes what the failed attempts began
+        env.learner.reconcile(["b1"])  # nothing left to do
         assert results(env) == {"written": 1, "skipped": 1, "failed": 3}
         assert env.example("b1")["status"]["foyleLoadable"] is True  # type: ignore[index]

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from controller.api.result import Outcome, Result
 from controller.index.embedders import RETRY_EMBEDDING_SECONDS, EmbeddingError, EmbeddingOutage
 from controller.index.ledger import LEDGER_DIR
 from controller.index.retrieval import ExampleIndex
@@ -122,7 +123,7 @@ def env(tmp_path: Path) -> Iterator[Env]:
 
 def test_fixed_suggestion_becomes_example_file_and_index_entry(env: Env) -> None:
     env.put_blocklog("b1", FIXED)
-    env.learner.reconcile("b1")
+    env.learner.reconcile(["b1"])
 
     example = env.example("b1")
     assert example is not None
@@ -152,12 +153,12 @@ def test_fixed_suggestion_becomes_example_file_and_index_entry(env: Env) -> None
 
 def test_reconciling_again_writes_nothing(env: Env) -> None:
     env.put_blocklog("b1", FIXED)
-    env.learner.reconcile("b1")
+    env.learner.reconcile(["b1"])
     _, version = env.store.list_with_version("Example")
     inode = (env.training_dir / "b1.example.binpb").stat().st_ino
 
-    env.learner.reconcile("b1")
-    env.learner.reconcile("b1")
+    env.learner.reconcile(["b1"])
+    env.learner.reconcile(["b1"])
 
     assert env.store.list_with_version("Example")[1] == version
     assert (env.training_dir / "b1.example.binpb").stat().st_ino == inode
@@ -166,9 +167,9 @@ def test_reconciling_again_writes_nothing(env: Env) -> None:
 
 def test_a_later_fix_updates_the_example_and_its_file(env: Env) -> None:
     env.put_blocklog("b1", FIXED)
-    env.learner.reconcile("b1")
+    env.learner.reconcile(["b1"])
     env.put_blocklog("b1", FIXED + " --limit 10")
-    env.learner.reconcile("b1")
+    env.learner.reconcile(["b1"])
 
     example = env.example("b1")
     assert example is not None
@@ -192,11 +193,11 @@ def test_blocklog_that_stops_being_learnable_loses_everything_derived(
     env: Env, executed: str | None, status: dict[str, Any], reason: str
 ) -> None:
     env.put_blocklog("b1", FIXED)
-    env.learner.reconcile("b1")
+    env.learner.reconcile(["b1"])
     assert env.files() == ["b1.example.binpb"]
 
     env.put_blocklog("b1", executed, **status)  # e.g. a later execution reverts the fix
-    env.learner.reconcile("b1")
+    env.learner.reconcile(["b1"])
 
     assert env.example("b1") is None
     assert env.files() == []
@@ -206,19 +207,32 @@ def test_blocklog_that_stops_being_learnable_loses_everything_derived(
 
 def test_deleted_blocklog_takes_its_example_along(env: Env) -> None:
     env.put_blocklog("b1", FIXED)
-    env.learner.reconcile("b1")
+    env.learner.reconcile(["b1"])
     env.store.delete("BlockLog", "b1")
-    env.learner.reconcile("b1")
+    env.learner.reconcile(["b1"])
     assert (env.example("b1"), env.files(), len(env.index)) == (None, [], 0)
-    env.learner.reconcile("b1")  # nothing left to delete is fine
+    env.learner.reconcile(["b1"])  # nothing left to delete is fine
 
 
-def test_reconcile_error_is_counted_and_raised(env: Env) -> None:
+def test_a_key_that_fails_is_reported_failed_and_counted_and_the_others_learned(
+    env: Env,
+) -> None:
+    env.put_blocklog("b1", FIXED)
+    env.put_blocklog("b2", FIXED + " | head")
+    (env.training_dir / "b1.example.binpb").mkdir(parents=True)  # b1's file cannot be written
+
+    outcome = env.learner.reconcile(["b1", "b2"])
+
+    assert list(outcome.failed) == ["b1"]
+    assert env.counter("learner_reconcile_errors_total") == 1
+    assert env.example("b2") is not None and env.example("b2")["status"]["trainingFiles"]
+
+
+def test_a_batch_the_store_cannot_read_raises(env: Env) -> None:
     env.put_blocklog("b1", FIXED)
     env.store.close()
     with pytest.raises(Exception, match="closed"):
-        env.learner.reconcile("b1")
-    assert env.counter("learner_reconcile_errors_total") == 1
+        env.learner.reconcile(["b1"])
 
 
 def test_learn_all_makes_examples_for_exactly_the_learnable_blocklogs(env: Env) -> None:
@@ -227,7 +241,7 @@ def test_learn_all_makes_examples_for_exactly_the_learnable_blocklogs(env: Env) 
     env.put_blocklog("accepted", GENERATED)
     env.put_blocklog("eval", FIXED, evalMode=True)
     env.put_blocklog("gone", FIXED)
-    env.learner.reconcile("gone")
+    env.learner.reconcile(["gone"])
     env.store.delete("BlockLog", "gone")
 
     counts = learn_all(env.store, env.learner)
@@ -253,7 +267,7 @@ def test_example_status_says_whether_foyle_would_load_its_file(
 ) -> None:
     env = Env(tmp_path, ConstantEmbedder(dims))
     env.put_blocklog("b1", FIXED)
-    env.learner.reconcile("b1")
+    env.learner.reconcile(["b1"])
     status = env.example("b1")["status"]  # type: ignore[index]
     assert status["foyleLoadable"] is (not reason)
     assert status.get("reason", "") == reason
@@ -273,7 +287,7 @@ def test_an_unreachable_embedding_service_is_one_warning_a_status_and_a_retry_la
     for name in names:
         env.put_blocklog(name, FIXED + f" --limit {name}")
     with caplog.at_level("WARNING"):
-        assert env.learner.reconcile_many(names) == names
+        assert sorted(env.learner.reconcile(names).results) == names
     assert embedder.calls == 1  # the others waited at once, without a timeout each
     assert [r.levelname for r in caplog.records] == ["WARNING"]
     assert "cannot reach the API" in caplog.text
@@ -282,12 +296,12 @@ def test_an_unreachable_embedding_service_is_one_warning_a_status_and_a_retry_la
         assert (status["foyleLoadable"], status["reason"]) == (False, "EmbeddingUnavailable")
         assert status["trainingFiles"] == []
     assert env.files() == []
-    assert env.learner.reconcile("b0").requeue_after == RETRY_EMBEDDING_SECONDS
+    assert env.learner.reconcile(["b0"]).result("b0").requeue_after == RETRY_EMBEDDING_SECONDS
 
     embedder.down = False
-    assert env.learner.reconcile_many(names) == names  # still within the outage window
+    assert sorted(env.learner.reconcile(names).results) == names  # still within the outage
     now[0] += RETRY_EMBEDDING_SECONDS
-    assert env.learner.reconcile_many(names) == []
+    assert env.learner.reconcile(names).results == {}
     assert env.files() == [f"{n}.example.binpb" for n in names]
     assert all(env.example(n)["status"]["foyleLoadable"] for n in names)  # type: ignore[index]
     assert env.index.outage.waiting == set()
@@ -300,16 +314,20 @@ def test_the_pipeline_keeps_a_waiting_sources_mark_and_run_looks_again_later(
     """Issue 20: waiting for the embedding service is neither done nor a failure."""
     settings = Settings(log_dirs=[tmp_path / "logs"], state_dir=tmp_path / "state")
     store, journal = SQLiteStore(tmp_path / "store.db"), Journal(tmp_path / "journal.db")
-    pipeline = Pipeline(
-        settings, store, journal, learner=lambda names: [n for n in names if n == "waits"],
-        oneshot=oneshot,
-    )  # fmt: skip
+
+    def learner(names: list[str]) -> Outcome:
+        outcome = Outcome()
+        if "waits" in names:
+            outcome.set_result("waits", Result(requeue_after=RETRY_EMBEDDING_SECONDS))
+        return outcome
+
+    pipeline = Pipeline(settings, store, journal, learner=learner, oneshot=oneshot)
     journal.mark_dirty(EXAMPLES, ["waits", "learned"])
-    assert pipeline.examples is not None
+    examples = pipeline.controllers_by_queue[EXAMPLES]
     for name in ("waits", "learned"):
-        pipeline.examples.process_one(name)
+        examples.process([name])
     assert set(journal.dirty_seqs(EXAMPLES, ["waits", "learned"])) == {"waits"}  # a start retries
-    queue = pipeline.examples.queue  # run: "waits" is delayed (nothing ready, not idle)
+    queue = examples.queue  # run: "waits" is delayed (nothing ready, not idle)
     assert (queue.len(), queue.is_settled(), queue.is_idle()) == (0, True, oneshot)
     queue.shutdown()
     store.close()

@@ -26,7 +26,7 @@ import pytest
 from controller.api.result import DONE, Result
 from controller.reconcilers.logfile import LogFileReconciler, LogFileSettings, logfile_name
 from controller.store.base import StoreUnavailable
-from controller.store.journal import FileRow, Journal
+from controller.store.journal import TRACES, FileRow, Journal
 from controller.store.sqlite import SQLiteStore
 from tests.fakes import FakeClock
 
@@ -85,9 +85,7 @@ class Rig:
         self.reconciler = self.new_reconciler()
 
     def new_reconciler(self) -> LogFileReconciler:
-        return LogFileReconciler(
-            self.journal, self.store, self.handed_on.extend, self.settings, self.clock
-        )
+        return LogFileReconciler(self.store, self.journal, self.settings, self.clock)
 
     def restart(self) -> None:
         """A new reconciler on the same journal and store: no open handles, no memory."""
@@ -101,7 +99,10 @@ class Rig:
         return path
 
     def reconcile(self, path: Path) -> Result:
-        return self.reconciler.reconcile(str(path))
+        """One path's reconcile: what comes next for it; the traces handed on are kept."""
+        outcome = self.reconciler.reconcile([str(path)])
+        self.handed_on.extend(sorted(outcome.downstream.get(TRACES, ())))
+        return outcome.result(str(path))
 
     def ingested(self) -> Counter[str]:
         """How many lines of each trace the journal folded in (a fresh connection: committed)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from controller.api.result import DONE, Result
+from controller.api.result import Outcome
 from controller.runtime.controller import Controller
 from controller.runtime.manager import Manager
 from controller.runtime.metrics import MetricsRegistry
@@ -16,10 +16,10 @@ class Recorder:
         self.seen: list[str] = []
         self.lock = threading.Lock()
 
-    def __call__(self, key: str) -> Result:
+    def __call__(self, keys: list[str]) -> Outcome:
         with self.lock:
-            self.seen.append(key)
-        return DONE
+            self.seen.extend(keys)
+        return Outcome()
 
 
 def test_run_until_idle_runs_the_hooks_and_every_key_they_queue() -> None:

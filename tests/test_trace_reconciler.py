@@ -12,7 +12,7 @@ from controller.logs.framing import read_all
 from controller.reconcilers.blocklog import BlockLogReconciler
 from controller.reconcilers.logfile import LogFileReconciler, LogFileSettings
 from controller.reconcilers.trace import TraceReconciler, TraceSettings
-from controller.store.journal import Journal
+from controller.store.journal import BLOCKLOGS, TRACES, Journal
 from controller.store.sqlite import SQLiteStore
 from tests.cli_helpers import comparable
 from tests.fakes import FakeClock
@@ -27,27 +27,20 @@ class Pipeline:
     def __init__(self, tmp_path: Path, clock: FakeClock, settings: TraceSettings) -> None:
         self.journal = Journal(tmp_path / "journal.db")
         self.store = SQLiteStore(tmp_path / "store.db")
-        self.traces: set[str] = set()
-        self.blocklogs: set[str] = set()
-        self.logfile = LogFileReconciler(
-            self.journal, self.store, self.traces.update, LogFileSettings(), clock
-        )
-        self.trace = TraceReconciler(
-            self.journal, self.store, self.blocklogs.update, settings, clock
-        )
-        self.blocklog = BlockLogReconciler(self.store, self.journal)
+        self.logfile = LogFileReconciler(self.store, self.journal, LogFileSettings(), clock)
+        self.trace = TraceReconciler(self.store, self.journal, settings, clock)
+        self.blocklog = BlockLogReconciler(self.store)
         self.log = tmp_path / "logs" / "runme.json"
         self.log.parent.mkdir()
 
     def sync(self, path: Path) -> None:
-        """Reconcile the file, then every touched trace and block log."""
-        self.logfile.reconcile(str(path))
-        for key in sorted(self.traces):
-            self.trace.reconcile(key)
-        for name in sorted(self.blocklogs):
-            self.blocklog.reconcile(name)
-        self.traces.clear()
-        self.blocklogs.clear()
+        """Reconcile the file, then every touched trace and block log, one key at a time."""
+        traces = self.logfile.reconcile([str(path)]).downstream.get(TRACES, set())
+        blocklogs: set[str] = set()
+        for key in sorted(traces):
+            blocklogs |= self.trace.reconcile([key]).downstream.get(BLOCKLOGS, set())
+        for name in sorted(blocklogs):
+            self.blocklog.reconcile([name])
 
 
 def runme_lines(testdata: Path) -> list[bytes]:
@@ -117,7 +110,7 @@ def test_idle_unfinished_trace_is_swept_abandoned_and_reopened_by_its_end_line(
     assert pipeline.journal.traces_to_abandon(clock.now - 600) == [], "idle for 300 s only"
     clock.now += 301
     assert pipeline.journal.traces_to_abandon(clock.now - 600) == [RUNME_TRACE]
-    pipeline.trace.reconcile(RUNME_TRACE)
+    pipeline.trace.reconcile([RUNME_TRACE])
     trace = pipeline.store.get("Trace", trace["metadata"]["name"])
     assert trace["status"]["phase"] == "Abandoned"
     assert pipeline.journal.traces_to_abandon(clock.now - 600) == [], "marked once"
@@ -136,9 +129,9 @@ def test_noop_reconcile_makes_no_writes(tmp_path: Path, testdata: Path) -> None:
     log.write_bytes(b"".join(runme_lines(testdata)))
     pipeline.sync(log)
     _, version = pipeline.store.list_with_version("Trace")
-    pipeline.trace.reconcile(RUNME_TRACE)
+    pipeline.trace.reconcile([RUNME_TRACE])
     for blocklog in pipeline.store.list("BlockLog"):
-        pipeline.blocklog.reconcile(blocklog["metadata"]["name"])
+        pipeline.blocklog.reconcile([blocklog["metadata"]["name"]])
     assert pipeline.store.list_with_version("Trace")[1] == version
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from controller.analyze.blocklogs import Generation, blocklog_status, member_ids
 from controller.api.kinds import Resource
 from controller.reconcilers.join import Join, JoinReconciler
-from controller.store.journal import BLOCKLOGS
+from controller.store.journal import EXAMPLES
 
 
 def _status(
@@ -19,8 +19,8 @@ def _status(
     return blocklog_status(blocklog["spec"], traces, generations)
 
 
-BLOCKLOG_JOIN = Join("BlockLog", BLOCKLOGS, member_ids, _status)
+BLOCKLOG_JOIN = Join("BlockLog", member_ids, _status, learner_queue=EXAMPLES)
 
 
-# BlockLogReconciler(store, journal, on_change=None)
+# BlockLogReconciler(store)
 BlockLogReconciler = partial(JoinReconciler, BLOCKLOG_JOIN)

@@ -1,13 +1,13 @@
 """Joined resources (BlockLog, Session): member Trace resources -> status, set-wise.
 
-Membership (`spec`) is written by the Trace reconciler, which also leaves a
-durable dirty mark in the journal. `reconcile_many(names)` reads a batch of
-joined resources in one query and every member Trace they list in one more
+Membership (`spec`) is written by the Trace reconciler, which hands the
+joined resources it touched on to this stage. `reconcile(names)` reads a batch
+of joined resources in one query and every member Trace they list in one more
 (recently read Traces come from a cache by resourceVersion), derives each
 status with the kind's pure function (plus `observedGeneration`), writes the
-changed ones in one bulk write, deletes one no trace names any more, tells
-the learner what changed, and clears the marks last. A spec lists a bounded
-number of members, so the work per resource does not grow with its history.
+changed ones in one bulk write, deletes one no trace names any more, and hands
+what changed on to the kind's learner. A spec lists a bounded number of
+members, so the work per resource does not grow with its history.
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ from controller.analyze.blocklogs import Generation
 from controller.api.kinds import Resource
 from controller.api.names import name_for_id
 from controller.api.resource import new_resource
-from controller.api.result import DONE, Result
+from controller.api.result import Outcome
 from controller.reconcilers.tracecache import TraceSpecs
 from controller.store.base import Mutator, NotFound, Store, get_many, read_modify_write_many
-from controller.store.journal import Journal
 
 Spec = dict[str, Any]
 Status = Callable[[Resource, dict[str, Spec], dict[str, Generation]], dict[str, Any]]
@@ -32,36 +31,23 @@ Status = Callable[[Resource, dict[str, Spec], dict[str, Generation]], dict[str, 
 
 @dataclass(frozen=True)
 class Join:
-    """What differs between joined kinds: the kind, its dirty-mark queue, who its members
-    are, and the pure status of a resource from its members' Trace specs."""
+    """What differs between joined kinds: the kind, who its members are, the pure status of
+    a resource from its members' Trace specs, and the learner stage told of changes."""
 
     kind: str
-    queue: str
     members: Callable[[Spec], list[str]]
     status: Status
+    learner_queue: str
 
 
 class JoinReconciler:
-    def __init__(
-        self,
-        join: Join,
-        store: Store,
-        journal: Journal,
-        on_change: Callable[[list[str]], None] | None = None,
-    ) -> None:
+    def __init__(self, join: Join, store: Store) -> None:
         self.join = join
         self.store = store
-        self.journal = journal
-        self.on_change = on_change  # statuses changed or resources went: tell the learner
         self._traces = TraceSpecs(store)
 
-    def reconcile(self, name: str) -> Result:
-        self.reconcile_many([name])
-        return DONE
-
-    def reconcile_many(self, names: list[str]) -> None:
+    def reconcile(self, names: list[str]) -> Outcome:
         kind = self.join.kind
-        seqs = self.journal.dirty_seqs(self.join.queue, names)
         found = get_many(self.store, kind, names)
         empty = [n for n, obj in found.items() if not self.join.members(obj["spec"])]
         for name in empty:
@@ -80,10 +66,10 @@ class JoinReconciler:
         read_modify_write_many(
             self.store, kind, {n: _status_mutation(s) for n, s in statuses.items()}
         )
-        changed = [*statuses, *empty]
-        if changed and self.on_change is not None:
-            self.on_change(changed)
-        self.journal.clear_dirty(self.join.queue, seqs)
+        outcome = Outcome()
+        # statuses changed or resources went: the learner looks again
+        outcome.hand_on(self.join.learner_queue, [*statuses, *empty])
+        return outcome
 
 
 SpecChange = Callable[[Spec | None], Spec | None]

@@ -3,8 +3,8 @@
 A source is a BlockLog (Foyle's learner before v0.0.37) or a Session (Foyle's
 learner since then; issue 11): `Source` says which kind, and which pure rule
 decides learnability and makes the Example. Keyed by the source's name (an
-Example shares its source's name). `reconcile` reads the source and converges
-everything derived from it:
+Example shares its source's name). `reconcile(names)` reads a batch of sources
+and their Examples in one query each and converges everything derived from each:
 
 * learnable -> the Example (spec written only when it changed), the index
   entry, the training files (with the index's embedding when there is one),
@@ -17,7 +17,7 @@ everything derived from it:
 * the embedding service unavailable (issue 20) -> the Example stays, without
   an index entry or training file (Foyle would skip a file without a vector),
   its status says `EmbeddingUnavailable`, and the source is handed back to be
-  retried later (`reconcile`'s requeue_after, `reconcile_many`'s return value);
+  retried later (a requeue_after in its Outcome: the dirty mark stays until then);
   the index warns once per outage, not once per Example.
 
 Level-triggered and idempotent: a repeated call on an unchanged source makes
@@ -30,27 +30,28 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 import orjson
 
 from controller.api.kinds import Resource
 from controller.api.resource import rfc3339
-from controller.api.result import DONE, Result
+from controller.api.result import Outcome, Result
 from controller.index.embedders import RETRY_EMBEDDING_SECONDS, EmbeddingUnavailable
 from controller.index.retrieval import ExampleIndex
 from controller.index.training import TrainingWriter, foyle_skip_reason
 from controller.learn.query import blocks_to_markdown
 from controller.learn.rule import BLOCKLOG_LABEL, example_for, learnability
 from controller.learn.session_rule import SESSION_LABEL, example_for_session, session_learnability
+from controller.reconcilers.metrics import Counter, Metrics, NullCounter
 from controller.store.base import NotFound, Store, get_many, read_modify_write
 
 log = logging.getLogger(__name__)
 
 KIND = "Example"
 EMBEDDING_UNAVAILABLE = "EmbeddingUnavailable"
+LEARN_ALL_BATCH = 256  # sources per reconcile in `learn_all`, as the worker loop batches them
 
 
 @dataclass(frozen=True)
@@ -72,26 +73,6 @@ LEARN_FROM = {
 }
 
 
-class _Counter(Protocol):
-    def labels(self, *values: str) -> _Counter: ...
-
-    def inc(self, amount: float = 1) -> None: ...
-
-
-class Metrics(Protocol):
-    """What the learner needs from a metrics registry (runtime.metrics.MetricsRegistry fits)."""
-
-    def counter(self, name: str, doc: str, labels: Sequence[str] = ()) -> Any: ...
-
-
-class _NullCounter:
-    def labels(self, *values: str) -> _NullCounter:
-        return self
-
-    def inc(self, amount: float = 1) -> None:
-        pass
-
-
 class LearnerReconciler:
     """Source -> Example + training files + index entry (see the module docstring)."""
 
@@ -109,10 +90,10 @@ class LearnerReconciler:
         self.index = index
         self.training = training
         self.clock = clock
-        self._learned: _Counter = _NullCounter()
-        self._not_learnable: _Counter = _NullCounter()
-        self._errors: _Counter = _NullCounter()
-        self._unloadable: _Counter = _NullCounter()
+        self._learned: Counter = NullCounter()
+        self._not_learnable: Counter = NullCounter()
+        self._errors: Counter = NullCounter()
+        self._unloadable: Counter = NullCounter()
         if metrics is not None:
             self._learned = metrics.counter(
                 "learner_examples_total",
@@ -136,48 +117,37 @@ class LearnerReconciler:
                 ["reason"],
             )
 
-    def reconcile(self, name: str) -> Result:
-        """Converge the Example and its derived data for the source named `name`."""
-        try:
-            waiting = self._reconcile(name)
-        except Exception:
-            self._errors.inc()
-            raise
-        return Result(requeue_after=RETRY_EMBEDDING_SECONDS) if waiting else DONE
-
-    def reconcile_many(self, names: list[str]) -> list[str]:
+    def reconcile(self, names: list[str]) -> Outcome:
         """Converge a batch: its sources and Examples are read in one query each.
 
         A source that is not learnable and has no Example needs no work: nothing
         derived from it can exist (an Example is written before its index entry and
-        files, and deleted after them). During catch-up that is most of them.
-        Returns the names waiting for the embedding service, to look at again later.
+        files, and deleted after them). During catch-up that is most of them. A
+        source whose convergence fails is reported failed on its own; what it wrote
+        before failing is converged from by the retry. One waiting for the embedding
+        service is looked at again later (its dirty mark stays until then).
         """
         sources = get_many(self.store, self.source.kind, names)
         examples = get_many(self.store, KIND, names)
-        waiting = []
+        outcome = Outcome()
         for name in names:
             source = sources.get(name)
-            if name not in examples:
-                learnable, reason = (
-                    self.source.learnability(source) if source else (False, "NotFound")
-                )
-                if not learnable:
-                    self._not_learnable.labels(reason).inc()
-                    continue
-            if self.reconcile(name).requeue_after is not None:
-                waiting.append(name)
-        return waiting
+            learnable, reason = self.source.learnability(source) if source else (False, "NotFound")
+            if not learnable and name not in examples:
+                self._not_learnable.labels(reason).inc()
+                continue
+            try:
+                example = self.source.example_for(source) if source and learnable else None
+                if self._converge(name, example, reason):
+                    outcome.set_result(name, Result(requeue_after=RETRY_EMBEDDING_SECONDS))
+            except Exception as err:
+                self._errors.inc()
+                outcome.failed[name] = err
+        return outcome
 
-    def _reconcile(self, name: str) -> bool:
-        """True when the Example waits for the embedding service."""
-        try:
-            source = self.store.get(self.source.kind, name)
-        except NotFound:
-            self._forget(name)
-            return False
-        learnable, reason = self.source.learnability(source)
-        example = self.source.example_for(source) if learnable else None
+    def _converge(self, name: str, example: Resource | None, reason: str) -> bool:
+        """Make the Example, index entry and files match `example` (none of them when None);
+        True when the Example waits for the embedding service."""
         if example is None:
             self._not_learnable.labels(reason).inc()
             self._forget(name)
@@ -212,10 +182,10 @@ class LearnerReconciler:
             return True, False
         embedding = self.index.embedding(name)
         files = self.training.write(example, embedding)
-        reason = foyle_skip_reason(embedding)
-        if reason:
-            self._unloadable.labels(reason).inc()
-        return False, self._write_status(name, files, reason)
+        skip = foyle_skip_reason(embedding)
+        if skip:
+            self._unloadable.labels(skip).inc()
+        return False, self._write_status(name, files, skip)
 
     def _write_spec(self, example: Resource) -> bool:
         """Create or update the Example's spec, labels and owner; True when they changed."""
@@ -300,19 +270,21 @@ def learn_all(store: Store, reconciler: LearnerReconciler) -> dict[str, int]:
     work = [(b["metadata"]["name"], source.learnability(b)[0]) for b in objects]
     for name in sorted(orphans):
         work.append((name, False))
-    for name, learnable in work:
-        try:
-            if reconciler.reconcile(name).requeue_after is not None:
+    for start in range(0, len(work), LEARN_ALL_BATCH):
+        batch = work[start : start + LEARN_ALL_BATCH]
+        outcome = reconciler.reconcile([name for name, _ in batch])
+        for name, learnable in batch:
+            if name in outcome.failed:
+                log.error("learner: reconcile of %s failed: %s", name, outcome.failed[name])
+                counts["errors"] += 1
+                continue
+            if outcome.result(name).requeue_after is not None:
                 counts["waitingForEmbedding"] += 1
-        except Exception:
-            log.exception("learner: reconcile of %s failed", name)
-            counts["errors"] += 1
-            continue
-        if name in orphans:
-            counts["orphans"] += 1
-        else:
-            counts[plural] += 1
-            counts["learnable" if learnable else "notLearnable"] += 1
+            if name in orphans:
+                counts["orphans"] += 1
+            else:
+                counts[plural] += 1
+                counts["learnable" if learnable else "notLearnable"] += 1
     live = {e["metadata"]["name"] for e in store.list(KIND)}
     counts["prunedFiles"] = reconciler.training.prune(live)
     return counts

@@ -1,13 +1,13 @@
 """LogFile reconciler: bring the journal up to the bytes a log path holds now.
 
-`reconcile(path)` is level-triggered: it looks at what the path is now (which
+`reconcile(paths)` is level-triggered: it looks at what each path is now (which
 file identity, how long) and at what the journal says was read, and closes
 the gap. Watchdog events only say "look again".
 
 * Same identity, longer: read complete lines from the watermark, in batches;
   each batch is folded into one accumulator per trace and committed with the
-  watermark in one journal transaction, then
-  the traces it touched are handed on (`on_traces`).
+  watermark in one journal transaction (which marks the touched traces
+  dirty), and the traces touched are handed on to the trace stage.
 * Different identity at the path (rename+create rotation, inode reuse):
   drain the old file through the handle still open on it, mark it Rotated
   (or Deleted when its last link is gone), then start the new file at 0;
@@ -37,7 +37,7 @@ from typing import BinaryIO, Protocol
 from controller.analyze.traces import TraceAccumulator, trace_key
 from controller.api.names import name_for_id
 from controller.api.resource import new_resource, rfc3339
-from controller.api.result import DONE, Result
+from controller.api.result import DONE, Outcome, Result
 from controller.logs.framing import MAX_LINE_BYTES, CarryState, ReadBatch, read_batch
 from controller.logs.identity import grow_fingerprint, observe
 from controller.logs.opening import NotALogFile, open_log_file  # issue 13
@@ -50,7 +50,7 @@ from controller.logs.transition import (
     continues,
 )
 from controller.store.base import NotFound, Store, read_modify_write
-from controller.store.journal import Batch, FileRow, Journal, WatermarkMoved
+from controller.store.journal import TRACES, Batch, FileRow, Journal, WatermarkMoved
 
 log = logging.getLogger(__name__)
 
@@ -143,9 +143,8 @@ class _Handles:
 class LogFileReconciler:
     def __init__(
         self,
-        journal: Journal,
         store: Store,
-        on_traces: Callable[[set[str]], None],
+        journal: Journal,
         settings: LogFileSettings | None = None,
         clock: Callable[[], float] = time.time,
         metrics: IngestObserver | None = None,
@@ -153,7 +152,9 @@ class LogFileReconciler:
         self.metrics = metrics or _NoIngestMetrics()
         self.journal = journal
         self.store = store
-        self.on_traces = on_traces
+        # Traces the current call's reads touched, per worker thread (a retire drains inside
+        # a reconcile of another path): handed on to the trace stage in the Outcome.
+        self._touched = threading.local()
         self.settings = settings or LogFileSettings()
         self.clock = clock
         self.handles = _Handles(self.settings.max_open_files)
@@ -165,9 +166,17 @@ class LogFileReconciler:
 
     # -- entry point ---------------------------------------------------------------------
 
-    def reconcile(self, path: str) -> Result:
-        with self._lock_for(path):
-            return self._reconcile(path)
+    def reconcile(self, paths: list[str]) -> Outcome:
+        """Read what each path's file holds beyond its watermark (a bounded amount per
+        call: a path with more to read is requeued); the traces its lines touched go on to
+        the trace stage (the journal marked them durably with the watermark)."""
+        outcome = Outcome()
+        self._touched.keys = set()
+        for path in paths:
+            with self._lock_for(path):
+                outcome.set_result(path, self._reconcile(path))
+        outcome.hand_on(TRACES, self._touched.keys)
+        return outcome
 
     def close(self) -> None:
         """Publish what the publish interval held back, then close every handle.
@@ -359,8 +368,7 @@ class LogFileReconciler:
                 return Result(requeue=True)
             grew = True
             self.metrics.read(row.path, rb.lines, rb.next_offset - rb.start_offset, self.clock())
-            if touched:
-                self.on_traces(touched)
+            self._touched.keys.update(touched)
             offset, carry = rb.next_offset, rb.carry
             if budget is not None:
                 budget -= rb.next_offset - rb.start_offset

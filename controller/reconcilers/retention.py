@@ -19,14 +19,14 @@ coordinate with, the BlockLog reconciler. A Trace the trace reconciler writes
 again (new lines, or a rewrite racing a sweep) gets its full bodies back until
 the next sweep; the annotation says when bodies were last elided.
 
-The sweeper is its own thread, started by `foylectl run --store kube` only;
-the SQLite store lives on the node's disk and has no such quota.
+The sweep is a periodic job of the manager (`sweep_logged`), added by
+`foylectl run --store kube` only; the SQLite store lives on the node's disk
+and has no such quota.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -36,7 +36,7 @@ import orjson
 from controller.analyze.traces import CONTEXT, EXECUTE, GENERATE, LOG_EVENT, RUNME
 from controller.api.kinds import Resource
 from controller.api.resource import parse_rfc3339, rfc3339_seconds
-from controller.reconcilers.learner import Metrics
+from controller.reconcilers.metrics import Metrics
 from controller.store.base import Store, StoreError, json_copy, read_modify_write
 
 log = logging.getLogger(__name__)
@@ -111,12 +111,10 @@ class TraceRetention:
         store: Store,
         retention: float,
         registry: Metrics,
-        interval: float = 60.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.retention = retention
-        self.interval = interval
         self.clock = clock
         self._wrote = False  # whether the last mutation elided (rather than found nothing to do)
         self._elided = registry.counter(
@@ -150,20 +148,12 @@ class TraceRetention:
         out["metadata"].setdefault("annotations", {})[ELIDED] = rfc3339_seconds(self.clock())
         return out
 
-    def run(self, stop: threading.Event) -> None:
-        """Sweep every `interval` seconds until `stop` is set; store errors wait for the next."""
-        while not stop.is_set():
-            try:
-                count = self.sweep()
-                if count:
-                    log.info("trace retention: elided the bodies of %d traces", count)
-            except StoreError as exc:
-                log.warning("trace retention: %s; retrying in %.0f s", exc, self.interval)
-            stop.wait(self.interval)
-
-    def start(self, stop: threading.Event) -> threading.Thread:
-        thread = threading.Thread(
-            target=self.run, args=(stop,), name="trace-retention", daemon=True
-        )
-        thread.start()
-        return thread
+    def sweep_logged(self) -> None:
+        """One sweep as a periodic job runs it: a store error waits for the next (one line)."""
+        try:
+            count = self.sweep()
+        except StoreError as exc:
+            log.warning("trace retention: %s; retrying at the next sweep", exc)
+            return
+        if count:
+            log.info("trace retention: elided the bodies of %d traces", count)

@@ -3,7 +3,7 @@
 Membership (`spec.traceIds`) is written by the Trace reconciler through
 `join_sessions` (a batch's changes merged per Session, one CAS
 read-modify-write each, so ingesters on several nodes never lose a member),
-which also leaves a durable dirty mark (queue `sessions`). The status is
+which hands the Sessions it touched on to this stage (queue `sessions`). The status is
 the pure `session_status` plus whether Foyle's session learner would learn
 from it, kept set-wise like every joined kind (controller.reconcilers.join).
 """
@@ -26,10 +26,9 @@ from controller.api.names import name_for_id
 from controller.learn.session_rule import session_learnability
 from controller.reconcilers.join import Join, JoinReconciler, SpecChange, membership_mutation
 from controller.store.base import Store, read_modify_write_many
+from controller.store.journal import SESSION_EXAMPLES
 
 Spec = dict[str, Any]
-SESSIONS = "sessions"  # journal dirty-mark queue: Sessions whose members changed
-SESSION_EXAMPLES = "session-examples"  # Sessions whose status changed since the learner looked
 
 
 def join_sessions(store: Store, changes: list[tuple[dict[str, Any], str]]) -> set[str]:
@@ -73,8 +72,8 @@ def _members(spec: Spec) -> list[str]:
     return list(spec.get("traceIds", []))
 
 
-SESSION_JOIN = Join("Session", SESSIONS, _members, _status)
+SESSION_JOIN = Join("Session", _members, _status, learner_queue=SESSION_EXAMPLES)
 
 
-# SessionReconciler(store, journal, on_change=None)
+# SessionReconciler(store)
 SessionReconciler = partial(JoinReconciler, SESSION_JOIN)

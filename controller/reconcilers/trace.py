@@ -1,6 +1,6 @@
 """Trace reconciler: journal accumulators -> Trace resources -> BlockLog membership.
 
-Set-wise: `reconcile_many(keys)` handles a whole batch of trace keys in one
+Set-wise: `reconcile(keys)` handles a whole batch of trace keys in one
 pass. One journal read gives every key's accumulator (the journal keeps one
 per trace); each is reduced with the pure core (the function the one-shot
 analysis uses). Then, in this order:
@@ -11,10 +11,9 @@ analysis uses). Then, in this order:
    written with one read-modify-write per BlockLog (member start times live in
    the spec, so no other trace is read);
 3. the Traces are written (one bulk write), and the BlockLogs touched are
-   durably marked and handed on; Sessions (by RunMe context id) are joined
-   the same way when `on_sessions` is set;
-4. phases are recorded and the dirty marks cleared, each only if no newer
-   batch set it meanwhile.
+   handed on (the worker loop marks them durably in the same unit of work);
+   Sessions (by RunMe context id) are joined the same way;
+4. phases are recorded (the worker loop clears the batch's dirty marks).
 
 BlockLogs go before Traces: a crash between the two leaves the trace dirty and
 its stored Trace still naming its old blocks, so the retry adds it again
@@ -31,7 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,10 +38,10 @@ from controller.analyze.blocklogs import membership_add, membership_remove
 from controller.analyze.traces import ABANDON_AFTER_SECONDS, is_abandoned, reduce_trace
 from controller.api.names import name_for_id
 from controller.api.resource import new_resource
-from controller.api.result import DONE, Result
+from controller.api.result import Outcome
 from controller.reconcilers.join import SpecChange, membership_mutation
 from controller.reconcilers.retention import join_view
-from controller.reconcilers.session import SESSIONS, join_sessions
+from controller.reconcilers.session import join_sessions
 from controller.store.base import (
     Mutator,
     ObjectTooLarge,
@@ -51,7 +50,7 @@ from controller.store.base import (
     read_modify_write,
     read_modify_write_many,
 )
-from controller.store.journal import BLOCKLOGS, TRACES, Journal, TraceOutcome
+from controller.store.journal import BLOCKLOGS, SESSIONS, Journal, TraceOutcome
 
 log = logging.getLogger(__name__)
 
@@ -73,26 +72,17 @@ class _Reduced:
 class TraceReconciler:
     def __init__(
         self,
-        journal: Journal,
         store: Store,
-        on_blocklogs: Callable[[Iterable[str]], None],
+        journal: Journal,
         settings: TraceSettings | None = None,
         clock: Callable[[], float] = time.time,
-        on_sessions: Callable[[Iterable[str]], None] | None = None,
     ) -> None:
-        self.journal = journal
         self.store = store
-        self.on_blocklogs = on_blocklogs
-        self.on_sessions = on_sessions  # Session membership is kept when set
+        self.journal = journal
         self.settings = settings or TraceSettings()
         self.clock = clock
 
-    def reconcile(self, trace_key: str) -> Result:
-        self.reconcile_many([trace_key])
-        return DONE
-
-    def reconcile_many(self, keys: list[str]) -> None:
-        seqs = self.journal.dirty_seqs(TRACES, keys)
+    def reconcile(self, keys: list[str]) -> Outcome:
         states = self.journal.trace_states(keys)
         now = self.clock()
         reduced: list[_Reduced] = []
@@ -122,20 +112,13 @@ class TraceReconciler:
         before = get_fields_many(self.store, "Trace", names, (".spec.blockIds", ".spec.contextId"))
         previous = {names[n]: blocks for n, (blocks, _) in before.items()}
         contexts = {names[n]: context for n, (_, context) in before.items()}
-        touched = self._write_membership(reduced, previous)
+        outcome = Outcome()
+        outcome.hand_on(BLOCKLOGS, self._write_membership(reduced, previous))
         self._write_traces(reduced)
-        if touched:
-            self.journal.mark_dirty(BLOCKLOGS, touched)
-            self.on_blocklogs(touched)
-        if self.on_sessions is not None:
-            sessions = join_sessions(
-                self.store, [(r.spec, contexts.get(r.key) or "") for r in reduced]
-            )
-            if sessions:
-                self.journal.mark_dirty(SESSIONS, sessions)
-                self.on_sessions(sessions)
+        contexts_before = [(r.spec, contexts.get(r.key) or "") for r in reduced]
+        outcome.hand_on(SESSIONS, join_sessions(self.store, contexts_before))
         self.journal.finish_traces(outcomes)
-        self.journal.clear_dirty(TRACES, seqs)
+        return outcome
 
     def _write_traces(self, reduced: list[_Reduced]) -> None:
         """One bulk write; a Trace too large for the backend (etcd) is written smaller

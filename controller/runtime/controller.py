@@ -1,18 +1,22 @@
 """A controller: one work queue, one reconcile function, N worker threads.
 
-The worker loop owns retries (controller-runtime's reconcileHandler): a
-reconcile returns a Result or raises; only the loop decides to forget the
-key, re-add it at once, later, or with per-item exponential back-off. One
-failing key is logged with its key, counted, and retried; it never stops the
-loop.
+The one contract (api/result.py): `reconcile(keys) -> Outcome`. A worker takes
+the keys already waiting, up to `batch_size` or `batch_seconds`, and hands them
+to one call inside one unit of work (controller.store.unit: one commit for
+all; queue adds run after it). The worker loop alone acts on the Outcome
+(controller-runtime's reconcileHandler): done keys are forgotten, requeued ones
+re-added at once or later, failed ones retried with per-item exponential
+back-off; one failing key is logged with its key, counted, and retried, and
+never stops the loop. If the call raises (or the commit fails), the unit rolls
+back and each key runs again in a unit of its own, so one bad key costs its
+batch a retry, never another key's writes.
 
-With `unit` resources (the journal, the SQLite store) or a `reconcile_many`,
-a worker takes the keys already waiting, up to `batch_size` or
-`batch_seconds`, and reconciles them in one unit of work
-(controller.store.unit): one commit for all. `reconcile_many` takes the whole
-batch in one call, so a reconciler can read and write it set-wise. If any
-key fails, the whole unit rolls back and each key runs again in a unit of its
-own, so one bad key costs its batch a retry, never another key's writes.
+The controller also owns the durable dirty marks (the journal's "look at this
+again" per stage, which make a restart resume what was left): it reads the
+marks' sequence numbers of a batch before the call, marks the keys the Outcome
+hands downstream in the same unit of work, clears the batch's own marks after
+success (only those no later batch set meanwhile), and queues the downstream
+keys once the unit commits.
 
 What to do with a key that keeps failing, and with "look again later", is a
 `RetryPolicy` chosen by whoever builds the controller: by default a failing
@@ -22,8 +26,7 @@ reports it, so `foylectl analyze` always ends (issue 13). A `TerminalError`
 is never retried: counted, logged once, reported as given up.
 
 A `gate` applies back-pressure: while it is shut the workers take no key.
-Savepoints per key would do the same at a cost paid by every key. A worker
-with an empty queue takes the one key it got, so batching adds no latency.
+A worker with an empty queue takes the one key it got, so batching adds no latency.
 """
 
 from __future__ import annotations
@@ -31,10 +34,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from controller.api.result import Result, TerminalError
+from controller.api.result import Outcome, Result, TerminalError
 from controller.runtime.metrics import MetricsRegistry, QueueMetrics, reconcile_time
 from controller.runtime.ratelimit import default_controller_rate_limiter
 from controller.runtime.workqueue import WorkQueue
@@ -42,9 +46,28 @@ from controller.store.unit import Transactional, after_commit, unit_of_work
 
 log = logging.getLogger(__name__)
 
-Reconcile = Callable[[str], Result]
-ReconcileMany = Callable[[list[str]], None]  # a whole batch at once; raises on failure
+Reconcile = Callable[[list[str]], Outcome]
 GATE_POLL_SECONDS = 0.01
+
+
+class DirtyMarks(Protocol):
+    """Durable per-queue "look at this key again" marks (the journal keeps them)."""
+
+    def dirty_seqs(self, queue: str, keys: Iterable[str]) -> dict[str, int]: ...
+
+    def mark_dirty(self, queue: str, keys: Iterable[str]) -> None: ...
+
+    def clear_dirty(self, queue: str, seqs: Mapping[str, int]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Downstream:
+    """A stage this controller hands keys to: the marks queue the worker loop writes for it
+    (None when the reconciler's own commit marks them, as the journal's file reads do), and
+    its controller (None while it does not run: the marks wait for it)."""
+
+    marks_queue: str | None
+    controller: Controller | None
 
 
 @dataclass(frozen=True)
@@ -86,14 +109,17 @@ class Controller:
         batch_size: int = 256,
         batch_seconds: float = 0.05,
         gate: Callable[[], bool] | None = None,
-        reconcile_many: ReconcileMany | None = None,
+        marks: DirtyMarks | None = None,
+        marks_queue: str | None = None,
     ) -> None:
         self.name = name
-        self._reconcile_many = reconcile_many
         self._policy = policy
         self._reconcile = reconcile
         self._unit = tuple(unit)
-        self._batch_size = batch_size if unit or reconcile_many else 1
+        self._marks = marks
+        self._marks_queue = marks_queue  # this stage's own durable marks, if it has any
+        self._downstream: dict[str, Downstream] = {}
+        self._batch_size = batch_size
         self._batch_seconds = batch_seconds
         self._gate = gate
         self._gate_closed = threading.Event()  # never set: a wait that wakes on its timeout
@@ -136,6 +162,16 @@ class Controller:
     def add(self, key: str) -> None:
         self.queue.add(key)
 
+    def add_all(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self.queue.add(key)
+
+    def connect(self, stage: str, downstream: Downstream) -> None:
+        """Let this controller's Outcomes hand keys to `stage`."""
+        if downstream.marks_queue is not None and self._marks is None:
+            raise ValueError(f"{self.name}: no DirtyMarks to mark {stage}'s queue with")
+        self._downstream[stage] = downstream
+
     def failing(self) -> list[Failing]:
         """The keys failing now, and those the policy gave up on."""
         with self._failing_lock:
@@ -156,44 +192,51 @@ class Controller:
             thread.join(timeout=max(0.1, timeout))
         return drained
 
-    def process_one(self, key: str) -> None:
-        """Reconcile one key in a unit of its own and apply the retry rules."""
+    def process(self, keys: list[str]) -> None:
+        """Reconcile `keys` in one unit of work and apply the retry rules; on a failure of
+        the whole batch, each key again in a unit of its own (to find the failing one)."""
         try:
             with unit_of_work(*self._unit):
-                self._reconcile_and_follow_up(key)
+                self._reconcile_in_unit(keys)
         except Exception as err:
-            self._failed(key, err)
-
-    def _process_batch(self, keys: list[str]) -> None:
-        if len(keys) == 1:
-            self.process_one(keys[0])
-            return
-        try:
-            with unit_of_work(*self._unit):
-                if self._reconcile_many is not None:
-                    self._reconciles.inc(len(keys))
-                    self._reconcile_many(keys)
-                    self.reconciled += len(keys)
-                    after_commit(lambda: self._succeeded(keys))
-                else:
-                    for key in keys:
-                        self._reconcile_and_follow_up(key)
-        except Exception:  # rolled back: find the failing key(s) one by one
+            if len(keys) == 1:
+                self._failed(keys[0], err)
+                return
             for key in keys:
-                self.process_one(key)
+                self.process([key])
 
-    def _reconcile_and_follow_up(self, key: str) -> None:
-        """Reconcile; queue follow-ups to run once the unit commits; raise on failure."""
-        self._reconciles.inc()
-        result = self._reconcile(key)
-        self.reconciled += 1
-        # Only a commit is a success: a unit that fails to commit (a full disk) fails its keys.
-        after_commit(lambda: self._succeeded([key]))
+    def _reconcile_in_unit(self, keys: list[str]) -> None:
+        """One call of the contract; marks, retries and queue adds wait for the commit
+        (only a commit is a success: a unit that fails to commit, on a full disk, fails its keys)."""
+        marks, own_queue = self._marks, self._marks_queue
+        seqs = marks.dirty_seqs(own_queue, keys) if marks and own_queue else {}
+        self._reconciles.inc(len(keys))
+        outcome = self._reconcile(keys)
+        self.reconciled += len(keys)
+        for stage, wanted in outcome.downstream.items():
+            self._hand_on(self._downstream[stage], wanted)
+        succeeded = [k for k in keys if k not in outcome.failed]
+        finished = {k: seqs[k] for k in succeeded if k in seqs and k not in outcome.results}
+        if marks and own_queue and finished:
+            marks.clear_dirty(own_queue, finished)
+        after_commit(lambda: self._succeeded(succeeded))
+        for key, result in outcome.results.items():
+            after_commit(lambda k=key, r=result: self._requeue(k, r))
+        for key, err in outcome.failed.items():
+            after_commit(lambda k=key, e=err: self._failed(k, e))
+
+    def _hand_on(self, downstream: Downstream, keys: set[str]) -> None:
+        if downstream.marks_queue is not None and self._marks is not None:
+            self._marks.mark_dirty(downstream.marks_queue, keys)
+        controller = downstream.controller
+        if controller is not None:
+            after_commit(lambda: controller.add_all(keys))
+
+    def _requeue(self, key: str, result: Result) -> None:
         if result.requeue:
-            after_commit(lambda: self.queue.add(key))
+            self.queue.add(key)
         elif result.requeue_after is not None and self._policy.requeue_later:
-            delay = result.requeue_after
-            after_commit(lambda: self.queue.add_after(key, delay))
+            self.queue.add_after(key, result.requeue_after)
 
     def _succeeded(self, keys: list[str]) -> None:
         recovered = []
@@ -265,7 +308,7 @@ class Controller:
             keys = self._take_batch(first)
             started = time.monotonic()
             try:
-                self._process_batch(keys)
+                self.process(keys)
             finally:
                 self._reconcile_time.observe(time.monotonic() - started)
                 for key in keys:

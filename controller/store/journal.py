@@ -86,9 +86,12 @@ CREATE INDEX IF NOT EXISTS traces_open_by_activity ON traces(last_entry_at)
 
 T = TypeVar("T")
 ACTIVE_PHASES = ("Active", "Idle", "Unreadable")
-TRACES = "traces"  # dirty-mark queues: traces touched by new lines,
+# Dirty-mark queues, one per pipeline stage after the files (all their names live here):
+TRACES = "traces"  # traces touched by new lines
 BLOCKLOGS = "blocklogs"  # block logs whose member traces changed
+SESSIONS = "sessions"  # Sessions whose member traces changed
 EXAMPLES = "examples"  # block logs whose status changed since the learner looked
+SESSION_EXAMPLES = "session-examples"  # Sessions whose status changed since the learner looked
 
 
 @dataclass
