@@ -34,6 +34,7 @@ REASON_WORDS = {
     rule.NO_EXECUTED_BLOCK: "not executed yet: nothing to learn",
     rule.EVAL_MODE: "an eval-mode run: replays are never learned",
     rule.UNCHANGED: "unchanged suggestion: nothing to learn",
+    session_rule.NOT_ENDED: "the session has not ended yet: Foyle learns a session once it ends",
     session_rule.NO_EXECUTION: "no successful execution: nothing to learn",
     session_rule.NO_CONTEXT: "no full context was logged: no query to learn from",
     session_rule.NO_NOTEBOOK: "the context has no notebook: no query to learn from",
@@ -46,6 +47,7 @@ SESSION_LEARNABLE_WORDS = "a successful execution: Foyle learns what was run"
 FOYLE_SKIP_WORDS = {
     "NoEmbedding": "no embedding provider: Foyle will skip it",
     "EmbeddingLength": "its embedding is not 1536 floats: Foyle will skip it",
+    "EmbeddingUnavailable": "the embedding service could not be reached: retried later",
 }
 
 

@@ -52,10 +52,12 @@ def _foylectl_get(apiserver: ControlPlane, namespace: str, *args: str) -> str:
 
 
 def _without_age(table: str) -> list[str]:
-    """The table with its last column (AGE: seconds tick between the two commands) cut off."""
+    """The table with every age (AGE, and date columns such as an Example's INDEXED: seconds
+    tick between the two commands) read as one placeholder, and runs of blanks as one."""
     lines = table.rstrip("\n").splitlines()
     assert lines and lines[0].endswith("AGE"), table
-    return [re.sub(r"\s+\S+$", "", line) for line in lines]
+    ages = [re.sub(r"(?<=\s)\d+[smhdy](\d+[smh])?(?=\s|$)", "<age>", line) for line in lines]
+    return [re.sub(r"\s+", " ", line) for line in ages]
 
 
 @pytest.mark.parametrize(

@@ -194,7 +194,28 @@ def test_describe_session_draws_its_events_and_learnability(tmp_path: Path) -> N
             "selectedId": BLOCK,
             "executeStatus": "FAILED",
         },
+        {"type": "SESSION_END", "time": "2024-08-30T04:55:58.000000Z"},
     ]
+    lines = _session_timeline(tmp_path, events)
+    assert [line.split("─ ", 1)[1] for line in lines] == [
+        "session started",
+        "suggestion accepted",
+        f"executed cell {BLOCK}: failed",
+        "session ended",
+        "not learnable: no successful execution: nothing to learn",
+    ]
+    assert "+5.0s" in lines[2]
+
+
+def test_describe_a_session_not_ended_says_foyle_waits_for_its_end(tmp_path: Path) -> None:
+    events = [{"type": "SESSION_START", "time": "2024-08-30T04:55:50.000000Z"}]
+    [*_, verdict] = _session_timeline(tmp_path, events)
+    assert verdict.endswith(
+        "not learnable: the session has not ended yet: Foyle learns a session once it ends"
+    )
+
+
+def _session_timeline(tmp_path: Path, events: list[dict[str, str]]) -> list[str]:
     session = new_resource(
         "Session",
         "ctx-1",
@@ -203,14 +224,7 @@ def test_describe_session_draws_its_events_and_learnability(tmp_path: Path) -> N
     )
     with SQLiteStore(tmp_path / "store.db") as store:
         write_changes(store, None, session)
-    lines = timeline(describe(tmp_path, "se", "ctx-1").stdout)
-    assert [line.split("─ ", 1)[1] for line in lines] == [
-        "session started",
-        "suggestion accepted",
-        f"executed cell {BLOCK}: failed",
-        "not learnable: no successful execution: nothing to learn",
-    ]
-    assert "+5.0s" in lines[2]
+    return timeline(describe(tmp_path, "se", "ctx-1").stdout)
 
 
 # -- 1. get -w on an empty store: the header comes with the first event, columns hold ---------
