@@ -1,5 +1,5 @@
 """`python -m controller` is `foylectl`."""
 
-from controller.cli import main
+from controller.cli.main import main
 
 raise SystemExit(main())

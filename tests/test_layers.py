@@ -1,6 +1,10 @@
 """The layer contract over every module of `controller/`: imports run only downward.
 
-    api -> logs | analyze | learn (pure) -> store -> index -> reconcilers -> runtime -> top level
+    api -> logs | analyze | learn (pure) -> store -> index -> reconcilers -> runtime
+        -> top level (pipeline, operator, settings) -> cli (the command line, `__main__`)
+
+Each room's `__init__.py` says what it may import (an `Imports:` line); the test
+holds the rooms to their word and the words to the ranks.
 
 A module imports its own package (sideways) or a lower layer; `analyze/` and
 `learn/` do no I/O; the generic runtime knows no reconciler; no module takes
@@ -26,8 +30,10 @@ RANK = {
     "index": 3,  # I/O around learning: the retrieval index, embedders, training files
     "reconcilers": 4,
     "runtime": 5,
+    "cli": 7,  # the command line: above the top-level modules it wires together
 }
-TOP = 6  # controller/*.py: app, cli, pipeline, operator, settings, getcmd, ...
+TOP = 6  # controller/*.py: pipeline, operator, settings, foyleconfig
+ENTRY_POINT = "controller.__main__"  # `python -m controller`: part of the command line
 FORBIDDEN = {("runtime", "reconcilers")}  # the runtime runs any controller, knows none
 PURE = {"analyze", "learn"}
 PURE_MODULES = {"controller.logs.transition"}  # the file identity decision
@@ -84,6 +90,8 @@ def internal_imports(path: Path) -> set[str]:
 
 
 def layer(module: str) -> str:
+    if module == ENTRY_POINT:
+        return "cli"
     parts = module.split(".")
     return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in RANK) else "top"
 
@@ -121,11 +129,13 @@ def test_the_layer_check_sees_upward_sideways_and_forbidden_imports() -> None:
         "controller.analyze.traces": {"controller.logs.framing", "controller.api.entry"},
         "controller.runtime.controller": {"controller.reconcilers.trace"},  # forbidden
         "controller.store.sqlite": {"controller.store.base", "controller.analyze.traces"},
-        "controller.app": {"controller.cli", "controller.runtime.manager"},
+        "controller.cli.app": {"controller.pipeline", "controller.runtime.manager"},
+        "controller.pipeline": {"controller.cli.output"},  # up: nothing below imports the CLI
     }
     assert upward(graph) == [
         "controller.analyze.traces imports controller.logs.framing",  # same rank, other package
         "controller.api.kinds imports controller.store.base",
+        "controller.pipeline imports controller.cli.output",
         "controller.runtime.controller imports controller.reconcilers.trace",
     ]
 
@@ -185,7 +195,11 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 def test_the_layer_check_orders_layers() -> None:
     assert rank("controller.store.base") > rank("controller.analyze.traces")
     assert rank("controller.runtime.controller") > rank("controller.reconcilers.trace")
-    assert layer("controller.app") == "top" and layer("controller.runtime.controller") == "runtime"
+    assert (
+        layer("controller.cli.app") == "cli" and layer("controller.runtime.controller") == "runtime"
+    )
+    assert layer("controller.pipeline") == "top" and layer(ENTRY_POINT) == "cli"
+    assert rank("controller.cli.app") > rank("controller.pipeline")
     assert layer("controller.index") == "index"
 
 
@@ -194,3 +208,26 @@ def test_only_the_kube_backend_and_operator_import_kubernetes_clients() -> None:
     for path in sorted(PACKAGE.rglob("*.py")):
         heavy = {n for n in imports(path) if n.split(".")[0] in ("kubernetes", "kopf")}
         assert not heavy or path in allowed, f"{path.relative_to(PACKAGE)} imports {heavy}"
+
+
+def declared_imports(room: str) -> set[str]:
+    """The rooms a package's docstring says it may import (`Imports: a, b, top level`)."""
+    doc = ast.get_docstring(ast.parse((PACKAGE / room / "__init__.py").read_text())) or ""
+    [line] = [ln for ln in doc.splitlines() if ln.startswith("Imports:")]
+    words = line.removeprefix("Imports:").strip().rstrip(".")
+    if words == "nothing of controller":
+        return set()
+    return {"top" if w.strip() == "top level" else w.strip() for w in words.split(",")}
+
+
+def test_each_room_says_what_it_may_import_and_imports_no_more() -> None:
+    actual: dict[str, set[str]] = {room: set() for room in RANK}
+    for module, path in MODULES.items():
+        for target in internal_imports(path):
+            if layer(module) in RANK and layer(target) != layer(module):
+                actual[layer(module)].add(layer(target))
+    for room in RANK:
+        declared = declared_imports(room)
+        assert actual[room] <= declared, f"{room} imports {actual[room] - declared}, undeclared"
+        above = {r for r in declared if RANK.get(r, TOP) >= RANK[room]}
+        assert not above, f"{room}/__init__.py allows importing {above}, not below it"

@@ -8,7 +8,7 @@ objects later in the corpus). The truth is known, so the ETA can be checked.
 
 from __future__ import annotations
 
-from controller.runtime.progress import Progress, Sample, describe
+from controller.cli.progress import Progress, Sample, describe
 
 BYTES = 20_000
 READ_RATE = 2_000.0  # bytes/s

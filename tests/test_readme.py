@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from controller.cli import build_parser
+from controller.cli.main import build_parser
 from tests.cli_helpers import foylectl
 
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controller.cli import build_parser
+from controller.cli.main import build_parser
 from controller.settings import FLAG_FIELDS, Settings
 
 

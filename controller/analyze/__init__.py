@@ -1,1 +1,5 @@
-"""Pure analysis: entries -> Trace, Traces -> BlockLog. No I/O, no clocks."""
+"""PURE analysis: entries -> Traces (a mergeable accumulator), Traces -> BlockLog and
+Session membership and status. No I/O, no clocks: `analyze` and `run` share it.
+
+Imports: api.
+"""

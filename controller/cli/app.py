@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from controller.errors import CommandError, UsageError
+from controller.cli.errors import CommandError, UsageError
 from controller.settings import (
     Settings,
     default_log_dirs,
@@ -23,13 +23,13 @@ from controller.store.base import Store
 from controller.store.files import make_private_dirs, world_writable_warning
 
 if TYPE_CHECKING:  # heavy modules are imported lazily by the commands that need them
+    from controller.cli.progress import ProgressReporter
     from controller.foyleconfig import FoyleConfig, Provider
     from controller.index.embedders import Embedder
     from controller.index.retrieval import ExampleIndex
     from controller.pipeline import Pipeline
     from controller.reconcilers.learner import LearnerReconciler
     from controller.runtime.manager import Manager
-    from controller.runtime.progress import ProgressReporter
     from controller.store.journal import Journal
 
 log = logging.getLogger("foylectl")
@@ -172,7 +172,7 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         "operator": cmd_operator,
     }
     if args.command == "completion":
-        from controller.completion import script
+        from controller.cli.completion import script
 
         print(script(parser, args.shell))
         return 0
@@ -180,8 +180,8 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    from controller.getcmd import cmd_get as get
-    from controller.getcmd import wanted_from
+    from controller.cli.getcmd import cmd_get as get
+    from controller.cli.getcmd import wanted_from
 
     wanted_from(args)  # usage errors before opening anything
     settings = settings_from(args, need_logs=False)
@@ -190,8 +190,8 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
-    from controller.describecmd import cmd_describe as describe
-    from controller.describecmd import wanted_from
+    from controller.cli.describecmd import cmd_describe as describe
+    from controller.cli.describecmd import wanted_from
 
     wanted_from(args)  # usage errors before opening anything
     return describe(args, open_store(settings_from(args, need_logs=False), args, must_exist=True))
@@ -286,8 +286,8 @@ def _journal(settings: Settings) -> Journal:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
+    from controller.cli.progress import ProgressReporter, log_line, terminal_bar
     from controller.pipeline import Pipeline
-    from controller.runtime.progress import ProgressReporter, log_line, terminal_bar
 
     _setup_logging("text")
     settings = settings_from(args, need_logs=True)
@@ -381,10 +381,10 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from controller.cli.progress import ProgressReporter, log_line
     from controller.pipeline import Pipeline
     from controller.runtime.httpserver import HealthServer
     from controller.runtime.metrics import MetricsRegistry
-    from controller.runtime.progress import ProgressReporter, log_line
 
     stop = threading.Event()
     _stop_on_signals(stop)  # first thing: a SIGTERM during start-up still means exit 0
@@ -465,8 +465,8 @@ def cmd_learn(args: argparse.Namespace) -> int:
     print(FOYLE_RESTART_NOTE)
     if not args.follow:
         return 0
+    from controller.cli.follow import follow
     from controller.runtime.controller import Controller
-    from controller.runtime.follow import follow
     from controller.runtime.metrics import MetricsRegistry
 
     stop = threading.Event()
@@ -500,8 +500,8 @@ def cmd_learn(args: argparse.Namespace) -> int:
 def cmd_examples(args: argparse.Namespace) -> int:
     import json
 
+    from controller.cli.output import printable
     from controller.learn.query import blocks_to_markdown
-    from controller.output import printable
 
     if not args.text.strip():
         raise UsageError("examples search needs TEXT to search for")

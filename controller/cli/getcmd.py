@@ -16,9 +16,9 @@ from typing import Any
 
 from controller.api.kinds import KindInfo, Resource
 from controller.api.selectors import InvalidSelector, parse_selector
-from controller.errors import CommandError, UsageError
-from controller.getargs import BadResourceArgs, Wanted, parse_resource_args
-from controller.output import Table, as_list, document, parse_custom_columns, qualified
+from controller.cli.errors import CommandError, UsageError
+from controller.cli.getargs import BadResourceArgs, Wanted, parse_resource_args
+from controller.cli.output import Table, as_list, document, parse_custom_columns, qualified
 from controller.store.base import Gone, NotFound, Store, matches_labels
 
 
@@ -57,7 +57,7 @@ def wanted_from(args: argparse.Namespace) -> list[Wanted]:
         if args.output.startswith("custom-columns="):
             parse_custom_columns(args.output.partition("=")[2])
         if args.sort_by:
-            from controller.jsonpath import parse_path
+            from controller.cli.jsonpath import parse_path
 
             parse_path(args.sort_by)
     except (BadResourceArgs, InvalidSelector, ValueError) as err:
@@ -134,7 +134,7 @@ def _sorted(items: list[Resource], sort_by: str | None) -> list[Resource]:
     """Items in the order of a field; a field none of them has is an error, as in kubectl."""
     if not sort_by:
         return items
-    from controller.jsonpath import find as find_path
+    from controller.cli.jsonpath import find as find_path
 
     if items and not any(find_path(obj, sort_by) for obj in items):
         relaxed = sort_by if sort_by.startswith("{") else "{." + sort_by.lstrip(".") + "}"

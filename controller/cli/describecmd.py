@@ -21,10 +21,10 @@ from typing import Any
 from controller.analyze.blocklogs import member_ids
 from controller.api.kinds import KindInfo, Resource
 from controller.api.resource import parse_rfc3339
-from controller.getargs import BadResourceArgs, Wanted, parse_resource_args
-from controller.getcmd import find, not_found
+from controller.cli.getargs import BadResourceArgs, Wanted, parse_resource_args
+from controller.cli.getcmd import find, not_found
+from controller.cli.output import describe, printable
 from controller.learn import rule, session_rule
-from controller.output import describe, printable
 from controller.store.base import NotFound, Store, get_many
 
 # The learner's reason codes (metric labels) in words, for people.
@@ -52,7 +52,7 @@ FOYLE_SKIP_WORDS = {
 
 
 def wanted_from(args: argparse.Namespace) -> list[Wanted]:
-    from controller.errors import UsageError
+    from controller.cli.errors import UsageError
 
     try:
         return parse_resource_args(args.resources)

@@ -1,4 +1,4 @@
-"""`foylectl`: argument parsing only; the work is in controller.app.
+"""`foylectl`: argument parsing only; the work is in controller.cli.app.
 
 Start-up stays fast for `foylectl get` (typed many times): heavy libraries
 (kopf, kubernetes, watchdog, prometheus) are imported by the commands that
@@ -12,8 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from controller.errors import CommandError, UsageError
-from controller.output import output_format
+from controller.cli.errors import CommandError, UsageError
+from controller.cli.output import output_format
 from controller.settings import default
 
 DESCRIPTION = """\
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     args = parser.parse_args(argv)
-    from controller import app
+    from controller.cli import app
     from controller.store.base import StoreUnavailable
 
     try:

@@ -99,7 +99,7 @@ class Table:
 
     def cells(self, obj: Resource) -> list[str]:
         if self.custom is not None:
-            from controller.jsonpath import find, text
+            from controller.cli.jsonpath import find, text
 
             return [
                 _cell_text(",".join(text(v) for v in find(obj, path))) or "<none>"
@@ -154,7 +154,7 @@ def _widest_value(info: KindInfo, column: Any) -> int:
 
 def parse_custom_columns(spec: str) -> list[tuple[str, str]]:
     """`NAME:.metadata.name,EXIT:.status.exitCode` -> [(header, path)]; ValueError if malformed."""
-    from controller.jsonpath import parse_path
+    from controller.cli.jsonpath import parse_path
 
     columns = []
     for part in spec.split(","):
@@ -175,7 +175,7 @@ def document(doc: Any, output: str) -> str:
     if output == "json":
         return json.dumps(doc, indent=2, ensure_ascii=False)
     if output.startswith("jsonpath="):
-        from controller.jsonpath import render_template
+        from controller.cli.jsonpath import render_template
 
         return render_template(output.partition("=")[2], doc)
     import yaml
