@@ -28,6 +28,7 @@ from controller.store.base import (
     Store,
     WatchEvent,
     read_modify_write,
+    read_modify_write_many,
 )
 
 NewStore = Callable[[], Store]
@@ -295,6 +296,30 @@ def test_watch_sees_writes_made_through_another_instance(store: Store, new_store
         follower.join(timeout=10)
     assert not follower.is_alive()
     assert _summary(seen) == [("ADDED", "a"), ("MODIFIED", "a"), ("DELETED", "a")]
+
+
+# ---- the mutator rule (one for every backend) ----
+
+
+def _edit_in_place(obj: Resource | None) -> Resource | None:
+    """A mutator that changes the spec and status it was given rather than replacing them."""
+    if obj is None:
+        return None
+    obj["spec"]["exitCode"] = 7
+    obj["status"]["phase"] = "Complete"
+    return obj
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["one", "many"])
+def test_a_mutator_may_change_its_object_in_place(store: Store, many: bool) -> None:
+    created = store.create(_trace("a", exitCode=1))
+    store.update_status({**created, "status": {"phase": "Running"}})
+    if many:
+        read_modify_write_many(store, "Trace", {"a": _edit_in_place})
+    else:
+        read_modify_write(store, "Trace", "a", _edit_in_place)
+    stored = store.get("Trace", "a")
+    assert (stored["spec"]["exitCode"], stored["status"]["phase"]) == (7, "Complete")
 
 
 # ---- concurrency ----

@@ -119,9 +119,9 @@ def read_modify_write(
 ) -> Resource | None:
     """Apply `mutate` to the current object and write it back, retrying on Conflict.
 
-    `mutate` receives a deep copy of the stored object (None when absent) and
-    returns the desired object (None: leave it as it is). Spec and metadata go
-    through `update` (or `create`), status through `update_status`, each with
+    `mutate` receives a deep copy of the stored object (None when absent), which
+    it may change in place, and returns the desired object (None: leave it as
+    it is). Spec and metadata go through `update` (or `create`), status through `update_status`, each with
     the resourceVersion just read, so concurrent writers never lose an update.
     Returns the stored result, or the unchanged current object.
     """
@@ -187,8 +187,8 @@ def read_modify_write_many(
 ) -> dict[str, Resource | None]:
     """`read_modify_write` of each name; in one transaction where the backend can.
 
-    `mutate` must replace `spec` or `status` rather than change them in place (a
-    bulk backend hands it a copy of the top level only).
+    The mutator rule is the same on every backend: `mutate` gets a deep copy of
+    its own and may change it in place.
     """
     if isinstance(store, BulkStore):
         return store.read_modify_write_many(kind, mutations)
