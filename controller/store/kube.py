@@ -50,6 +50,7 @@ from controller.store.base import (
     StoreUnavailable,
     WatchEvent,
 )
+from controller.store.kubecache import KindCache
 from controller.store.tokenbucket import TokenBucket
 
 if TYPE_CHECKING:
@@ -65,6 +66,10 @@ CONNECT_TIMEOUT = 10.0
 # etcd's default --max-request-bytes; a write carries the object plus a little framing.
 ETCD_MAX_REQUEST_BYTES = 1_572_864
 MAX_OBJECT_BYTES = ETCD_MAX_REQUEST_BYTES - 8_192
+# A request the server throttles (429) is sent again after its Retry-After, this many times
+# in all (client-go's default), the wait bounded so a bad header cannot stall a worker.
+THROTTLED_ATTEMPTS = 10
+MAX_RETRY_AFTER = 30.0
 
 
 class _Metrics(Protocol):
@@ -111,7 +116,9 @@ class KubeStore:
         qps: float = 50.0,
         burst: int = 100,
         kubeconfig: str | None = None,
+        cached_kinds: Sequence[str] = (),
     ) -> None:
+        """`cached_kinds`: kinds whose reads come from a watch-fed cache (kubecache)."""
         from kubernetes import client
 
         self.namespace = namespace
@@ -121,13 +128,23 @@ class KubeStore:
         self._limiter = TokenBucket(qps, burst)
         self._closed = False
         self._too_large: Any = None
+        self._throttles: Any = None
+        self._caches = {
+            kind: KindCache(kind, self.list_with_version, self._follow) for kind in cached_kinds
+        }
+        for cache in self._caches.values():
+            cache.start()
 
     def attach_metrics(self, registry: _Metrics) -> None:
-        """Count refused oversized objects in `registry` (by kind)."""
+        """Count refused oversized objects (by kind) and throttled requests in `registry`."""
         self._too_large = registry.counter(
             "foyle_kube_objects_too_large_total",
             "Writes refused before sending: the object is over what etcd accepts in one request.",
             ("kind",),
+        )
+        self._throttles = registry.counter(
+            "foyle_kube_throttled_requests_total",
+            "Requests the API server answered 429 (Priority and Fairness), sent again later.",
         )
 
     def _fits(self, obj: Resource) -> None:
@@ -148,15 +165,28 @@ class KubeStore:
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
-        if self._closed:
-            raise StoreUnavailable("the store is closed")
-        self._limiter.acquire()
-        try:
-            return fn(GROUP, VERSION, self.namespace, *args, **kwargs)
-        except ApiException as exc:
-            raise _translate(what, exc) from exc
-        except HTTPError as exc:
-            raise StoreUnavailable(f"{what}: the API server cannot be reached: {exc}") from exc
+        for attempt in range(1, THROTTLED_ATTEMPTS + 1):
+            if self._closed:
+                raise StoreUnavailable("the store is closed")
+            self._limiter.acquire()
+            try:
+                return fn(GROUP, VERSION, self.namespace, *args, **kwargs)
+            except ApiException as exc:
+                if exc.status != 429 or attempt == THROTTLED_ATTEMPTS:
+                    raise _translate(what, exc) from exc
+                self._throttled(what, exc)
+            except HTTPError as exc:
+                raise StoreUnavailable(f"{what}: the API server cannot be reached: {exc}") from exc
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _throttled(self, what: str, exc: Any) -> None:
+        """A 429: the server's Priority and Fairness rejected the request before doing
+        anything, so repeating it is safe; wait what its Retry-After says (as client-go)."""
+        seconds = _retry_after(exc)
+        if self._throttles is not None:
+            self._throttles.inc()
+        log.info("%s: throttled by the API server (429); retrying in %.0f s", what, seconds)
+        _wait(seconds, lambda: self._closed)
 
     @staticmethod
     def _info(kind: str) -> KindInfo:
@@ -168,10 +198,55 @@ class KubeStore:
     # ---- reads ----
 
     def get(self, kind: str, name: str) -> Resource:
+        cache = self._caches.get(kind)
+        if cache is not None and cache.wait_synced():
+            found = cache.lookup(name)
+            if found is None:
+                raise NotFound(f"{kind}/{name}: not found")
+            return found
+        return self._get(kind, name)
+
+    def _get(self, kind: str, name: str) -> Resource:
+        """One object from the API server."""
         info = self._info(kind)
         return self._call(
             f"{kind}/{name}", self._api.get_namespaced_custom_object, info.plural, name
         )
+
+    def _refresh(self, kind: str, name: str) -> None:
+        """After a conflict: the cached copy of this one object is stale, read it again."""
+        cache = self._caches.get(kind)
+        if cache is None:
+            return
+        try:
+            cache.put(self._get(kind, name))
+        except NotFound:
+            cache.forget(name)
+
+    def _written(
+        self, kind: str, name: str, write: Callable[[], Any], *, deleted: bool = False
+    ) -> Any:
+        """Run one write; its result goes into the cache, a conflict refreshes the object."""
+        cache = self._caches.get(kind)
+        try:
+            result = write()
+        except (Conflict, AlreadyExists):
+            self._refresh(kind, name)
+            raise
+        except NotFound:
+            if cache is not None:
+                cache.forget(name)
+            raise
+        if cache is not None:
+            if deleted:
+                cache.forget(name)
+            else:
+                cache.put(copy.deepcopy(result))
+        return result
+
+    def _follow(self, kind: str, since: str, stop: Callable[[], bool]) -> Iterator[WatchEvent]:
+        """The caches' watch: until the store closes or the cache stops."""
+        return self.watch(kind, since, stop=stop)
 
     def list(self, kind: str, label_selector: str | None = None) -> list[Resource]:
         return self.list_with_version(kind, label_selector)[0]
@@ -198,8 +273,12 @@ class KubeStore:
         body.pop("status", None)
         info = self._info(kind)
         self._fits(body)
-        return self._call(
-            f"{kind}/{name}", self._api.create_namespaced_custom_object, info.plural, body
+        return self._written(
+            kind,
+            name,
+            lambda: self._call(
+                f"{kind}/{name}", self._api.create_namespaced_custom_object, info.plural, body
+            ),
         )
 
     def update(self, obj: Resource) -> Resource:
@@ -207,12 +286,16 @@ class KubeStore:
         kind, name = obj["kind"], obj["metadata"]["name"]
         body = _versioned(obj)
         self._fits(body)
-        return self._call(
-            f"{kind}/{name}",
-            self._api.replace_namespaced_custom_object,
-            self._info(kind).plural,
+        return self._written(
+            kind,
             name,
-            body,
+            lambda: self._call(
+                f"{kind}/{name}",
+                self._api.replace_namespaced_custom_object,
+                self._info(kind).plural,
+                name,
+                body,
+            ),
         )
 
     def update_status(self, obj: Resource) -> Resource:
@@ -221,12 +304,16 @@ class KubeStore:
         body = _versioned(obj)
         body["status"] = body.get("status") or {}
         self._fits(body)
-        return self._call(
-            f"{kind}/{name}",
-            self._api.replace_namespaced_custom_object_status,
-            self._info(kind).plural,
+        return self._written(
+            kind,
             name,
-            body,
+            lambda: self._call(
+                f"{kind}/{name}",
+                self._api.replace_namespaced_custom_object_status,
+                self._info(kind).plural,
+                name,
+                body,
+            ),
         )
 
     def delete(self, kind: str, name: str, resource_version: str | None = None) -> None:
@@ -235,12 +322,17 @@ class KubeStore:
         options = V1DeleteOptions()
         if resource_version is not None:
             options.preconditions = V1Preconditions(resource_version=resource_version)
-        self._call(
-            f"{kind}/{name}",
-            self._api.delete_namespaced_custom_object,
-            self._info(kind).plural,
+        self._written(
+            kind,
             name,
-            body=options,
+            lambda: self._call(
+                f"{kind}/{name}",
+                self._api.delete_namespaced_custom_object,
+                self._info(kind).plural,
+                name,
+                body=options,
+            ),
+            deleted=True,
         )
 
     # ---- watch ----
@@ -306,6 +398,8 @@ class KubeStore:
     def close(self) -> None:
         """Stop watches at their next check and release the client's connections."""
         self._closed = True
+        for cache in self._caches.values():
+            cache.stop()
         if self._owns_client:
             self._api_client.close()
 
@@ -374,6 +468,16 @@ def _versioned(obj: Resource) -> Resource:
             f"{obj['kind']}/{obj['metadata']['name']}: no resourceVersion; read it first"
         )
     return copy.deepcopy(obj)
+
+
+def _retry_after(exc: Any) -> float:
+    """The seconds a 429's Retry-After header asks for (1 when absent or unreadable)."""
+    value = (exc.headers or {}).get("Retry-After", "")
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 1.0
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
 def _reason(exc: Any) -> tuple[str, str]:

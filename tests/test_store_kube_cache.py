@@ -1,0 +1,115 @@
+"""KubeStore reading from watch-fed caches (what `foylectl run --store kube` uses), and
+throttling: the Store contract unchanged, reads that cost no request, a conflict that
+refreshes one object, and 429 + Retry-After honoured with a bound."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from controller.api.kinds import Resource
+from controller.store.base import NotFound, StoreUnavailable, read_modify_write
+from controller.store.kube import THROTTLED_ATTEMPTS, KubeStore
+from tests.control_plane import store_factory
+from tests.kube_emulator import RunningEmulator, kube_emulator  # noqa: F401  (fixture)
+from tests.store_contract import *  # noqa: F403  (the contract's tests run here)
+from tests.store_contract import _trace, _trace_with, _wait_until
+
+
+@pytest.fixture
+def new_store(kube_emulator: RunningEmulator) -> Iterator[Callable[..., KubeStore]]:  # noqa: F811
+    """Stores on the emulator reading every kind from a watch-fed cache."""
+    yield from store_factory(kube_emulator.kubeconfig, "foyle", reads="cache")
+
+
+@pytest.fixture
+def store(new_store: Callable[..., KubeStore]) -> KubeStore:
+    return new_store()
+
+
+def _reads(kube: RunningEmulator) -> int:
+    """GET requests of single objects (not lists, not watches)."""
+    return sum(
+        1
+        for r in kube.requests()
+        if r.method.upper() == "GET" and r.name is not None and "watch" not in r.params
+    )
+
+
+def _seen(store: KubeStore, name: str, exit_code: int) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            return store.get("Trace", name)["spec"].get("exitCode") == exit_code
+        except NotFound:
+            return False
+
+    return check
+
+
+def test_reads_cost_no_request_once_the_cache_is_listed(
+    new_store: Callable[..., KubeStore],
+    kube_emulator: RunningEmulator,  # noqa: F811
+) -> None:
+    writer, reader = new_store(), new_store()
+    for i in range(20):
+        writer.create(_trace(f"t{i}", exitCode=i))
+    _wait_until(_seen(reader, "t19", 19))
+    before = _reads(kube_emulator)
+    assert [reader.get("Trace", f"t{i}")["spec"]["exitCode"] for i in range(20)] == list(range(20))
+    with pytest.raises(NotFound):
+        reader.get("Trace", "absent")
+    assert _reads(kube_emulator) == before
+
+
+def _add_ten(obj: Resource | None) -> Resource | None:
+    assert obj is not None
+    obj["spec"]["exitCode"] += 10
+    return obj
+
+
+def test_a_conflict_refreshes_the_one_stale_object(
+    new_store: Callable[..., KubeStore],
+    kube_emulator: RunningEmulator,  # noqa: F811
+) -> None:
+    stale, other = new_store(), new_store()
+    stale.create(_trace("a", exitCode=1))
+    stale.create(_trace("b", exitCode=1))
+    _wait_until(_seen(other, "a", 1))
+    # White box: stop the stale store's watch, as a lagging watch would be, so its cache
+    # learns only from its own requests from now on.
+    cache = stale._caches["Trace"]
+    cache.stop()
+    cache._thread.join(timeout=10)
+    other.update(_trace_with(other.get("Trace", "a"), exitCode=2))
+    assert stale.get("Trace", "a")["spec"]["exitCode"] == 1  # stale
+    before = _reads(kube_emulator)
+    read_modify_write(stale, "Trace", "a", _add_ten)
+    assert stale.get("Trace", "a")["spec"]["exitCode"] == 12  # the other update is not lost
+    assert _reads(kube_emulator) == before + 1  # the conflict re-read that one object
+
+
+def test_a_throttled_request_is_sent_again_after_retry_after(
+    new_store: Callable[..., KubeStore],
+    kube_emulator: RunningEmulator,  # noqa: F811
+) -> None:
+    store = new_store(cached_kinds=())  # no cache: its lists would take the throttled turns
+    kube_emulator.call(lambda: kube_emulator.emulator.throttle(2, retry_after=1))
+    started = time.monotonic()
+    store.create(_trace("a"))
+    assert time.monotonic() - started >= 2 * 0.9  # waited what each Retry-After asked
+    posts = [r for r in kube_emulator.requests() if r.method.upper() == "POST"]
+    assert len(posts) == 3
+
+
+def test_throttling_that_does_not_end_is_a_one_line_error(
+    new_store: Callable[..., KubeStore],
+    kube_emulator: RunningEmulator,  # noqa: F811
+) -> None:
+    store = new_store(cached_kinds=())  # no cache: its lists would take the throttled turns
+    kube_emulator.call(lambda: kube_emulator.emulator.throttle(1000, retry_after=0))
+    with pytest.raises(StoreUnavailable, match="Trace/a: too many requests"):
+        store.create(_trace("a"))
+    posts = [r for r in kube_emulator.requests() if r.method.upper() == "POST"]
+    assert len(posts) == THROTTLED_ATTEMPTS
