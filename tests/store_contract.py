@@ -313,7 +313,7 @@ def _edit_in_place(obj: Resource | None) -> Resource | None:
 @pytest.mark.parametrize("many", [False, True], ids=["one", "many"])
 def test_a_mutator_may_change_its_object_in_place(store: Store, many: bool) -> None:
     created = store.create(_trace("a", exitCode=1))
-    store.update_status({**created, "status": {"phase": "Running"}})
+    store.update_status({**created, "status": {"phase": "InProgress"}})
     if many:
         read_modify_write_many(store, "Trace", {"a": _edit_in_place})
     else:
