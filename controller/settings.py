@@ -113,6 +113,8 @@ FLAG_FIELDS = {
     "node": "node",
     "learn_from": "learn_from",
     "trace_retention": "trace_retention",
+    "kube_qps": "kube_qps",
+    "kube_burst": "kube_burst",
 }
 
 

@@ -208,3 +208,34 @@ def test_two_ingesters_executing_one_block_lose_no_membership_update(
         for r in runs:
             if r.proc.poll() is None:
                 r.kill()
+
+
+def test_two_ingesters_on_disjoint_log_dirs_end_where_analyze_does(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Foyle's logs on one node, RunMe's on another: their traces join the same BlockLogs
+    and Sessions, written concurrently from two watch-fed caches; nothing is lost."""
+    logs = tmp_path / "logs"
+    gen_logs.generate(logs, size_bytes=150_000, seed=19, streaming=True)
+    foylectl("analyze", "--logs", logs, "--state-dir", tmp_path / "oneshot", "--no-learn")
+    expected = SQLiteStore(tmp_path / "oneshot" / "store.db")
+    want = {kind: comparable(expected.list(kind)) for kind in ("BlockLog", "Session")}
+    assert want["BlockLog"] and want["Session"]
+    store = _store(cluster)
+    runs = [
+        _run_kube(logs / part, tmp_path / f"state-{part}", cluster, "--node", part, "--no-learn")
+        for part in ("foyle", "runme")
+    ]
+    try:
+        for kind in want:
+            _wait(
+                runs,
+                lambda kind=kind: _cluster_view(store.list(kind)) == want[kind],
+                f"the {kind}s that analyze derives",
+            )
+        assert [r.terminate() for r in runs] == [0, 0]
+    finally:
+        store.close()
+        for r in runs:
+            if r.proc.poll() is None:
+                r.kill()
