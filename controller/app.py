@@ -137,8 +137,9 @@ def settings_from(
     return settings
 
 
-# What a running controller reads; in kube mode each comes from a watch-fed cache (issue 19).
-CONTROLLER_KINDS = ("LogFile", "Trace", "BlockLog", "Session", "Example")
+# What a running pipeline reads (and Examples, when it learns); in kube mode each comes
+# from a watch-fed cache (issue 19). The ingester's Role lists and watches exactly these.
+PIPELINE_KINDS = ("LogFile", "Trace", "BlockLog", "Session")
 
 
 def open_store(
@@ -437,7 +438,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     _setup_logging(args.log_format)
     settings = settings_from(args, need_logs=True, create_default_dirs=True)
     writable_state_dir(settings.state_dir)
-    store = open_store(settings, args, cached_kinds=CONTROLLER_KINDS)
+    cached = PIPELINE_KINDS + (("Example",) if settings.learn else ())
+    store = open_store(settings, args, cached_kinds=cached)
     journal = _journal(settings)
     registry = MetricsRegistry()
     learners = _learners(settings, store, registry) if settings.learn else {}

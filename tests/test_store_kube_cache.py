@@ -4,14 +4,20 @@ refreshes one object, and 429 + Retry-After honoured with a bound."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from controller.api.kinds import Resource
-from controller.store.base import NotFound, StoreUnavailable, read_modify_write
-from controller.store.kube import THROTTLED_ATTEMPTS, KubeStore
+from controller.store.base import (
+    NotFound,
+    StoreUnavailable,
+    read_modify_write,
+    read_modify_write_many,
+)
+from controller.store.kube import THROTTLED_ATTEMPTS, WRITES_IN_FLIGHT, KubeStore
 from tests.control_plane import store_factory
 from tests.kube_emulator import RunningEmulator, kube_emulator  # noqa: F401  (fixture)
 from tests.store_contract import *  # noqa: F403  (the contract's tests run here)
@@ -113,3 +119,21 @@ def test_throttling_that_does_not_end_is_a_one_line_error(
         store.create(_trace("a"))
     posts = [r for r in kube_emulator.requests() if r.method.upper() == "POST"]
     assert len(posts) == THROTTLED_ATTEMPTS
+
+
+def test_a_batch_of_writes_is_in_flight_together(store: KubeStore) -> None:
+    """Each write is a round trip: a batch's go at once (a barrier every mutator of the
+    batch must reach before any returns would never open were they one after another)."""
+    together = threading.Barrier(WRITES_IN_FLIGHT, timeout=10)
+
+    def create(name: str) -> Callable[[Resource | None], Resource]:
+        def mutate(_: Resource | None) -> Resource:
+            together.wait()
+            return _trace(name)
+
+        return mutate
+
+    names = [f"t{i}" for i in range(WRITES_IN_FLIGHT)]
+    written = read_modify_write_many(store, "Trace", {n: create(n) for n in names})
+    assert sorted(written) == names
+    assert sorted(t["metadata"]["name"] for t in store.list("Trace")) == names

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from functools import partial
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import orjson
 
@@ -58,6 +59,7 @@ class StoreUnavailable(StoreError):
 
 
 EventType = Literal["ADDED", "MODIFIED", "DELETED"]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -182,16 +184,33 @@ def get_fields_many(
     }
 
 
+@runtime_checkable
+class ConcurrentStore(Protocol):
+    """A backend where each write is a round trip, several of which can be in flight at
+    once (the API server): a batch's independent writes are sent together."""
+
+    def run_concurrently(self, calls: Sequence[Callable[[], T]]) -> list[T]:
+        """The results of `calls`, in order; the first exception once all have ended."""
+        ...
+
+
 def read_modify_write_many(
     store: Store, kind: str, mutations: Mapping[str, Mutator]
 ) -> dict[str, Resource | None]:
-    """`read_modify_write` of each name; in one transaction where the backend can.
+    """`read_modify_write` of each name; in one transaction where the backend can, or
+    several at a time where each is a round trip.
 
     The mutator rule is the same on every backend: `mutate` gets a deep copy of
     its own and may change it in place.
     """
     if isinstance(store, BulkStore):
         return store.read_modify_write_many(kind, mutations)
+    if isinstance(store, ConcurrentStore):
+        names = list(mutations)
+        results = store.run_concurrently(
+            [partial(read_modify_write, store, kind, n, mutations[n]) for n in names]
+        )
+        return dict(zip(names, results, strict=True))
     return {name: read_modify_write(store, kind, name, fn) for name, fn in mutations.items()}
 
 

@@ -37,7 +37,8 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from controller.api.kinds import BY_KIND, GROUP, VERSION, KindInfo, Resource
 from controller.store.base import (
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Like client-go's reflector: long watches with jitter, so many watchers do not reconnect together.
 WATCH_SECONDS = (300, 600)
@@ -69,6 +71,9 @@ MAX_OBJECT_BYTES = ETCD_MAX_REQUEST_BYTES - 8_192
 # A request the server throttles (429) is sent again after its Retry-After, this many times
 # in all (client-go's default), the wait bounded so a bad header cannot stall a worker.
 THROTTLED_ATTEMPTS = 10
+# Writes of one batch in flight at once: each is a round trip the server handles in
+# parallel, and the token bucket (qps, burst) still paces them all.
+WRITES_IN_FLIGHT = 8
 MAX_RETRY_AFTER = 30.0
 
 
@@ -102,6 +107,11 @@ def load_api_client(kubeconfig: str | None = None) -> ApiClient:
             f"no Kubernetes configuration ({exc}); pass --kubeconfig, set KUBECONFIG, "
             "or run inside a cluster"
         ) from exc
+    # Room for a watch per kind (the caches) beside the writes in flight, so no request
+    # waits for a connection and none is opened only to be discarded.
+    configuration.connection_pool_maxsize = max(
+        configuration.connection_pool_maxsize, WRITES_IN_FLIGHT + len(BY_KIND) + 2
+    )
     return client.ApiClient(configuration)
 
 
@@ -129,6 +139,7 @@ class KubeStore:
         self._closed = False
         self._too_large: Any = None
         self._throttles: Any = None
+        self._writers = ThreadPoolExecutor(WRITES_IN_FLIGHT, thread_name_prefix="kube-write")
         self._caches = {
             kind: KindCache(kind, self.list_with_version, self._follow) for kind in cached_kinds
         }
@@ -199,7 +210,7 @@ class KubeStore:
 
     def get(self, kind: str, name: str) -> Resource:
         cache = self._caches.get(kind)
-        if cache is not None and cache.wait_synced():
+        if cache is not None and cache.ready():
             found = cache.lookup(name)
             if found is None:
                 raise NotFound(f"{kind}/{name}: not found")
@@ -243,6 +254,15 @@ class KubeStore:
             else:
                 cache.put(copy.deepcopy(result))
         return result
+
+    def run_concurrently(self, calls: Sequence[Callable[[], T]]) -> list[T]:
+        """Each call on a writer thread (WRITES_IN_FLIGHT at once); the results in order,
+        the first exception once every call has ended (none is left running)."""
+        if len(calls) <= 1:
+            return [call() for call in calls]
+        futures = [self._writers.submit(call) for call in calls]
+        wait(futures)
+        return [future.result() for future in futures]
 
     def _follow(self, kind: str, since: str, stop: Callable[[], bool]) -> Iterator[WatchEvent]:
         """The caches' watch: until the store closes or the cache stops."""
@@ -400,6 +420,7 @@ class KubeStore:
         self._closed = True
         for cache in self._caches.values():
             cache.stop()
+        self._writers.shutdown(wait=False)
         if self._owns_client:
             self._api_client.close()
 

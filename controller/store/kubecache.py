@@ -51,6 +51,7 @@ class KindCache:
         self._deleted: dict[str, int] = {}  # name -> revision it was deleted at or after
         self._lock = threading.Lock()
         self._synced = threading.Event()
+        self._gave_up = False
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"cache-{kind}", daemon=True)
 
@@ -60,8 +61,16 @@ class KindCache:
     def stop(self) -> None:
         self._stopped.set()
 
-    def wait_synced(self, timeout: float = SYNC_TIMEOUT) -> bool:
-        return self._synced.wait(timeout)
+    def ready(self) -> bool:
+        """Whether reads may come from the cache. The first read waits for the first list
+        (SYNC_TIMEOUT at most); a cache that cannot list (RBAC, an outage) leaves reads to
+        the server meanwhile, without making each of them wait again."""
+        if self._synced.is_set():
+            return True
+        if self._gave_up:
+            return False
+        self._gave_up = not self._synced.wait(SYNC_TIMEOUT)
+        return not self._gave_up
 
     def lookup(self, name: str) -> Resource | None:
         """A copy of the cached object (the caller may change it), None when absent."""
