@@ -71,6 +71,14 @@ def _sessions(testdata: Path, suffixes: list[str]) -> bytes:
     return "".join(out).encode()
 
 
+def _close(store: KubeStore, runs: list[RunningController]) -> None:
+    """After a test: the store closed, and any controller still running killed."""
+    store.close()
+    for r in runs:
+        if r.proc.poll() is None:
+            r.kill()
+
+
 def _store(cluster: Cluster) -> KubeStore:
     return KubeStore(cluster.namespace, kubeconfig=str(cluster.kubeconfig))
 
@@ -204,10 +212,7 @@ def test_two_ingesters_executing_one_block_lose_no_membership_update(
         assert {o["spec"]["node"] for o in store.list("LogFile")} == {"node-a", "node-b"}
         assert [r.terminate() for r in runs] == [0, 0]
     finally:
-        store.close()
-        for r in runs:
-            if r.proc.poll() is None:
-                r.kill()
+        _close(store, runs)
 
 
 def test_two_ingesters_on_disjoint_log_dirs_end_where_analyze_does(
@@ -235,7 +240,4 @@ def test_two_ingesters_on_disjoint_log_dirs_end_where_analyze_does(
             )
         assert [r.terminate() for r in runs] == [0, 0]
     finally:
-        store.close()
-        for r in runs:
-            if r.proc.poll() is None:
-                r.kill()
+        _close(store, runs)

@@ -1,8 +1,11 @@
 """The Kubernetes Store backend: resources as namespaced custom objects (foyle.io/v1alpha1).
 
-Data flow: every call is one API request through the `kubernetes` client's
+Data flow: every write is one API request through the `kubernetes` client's
 CustomObjectsApi, paced by a client-side token bucket (qps, burst) so a
-backlog of reconciles never floods the API server. The API server is the
+backlog of reconciles never floods the API server; a 429 from the server's
+Priority and Fairness is sent again after its Retry-After. Reads are
+requests too, except for `cached_kinds`, read from watch-fed caches
+(controller.store.kubecache) as client-go's informers do. The API server is the
 source of truth and does the concurrency control: `update` and
 `update_status` send the resourceVersion the caller read, and its 409 becomes
 the same `Conflict` the SQLite store raises; status goes through the status
