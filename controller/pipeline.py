@@ -18,7 +18,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 
+from controller.analyze.sessions import context_of
+from controller.api.kinds import Resource
+from controller.api.names import name_for_id
 from controller.api.result import DONE, Result
 from controller.reconcilers.blocklog import BlockLogReconciler
 from controller.reconcilers.logfile import LogFileReconciler, LogFileSettings, logfile_name
@@ -36,7 +40,7 @@ from controller.runtime.memory import limit_arenas, release_free_memory
 from controller.runtime.metrics import MetricsRegistry
 from controller.runtime.watcher import LogWatcher, scan
 from controller.settings import Settings
-from controller.store.base import NotFound, Store
+from controller.store.base import ChangeFeed, NotFound, Store
 from controller.store.journal import BLOCKLOGS, EXAMPLES, TRACES, Journal
 from controller.store.unit import Transactional, after_commit
 
@@ -130,6 +134,10 @@ class Pipeline:
             if controller is not None:
                 self.manager.add(controller)
         self.controllers = self.manager.controllers
+        if isinstance(store, ChangeFeed):
+            store.on_change("Trace", self._trace_changed_elsewhere)
+            store.on_change("BlockLog", partial(self._joined_changed_elsewhere, self.blocklogs))
+            store.on_change("Session", partial(self._joined_changed_elsewhere, self.sessions))
         self.watcher = LogWatcher(settings.log_dirs, self.logfiles.add, poll=settings.poll)
         self._initial: set[str] = set()
         self._initial_lock = threading.Lock()
@@ -148,6 +156,22 @@ class Pipeline:
 
     def _on_sessions(self, names: set[str]) -> None:
         after_commit(lambda: self._add_all(self.sessions, names))
+
+    def _trace_changed_elsewhere(self, trace: Resource) -> None:
+        """Another ingester wrote a Trace: the BlockLogs and Session it joins derive their
+        status again here too (this process may have derived them without it)."""
+        spec = trace.get("spec") or {}
+        for block_id in spec.get("blockIds") or ():
+            self.blocklogs.add(name_for_id(block_id))
+        context_id = context_of(spec)
+        if context_id:
+            self.sessions.add(name_for_id(context_id))
+
+    @staticmethod
+    def _joined_changed_elsewhere(controller: Controller, obj: Resource) -> None:
+        """Another ingester changed a BlockLog's (Session's) members: derive its status."""
+        if obj["metadata"].get("generation") != (obj.get("status") or {}).get("observedGeneration"):
+            controller.add(obj["metadata"]["name"])
 
     def _room_downstream(self) -> bool:
         """Reading waits while any later stage has a full queue (the learners included:

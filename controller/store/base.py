@@ -185,6 +185,15 @@ def get_fields_many(
 
 
 @runtime_checkable
+class ChangeFeed(Protocol):
+    """A backend shared with other writers (several ingesters) whose changes it learns
+    from watches: a status derived from what this process saw must be derived again
+    when another writer's change arrives."""
+
+    def on_change(self, kind: str, listener: Callable[[Resource], None]) -> None: ...
+
+
+@runtime_checkable
 class ConcurrentStore(Protocol):
     """A backend where each write is a round trip, several of which can be in flight at
     once (the API server): a batch's independent writes are sent together."""

@@ -227,6 +227,13 @@ class KubeStore:
             f"{kind}/{name}", self._api.get_namespaced_custom_object, info.plural, name
         )
 
+    def on_change(self, kind: str, listener: Callable[[Resource], None]) -> None:
+        """Call `listener` with each change of a cached `kind` another writer made, as its
+        watch brings it (an informer's event handler); nothing for kinds not cached."""
+        cache = self._caches.get(kind)
+        if cache is not None:
+            cache.on_change(listener)
+
     def _refresh(self, kind: str, name: str) -> None:
         """After a conflict: the cached copy of this one object is stale, read it again."""
         cache = self._caches.get(kind)

@@ -27,7 +27,7 @@ from controller.store.base import Gone, StoreError, WatchEvent, json_copy
 
 log = logging.getLogger(__name__)
 
-RELIST_DELAY = 1.0  # seconds before listing again after a failed list or watch
+RELIST_DELAY = (1.0, 60.0)  # back-off bounds (s) before listing again after a failure
 SYNC_TIMEOUT = 60.0  # seconds a read waits for the first list before going to the server
 
 Lister = Callable[[str], tuple[list[Resource], str]]
@@ -52,6 +52,7 @@ class KindCache:
         self._lock = threading.Lock()
         self._synced = threading.Event()
         self._gave_up = False
+        self._listeners: list[Callable[[Resource], None]] = []
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"cache-{kind}", daemon=True)
 
@@ -78,17 +79,24 @@ class KindCache:
             found = self._objects.get(name)
             return json_copy(found) if found is not None else None
 
-    def put(self, obj: Resource) -> None:
-        """Keep `obj` unless the cache holds a newer version (or saw it deleted later)."""
+    def on_change(self, listener: Callable[[Resource], None]) -> None:
+        """Call `listener` with each object a watch event brings that the cache did not
+        hold yet (another writer's change; this store's own writes are in it already)."""
+        self._listeners.append(listener)
+
+    def put(self, obj: Resource) -> bool:
+        """Keep `obj` unless the cache holds it or a newer version (or saw it deleted
+        later); whether it was new."""
         name, revision = obj["metadata"]["name"], _revision(obj)
         with self._lock:
             held = self._objects.get(name)
-            if held is not None and 0 <= revision < _revision(held):
-                return
+            if held is not None and 0 <= revision <= _revision(held):
+                return False
             if held is None and revision >= 0 and revision <= self._deleted.get(name, -1):
-                return
+                return False
             self._deleted.pop(name, None)
             self._objects[name] = obj
+            return True
 
     def forget(self, name: str, revision: int = -1) -> None:
         """The object is gone (as of `revision` when known)."""
@@ -113,21 +121,25 @@ class KindCache:
     def _apply(self, event: WatchEvent) -> None:
         if event.type == "DELETED":
             self.forget(event.object["metadata"]["name"], _revision(event.object))
-        else:
-            self.put(event.object)
+        elif self.put(event.object):
+            for listener in self._listeners:
+                listener(event.object)
 
     def _run(self) -> None:
         """List, then watch from the list's version; list again after Gone or an error."""
+        delay = RELIST_DELAY[0]
         while not self._stopped.is_set():
             try:
                 objects, version = self._list(self.kind)
                 self._replace(objects, int(version) if version.isdigit() else -1)
                 self._synced.set()
+                delay = RELIST_DELAY[0]
                 for event in self._watch(self.kind, version, self._stopped.is_set):
                     self._apply(event)
             except Gone:
                 log.info("cache %s: watch history gone; listing again", self.kind)
                 continue
             except StoreError as exc:
-                log.warning("cache %s: %s; listing again in %.0f s", self.kind, exc, RELIST_DELAY)
-                self._stopped.wait(RELIST_DELAY)
+                log.warning("cache %s: %s; listing again in %.0f s", self.kind, exc, delay)
+                self._stopped.wait(delay)
+                delay = min(2 * delay, RELIST_DELAY[1])
