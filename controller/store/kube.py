@@ -74,10 +74,10 @@ MAX_OBJECT_BYTES = ETCD_MAX_REQUEST_BYTES - 8_192
 # A request the server throttles (429) is sent again after its Retry-After, this many times
 # in all (client-go's default), the wait bounded so a bad header cannot stall a worker.
 THROTTLED_ATTEMPTS = 10
+MAX_RETRY_AFTER = 30.0
 # Writes of one batch in flight at once: each is a round trip the server handles in
 # parallel, and the token bucket (qps, burst) still paces them all.
 WRITES_IN_FLIGHT = 8
-MAX_RETRY_AFTER = 30.0
 
 
 class _Metrics(Protocol):
