@@ -137,3 +137,12 @@ def test_a_batch_of_writes_is_in_flight_together(store: KubeStore) -> None:
     written = read_modify_write_many(store, "Trace", {n: create(n) for n in names})
     assert sorted(written) == names
     assert sorted(t["metadata"]["name"] for t in store.list("Trace")) == names
+
+
+def test_a_batch_written_after_close_is_a_one_line_error(
+    new_store: Callable[..., KubeStore],
+) -> None:
+    store = new_store()
+    store.close()
+    with pytest.raises(StoreUnavailable, match="the store is closed"):
+        read_modify_write_many(store, "Trace", {n: lambda o, n=n: _trace(n) for n in "ab"})

@@ -270,7 +270,10 @@ class KubeStore:
         the first exception once every call has ended (none is left running)."""
         if len(calls) <= 1:
             return [call() for call in calls]
-        futures = [self._writers.submit(call) for call in calls]
+        try:
+            futures = [self._writers.submit(call) for call in calls]
+        except RuntimeError:  # the pool is shut down: closed
+            raise StoreUnavailable("the store is closed") from None
         wait(futures)
         return [future.result() for future in futures]
 

@@ -139,7 +139,9 @@ class KindCache:
             except Gone:
                 log.info("cache %s: watch history gone; listing again", self.kind)
                 continue
-            except StoreError as exc:
+            except (StoreError, LookupError, TypeError, ValueError) as exc:
+                # A server error, or an object or event of a shape no cache expects: the
+                # thread must not die (reads would go stale for good), so list again.
                 log.warning("cache %s: %s; listing again in %.0f s", self.kind, exc, delay)
                 self._stopped.wait(delay)
                 delay = min(2 * delay, RELIST_DELAY[1])
