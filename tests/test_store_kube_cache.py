@@ -54,14 +54,19 @@ def _seen(store: KubeStore, name: str, exit_code: int) -> Callable[[], bool]:
     return check
 
 
+def _create_and_wait(writer: KubeStore, reader: KubeStore, count: int) -> None:
+    """Traces t0..t<count-1> (exitCode i) created by `writer`, once `reader` sees them all."""
+    for i in range(count):
+        writer.create(_trace(f"t{i}", exitCode=i))
+    _wait_until(_seen(reader, f"t{count - 1}", count - 1))
+
+
 def test_reads_cost_no_request_once_the_cache_is_listed(
     new_store: Callable[..., KubeStore],
     kube_emulator: RunningEmulator,  # noqa: F811
 ) -> None:
-    writer, reader = new_store(), new_store()
-    for i in range(20):
-        writer.create(_trace(f"t{i}", exitCode=i))
-    _wait_until(_seen(reader, "t19", 19))
+    reader = new_store()
+    _create_and_wait(new_store(), reader, 20)
     before = _reads(kube_emulator)
     assert [reader.get("Trace", f"t{i}")["spec"]["exitCode"] for i in range(20)] == list(range(20))
     with pytest.raises(NotFound):
@@ -80,45 +85,53 @@ def test_a_conflict_refreshes_the_one_stale_object(
     kube_emulator: RunningEmulator,  # noqa: F811
 ) -> None:
     stale, other = new_store(), new_store()
-    stale.create(_trace("a", exitCode=1))
-    stale.create(_trace("b", exitCode=1))
-    _wait_until(_seen(other, "a", 1))
+    _create_and_wait(stale, other, 2)
     # White box: stop the stale store's watch, as a lagging watch would be, so its cache
     # learns only from its own requests from now on.
     cache = stale._caches["Trace"]
     cache.stop()
     cache._thread.join(timeout=10)
-    other.update(_trace_with(other.get("Trace", "a"), exitCode=2))
-    assert stale.get("Trace", "a")["spec"]["exitCode"] == 1  # stale
+    other.update(_trace_with(other.get("Trace", "t1"), exitCode=2))
+    assert stale.get("Trace", "t1")["spec"]["exitCode"] == 1  # stale
     before = _reads(kube_emulator)
-    read_modify_write(stale, "Trace", "a", _add_ten)
-    assert stale.get("Trace", "a")["spec"]["exitCode"] == 12  # the other update is not lost
+    read_modify_write(stale, "Trace", "t1", _add_ten)
+    assert stale.get("Trace", "t1")["spec"]["exitCode"] == 12  # the other update is not lost
     assert _reads(kube_emulator) == before + 1  # the conflict re-read that one object
+
+
+def _throttled(
+    new_store: Callable[..., KubeStore], kube: RunningEmulator, requests: int, retry_after: int
+) -> KubeStore:
+    """A store (no cache: its lists would take the throttled turns) on an emulator that
+    answers the next `requests` requests 429."""
+    store = new_store(cached_kinds=())
+    kube.call(lambda: kube.emulator.throttle(requests, retry_after=retry_after))
+    return store
+
+
+def _posts(kube: RunningEmulator) -> int:
+    return sum(1 for r in kube.requests() if r.method.upper() == "POST")
 
 
 def test_a_throttled_request_is_sent_again_after_retry_after(
     new_store: Callable[..., KubeStore],
     kube_emulator: RunningEmulator,  # noqa: F811
 ) -> None:
-    store = new_store(cached_kinds=())  # no cache: its lists would take the throttled turns
-    kube_emulator.call(lambda: kube_emulator.emulator.throttle(2, retry_after=1))
+    store = _throttled(new_store, kube_emulator, 2, retry_after=1)
     started = time.monotonic()
     store.create(_trace("a"))
     assert time.monotonic() - started >= 2 * 0.9  # waited what each Retry-After asked
-    posts = [r for r in kube_emulator.requests() if r.method.upper() == "POST"]
-    assert len(posts) == 3
+    assert _posts(kube_emulator) == 3
 
 
 def test_throttling_that_does_not_end_is_a_one_line_error(
     new_store: Callable[..., KubeStore],
     kube_emulator: RunningEmulator,  # noqa: F811
 ) -> None:
-    store = new_store(cached_kinds=())  # no cache: its lists would take the throttled turns
-    kube_emulator.call(lambda: kube_emulator.emulator.throttle(1000, retry_after=0))
+    store = _throttled(new_store, kube_emulator, 1000, retry_after=0)
     with pytest.raises(StoreUnavailable, match="Trace/a: too many requests"):
         store.create(_trace("a"))
-    posts = [r for r in kube_emulator.requests() if r.method.upper() == "POST"]
-    assert len(posts) == THROTTLED_ATTEMPTS
+    assert _posts(kube_emulator) == THROTTLED_ATTEMPTS
 
 
 def test_a_batch_of_writes_is_in_flight_together(store: KubeStore) -> None:
