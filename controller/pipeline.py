@@ -21,7 +21,11 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 
+from controller.analyze.sessions import context_of
+from controller.api.kinds import Resource
+from controller.api.names import name_for_id
 from controller.api.result import Outcome
 from controller.reconcilers.blocklog import BlockLogReconciler
 from controller.reconcilers.logfile import LogFileReconciler, LogFileSettings, logfile_name
@@ -39,7 +43,7 @@ from controller.runtime.memory import limit_arenas, release_free_memory
 from controller.runtime.metrics import IngestMetrics, MetricsRegistry
 from controller.runtime.watcher import LogWatcher, scan
 from controller.settings import Settings
-from controller.store.base import NotFound, Store
+from controller.store.base import ChangeFeed, NotFound, Store
 from controller.store.journal import (
     BLOCKLOGS,
     EXAMPLES,
@@ -147,6 +151,14 @@ class Pipeline:
             poll=settings.poll,
             on_fallback=lambda reason: inotify_fallbacks.labels(reason).inc(),
         )
+        if isinstance(store, ChangeFeed):  # several ingesters (issue 19)
+            blocklogs, sessions = (
+                self.controllers_by_queue[BLOCKLOGS],
+                self.controllers_by_queue[SESSIONS],
+            )
+            store.on_change("Trace", self._trace_changed_elsewhere)
+            store.on_change("BlockLog", partial(self._joined_changed_elsewhere, blocklogs))
+            store.on_change("Session", partial(self._joined_changed_elsewhere, sessions))
         self._initial: set[str] = set()
         self._initial_lock = threading.Lock()
         self.manager.every(settings.rescan_interval, self._rescan, "rescan")
@@ -190,6 +202,21 @@ class Pipeline:
                     Downstream(queue if stage.journal_marks else None, controllers.get(queue)),
                 )
         return controllers
+
+    def _trace_changed_elsewhere(self, trace: Resource) -> None:
+        """Another ingester wrote a Trace: the BlockLogs and Session it joins derive their
+        status again here too (this process may have derived them without it)."""
+        spec = trace.get("spec") or {}
+        self.controllers_by_queue[BLOCKLOGS].add_all(map(name_for_id, spec.get("blockIds") or ()))
+        context_id = context_of(spec)
+        if context_id:
+            self.controllers_by_queue[SESSIONS].add(name_for_id(context_id))
+
+    @staticmethod
+    def _joined_changed_elsewhere(controller: Controller, obj: Resource) -> None:
+        """Another ingester changed a BlockLog's (Session's) members: derive its status."""
+        if obj["metadata"].get("generation") != (obj.get("status") or {}).get("observedGeneration"):
+            controller.add(obj["metadata"]["name"])
 
     def _room_downstream(self) -> bool:
         """Reading waits while any later stage has a full queue (the learners included:

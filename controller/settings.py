@@ -73,8 +73,8 @@ class Settings:
     # cells") from Sessions. Both kinds of file load in any Foyle, so both is the default:
     # a current Foyle user gets what Foyle itself learns, an older one loses nothing.
     learn_from: str = "both"  # blocklogs, sessions or both
-    kube_qps: float = 50.0
-    kube_burst: int = 100
+    kube_qps: float = 200.0
+    kube_burst: int = 400
 
     def apply_flags(self, flags: Mapping[str, Any]) -> None:
         """Take each flag given on the command line (not None or False) onto its field.
@@ -113,6 +113,8 @@ FLAG_FIELDS = {
     "node": "node",
     "learn_from": "learn_from",
     "trace_retention": "trace_retention",
+    "kube_qps": "kube_qps",
+    "kube_burst": "kube_burst",
 }
 
 

@@ -1,16 +1,22 @@
 """Kube mode at scale, measured on a real etcd + kube-apiserver (hack/control-plane.sh).
 
-1. catch-up: `foylectl run --store kube` (default client rate limit, 50 qps burst
-   100) on a generated corpus already on disk; time until the API server holds
-   every Trace and BlockLog `foylectl analyze` derives -> traces/s, and the
-   foyle.io requests the server counted (apiserver_request_total) meanwhile;
+1. catch-up: `foylectl run --store kube` (default flags: client rate limit
+   --kube-qps/--kube-burst at their defaults) on a generated corpus already on
+   disk; time until etcd holds every object `foylectl analyze` derives (polled
+   in etcd, so the API server counts the controller's requests only) -> traces/s,
+   the ratio to `foylectl analyze`'s time on the same corpus (wall time, start-up
+   included), and the foyle.io requests the server counted
+   (apiserver_request_total) by verb and resource;
 2. etcd bytes: the stored value + key bytes under /registry/foyle.io/<plural>/
-   (etcd's JSON gateway, no etcdctl), per Trace and per BlockLog, and the
-   growth of etcd's in-use db size (etcd_mvcc_db_total_size_in_use_in_bytes)
-   after compaction and defragmentation, per session;
-3. retention: the same after one TraceRetention sweep (bodies elided).
+   (etcd's JSON gateway, no etcdctl) per object, and the growth of etcd's
+   in-use db size (etcd_mvcc_db_total_size_in_use_in_bytes) after compaction
+   and defragmentation, per session;
+3. two ingesters: the same corpus in a second namespace, Foyle's logs read by
+   one ingester and RunMe's by another (their traces join the same BlockLogs
+   and Sessions): how many BlockLogs and Sessions end different from the one
+   ingester's (lost updates), and the 409 Conflicts over the writes.
 
-Usage: python hack/kube_capacity.py [--size 2MB] [--seed 1]; prints JSON.
+Usage: python hack/kube_capacity.py [--size 1MB] [--seed 1]; prints JSON.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +40,13 @@ sys.path.insert(0, str(REPO / "hack"))
 
 import gen_logs  # noqa: E402
 
-from controller.reconcilers.retention import TraceRetention  # noqa: E402
-from controller.runtime.metrics import MetricsRegistry  # noqa: E402
-from controller.store.kube import KubeStore  # noqa: E402
+from controller.api.kinds import BY_KIND  # noqa: E402
+from controller.store.base import strip_server_fields  # noqa: E402
 from controller.store.sqlite import SQLiteStore  # noqa: E402
 
 NAMESPACE = "foyle"
+JOINED = ("Trace", "BlockLog", "Session")  # what the catch-up must write as analyze does
+TWO_INGESTERS = "foyle-two"  # the same corpus again, split between two ingesters
 ETCD_QUOTA = 2 * 2**30  # etcd's default --quota-backend-bytes
 
 
@@ -75,16 +83,63 @@ def db_in_use(url: str) -> int:
     return int(float(match.group(1)))
 
 
-def api_requests(kubectl: list[str]) -> int:
-    """Requests the API server has served to clients so far (apiserver_request_total)."""
+Requests = Counter[tuple[str, str, str]]  # (resource[/subresource], verb, code) -> count
+
+
+def api_requests(kubectl: list[str]) -> Requests:
+    """foyle.io requests the API server has served so far (apiserver_request_total)."""
     text = subprocess.run(
         [*kubectl, "get", "--raw", "/metrics"], check=True, capture_output=True, text=True
     ).stdout
-    total = 0.0
+    found: Requests = Counter()
     for line in text.splitlines():
         if line.startswith("apiserver_request_total{") and 'group="foyle.io"' in line:
-            total += float(line.rsplit(" ", 1)[1])
-    return int(total)
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+            resource = labels["resource"] + (
+                f"/{labels['subresource']}" if labels.get("subresource") else ""
+            )
+            key = (resource, labels["verb"], labels["code"])
+            found[key] += int(float(line.rsplit(" ", 1)[1]))
+    return found
+
+
+def _by_resource_and_verb(requests: Requests) -> dict[str, int]:
+    out: Counter[str] = Counter()
+    for (resource, verb, _), n in requests.items():
+        out[f"{verb} {resource}"] += n
+    return dict(sorted(out.items()))
+
+
+def _with_code(requests: Requests, code: str) -> int:
+    return sum(n for (_, _, c), n in requests.items() if c == code)
+
+
+def _writes(requests: Requests) -> int:
+    return sum(n for (_, verb, _), n in requests.items() if verb in ("POST", "PUT", "DELETE"))
+
+
+def etcd_views(url: str, plural: str, namespace: str) -> dict[str, dict[str, Any]]:
+    """The objects etcd holds, as `_view` makes them: polling etcd, not the API server,
+    keeps the server's request count the controller's."""
+    prefix = f"/registry/foyle.io/{plural}/{namespace}/"
+    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    kvs = _etcd(url, "kv/range", {"key": _b64(prefix), "range_end": _b64(end)}).get("kvs", [])
+    return _view([json.loads(base64.b64decode(kv["value"])) for kv in kvs])
+
+
+def _view(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Objects by name without what the store sets (versions, uids, times, namespace)."""
+    out = {}
+    for obj in objects:
+        clean = strip_server_fields(obj)
+        clean["metadata"].pop("namespace", None)
+        clean.get("status", {}).pop("observedGeneration", None)
+        out[obj["metadata"]["name"]] = clean
+    return out
+
+
+def _differing(got: dict[str, Any], want: dict[str, Any]) -> int:
+    return sum(1 for name in got.keys() | want.keys() if got.get(name) != want.get(name))
 
 
 def _foylectl(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -105,72 +160,122 @@ def measure(work: Path, size: int, seed: int) -> dict[str, Any]:
         subprocess.run(["bash", str(REPO / "hack" / "control-plane.sh"), "down", str(plane)])
 
 
+def _catch_up(
+    work: Path,
+    kubeconfig: Path,
+    etcd: str,
+    namespace: str,
+    ingesters: dict[str, Path],
+    want: dict[str, dict[str, Any]],
+    timeout: float,
+) -> tuple[float, dict[str, int]]:
+    """Start one `foylectl run --store kube` per (node, log dir) and wait until etcd holds
+    exactly what `want` says (kind -> `_view`), or `timeout` s. Returns the seconds it
+    took and how many objects of each kind still differ. The runs are stopped after."""
+    started = time.monotonic()
+    runs = []
+    for node, logs in ingesters.items():
+        log = open(work / f"run-{namespace}-{node}.log", "wb")  # noqa: SIM115 - closed below
+        argv = [sys.executable, "-m", "controller", "run", "--store", "kube"]
+        argv += ["--namespace", namespace, "--kubeconfig", str(kubeconfig), "--logs", str(logs)]
+        argv += ["--state-dir", str(work / f"state-{namespace}-{node}"), "--no-learn"]
+        runs.append((subprocess.Popen([*argv, "--node", node], stdout=log, stderr=log), log))
+    try:
+        while True:
+            differ = {
+                kind: _differing(etcd_views(etcd, BY_KIND[kind].plural, namespace), objects)
+                for kind, objects in want.items()
+            }
+            if not any(differ.values()) or time.monotonic() > started + timeout:
+                return time.monotonic() - started, differ
+            if any(r.poll() is not None for r, _ in runs):
+                tail = b"".join(Path(f.name).read_bytes()[-2000:] for _, f in runs)
+                raise SystemExit(f"a run ended: {tail.decode(errors='replace')}")
+            time.sleep(0.25)
+    finally:
+        for run, log in runs:
+            run.terminate()
+            run.wait(timeout=60)
+            log.close()
+
+
 def _measure(work: Path, plane: Path, size: int, seed: int) -> dict[str, Any]:
     kubeconfig = plane / "kubeconfig"
     kubectl = [str(plane / "bin" / "kubectl"), "--kubeconfig", str(kubeconfig)]
     subprocess.run([*kubectl, "apply", "-f", str(REPO / "crds")], check=True, capture_output=True)
-    subprocess.run([*kubectl, "create", "namespace", NAMESPACE], check=True, capture_output=True)
+    for namespace in (NAMESPACE, TWO_INGESTERS):
+        subprocess.run(
+            [*kubectl, "create", "namespace", namespace], check=True, capture_output=True
+        )
     etcd = (plane / "etcd-url").read_text().strip()
     logs = work / "logs"
     stats = gen_logs.generate(logs, size_bytes=size, seed=seed)
+    local_started = time.monotonic()
     _foylectl("analyze", "--logs", logs, "--state-dir", work / "oneshot", "--no-learn")
+    local_seconds = time.monotonic() - local_started
     expected = SQLiteStore(work / "oneshot" / "store.db")
-    want = {kind: expected.count(kind) for kind in ("Trace", "BlockLog")}
+    made = {kind: expected.count(kind) for kind in JOINED}
+    # What the cluster holds once caught up: what analyze derives.
+    final = {kind: _view(expected.list(kind)) for kind in JOINED}
     baseline = db_in_use(etcd)
     requests_before = api_requests(kubectl)
 
-    store = KubeStore(NAMESPACE, kubeconfig=str(kubeconfig))
-    log = open(work / "run.log", "wb")  # noqa: SIM115 - closed below
-    started = time.monotonic()
-    run = subprocess.Popen(
-        [sys.executable, "-m", "controller", "run", "--store", "kube", "--namespace", NAMESPACE]
-        + ["--kubeconfig", str(kubeconfig), "--logs", str(logs), "--state-dir", str(work / "node")]
-        + ["--no-learn", "--node", "node-a"],
-        stdout=log,
-        stderr=log,
+    seconds, differ = _catch_up(
+        work, kubeconfig, etcd, NAMESPACE, {"node-a": logs}, final, timeout=1800
     )
-    try:
-        deadline = started + 1800
-        while {k: store.count(k) for k in want} != want:
-            if time.monotonic() > deadline or run.poll() is not None:
-                raise SystemExit(f"no convergence: {(work / 'run.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-        seconds = time.monotonic() - started
-    finally:
-        run.terminate()
-        run.wait(timeout=60)
-        log.close()
-
+    if any(differ.values()):
+        raise SystemExit(f"no convergence on what analyze derives: {differ} objects differ")
     requests = api_requests(kubectl) - requests_before
+    total = sum(requests.values())
     traces, trace_bytes = stored_bytes(etcd, "traces")
     blocklogs, blocklog_bytes = stored_bytes(etcd, "blocklogs")
+    sessions, session_bytes = stored_bytes(etcd, "sessions")
     logfiles, logfile_bytes = stored_bytes(etcd, "logfiles")
     grown = db_in_use(etcd) - baseline
-    TraceRetention(store, 0.0, MetricsRegistry(), clock=lambda: 4e9).sweep()
-    _, elided_bytes = stored_bytes(etcd, "traces")
-    grown_elided = db_in_use(etcd) - baseline
-    store.close()
     per_session = grown / stats.sessions
-    per_session_elided = grown_elided / stats.sessions
+
+    # Two ingesters on disjoint log dirs (Foyle's on one node, RunMe's on another) whose
+    # traces join the same BlockLogs and Sessions: they must end where one ingester did.
+    before_two = api_requests(kubectl)
+    two_seconds, lost = _catch_up(
+        work,
+        kubeconfig,
+        etcd,
+        TWO_INGESTERS,
+        {"node-foyle": logs / "foyle", "node-runme": logs / "runme"},
+        final,
+        timeout=max(120.0, 4 * seconds),
+    )
+    two_requests = api_requests(kubectl) - before_two
     return {
         "corpus_bytes": stats.bytes,
         "sessions": stats.sessions,
-        "traces": traces,
+        "traces_made": made["Trace"],
+        "traces_stored": traces,
         "blocklogs": blocklogs,
+        "session_objects": sessions,
         "logfiles": logfiles,
         "catch_up_seconds": round(seconds, 1),
-        "traces_per_second": round(traces / seconds, 1),
-        "foyle_requests": requests,
-        "foyle_requests_per_second": round(requests / seconds, 1),
-        "requests_per_trace": round(requests / traces, 1),
-        "etcd_value_bytes_per_trace": round(trace_bytes / traces),
-        "etcd_value_bytes_per_trace_elided": round(elided_bytes / traces),
+        "traces_per_second": round(made["Trace"] / seconds, 1),
+        "local_catch_up_seconds": round(local_seconds, 2),
+        "kube_to_local_ratio": round(seconds / local_seconds, 1),
+        "foyle_requests": total,
+        "foyle_requests_per_second": round(total / seconds, 1),
+        "requests_per_trace": round(total / made["Trace"], 2),
+        "requests_by_verb": _by_resource_and_verb(requests),
+        "etcd_value_bytes_per_trace": round(trace_bytes / traces) if traces else 0,
         "etcd_value_bytes_per_blocklog": round(blocklog_bytes / blocklogs),
+        "etcd_value_bytes_per_session_object": round(session_bytes / sessions) if sessions else 0,
         "etcd_value_bytes_logfiles": logfile_bytes,
         "etcd_db_in_use_bytes_per_session": round(per_session),
-        "etcd_db_in_use_bytes_per_session_elided": round(per_session_elided),
         "sessions_in_2GiB_quota": int(ETCD_QUOTA / per_session),
-        "sessions_in_2GiB_quota_elided": int(ETCD_QUOTA / per_session_elided),
+        "two_ingesters_catch_up_seconds": round(two_seconds, 1),
+        "two_ingesters_lost_updates": lost,
+        "two_ingesters_conflicts": _with_code(two_requests, "409"),
+        "two_ingesters_conflict_rate": round(
+            _with_code(two_requests, "409") / max(1, _writes(two_requests)), 4
+        ),
+        "throttled_429": _with_code(requests + two_requests, "429"),
     }
 
 
@@ -184,7 +289,7 @@ def _size(text: str) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", default="2MB", help="generated corpus size (default 2MB)")
+    parser.add_argument("--size", default="1MB", help="generated corpus size (default 1MB)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="kube-capacity-") as work:

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from controller.api.kinds import BY_KIND
 from controller.store.kube import KubeStore
 from tests.cli_helpers import run_command
 
@@ -144,16 +145,25 @@ class Cluster:
     namespace: str
 
 
-def store_factory(kubeconfig: Path, namespace: str) -> Iterator[Callable[..., KubeStore]]:
+# The contract runs on KubeStores reading from the API server and on ones reading from
+# watch-fed caches (what `foylectl run` uses): both must keep it.
+READS = ("server", "cache")
+
+
+def store_factory(
+    kubeconfig: Path, namespace: str, reads: str = "server"
+) -> Iterator[Callable[..., KubeStore]]:
     """Make KubeStores on one namespace; closes them after.
 
     Unlimited pacing unless told: the contract's concurrency test makes thousands of
     requests (the admin is exempt from the server's priority and fairness too).
+    `reads="cache"`: every kind is read from a watch-fed cache.
     """
     opened: list[KubeStore] = []
+    cached = tuple(BY_KIND) if reads == "cache" else ()
 
     def make(**options: Any) -> KubeStore:
-        options = {"qps": 1e6, "burst": 1_000_000, **options}
+        options = {"qps": 1e6, "burst": 1_000_000, "cached_kinds": cached, **options}
         opened.append(KubeStore(namespace, kubeconfig=str(kubeconfig), **options))
         return opened[-1]
 

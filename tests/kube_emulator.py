@@ -188,6 +188,8 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
     _rv: int = attrs.field(default=1, init=False)
     _compacted: int = attrs.field(default=0, init=False)  # watches from below this get 410
     _changed: _Notifier | None = attrs.field(default=None, init=False)
+    _throttled: int = attrs.field(default=0, init=False)  # next requests answered 429
+    _retry_after: int = attrs.field(default=1, init=False)
 
     # ---- configuration ----
 
@@ -224,6 +226,11 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
             categories=tuple(names.get("categories", ())),
         )
 
+    def throttle(self, requests: int, retry_after: int = 1) -> None:
+        """Answer the next `requests` requests 429 with Retry-After, as the API server's
+        Priority and Fairness does when a priority level's queues are full."""
+        self._throttled, self._retry_after = requests, retry_after
+
     def compact(self) -> int:
         """Forget all history, as etcd compaction does: older watches now get 410. Returns the rv."""
         self._history.clear()
@@ -241,6 +248,13 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
         if resource is None or resource.plural is None:
             return await super()._handle(request)  # discovery and anything non-Kubernetes
         served = self._served.get(f"{resource.group}/{resource.version}/{resource.plural}")
+        if self._throttled > 0:
+            self._throttled -= 1
+            return aiohttp.web.json_response(
+                _status(429, "TooManyRequests", "too many requests, please try again later"),
+                status=429,
+                headers={"Retry-After": str(self._retry_after)},
+            )
         try:
             if served is None:
                 raise _error(

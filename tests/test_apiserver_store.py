@@ -8,17 +8,19 @@ import pytest
 
 from controller.store.base import Gone
 from controller.store.kube import KubeStore
-from tests.control_plane import ControlPlane, start, store_factory
+from tests.control_plane import READS, ControlPlane, start, store_factory
 from tests.store_contract import *  # noqa: F403  (the contract's tests run here)
 from tests.store_contract import _trace
 
 pytestmark = pytest.mark.apiserver
 
 
-@pytest.fixture
-def new_store(apiserver: ControlPlane) -> Iterator[Callable[..., KubeStore]]:
+@pytest.fixture(params=READS)
+def new_store(
+    apiserver: ControlPlane, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., KubeStore]]:
     """Stores on one fresh namespace: empty collections for every test."""
-    yield from store_factory(apiserver.kubeconfig, apiserver.new_namespace("store"))
+    yield from store_factory(apiserver.kubeconfig, apiserver.new_namespace("store"), request.param)
 
 
 @pytest.fixture

@@ -12,9 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from controller.analyze.blocklogs import membership_add
 from controller.api.names import name_for_id
+from controller.api.resource import new_resource
+from controller.reconcilers.join import membership_mutation
 from controller.reconcilers.retention import ELIDED, join_view
-from controller.store.base import NotFound
+from controller.reconcilers.session import join_sessions
+from controller.store.base import NotFound, read_modify_write_many, write_changes
 from controller.store.kube import KubeStore
 from controller.store.sqlite import SQLiteStore
 from tests.cli_helpers import RunningController, comparable, foylectl, wait_for
@@ -69,6 +73,14 @@ def _sessions(testdata: Path, suffixes: list[str]) -> bytes:
         renamed = text.replace(RUNME_TRACE, RUNME_TRACE[: -len(suffix)] + suffix)
         out.extend(line + "\n" for line in renamed.splitlines())
     return "".join(out).encode()
+
+
+def _close(store: KubeStore, runs: list[RunningController]) -> None:
+    """After a test: the store closed, and any controller still running killed."""
+    store.close()
+    for r in runs:
+        if r.proc.poll() is None:
+            r.kill()
 
 
 def _store(cluster: Cluster) -> KubeStore:
@@ -204,7 +216,94 @@ def test_two_ingesters_executing_one_block_lose_no_membership_update(
         assert {o["spec"]["node"] for o in store.list("LogFile")} == {"node-a", "node-b"}
         assert [r.terminate() for r in runs] == [0, 0]
     finally:
-        store.close()
-        for r in runs:
-            if r.proc.poll() is None:
-                r.kill()
+        _close(store, runs)
+
+
+def test_two_ingesters_on_disjoint_log_dirs_end_where_analyze_does(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Foyle's logs on one node, RunMe's on another: their traces join the same BlockLogs
+    and Sessions, written concurrently from two watch-fed caches; nothing is lost."""
+    logs = tmp_path / "logs"
+    gen_logs.generate(logs, size_bytes=150_000, seed=19, streaming=True)
+    foylectl("analyze", "--logs", logs, "--state-dir", tmp_path / "oneshot", "--no-learn")
+    expected = SQLiteStore(tmp_path / "oneshot" / "store.db")
+    want = {kind: comparable(expected.list(kind)) for kind in ("BlockLog", "Session")}
+    assert want["BlockLog"] and want["Session"]
+    store = _store(cluster)
+    runs = [
+        _run_kube(logs / part, tmp_path / f"state-{part}", cluster, "--node", part, "--no-learn")
+        for part in ("foyle", "runme")
+    ]
+    try:
+        for kind in want:
+            _wait(
+                runs,
+                lambda kind=kind: _cluster_view(store.list(kind)) == want[kind],
+                f"the {kind}s that analyze derives",
+            )
+        assert [r.terminate() for r in runs] == [0, 0]
+    finally:
+        _close(store, runs)
+
+
+def test_an_ingester_derives_statuses_again_when_another_writes_members(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """RunMe's ingester has written its traces and the statuses it could derive; then
+    another ingester (played here with the very functions it uses: membership first,
+    then the Trace) adds Foyle's traces and stops before deriving anything. The first
+    one learns of them from its watches and derives the statuses analyze derives."""
+    logs = tmp_path / "logs"
+    gen_logs.generate(logs, size_bytes=40_000, seed=5, streaming=True)
+    foylectl("analyze", "--logs", logs, "--state-dir", tmp_path / "oneshot", "--no-learn")
+    expected = SQLiteStore(tmp_path / "oneshot" / "store.db")
+    want = {kind: comparable(expected.list(kind)) for kind in ("BlockLog", "Session")}
+    foylectl("analyze", "--logs", logs / "runme", "--state-dir", tmp_path / "r", "--no-learn")
+    runme_traces = {
+        t["metadata"]["name"] for t in SQLiteStore(tmp_path / "r" / "store.db").list("Trace")
+    }
+    store = _store(cluster)
+    runme = _run_kube(logs / "runme", tmp_path / "state-runme", cluster, "--no-learn")
+    try:
+        _wait(
+            [runme],
+            lambda: (
+                {t["metadata"]["name"] for t in store.list("Trace")} == runme_traces
+                and _all_observed(store)
+            ),
+            "the RunMe ingester's traces and statuses",
+        )
+        others = [t for t in expected.list("Trace") if t["metadata"]["name"] not in runme_traces]
+        assert others, "the Foyle logs hold traces of their own"
+        for trace in others:
+            spec = trace["spec"]
+            read_modify_write_many(
+                store,
+                "BlockLog",
+                {
+                    name_for_id(b): membership_mutation(
+                        "BlockLog", b, [lambda s, b=b, spec=spec: membership_add(s, b, spec)]
+                    )
+                    for b in spec.get("blockIds", [])
+                },
+            )
+            join_sessions(store, [(spec, "")])
+            write_changes(store, None, new_resource("Trace", spec["id"], spec, trace["status"]))
+        for kind in want:
+            _wait(
+                [runme],
+                lambda kind=kind: _cluster_view(store.list(kind)) == want[kind],
+                f"the {kind}s that analyze derives",
+            )
+    finally:
+        _close(store, [runme])
+
+
+def _all_observed(store: KubeStore) -> bool:
+    """Every BlockLog's and Session's status derived from its current members."""
+    return all(
+        o.get("status", {}).get("observedGeneration") == o["metadata"].get("generation")
+        for kind in ("BlockLog", "Session")
+        for o in store.list(kind)
+    )

@@ -27,6 +27,8 @@ def test_given_flags_set_their_fields() -> None:
             "--node=n1",
             "--no-learn",
             "--learn-from=sessions",
+            "--kube-qps=300",
+            "--kube-burst=600",
         ]
     )
     settings = Settings()
@@ -35,6 +37,7 @@ def test_given_flags_set_their_fields() -> None:
     assert (settings.abandon_after, settings.max_line_bytes) == (30.0, 4096)
     assert (settings.symlinks_anywhere, settings.metrics_addr) == (True, "127.0.0.1:9100")
     assert (settings.node, settings.learn, settings.learn_from) == ("n1", False, "sessions")
+    assert (settings.kube_qps, settings.kube_burst) == (300.0, 600)
 
 
 def test_every_flag_names_a_field_and_a_flag_of_run() -> None:

@@ -136,7 +136,18 @@ def settings_from(
     return settings
 
 
-def open_store(settings: Settings, args: argparse.Namespace, *, must_exist: bool = False) -> Store:
+# What a running pipeline reads (and Examples, when it learns); in kube mode each comes
+# from a watch-fed cache (issue 19). The ingester's Role lists and watches exactly these.
+PIPELINE_KINDS = ("LogFile", "Trace", "BlockLog", "Session")
+
+
+def open_store(
+    settings: Settings,
+    args: argparse.Namespace,
+    *,
+    must_exist: bool = False,
+    cached_kinds: tuple[str, ...] = (),
+) -> Store:
     if settings.store == "kube":
         from controller.store.kube import KubeStore
 
@@ -145,6 +156,7 @@ def open_store(settings: Settings, args: argparse.Namespace, *, must_exist: bool
             kubeconfig=getattr(args, "kubeconfig", None),
             qps=settings.kube_qps,
             burst=settings.kube_burst,
+            cached_kinds=cached_kinds,
         )
     from controller.store.sqlite import SQLiteStore
 
@@ -391,7 +403,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     _setup_logging(args.log_format)
     settings = settings_from(args, need_logs=True, create_default_dirs=True)
     writable_state_dir(settings.state_dir)
-    store = open_store(settings, args)
+    cached = PIPELINE_KINDS + (("Example",) if settings.learn else ())
+    store = open_store(settings, args, cached_kinds=cached)
     journal = _journal(settings)
     registry = MetricsRegistry()
     learners = _learners(settings, store, registry) if settings.learn else {}

@@ -89,6 +89,19 @@ def _store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--kubeconfig", help="kubeconfig for --store kube (default: in-cluster or ~/.kube/config)"
     )
+    p.add_argument(
+        "--kube-qps",
+        type=positive_float,
+        help="--store kube: API requests per second this client sends at most; the server's"
+        " Priority and Fairness answers 429 above its share, and the request is sent again"
+        f" after Retry-After (default {default('kube_qps'):g})",
+    )
+    p.add_argument(
+        "--kube-burst",
+        type=positive_int,
+        help="--store kube: requests sent at once before --kube-qps paces them"
+        f" (default {default('kube_burst')})",
+    )
 
 
 def _log_args(p: argparse.ArgumentParser) -> None:

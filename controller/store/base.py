@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from functools import partial
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import orjson
 
@@ -58,6 +59,7 @@ class StoreUnavailable(StoreError):
 
 
 EventType = Literal["ADDED", "MODIFIED", "DELETED"]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -119,9 +121,9 @@ def read_modify_write(
 ) -> Resource | None:
     """Apply `mutate` to the current object and write it back, retrying on Conflict.
 
-    `mutate` receives a deep copy of the stored object (None when absent) and
-    returns the desired object (None: leave it as it is). Spec and metadata go
-    through `update` (or `create`), status through `update_status`, each with
+    `mutate` receives a deep copy of the stored object (None when absent), which
+    it may change in place, and returns the desired object (None: leave it as
+    it is). Spec and metadata go through `update` (or `create`), status through `update_status`, each with
     the resourceVersion just read, so concurrent writers never lose an update.
     Returns the stored result, or the unchanged current object.
     """
@@ -182,16 +184,42 @@ def get_fields_many(
     }
 
 
+@runtime_checkable
+class ChangeFeed(Protocol):
+    """A backend shared with other writers (several ingesters) whose changes it learns
+    from watches: a status derived from what this process saw must be derived again
+    when another writer's change arrives."""
+
+    def on_change(self, kind: str, listener: Callable[[Resource], None]) -> None: ...
+
+
+@runtime_checkable
+class ConcurrentStore(Protocol):
+    """A backend where each write is a round trip, several of which can be in flight at
+    once (the API server): a batch's independent writes are sent together."""
+
+    def run_concurrently(self, calls: Sequence[Callable[[], T]]) -> list[T]:
+        """The results of `calls`, in order; the first exception once all have ended."""
+        ...
+
+
 def read_modify_write_many(
     store: Store, kind: str, mutations: Mapping[str, Mutator]
 ) -> dict[str, Resource | None]:
-    """`read_modify_write` of each name; in one transaction where the backend can.
+    """`read_modify_write` of each name; in one transaction where the backend can, or
+    several at a time where each is a round trip.
 
-    `mutate` must replace `spec` or `status` rather than change them in place (a
-    bulk backend hands it a copy of the top level only).
+    The mutator rule is the same on every backend: `mutate` gets a deep copy of
+    its own and may change it in place.
     """
     if isinstance(store, BulkStore):
         return store.read_modify_write_many(kind, mutations)
+    if isinstance(store, ConcurrentStore):
+        names = list(mutations)
+        results = store.run_concurrently(
+            [partial(read_modify_write, store, kind, n, mutations[n]) for n in names]
+        )
+        return dict(zip(names, results, strict=True))
     return {name: read_modify_write(store, kind, name, fn) for name, fn in mutations.items()}
 
 

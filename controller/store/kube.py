@@ -1,8 +1,11 @@
 """The Kubernetes Store backend: resources as namespaced custom objects (foyle.io/v1alpha1).
 
-Data flow: every call is one API request through the `kubernetes` client's
+Data flow: every write is one API request through the `kubernetes` client's
 CustomObjectsApi, paced by a client-side token bucket (qps, burst) so a
-backlog of reconciles never floods the API server. The API server is the
+backlog of reconciles never floods the API server; a 429 from the server's
+Priority and Fairness is sent again after its Retry-After. Reads are
+requests too, except for `cached_kinds`, read from watch-fed caches
+(controller.store.kubecache) as client-go's informers do. The API server is the
 source of truth and does the concurrency control: `update` and
 `update_status` send the resourceVersion the caller read, and its 409 becomes
 the same `Conflict` the SQLite store raises; status goes through the status
@@ -37,7 +40,8 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from controller.api.kinds import BY_KIND, GROUP, VERSION, KindInfo, Resource
 from controller.store.base import (
@@ -50,12 +54,14 @@ from controller.store.base import (
     StoreUnavailable,
     WatchEvent,
 )
+from controller.store.kubecache import KindCache
 from controller.store.tokenbucket import TokenBucket
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Like client-go's reflector: long watches with jitter, so many watchers do not reconnect together.
 WATCH_SECONDS = (300, 600)
@@ -65,6 +71,13 @@ CONNECT_TIMEOUT = 10.0
 # etcd's default --max-request-bytes; a write carries the object plus a little framing.
 ETCD_MAX_REQUEST_BYTES = 1_572_864
 MAX_OBJECT_BYTES = ETCD_MAX_REQUEST_BYTES - 8_192
+# A request the server throttles (429) is sent again after its Retry-After, this many times
+# in all (client-go's default), the wait bounded so a bad header cannot stall a worker.
+THROTTLED_ATTEMPTS = 10
+MAX_RETRY_AFTER = 30.0
+# Writes of one batch in flight at once: each is a round trip the server handles in
+# parallel, and the token bucket (qps, burst) still paces them all.
+WRITES_IN_FLIGHT = 8
 
 
 class _Metrics(Protocol):
@@ -97,6 +110,11 @@ def load_api_client(kubeconfig: str | None = None) -> ApiClient:
             f"no Kubernetes configuration ({exc}); pass --kubeconfig, set KUBECONFIG, "
             "or run inside a cluster"
         ) from exc
+    # Room for a watch per kind (the caches) beside the writes in flight, so no request
+    # waits for a connection and none is opened only to be discarded.
+    configuration.connection_pool_maxsize = max(
+        configuration.connection_pool_maxsize, WRITES_IN_FLIGHT + len(BY_KIND) + 2
+    )
     return client.ApiClient(configuration)
 
 
@@ -111,7 +129,9 @@ class KubeStore:
         qps: float = 50.0,
         burst: int = 100,
         kubeconfig: str | None = None,
+        cached_kinds: Sequence[str] = (),
     ) -> None:
+        """`cached_kinds`: kinds whose reads come from a watch-fed cache (kubecache)."""
         from kubernetes import client
 
         self.namespace = namespace
@@ -121,13 +141,24 @@ class KubeStore:
         self._limiter = TokenBucket(qps, burst)
         self._closed = False
         self._too_large: Any = None
+        self._throttles: Any = None
+        self._writers = ThreadPoolExecutor(WRITES_IN_FLIGHT, thread_name_prefix="kube-write")
+        self._caches = {
+            kind: KindCache(kind, self.list_with_version, self._follow) for kind in cached_kinds
+        }
+        for cache in self._caches.values():
+            cache.start()
 
     def attach_metrics(self, registry: _Metrics) -> None:
-        """Count refused oversized objects in `registry` (by kind)."""
+        """Count refused oversized objects (by kind) and throttled requests in `registry`."""
         self._too_large = registry.counter(
             "foyle_kube_objects_too_large_total",
             "Writes refused before sending: the object is over what etcd accepts in one request.",
             ("kind",),
+        )
+        self._throttles = registry.counter(
+            "foyle_kube_throttled_requests_total",
+            "Requests the API server answered 429 (Priority and Fairness), sent again later.",
         )
 
     def _fits(self, obj: Resource) -> None:
@@ -148,15 +179,28 @@ class KubeStore:
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
-        if self._closed:
-            raise StoreUnavailable("the store is closed")
-        self._limiter.acquire()
-        try:
-            return fn(GROUP, VERSION, self.namespace, *args, **kwargs)
-        except ApiException as exc:
-            raise _translate(what, exc) from exc
-        except HTTPError as exc:
-            raise StoreUnavailable(f"{what}: the API server cannot be reached: {exc}") from exc
+        for attempt in range(1, THROTTLED_ATTEMPTS + 1):
+            if self._closed:
+                raise StoreUnavailable("the store is closed")
+            self._limiter.acquire()
+            try:
+                return fn(GROUP, VERSION, self.namespace, *args, **kwargs)
+            except ApiException as exc:
+                if exc.status != 429 or attempt == THROTTLED_ATTEMPTS:
+                    raise _translate(what, exc) from exc
+                self._throttled(what, exc)
+            except HTTPError as exc:
+                raise StoreUnavailable(f"{what}: the API server cannot be reached: {exc}") from exc
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _throttled(self, what: str, exc: Any) -> None:
+        """A 429: the server's Priority and Fairness rejected the request before doing
+        anything, so repeating it is safe; wait what its Retry-After says (as client-go)."""
+        seconds = _retry_after(exc)
+        if self._throttles is not None:
+            self._throttles.inc()
+        log.info("%s: throttled by the API server (429); retrying in %.0f s", what, seconds)
+        _wait(seconds, lambda: self._closed)
 
     @staticmethod
     def _info(kind: str) -> KindInfo:
@@ -168,10 +212,74 @@ class KubeStore:
     # ---- reads ----
 
     def get(self, kind: str, name: str) -> Resource:
+        cache = self._caches.get(kind)
+        if cache is not None and cache.ready():
+            found = cache.lookup(name)
+            if found is None:
+                raise NotFound(f"{kind}/{name}: not found")
+            return found
+        return self._get(kind, name)
+
+    def _get(self, kind: str, name: str) -> Resource:
+        """One object from the API server."""
         info = self._info(kind)
         return self._call(
             f"{kind}/{name}", self._api.get_namespaced_custom_object, info.plural, name
         )
+
+    def on_change(self, kind: str, listener: Callable[[Resource], None]) -> None:
+        """Call `listener` with each change of a cached `kind` another writer made, as its
+        watch brings it (an informer's event handler); nothing for kinds not cached."""
+        cache = self._caches.get(kind)
+        if cache is not None:
+            cache.on_change(listener)
+
+    def _refresh(self, kind: str, name: str) -> None:
+        """After a conflict: the cached copy of this one object is stale, read it again."""
+        cache = self._caches.get(kind)
+        if cache is None:
+            return
+        try:
+            cache.put(self._get(kind, name))
+        except NotFound:
+            cache.forget(name)
+
+    def _written(
+        self, kind: str, name: str, write: Callable[[], Any], *, deleted: bool = False
+    ) -> Any:
+        """Run one write; its result goes into the cache, a conflict refreshes the object."""
+        cache = self._caches.get(kind)
+        try:
+            result = write()
+        except (Conflict, AlreadyExists):
+            self._refresh(kind, name)
+            raise
+        except NotFound:
+            if cache is not None:
+                cache.forget(name)
+            raise
+        if cache is not None:
+            if deleted:
+                cache.forget(name)
+            else:
+                cache.put(copy.deepcopy(result))
+        return result
+
+    def run_concurrently(self, calls: Sequence[Callable[[], T]]) -> list[T]:
+        """Each call on a writer thread (WRITES_IN_FLIGHT at once); the results in order,
+        the first exception once every call has ended (none is left running)."""
+        if len(calls) <= 1:
+            return [call() for call in calls]
+        try:
+            futures = [self._writers.submit(call) for call in calls]
+        except RuntimeError:  # the pool is shut down: closed
+            raise StoreUnavailable("the store is closed") from None
+        wait(futures)
+        return [future.result() for future in futures]
+
+    def _follow(self, kind: str, since: str, stop: Callable[[], bool]) -> Iterator[WatchEvent]:
+        """The caches' watch: until the store closes or the cache stops."""
+        return self.watch(kind, since, stop=stop)
 
     def list(self, kind: str, label_selector: str | None = None) -> list[Resource]:
         return self.list_with_version(kind, label_selector)[0]
@@ -198,8 +306,12 @@ class KubeStore:
         body.pop("status", None)
         info = self._info(kind)
         self._fits(body)
-        return self._call(
-            f"{kind}/{name}", self._api.create_namespaced_custom_object, info.plural, body
+        return self._written(
+            kind,
+            name,
+            lambda: self._call(
+                f"{kind}/{name}", self._api.create_namespaced_custom_object, info.plural, body
+            ),
         )
 
     def update(self, obj: Resource) -> Resource:
@@ -207,12 +319,16 @@ class KubeStore:
         kind, name = obj["kind"], obj["metadata"]["name"]
         body = _versioned(obj)
         self._fits(body)
-        return self._call(
-            f"{kind}/{name}",
-            self._api.replace_namespaced_custom_object,
-            self._info(kind).plural,
+        return self._written(
+            kind,
             name,
-            body,
+            lambda: self._call(
+                f"{kind}/{name}",
+                self._api.replace_namespaced_custom_object,
+                self._info(kind).plural,
+                name,
+                body,
+            ),
         )
 
     def update_status(self, obj: Resource) -> Resource:
@@ -221,12 +337,16 @@ class KubeStore:
         body = _versioned(obj)
         body["status"] = body.get("status") or {}
         self._fits(body)
-        return self._call(
-            f"{kind}/{name}",
-            self._api.replace_namespaced_custom_object_status,
-            self._info(kind).plural,
+        return self._written(
+            kind,
             name,
-            body,
+            lambda: self._call(
+                f"{kind}/{name}",
+                self._api.replace_namespaced_custom_object_status,
+                self._info(kind).plural,
+                name,
+                body,
+            ),
         )
 
     def delete(self, kind: str, name: str, resource_version: str | None = None) -> None:
@@ -235,12 +355,17 @@ class KubeStore:
         options = V1DeleteOptions()
         if resource_version is not None:
             options.preconditions = V1Preconditions(resource_version=resource_version)
-        self._call(
-            f"{kind}/{name}",
-            self._api.delete_namespaced_custom_object,
-            self._info(kind).plural,
+        self._written(
+            kind,
             name,
-            body=options,
+            lambda: self._call(
+                f"{kind}/{name}",
+                self._api.delete_namespaced_custom_object,
+                self._info(kind).plural,
+                name,
+                body=options,
+            ),
+            deleted=True,
         )
 
     # ---- watch ----
@@ -306,6 +431,9 @@ class KubeStore:
     def close(self) -> None:
         """Stop watches at their next check and release the client's connections."""
         self._closed = True
+        for cache in self._caches.values():
+            cache.stop()
+        self._writers.shutdown(wait=False)
         if self._owns_client:
             self._api_client.close()
 
@@ -374,6 +502,16 @@ def _versioned(obj: Resource) -> Resource:
             f"{obj['kind']}/{obj['metadata']['name']}: no resourceVersion; read it first"
         )
     return copy.deepcopy(obj)
+
+
+def _retry_after(exc: Any) -> float:
+    """The seconds a 429's Retry-After header asks for (1 when absent or unreadable)."""
+    value = (exc.headers or {}).get("Retry-After", "")
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 1.0
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
 def _reason(exc: Any) -> tuple[str, str]:

@@ -378,8 +378,8 @@ class SQLiteStore:
 
         Holding the write lock from the first read, nothing can change in between:
         no Conflict is possible, and all reads and writes are one statement per
-        batch. Unlike `read_modify_write`, `mutate` gets a copy of the top level
-        only: it must replace `spec` or `status`, never change them in place.
+        batch. As in `read_modify_write`, `mutate` gets a copy of its own (parsed
+        again from the stored text) and may change it in place.
         Returns each object as stored afterwards (None: absent).
         """
         now = time.time()
@@ -390,7 +390,7 @@ class SQLiteStore:
             for name, mutate in mutations.items():
                 text = stored.get(name)
                 current = orjson.loads(text) if text is not None else None
-                desired = mutate(None if current is None else _top_level_copy(current))
+                desired = mutate(None if text is None else orjson.loads(text))
                 change = None if desired is None else _applied(current, desired, now)
                 results[name] = current if change is None else change[1]
                 if change is not None:
@@ -470,13 +470,6 @@ class SQLiteStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _top_level_copy(obj: Resource) -> Resource:
-    """A copy whose top-level keys and metadata can be replaced without touching `obj`."""
-    out = dict(obj)
-    out["metadata"] = dict(obj["metadata"])
-    return out
 
 
 def _applied(
