@@ -288,8 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint"
     )
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="log every handled object (default: a summary)"
+    )
+    p.set_defaults(store="kube")
     _state_args(p)
-    _training_args(p)
+    _learn_args(p)
 
     p = sub.add_parser("completion", help="print a shell completion script (bash or zsh)")
     p.add_argument("shell", choices=("bash", "zsh"))

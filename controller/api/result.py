@@ -26,3 +26,12 @@ class TerminalError(Exception):
     The worker loop does not retry the key: it counts it, logs it once and
     reports it with the keys given up on. A new hint for the key tries again.
     """
+
+
+class Unavailable(Exception):
+    """A service the reconcile needs is down (e.g. the embeddings API is unreachable).
+
+    Retried with back-off like any failure, but the worker loop does not warn per
+    key: whoever watches the service reports the outage once, so a thousand keys
+    waiting for one provider make one warning, not a thousand.
+    """

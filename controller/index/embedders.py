@@ -9,16 +9,21 @@ at start-up.
 from __future__ import annotations
 
 import json
+import logging
+import threading
+import time
 import urllib.error
 import urllib.request
 from typing import Protocol
 
-from controller.api.result import TerminalError
+from controller.api.result import TerminalError, Unavailable
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 OPENAI_MODEL = "text-embedding-3-small"
 FOYLE_DIMENSIONS = 1536  # Foyle's oai.SmallEmbeddingsDims: its loader skips any other length
 AZURE_API_VERSION = "2024-02-01"  # Foyle's oai.AzureOpenAIVersion
+UNAVAILABLE_REASON = "EmbeddingUnavailable"  # an Example's status.reason while it waits
+log = logging.getLogger(__name__)
 # The API refuses the input itself (too long, malformed): asking again cannot succeed.
 REJECTED_INPUT = frozenset({400, 413, 422})
 
@@ -37,6 +42,11 @@ class EmbeddingError(RuntimeError):
 
 class EmbeddingRejected(EmbeddingError, TerminalError):
     """The service refused this input (HTTP 400, 413, 422): not retried."""
+
+
+class EmbeddingUnavailable(EmbeddingError, Unavailable):
+    """The service cannot answer now (unreachable, refused the key, overloaded, a bad
+    answer): retried with back-off, reported once per outage by `ReportingEmbedder`."""
 
 
 class OpenAIEmbedder:
@@ -87,14 +97,55 @@ class OpenAIEmbedder:
             with urllib.request.urlopen(request, timeout=self._timeout) as response:
                 body = json.loads(response.read())
         except urllib.error.HTTPError as err:
-            error = EmbeddingRejected if err.code in REJECTED_INPUT else EmbeddingError
+            error = EmbeddingRejected if err.code in REJECTED_INPUT else EmbeddingUnavailable
             raise error(f"{self._url}: HTTP {err.code}: {_error_message(err.read())}") from err
         except (urllib.error.URLError, TimeoutError, OSError) as err:
             reason = getattr(err, "reason", err)
-            raise EmbeddingError(f"{self._url}: cannot reach the embeddings API: {reason}") from err
+            raise EmbeddingUnavailable(
+                f"{self._url}: cannot reach the embeddings API: {reason}"
+            ) from err
         except ValueError as err:
-            raise EmbeddingError(f"{self._url}: the response is not JSON: {err}") from err
+            raise EmbeddingUnavailable(f"{self._url}: the response is not JSON: {err}") from err
         return _vectors(body, len(texts), self._url)
+
+
+class ReportingEmbedder:
+    """An embedder whose outages are logged once each: a warning when it stops
+    answering, and when it answers again a line with how many requests failed."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.name = inner.name
+        self._inner = inner
+        self._lock = threading.Lock()
+        self._failed = 0
+        self._down_since = 0.0
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        try:
+            vectors = self._inner.embed(texts)
+        except EmbeddingUnavailable as err:
+            with self._lock:
+                self._failed += 1
+                first = self._failed == 1
+                if first:
+                    self._down_since = time.monotonic()
+            if first:
+                log.warning(
+                    "the embedding provider is unavailable: %s; the Examples waiting for it"
+                    " have status reason %s and are retried with back-off",
+                    err,
+                    UNAVAILABLE_REASON,
+                )
+            raise
+        with self._lock:
+            failed, self._failed = self._failed, 0
+        if failed:
+            log.info(
+                "the embedding provider answers again, after %d failed requests in %.0fs",
+                failed,
+                time.monotonic() - self._down_since,
+            )
+        return vectors
 
 
 def _vectors(body: object, expected: int, url: str) -> list[list[float]]:
@@ -103,9 +154,9 @@ def _vectors(body: object, expected: int, url: str) -> list[list[float]]:
         data = sorted(body["data"], key=lambda d: d["index"])  # type: ignore[index]
         vectors = [[float(x) for x in d["embedding"]] for d in data]
     except (KeyError, TypeError, ValueError) as err:
-        raise EmbeddingError(f"{url}: unexpected response shape: {err!r}") from err
+        raise EmbeddingUnavailable(f"{url}: unexpected response shape: {err!r}") from err
     if len(vectors) != expected:
-        raise EmbeddingError(f"{url}: asked for {expected} embeddings, got {len(vectors)}")
+        raise EmbeddingUnavailable(f"{url}: asked for {expected} embeddings, got {len(vectors)}")
     return vectors
 
 

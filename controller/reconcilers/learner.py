@@ -34,6 +34,7 @@ import orjson
 from controller.api.kinds import Resource
 from controller.api.resource import rfc3339
 from controller.api.result import DONE, Result
+from controller.index.embedders import UNAVAILABLE_REASON, EmbeddingUnavailable
 from controller.index.retrieval import ExampleIndex
 from controller.index.training import TrainingWriter, foyle_skip_reason
 from controller.learn.query import blocks_to_markdown
@@ -168,11 +169,15 @@ class LearnerReconciler:
             return
         if self._write_spec(example):
             self._learned.inc()
-        self.index.upsert(
-            name,
-            blocks_to_markdown(example["spec"]["query"]["blocks"]),
-            orjson.dumps(example, option=orjson.OPT_SORT_KEYS).decode(),
-        )
+        try:
+            self.index.upsert(
+                name,
+                blocks_to_markdown(example["spec"]["query"]["blocks"]),
+                orjson.dumps(example, option=orjson.OPT_SORT_KEYS).decode(),
+            )
+        except EmbeddingUnavailable:
+            self._mark_waiting(name)  # visible on the Example while it is retried
+            raise
         embedding = self.index.embedding(name)
         files = self.training.write(example, embedding)
         reason = foyle_skip_reason(embedding)
@@ -226,6 +231,18 @@ class LearnerReconciler:
             current["status"].pop("reason", None)
             if reason:
                 current["status"]["reason"] = reason
+            return current
+
+        read_modify_write(self.store, KIND, name, mutate)
+
+    def _mark_waiting(self, name: str) -> None:
+        """Status reason EmbeddingUnavailable: the Example waits for the embedding provider."""
+
+        def mutate(current: Resource | None) -> Resource | None:
+            status = (current or {}).get("status") or {}
+            if current is None or status.get("reason") == UNAVAILABLE_REASON:
+                return None
+            current["status"] = dict(status, foyleLoadable=False, reason=UNAVAILABLE_REASON)
             return current
 
         read_modify_write(self.store, KIND, name, mutate)

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from controller.api.result import Result, TerminalError
+from controller.api.result import Result, TerminalError, Unavailable
 from controller.runtime.metrics import MetricsRegistry, QueueMetrics
 from controller.runtime.ratelimit import default_controller_rate_limiter
 from controller.runtime.workqueue import WorkQueue
@@ -229,7 +229,7 @@ class Controller:
                 )
             self.queue.forget(key)
             return
-        if failing.failures == 1:
+        if failing.failures == 1 and not isinstance(err, Unavailable):  # reported once, upstream
             log.warning(
                 "%s %s: reconcile failed, retrying with back-off: %s",
                 self.name,
