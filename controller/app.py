@@ -21,7 +21,7 @@ from controller.learning import (
     learning_controllers,
     pipeline_learners,
 )
-from controller.settings import Settings
+from controller.settings import STOP_SECONDS, Settings
 from controller.store.base import NotFound, Store
 
 if TYPE_CHECKING:  # heavy modules are imported lazily by the commands that need them
@@ -40,7 +40,6 @@ FOYLE_RESTART_NOTE = (
     "note: a running Foyle reads its training directories only at start-up"
     " (Foyle v0.0.45 has no reload); restart Foyle to use new examples"
 )
-
 
 # -- settings and stores ---------------------------------------------------------------
 
@@ -215,9 +214,7 @@ def _interrupted(progress: ProgressReporter) -> NoReturn:
     if progress.shown and sys.stderr.isatty():
         sys.stderr.write("\n")
     print("foylectl: interrupted; analyze again to go on from here", file=sys.stderr)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(130)
+    _exit_now(130)
 
 
 def _report_failing(manager: Pipeline) -> int:
@@ -298,11 +295,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         progress.start()
     stop.wait()
     progress.stop()
-    drained = manager.stop(timeout=8.0)
+    drained = manager.stop(timeout=STOP_SECONDS)
     if server is not None:
         server.stop()
-    log.info("stopped%s", "" if drained else " (some work left for the next start)")
-    return 0
+    if drained:
+        log.info("stopped")
+        return 0
+    log.info("stopped (some work left for the next start)")
+    _exit_now(0)
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Exit without waiting for in-flight work, as SIGKILL would (the journal's watermarks
+    make that safe): worker threads still inside a request must not run into the
+    interpreter's finalization, which can abort the process (exit -6)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 def _start_kube_extras(
@@ -358,7 +368,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
     for thread in threads:
         thread.join()
     for controller in controllers.values():
-        controller.stop(timeout=8.0)
+        controller.stop(timeout=STOP_SECONDS)
     return 0
 
 

@@ -37,7 +37,7 @@ import kopf
 from controller.api.kinds import BLOCKLOG, GROUP, SESSION, VERSION
 from controller.configure import settings_from
 from controller.learning import build_learners, learning_controllers, report_progress
-from controller.settings import Settings
+from controller.settings import STOP_SECONDS, Settings
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,6 @@ ENV_FLAGS = {
 }
 ENV_KUBE_QPS = "FOYLE_KUBE_QPS"
 ENV_KUBE_BURST = "FOYLE_KUBE_BURST"
-STOP_SECONDS = 3.0  # in-flight learning gets this long on SIGTERM: the pod ends within 5 s
 
 
 def settings_from_env(environ: Mapping[str, str] = os.environ) -> Settings:

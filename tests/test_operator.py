@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -172,7 +173,7 @@ def running_operator(
 ) -> Iterator[Path]:
     """`foylectl operator --standalone` as a process, live; yields its training dir.
 
-    On leaving, SIGTERM must end it with exit code 0.
+    On leaving, SIGTERM must end it with exit code 0 within 5 s (a pod's grace period).
     """
     port = free_port()
     out = workdir / "operator.log"
@@ -204,8 +205,11 @@ def running_operator(
         yield training
     finally:
         proc.send_signal(signal.SIGTERM)
+        stopping = time.monotonic()
         code = proc.wait(timeout=30)
+        stopped_in = time.monotonic() - stopping
     assert code == 0, out.read_text()
+    assert stopped_in < 5.0, f"SIGTERM took {stopped_in:.1f}s\n{out.read_text()}"
 
 
 def test_foylectl_operator_serves_liveness_learns_and_exits_cleanly_on_sigterm(
