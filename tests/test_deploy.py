@@ -149,7 +149,12 @@ def test_ingester_daemonset_reads_node_logs_read_only_and_keeps_its_journal_on_t
     volumes = {v["name"]: v for v in pod["volumes"]}
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     assert "hostPath" in volumes["logs"] and mounts["logs"]["readOnly"] is True
-    assert f"--logs={mounts['logs']['mountPath']}" in args
+    # Both writers' logs: Foyle's (the suggestions) and RunMe's (the executions).
+    logs = mounts["logs"]["mountPath"]
+    assert [a for a in args if a.startswith("--logs=")] == [
+        f"--logs={logs}/foyle",
+        f"--logs={logs}/runme",
+    ]
     assert volumes["journal"]["hostPath"]["path"].startswith("/var/lib/foyle-controller")
     assert f"--state-dir={mounts['journal']['mountPath']}" in args
     assert not mounts["journal"].get("readOnly")
@@ -170,6 +175,43 @@ def test_operator_is_one_recreated_standalone_replica_with_kopf_liveness(
     probe = container["livenessProbe"]["httpGet"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports[probe["port"]] == port and liveness.endswith(probe["path"])
+
+
+@renders
+def test_operator_reads_foyles_config_and_key_file_and_writes_training_files_to_a_claim(
+    rendered: list[dict[str, Any]],
+) -> None:
+    deployment = _by_kind(rendered, "Deployment")["foyle-operator"]
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    args = dict(a.split("=", 1) for a in container["args"] if "=" in a)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    config_dir, config_file = args["--foyle-config"].rsplit("/", 1)
+    config_volume = volumes[mounts[config_dir]["name"]]
+    [config_map] = [
+        c
+        for c in _by_kind(rendered, "ConfigMap").values()
+        if c["metadata"]["name"] == config_volume["configMap"]["name"]
+    ]
+    config = yaml.safe_load(config_map["data"][config_file])
+    [training] = config["learner"]["exampleDirs"]
+    claim = volumes[mounts[training]["name"]]["persistentVolumeClaim"]["claimName"]
+    assert claim in _by_kind(rendered, "PersistentVolumeClaim")
+    assert args["--learn-from"] == "both"
+    # The key, once configured, is a file from the Secret (openai.apiKeyFile), never an env var.
+    key = volumes["openai-key"]["secret"]
+    assert key["optional"] is True and mounts["/var/run/secrets/foyle-openai"]["readOnly"]
+    commented = config_map["data"][config_file].split("# openai:", 1)[1]
+    assert "apiKeyFile: /var/run/secrets/foyle-openai/" in commented
+    assert not [e for e in container.get("env", []) if "KEY" in e["name"].upper()]
+
+
+@renders
+def test_every_pod_stops_well_inside_its_grace_period(rendered: list[dict[str, Any]]) -> None:
+    """SIGTERM ends either process within 5 s (tests/test_run_kube.py, test_operator.py)."""
+    for workload in (o for o in rendered if o["kind"] in WORKLOADS):
+        assert workload["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 10
 
 
 @renders
