@@ -33,7 +33,7 @@ import orjson
 
 from controller.api.kinds import Resource
 from controller.api.resource import rfc3339
-from controller.api.result import DONE, Result
+from controller.api.result import DONE, Result, Unavailable
 from controller.index.embedders import UNAVAILABLE_REASON, EmbeddingUnavailable
 from controller.index.retrieval import ExampleIndex
 from controller.index.training import TrainingWriter, foyle_skip_reason
@@ -275,6 +275,9 @@ def learn_all(store: Store, reconciler: LearnerReconciler) -> dict[str, int]:
     for name, learnable in work:
         try:
             reconciler.reconcile(name)
+        except Unavailable:  # e.g. the embedding provider: reported once, where it is watched
+            counts["errors"] += 1
+            continue
         except Exception:
             log.exception("learner: reconcile of %s failed", name)
             counts["errors"] += 1
