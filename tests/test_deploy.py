@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,9 @@ import yaml
 from controller.api import crdgen
 from controller.api.kinds import GROUP, KINDS
 from tests.control_plane import built
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hack"))
+import pack_image  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 K8S_VERSION = "1.32.0"
@@ -240,27 +244,45 @@ def test_rbac_is_least_privilege(rendered: list[dict[str, Any]]) -> None:
         assert subject["namespace"] == account["metadata"]["namespace"]
 
 
-def test_image_is_multi_stage_and_non_root() -> None:
-    lines = [line.strip() for line in (REPO / "Dockerfile").read_text().splitlines()]
-    stages = [line for line in lines if line.startswith("FROM ")]
-    assert len(stages) >= 2 and stages[0].endswith(" AS builder")
-    assert any(line.startswith("COPY --from=builder") for line in lines)
-    users = [line for line in lines if line.startswith("USER ")]
-    assert users and users[-1].split()[1].split(":")[0] not in ("0", "root")
-    assert 'ENTRYPOINT ["foylectl"]' in lines
+def test_one_image_recipe_for_the_dockerfile_and_the_registry_less_build() -> None:
+    """CI's image (hack/image.sh) and the users' `docker build` run one install step on one
+    package list, and take their runtime configuration from the Dockerfile."""
+    dockerfile = (REPO / "Dockerfile").read_text()
+    lines = [line.strip() for line in dockerfile.splitlines()]
+    runs = [line for line in lines if line.startswith("RUN ")]
+    assert runs == ["RUN bash /tmp/src/image/install.sh /tmp/src && rm -rf /tmp/src"]
+    assert [line for line in lines if line.startswith("FROM ")] == ["FROM debian:bookworm-slim"]
+    builder = (REPO / "hack" / "image.sh").read_text()
+    assert "bash /tmp/src/image/install.sh /tmp/src" in builder
+    assert 'debootstrap --variant=minbase "${SUITE}"' in builder and "SUITE=bookworm" in builder
+    assert '--dockerfile "${REPO}/Dockerfile"' in builder
+    install = (REPO / "image" / "install.sh").read_text()
+    assert '"${SRC}/image/packages.txt"' in install and '"${SRC}/constraints.txt"' in install
+    for text in (dockerfile, builder):  # no second list of packages anywhere
+        assert "apt-get install" not in text.replace("apt-get install -y -qq debootstrap", "")
+        assert "pip install" not in text
+    config = pack_image.dockerfile_config(dockerfile)
+    assert config["User"].split(":")[0] == "65532"
+    assert (config["Entrypoint"], config["Cmd"]) == (["foylectl"], ["--help"])
+    assert "PYTHONUNBUFFERED=1" in config["Env"]
 
 
 def test_hack_scripts_pass_shellcheck() -> None:
     shellcheck = shutil.which("shellcheck")
     assert shellcheck is not None, "shellcheck is not installed (pip install -e '.[test]')"
     scripts = sorted((REPO / "hack").glob("*.sh"))
-    assert {p.name for p in scripts} >= {"kind-up.sh", "kind-e2e.sh", "control-plane.sh"}
+    assert {p.name for p in scripts} >= {
+        "kind-up.sh",
+        "kind-e2e.sh",
+        "control-plane.sh",
+        "image.sh",
+    }
     for script in scripts:
         text = script.read_text()
         assert text.startswith("#!/usr/bin/env bash\n"), script.name
         assert "set -euo pipefail" in text, script.name
     proc = subprocess.run(
-        [shellcheck, "--severity=style", *map(str, scripts)],
+        [shellcheck, "--severity=style", *map(str, scripts), str(REPO / "image" / "install.sh")],
         capture_output=True,
         text=True,
         timeout=60,
