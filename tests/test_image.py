@@ -16,17 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.control_plane import real_cache
+
 REPO = Path(__file__).resolve().parent.parent
-# Resolved at import, before tests move HOME to a temporary dir (tests/conftest.py): the image
-# is cached under the real HOME, as hack/image.sh caches it for a developer.
-CACHE_ENV = {
-    "FOYLE_IMAGE_CACHE": os.environ.get("FOYLE_IMAGE_CACHE")
-    or str(
-        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        / "foyle-controller"
-        / "image"
-    )
-}
+CACHE_ENV = real_cache("FOYLE_IMAGE_CACHE", "image")  # the real HOME's, as a developer's
 
 pytestmark = pytest.mark.slow
 
