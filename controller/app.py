@@ -20,6 +20,7 @@ from controller.learning import (
     example_index,
     learning_controllers,
     pipeline_learners,
+    stop_all,
 )
 from controller.settings import STOP_SECONDS, Settings
 from controller.store.base import NotFound, Store
@@ -367,8 +368,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
     stop.wait()
     for thread in threads:
         thread.join()
-    for controller in controllers.values():
-        controller.stop(timeout=STOP_SECONDS)
+    stop_all(controllers, STOP_SECONDS)
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from controller.configure import writable_state_dir
@@ -113,6 +114,15 @@ def learning_controllers(
         )
         for kind, learner in learners.items()
     }
+
+
+def stop_all(controllers: dict[str, Controller], timeout: float) -> bool:
+    """Stop every controller within one deadline in all; True when all drained."""
+    deadline = time.monotonic() + timeout
+    drained = True
+    for controller in controllers.values():
+        drained &= controller.stop(max(0.0, deadline - time.monotonic()))
+    return drained
 
 
 def report_progress(

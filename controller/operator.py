@@ -36,7 +36,7 @@ import kopf
 
 from controller.api.kinds import BLOCKLOG, GROUP, SESSION, VERSION
 from controller.configure import settings_from
-from controller.learning import build_learners, learning_controllers, report_progress
+from controller.learning import build_learners, learning_controllers, report_progress, stop_all
 from controller.settings import STOP_SECONDS, Settings
 
 log = logging.getLogger(__name__)
@@ -118,8 +118,7 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
 def stop(memo: kopf.Memo, **_: Any) -> None:
     if "stop" in memo:
         memo["stop"].set()
-    for controller in memo.get("controllers", {}).values():
-        controller.stop(timeout=STOP_SECONDS)
+    stop_all(memo.get("controllers", {}), STOP_SECONDS)
     for learner in memo.get("learners", {}).values():
         learner.index.close()
     if "store" in memo:
