@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from controller.foyleconfig import Provider
 
 ENV_STATE_DIR = "FOYLECTL_STATE_DIR"
+# On SIGTERM in-flight work gets this long, then is left as a SIGKILL leaves it (the journal's
+# watermarks and level-triggered reconciles make that safe): a pod ends within 5 s.
+STOP_SECONDS = 2.5
 
 
 def default_state_dir() -> Path:

@@ -40,8 +40,8 @@ python -m controller get blocklogs -o name --state-dir "${WORK}/oneshot" \
 "${REPO}/hack/kind-up.sh"
 
 node="$(kind get nodes --name "${CLUSTER}" | head -n 1)"
-echo "kind-e2e: writing the sample logs into ${node}:/var/log/foyle"
-docker cp "${TESTDATA}/." "${node}:/var/log/foyle/"
+echo "kind-e2e: writing the sample logs into ${node}:/var/log/foyle/foyle"
+docker cp "${TESTDATA}/." "${node}:/var/log/foyle/foyle/"
 # The ingester runs as UID 65532: the copies must be readable by others.
 docker exec "${node}" chmod -R a+rX /var/log/foyle
 docker exec "${node}" ls -l /var/log/foyle

@@ -2,7 +2,13 @@
 # Create a kind cluster running foyle-controller: build the image, load it, apply deploy/.
 #
 # The node's /var/log/foyle (what the ingester DaemonSet reads, read-only) is bind-mounted from
-# LOG_DIR on this machine, so log files written on either side appear on the node.
+# LOG_DIR on this machine, so log files written on either side appear on the node: Foyle's logs
+# go in LOG_DIR/foyle, RunMe's in LOG_DIR/runme (both are created here).
+#
+# What tests this script: nothing in CI (CI has no Docker or kind). CI checks deploy/ on a real
+# API server (admission, RBAC, the processes under the ServiceAccounts' tokens) and the image
+# recipe's package list; pods running under a kubelet are seen only here, on a laptop.
+# docs/kubernetes.md lists what is verified where.
 #
 # Environment: CLUSTER (default foyle), IMAGE (default foyle-controller:dev, the tag
 # deploy/kustomization.yaml uses), LOG_DIR (default $TMPDIR/foyle-kind-$CLUSTER/logs). Needs docker, kind, kubectl.
@@ -18,7 +24,7 @@ for tool in docker kind kubectl; do
   command -v "${tool}" >/dev/null || { echo "kind-up: ${tool} is required" >&2; exit 1; }
 done
 
-mkdir -p "${LOG_DIR}"
+mkdir -p "${LOG_DIR}/foyle" "${LOG_DIR}/runme"
 LOG_DIR="$(cd "${LOG_DIR}" && pwd)"
 
 echo "kind-up: creating cluster ${CLUSTER} (node log dir <- ${LOG_DIR})"

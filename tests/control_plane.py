@@ -31,16 +31,16 @@ REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "hack" / "control-plane.sh"
 CRD_NAMES = ("logfiles", "traces", "blocklogs", "sessions", "examples")
 _build: dict[str, subprocess.CompletedProcess[str]] = {}
-# Resolved at import, before tests move HOME to a temporary dir (tests/conftest.py): the
-# binaries are cached under the real HOME, and a test session must never rebuild them.
-CACHE_ENV = {
-    "FOYLE_CONTROL_PLANE_CACHE": os.environ.get("FOYLE_CONTROL_PLANE_CACHE")
-    or str(
-        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        / "foyle-controller"
-        / "control-plane"
-    )
-}
+
+
+def real_cache(variable: str, name: str) -> dict[str, str]:
+    """`variable` set to a hack/ script's cache dir under the real HOME. Call at import, before
+    tests move HOME to a temporary dir (tests/conftest.py): a test session must never rebuild."""
+    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "foyle-controller"
+    return {variable: os.environ.get(variable) or str(default / name)}
+
+
+CACHE_ENV = real_cache("FOYLE_CONTROL_PLANE_CACHE", "control-plane")
 
 
 def _script(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -172,7 +172,9 @@ def test_ingester_and_operator_work_with_their_own_service_account_tokens(
         ("foyle-ingester", "patch", "blocklogs"),  # PUT with resourceVersion only
         ("foyle-ingester", "list", "pods"),
         ("foyle-operator", "create", "traces"),
-        ("foyle-operator", "update", "blocklogs"),  # annotations by PATCH, never a PUT
+        ("foyle-operator", "update", "blocklogs"),  # the operator never writes its inputs
+        ("foyle-operator", "patch", "blocklogs"),
+        ("foyle-operator", "patch", "sessions"),
         ("foyle-operator", "update", "blocklogs/status"),  # status is the ingester's
         ("foyle-operator", "list", "secrets"),
     ],
@@ -198,7 +200,8 @@ def test_a_verb_the_role_does_not_grant_is_refused(
         ("foyle-ingester", "update", "traces"),
         ("foyle-ingester", "update", "blocklogs/status"),
         ("foyle-ingester", "delete", "logfiles"),
-        ("foyle-operator", "patch", "blocklogs"),
+        ("foyle-operator", "watch", "blocklogs"),
+        ("foyle-operator", "watch", "sessions"),
         ("foyle-operator", "delete", "examples"),
         ("foyle-operator", "create", "events"),
     ],

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,9 @@ import yaml
 from controller.api import crdgen
 from controller.api.kinds import GROUP, KINDS
 from tests.control_plane import built
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hack"))
+import pack_image  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 K8S_VERSION = "1.32.0"
@@ -149,7 +153,12 @@ def test_ingester_daemonset_reads_node_logs_read_only_and_keeps_its_journal_on_t
     volumes = {v["name"]: v for v in pod["volumes"]}
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     assert "hostPath" in volumes["logs"] and mounts["logs"]["readOnly"] is True
-    assert f"--logs={mounts['logs']['mountPath']}" in args
+    # Both writers' logs: Foyle's (the suggestions) and RunMe's (the executions).
+    logs = mounts["logs"]["mountPath"]
+    assert [a for a in args if a.startswith("--logs=")] == [
+        f"--logs={logs}/foyle",
+        f"--logs={logs}/runme",
+    ]
     assert volumes["journal"]["hostPath"]["path"].startswith("/var/lib/foyle-controller")
     assert f"--state-dir={mounts['journal']['mountPath']}" in args
     assert not mounts["journal"].get("readOnly")
@@ -170,6 +179,43 @@ def test_operator_is_one_recreated_standalone_replica_with_kopf_liveness(
     probe = container["livenessProbe"]["httpGet"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports[probe["port"]] == port and liveness.endswith(probe["path"])
+
+
+@renders
+def test_operator_reads_foyles_config_and_key_file_and_writes_training_files_to_a_claim(
+    rendered: list[dict[str, Any]],
+) -> None:
+    deployment = _by_kind(rendered, "Deployment")["foyle-operator"]
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    args = dict(a.split("=", 1) for a in container["args"] if "=" in a)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    config_dir, config_file = args["--foyle-config"].rsplit("/", 1)
+    config_volume = volumes[mounts[config_dir]["name"]]
+    [config_map] = [
+        c
+        for c in _by_kind(rendered, "ConfigMap").values()
+        if c["metadata"]["name"] == config_volume["configMap"]["name"]
+    ]
+    config = yaml.safe_load(config_map["data"][config_file])
+    [training] = config["learner"]["exampleDirs"]
+    claim = volumes[mounts[training]["name"]]["persistentVolumeClaim"]["claimName"]
+    assert claim in _by_kind(rendered, "PersistentVolumeClaim")
+    assert args["--learn-from"] == "both"
+    # The key, once configured, is a file from the Secret (openai.apiKeyFile), never an env var.
+    key = volumes["openai-key"]["secret"]
+    assert key["optional"] is True and mounts["/var/run/secrets/foyle-openai"]["readOnly"]
+    commented = config_map["data"][config_file].split("# openai:", 1)[1]
+    assert "apiKeyFile: /var/run/secrets/foyle-openai/" in commented
+    assert not [e for e in container.get("env", []) if "KEY" in e["name"].upper()]
+
+
+@renders
+def test_every_pod_stops_well_inside_its_grace_period(rendered: list[dict[str, Any]]) -> None:
+    """SIGTERM ends either process within 5 s (tests/test_run_kube.py, test_operator.py)."""
+    for workload in (o for o in rendered if o["kind"] in WORKLOADS):
+        assert workload["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 10
 
 
 @renders
@@ -198,27 +244,58 @@ def test_rbac_is_least_privilege(rendered: list[dict[str, Any]]) -> None:
         assert subject["namespace"] == account["metadata"]["namespace"]
 
 
-def test_image_is_multi_stage_and_non_root() -> None:
-    lines = [line.strip() for line in (REPO / "Dockerfile").read_text().splitlines()]
-    stages = [line for line in lines if line.startswith("FROM ")]
-    assert len(stages) >= 2 and stages[0].endswith(" AS builder")
-    assert any(line.startswith("COPY --from=builder") for line in lines)
-    users = [line for line in lines if line.startswith("USER ")]
-    assert users and users[-1].split()[1].split(":")[0] not in ("0", "root")
-    assert 'ENTRYPOINT ["foylectl"]' in lines
+def test_one_image_recipe_for_the_dockerfile_and_the_registry_less_build() -> None:
+    """CI's image (hack/image.sh) and the users' `docker build` run one install step on one
+    package list, and take their runtime configuration from the Dockerfile."""
+    dockerfile = (REPO / "Dockerfile").read_text()
+    lines = [line.strip() for line in dockerfile.splitlines()]
+    runs = [line for line in lines if line.startswith("RUN ")]
+    assert runs == ["RUN bash /tmp/src/image/install.sh /tmp/src && rm -rf /tmp/src"]
+    assert [line for line in lines if line.startswith("FROM ")] == ["FROM debian:bookworm-slim"]
+    builder = (REPO / "hack" / "image.sh").read_text()
+    assert "bash /tmp/src/image/install.sh /tmp/src" in builder
+    assert 'debootstrap --variant=minbase "${SUITE}"' in builder and "SUITE=bookworm" in builder
+    assert '--dockerfile "${REPO}/Dockerfile"' in builder
+    install = (REPO / "deploy" / "image" / "install.sh").read_text()
+    assert '"${SRC}/image/packages.txt"' in install and '"${SRC}/constraints.txt"' in install
+    # `docker build` sees only what .dockerignore lets through: every COPY source must pass
+    allowed = {
+        line[1:].rstrip("/")
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    }
+    copied = [w for line in lines if line.startswith("COPY ") for w in line.split()[1:-1]]
+    assert copied and set(copied) <= allowed, set(copied) - allowed
+    for text in (dockerfile, builder):  # no second list of packages anywhere
+        assert "apt-get install" not in text.replace("apt-get install -y -qq debootstrap", "")
+        assert "pip install" not in text
+    config = pack_image.dockerfile_config(dockerfile)
+    assert config["User"].split(":")[0] == "65532"
+    assert (config["Entrypoint"], config["Cmd"]) == (["foylectl"], ["--help"])
+    assert "PYTHONUNBUFFERED=1" in config["Env"]
 
 
 def test_hack_scripts_pass_shellcheck() -> None:
     shellcheck = shutil.which("shellcheck")
     assert shellcheck is not None, "shellcheck is not installed (pip install -e '.[test]')"
     scripts = sorted((REPO / "hack").glob("*.sh"))
-    assert {p.name for p in scripts} >= {"kind-up.sh", "kind-e2e.sh", "control-plane.sh"}
+    assert {p.name for p in scripts} >= {
+        "kind-up.sh",
+        "kind-e2e.sh",
+        "control-plane.sh",
+        "image.sh",
+    }
     for script in scripts:
         text = script.read_text()
         assert text.startswith("#!/usr/bin/env bash\n"), script.name
         assert "set -euo pipefail" in text, script.name
     proc = subprocess.run(
-        [shellcheck, "--severity=style", *map(str, scripts)],
+        [
+            shellcheck,
+            "--severity=style",
+            *map(str, scripts),
+            str(REPO / "deploy" / "image" / "install.sh"),
+        ],
         capture_output=True,
         text=True,
         timeout=60,

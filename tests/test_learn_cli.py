@@ -26,6 +26,7 @@ from controller.learn.rule import learnability
 from controller.store.base import NotFound
 from controller.store.sqlite import SQLiteStore
 from tests.cli_helpers import foylectl, get_json, wait_for
+from tests.fake_openai import serve
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hack"))
 
@@ -244,3 +245,24 @@ def test_run_deletes_the_example_and_its_training_file_when_a_later_execution_re
         index.close()
     finally:
         assert run.stop() == 0, run.output()
+
+
+def test_learn_with_an_unavailable_provider_warns_once_and_marks_every_example(
+    corpus: Path, analyzed: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Issue 18: one warning for the outage, not a traceback per Example; each says why."""
+    state = tmp_path / "state"
+    foylectl("analyze", "--logs", corpus, "--state-dir", state, "--no-learn", "--no-progress")
+    key = tmp_path / "key"
+    key.write_text("sk-test\n")
+    with serve(dims=1536) as fake:
+        fake.status = 503
+        learn = foylectl("learn", "--state-dir", state, "--training-dir", tmp_path / "training",
+                         "--openai-api-key-file", key, "--openai-base-url", fake.url)  # fmt: skip
+    examples = get_json(state, "examples")
+    assert len(examples) == len(learnable_names(state)) >= 5
+    assert {e["status"]["reason"] for e in examples} == {"EmbeddingUnavailable"}
+    assert not any(e["status"]["foyleLoadable"] for e in examples)
+    assert learn.stderr.count("embedding service unavailable") == 1, learn.stderr
+    assert "Traceback" not in learn.stderr, learn.stderr
+    assert f"waitingForEmbedding {len(examples)}" in learn.stdout

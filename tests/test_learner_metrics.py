@@ -11,7 +11,7 @@ from pathlib import Path
 
 from fake_openai import serve
 
-from controller.index.embedders import RETRY_EMBEDDING_SECONDS, OpenAIEmbedder
+from controller.index.embedders import RETRY_EMBEDDING_SECONDS, OpenAIEmbedder  # the longest wait
 from tests.test_learner_reconciler import FIXED, Env
 
 

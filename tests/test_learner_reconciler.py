@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 
 from controller.api.result import Outcome, Result
-from controller.index.embedders import RETRY_EMBEDDING_SECONDS, EmbeddingError, EmbeddingOutage
+from controller.index.embedders import (
+    FIRST_RETRY_SECONDS,
+    RETRY_EMBEDDING_SECONDS,
+    EmbeddingError,
+    EmbeddingOutage,
+    EmbeddingUnavailable,
+)
 from controller.index.ledger import LEDGER_DIR
 from controller.index.retrieval import ExampleIndex
 from controller.index.training import TrainingWriter
@@ -296,11 +302,11 @@ def test_an_unreachable_embedding_service_is_one_warning_a_status_and_a_retry_la
         assert (status["foyleLoadable"], status["reason"]) == (False, "EmbeddingUnavailable")
         assert status["trainingFiles"] == []
     assert env.files() == []
-    assert env.learner.reconcile(["b0"]).result("b0").requeue_after == RETRY_EMBEDDING_SECONDS
+    assert env.learner.reconcile(["b0"]).result("b0").requeue_after == FIRST_RETRY_SECONDS
 
     embedder.down = False
     assert sorted(env.learner.reconcile(names).results) == names  # still within the outage
-    now[0] += RETRY_EMBEDDING_SECONDS
+    now[0] += FIRST_RETRY_SECONDS
     assert env.learner.reconcile(names).results == {}
     assert env.files() == [f"{n}.example.binpb" for n in names]
     assert all(env.example(n)["status"]["foyleLoadable"] for n in names)  # type: ignore[index]
@@ -332,3 +338,25 @@ def test_the_pipeline_keeps_a_waiting_sources_mark_and_run_looks_again_later(
     queue.shutdown()
     store.close()
     journal.close()
+
+
+def test_an_outage_is_probed_by_one_caller_at_a_time_with_back_off() -> None:
+    """A blip costs seconds; a long outage is tried at most once a minute, by one caller."""
+    now = [0.0]
+    outage = EmbeddingOutage(lambda: now[0])
+    outage.check("a")  # no outage: everyone may call
+    outage.failed("a", EmbeddingError("down"))
+    waits = []
+    for _ in range(8):
+        with pytest.raises(EmbeddingUnavailable):
+            outage.check("b")
+        waits.append(outage.retry_in())
+        now[0] += outage.retry_in()
+        outage.check("a")  # its turn: it probes...
+        with pytest.raises(EmbeddingUnavailable):
+            outage.check("b")  # ...while the others keep waiting
+        outage.failed("a", EmbeddingError("still down"))
+    assert waits == [2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0]
+    outage.succeeded("a")
+    outage.check("b")  # the outage is over
+    assert outage.retry_in() == 1.0

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,11 +20,13 @@ from typing import Any
 import pytest
 from kopf.testing import KopfRunner
 
-from controller.operator import learn_digest, settings_from_env
+from controller.operator import settings_from_env
 from controller.store.base import NotFound, read_modify_write
 from controller.store.kube import KubeStore
 from tests.cli_helpers import free_port, wait_for
 from tests.control_plane import Cluster
+from tests.fake_openai import serve
+from tests.foyle_wire import DIMENSIONS, load_rules
 
 GENERATED = "kubectl get pods"
 FIXED = "kubectl get pods -n foyle"
@@ -151,16 +154,6 @@ def test_eval_mode_blocklog_is_never_learned(operator_env: tuple[KubeStore, Path
     assert runner.exit_code == 0, runner.output
 
 
-def test_learn_digest_follows_the_learner_input_not_bookkeeping() -> None:
-    blocklog = _blocklog("b5", FIXED)
-    blocklog["metadata"]["uid"] = "u1"
-    digest = learn_digest(blocklog)
-    assert learn_digest({**blocklog, "status": {**blocklog["status"], "executions": 3}}) == digest
-    changed = _blocklog("b5", FIXED + " -o wide")
-    changed["metadata"]["uid"] = "u1"
-    assert learn_digest(changed) != digest
-
-
 def test_settings_come_from_the_environment(tmp_path: Path) -> None:
     env = {
         "FOYLE_NAMESPACE": "team-a",
@@ -175,10 +168,12 @@ def test_settings_come_from_the_environment(tmp_path: Path) -> None:
 
 
 @contextmanager
-def running_operator(kubeconfig: Path, namespace: str, workdir: Path) -> Iterator[Path]:
+def running_operator(
+    kubeconfig: Path, namespace: str, workdir: Path, *extra: str
+) -> Iterator[Path]:
     """`foylectl operator --standalone` as a process, live; yields its training dir.
 
-    On leaving, SIGTERM must end it with exit code 0.
+    On leaving, SIGTERM must end it with exit code 0 within 5 s (a pod's grace period).
     """
     port = free_port()
     out = workdir / "operator.log"
@@ -199,6 +194,7 @@ def running_operator(kubeconfig: Path, namespace: str, workdir: Path) -> Iterato
                 str(workdir / "cli-state"),
                 "--training-dir",
                 str(training),
+                *extra,
             ],
             stdout=log,
             stderr=log,
@@ -209,8 +205,11 @@ def running_operator(kubeconfig: Path, namespace: str, workdir: Path) -> Iterato
         yield training
     finally:
         proc.send_signal(signal.SIGTERM)
+        stopping = time.monotonic()
         code = proc.wait(timeout=30)
+        stopped_in = time.monotonic() - stopping
     assert code == 0, out.read_text()
+    assert stopped_in < 5.0, f"SIGTERM took {stopped_in:.1f}s\n{out.read_text()}"
 
 
 def test_foylectl_operator_serves_liveness_learns_and_exits_cleanly_on_sigterm(
@@ -231,3 +230,131 @@ def _live(port: int) -> bool:
             return resp.status == 200
     except OSError:
         return False
+
+
+def _session(name: str) -> dict[str, Any]:
+    """A learnable Session (as the ingester writes it): one successful execution of cell c2,
+    then the session's end (Foyle learns a session once it ends)."""
+    cell = {"kind": "CODE", "language": "bash", "contents": FIXED, "outputs": [], "id": "c2"}
+    notebook = {"blocks": [{"kind": "MARKUP", "contents": "list the pods"}, cell]}
+    return {
+        "apiVersion": "foyle.io/v1alpha1",
+        "kind": "Session",
+        "metadata": {"name": name},
+        "spec": {"contextId": name, "traceIds": ["t1"]},
+        "status": {
+            "logEvents": [
+                {
+                    "type": "EXECUTE",
+                    "selectedId": "c2",
+                    "executeStatus": "SUCCEEDED",
+                    "cells": [cell],
+                },
+                {"type": "SESSION_END"},
+            ],
+            "fullContext": {"notebook": notebook, "selected": 1},
+        },
+    }
+
+
+def _create_with_status(store: KubeStore, obj: dict[str, Any]) -> None:
+    created = store.create({k: v for k, v in obj.items() if k != "status"})
+    store.update_status({**created, "status": obj["status"]})
+
+
+def _foyle_config(workdir: Path, base_url: str) -> Path:
+    """Foyle's config.yaml naming an OpenAI-compatible server and a key file, as in deploy/."""
+    key = workdir / "openai-key"
+    key.write_text("sk-test\n")
+    config = workdir / "config.yaml"
+    config.write_text(f"openai:\n  apiKeyFile: {key}\n  baseURL: {base_url}\n")
+    return config
+
+
+def test_operator_learns_blocklogs_and_sessions_with_embeddings_foyle_loads(
+    operator_env: tuple[KubeStore, Path], cluster: Cluster, tmp_path: Path
+) -> None:
+    store, _ = operator_env
+    with serve(dims=DIMENSIONS) as fake:
+        config = _foyle_config(tmp_path, fake.url)
+        with running_operator(
+            cluster.kubeconfig, cluster.namespace, tmp_path, "--foyle-config", str(config)
+        ) as training:
+            _create_with_status(store, _blocklog("b7", FIXED))
+            _create_with_status(store, _session("ctx7"))
+            for name in ("b7", "ctx7"):
+                example = wait_for(
+                    lambda n=name: (
+                        (_example(store, n) or {}).get("status", {}).get("foyleLoadable")
+                    ),
+                    DEADLINE,
+                    f"a loadable Example of {name}",
+                )
+                assert example is True
+            report = load_rules([training])
+    assert report.skipped == {}
+    assert set(report.loaded) == {"b7", "ctx7"}
+    assert all(len(e["embedding"]) == DIMENSIONS for e in report.loaded.values())
+    assert fake.requests[0]["headers"]["authorization"] == "Bearer sk-test"
+
+
+def test_an_unavailable_provider_is_one_warning_and_a_status_then_examples_recover(
+    operator_env: tuple[KubeStore, Path], cluster: Cluster, tmp_path: Path
+) -> None:
+    store, _ = operator_env
+    names = [f"u{i}" for i in range(5)]
+    with serve(dims=DIMENSIONS) as fake:
+        fake.status = 503
+        config = _foyle_config(tmp_path, fake.url)
+        with running_operator(
+            cluster.kubeconfig, cluster.namespace, tmp_path, "--foyle-config", str(config)
+        ) as training:
+            for name in names:
+                _create_with_status(store, _blocklog(name, FIXED))
+            for name in names:
+                wait_for(
+                    lambda n=name: (
+                        (_example(store, n) or {}).get("status", {}).get("reason")
+                        == "EmbeddingUnavailable"
+                    ),
+                    DEADLINE,
+                    f"status reason EmbeddingUnavailable on {name}",
+                )
+            fake.status = 200
+            for name in names:
+                wait_for(
+                    lambda n=name: (
+                        (_example(store, n) or {}).get("status", {}).get("foyleLoadable")
+                    ),
+                    DEADLINE,
+                    f"{name} learned once the provider answers",
+                )
+            assert set(load_rules([training]).loaded) == set(names)
+    log = (tmp_path / "operator.log").read_text()
+    assert log.count("embedding service unavailable") == 1, log
+    assert "reconcile failed" not in log, log
+    assert "embedding service available again" in log, log
+
+
+def test_operator_logs_a_summary_not_a_line_per_object(
+    operator_env: tuple[KubeStore, Path], cluster: Cluster, tmp_path: Path
+) -> None:
+    store, _ = operator_env
+    with running_operator(cluster.kubeconfig, cluster.namespace, tmp_path) as training:
+        for i in range(20):
+            _create_with_status(store, _blocklog(f"q{i}", FIXED))
+        wait_for(lambda: len(list(training.glob("*.binpb"))) == 20, DEADLINE, "20 training files")
+    lines = (tmp_path / "operator.log").read_text().splitlines()
+    assert not [line for line in lines if "kopf.objects" in line], lines  # kopf's per-object lines
+    assert len(lines) < 10, lines
+
+
+def test_settings_from_the_environment_read_foyles_config(tmp_path: Path) -> None:
+    config = _foyle_config(tmp_path, "http://fake.invalid/v1")
+    settings = settings_from_env(
+        {"FOYLE_CONFIG": str(config), "FOYLE_LEARN_FROM": "sessions", "FOYLECTL_STATE_DIR": "/s"}
+    )
+    assert settings.embedding_provider is not None
+    assert settings.embedding_provider.base_url == "http://fake.invalid/v1"
+    assert settings.embedding_provider.api_key_file == tmp_path / "openai-key"
+    assert (settings.learn_from, settings.state_dir) == ("sessions", Path("/s"))

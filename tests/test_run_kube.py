@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -307,3 +308,21 @@ def _all_observed(store: KubeStore) -> bool:
         for kind in ("BlockLog", "Session")
         for o in store.list(kind)
     )
+
+
+def test_sigterm_ends_the_kube_ingester_within_5_seconds_without_errors(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    """A pod's grace period must not be what stops it (issue 18: it took 25.5 s, with
+    urllib3 SSLError warnings): SIGTERM while catching up drains and exits in 5 s."""
+    logs = tmp_path / "logs"
+    gen_logs.generate(logs, size_bytes=3_000_000, seed=18)
+    run = _run_kube(logs, tmp_path / "state", cluster)
+    run.wait_started()
+    _wait([run], lambda: "catching up:" in run.output(), "catching up")
+    started = time.monotonic()
+    code = run.terminate(timeout=30)
+    elapsed = time.monotonic() - started
+    assert code == 0, run.output()
+    assert elapsed < 5.0, f"{elapsed:.1f}s\n{run.output()}"
+    assert "Error" not in run.output(), run.output()

@@ -12,23 +12,21 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from controller.cli.errors import CommandError, UsageError
-from controller.settings import (
-    Settings,
-    default_log_dirs,
-    default_log_writers,
-    default_state_dir,
+from controller.configure import settings_from, writable_state_dir
+from controller.errors import CommandError, UsageError
+from controller.learning import (
+    build_learners,
+    example_index,
+    learning_controllers,
+    pipeline_learners,
+    stop_all,
 )
+from controller.settings import STOP_SECONDS, Settings
 from controller.store.base import Store
-from controller.store.files import make_private_dirs, world_writable_warning
 
 if TYPE_CHECKING:  # heavy modules are imported lazily by the commands that need them
     from controller.cli.progress import ProgressReporter
-    from controller.foyleconfig import FoyleConfig, Provider
-    from controller.index.embedders import Embedder
-    from controller.index.retrieval import ExampleIndex
     from controller.pipeline import Pipeline
-    from controller.reconcilers.learner import LearnerReconciler
     from controller.runtime.manager import Manager
     from controller.store.journal import Journal
 
@@ -42,98 +40,8 @@ FOYLE_RESTART_NOTE = (
     "note: a running Foyle reads its training directories only at start-up"
     " (Foyle v0.0.45 has no reload); restart Foyle to use new examples"
 )
-NO_EMBEDDINGS_WARNING = (
-    "no embedding provider (no openai.apiKeyFile/baseURL or azureOpenAI in Foyle's config,"
-    " no --openai-api-key-file): training files in %s get no embedding and Foyle's agent will"
-    " skip every one of them; examples search still works locally (BM25)"
-)
-
 
 # -- settings and stores ---------------------------------------------------------------
-
-
-def state_dir_of(args: argparse.Namespace) -> Path:
-    path = Path(args.state_dir).expanduser() if args.state_dir else default_state_dir()
-    warning = world_writable_warning(path)
-    if warning:
-        print(f"foylectl: warning: {warning}", file=sys.stderr)
-    return path
-
-
-def writable_state_dir(path: Path) -> Path:
-    try:
-        make_private_dirs(path)
-    except OSError as err:
-        raise CommandError(f"cannot create the state dir {path}: {err.strerror}") from err
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise CommandError(f"the state dir {path} is not writable")
-    return path
-
-
-def foyle_config_of(args: argparse.Namespace) -> FoyleConfig | None:
-    """Foyle's config (issue 11), for commands that learn or read logs; None for the others."""
-    if not hasattr(args, "foyle_config"):
-        return None
-    from controller.foyleconfig import FoyleConfigError, load
-
-    try:
-        config = load(args.foyle_config)
-    except FoyleConfigError as err:
-        raise UsageError(str(err)) from err
-    if args.foyle_config and not config.found:
-        log.warning("Foyle's config %s does not exist; using Foyle's defaults", config.path)
-    for note in config.notes:
-        log.warning("Foyle's config %s: %s", config.path, note)
-    return config
-
-
-def settings_from(
-    args: argparse.Namespace, *, need_logs: bool, create_default_dirs: bool = False
-) -> Settings:
-    settings = Settings(state_dir=state_dir_of(args))
-    foyle = foyle_config_of(args)
-    if foyle is not None:
-        settings.training_dirs = list(foyle.training_dirs)
-        settings.embedding_provider = foyle.provider
-    settings.embedding_provider = _provider(settings.embedding_provider, args)
-    if getattr(args, "store", None):
-        settings.store = args.store
-        if args.namespace is not None and args.store != "kube":
-            raise UsageError(
-                "-n/--namespace is for --store kube; the sqlite store has no namespaces"
-            )
-        settings.namespace = args.namespace or settings.namespace
-    if need_logs:
-        explicit = bool(args.logs)
-        dirs = (
-            [Path(d).expanduser().absolute() for d in args.logs]
-            if explicit
-            else default_log_dirs(foyle.log_dirs if foyle else ())
-        )
-        missing = [d for d in dirs if not d.is_dir()]
-        if explicit and missing:
-            raise UsageError(f"log directory {missing[0]} does not exist or is not a directory")
-        if create_default_dirs and not explicit:
-            # Foyle and RunMe create these when they first log; watching them from the start
-            # means their first lines are seen the moment they are written.
-            for directory in missing:
-                try:
-                    make_private_dirs(directory)
-                    writer = default_log_writers().get(directory, "a writer")
-                    log.info("created %s (where %s writes its logs)", directory, writer)
-                except OSError as err:
-                    log.warning("cannot create %s: %s", directory, err.strerror)
-        settings.log_dirs = [d for d in dirs if d.is_dir()]
-        if not settings.log_dirs:
-            raise UsageError(
-                "none of the default log directories exists ("
-                + ", ".join(str(d) for d in dirs)
-                + "); name one with --logs DIR"
-            )
-    if getattr(args, "training_dir", None):
-        settings.training_dirs = [Path(d).expanduser() for d in args.training_dir]
-    settings.apply_flags(vars(args))
-    return settings
 
 
 # What a running pipeline reads (and Examples, when it learns); in kube mode each comes
@@ -215,81 +123,6 @@ def _setup_logging(fmt: str) -> None:
     setup_logging(fmt)
 
 
-def _provider(base: Provider | None, args: argparse.Namespace) -> Provider | None:
-    """Foyle's config's embedding provider, with the --openai-* flags overriding it."""
-    from controller.foyleconfig import Provider
-
-    key = getattr(args, "openai_api_key_file", None)
-    url = getattr(args, "openai_base_url", None)
-    if key is None and url is None:
-        return base
-    if base is not None and base.kind == "openai":
-        return Provider("openai", key or base.api_key_file, url or base.base_url)
-    return Provider("openai", key, url or "")
-
-
-def _embedder(provider: Provider | None) -> Embedder | None:
-    if provider is None:
-        return None
-    from controller.index.embedders import OPENAI_BASE_URL, OpenAIEmbedder
-
-    key = ""
-    if provider.api_key_file is not None:
-        try:
-            key = provider.api_key_file.expanduser().read_text().strip()
-        except OSError as err:
-            raise UsageError(
-                f"cannot read the {provider.kind} API key file {provider.api_key_file}:"
-                f" {err.strerror}"
-            ) from err
-    if provider.kind == "azure" and not provider.base_url:
-        raise UsageError("Foyle's config names azureOpenAI without a baseURL")
-    try:
-        return OpenAIEmbedder(
-            key,
-            base_url=provider.base_url or OPENAI_BASE_URL,
-            azure_deployment=provider.deployment,
-        )
-    except ValueError as err:
-        raise UsageError(str(err)) from err
-
-
-def _index(settings: Settings) -> ExampleIndex:
-    """The example index, embedding as Foyle does when a provider is configured."""
-    from controller.index.retrieval import ExampleIndex
-
-    return ExampleIndex(settings.index_path, _embedder(settings.embedding_provider))
-
-
-def _learners(
-    settings: Settings, store: Store, registry: Any = None
-) -> dict[str, LearnerReconciler]:
-    """One learner per source `--learn-from` names (issue 11), sharing the index and files."""
-    from controller.index.ledger import Owner
-    from controller.index.training import TrainingWriter
-    from controller.reconcilers.learner import LEARN_FROM, LearnerReconciler
-
-    writable_state_dir(settings.state_dir)
-    index = _index(settings)
-    if not index.embeds:
-        log.warning(NO_EMBEDDINGS_WARNING, ", ".join(str(d) for d in settings.training_dirs))
-    training = TrainingWriter(settings.training_dirs, owner=Owner.of(settings.state_dir))
-    sources = LEARN_FROM[settings.learn_from]
-    return {
-        s.kind: LearnerReconciler(store, index, training, metrics=registry, source=s)
-        for s in sources
-    }
-
-
-def _reconcilers(learners: dict[str, LearnerReconciler]) -> dict[str, Any]:
-    """The Pipeline's learner arguments for the learners built."""
-    blocklogs, sessions = learners.get("BlockLog"), learners.get("Session")
-    return {
-        "learner": blocklogs.reconcile if blocklogs else None,
-        "session_learner": sessions.reconcile if sessions else None,
-    }
-
-
 def _journal(settings: Settings) -> Journal:
     from controller.store.journal import Journal
 
@@ -306,8 +139,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     started = time.monotonic()
     store = open_store(settings, args)
     journal = _journal(settings)
-    learners = _learners(settings, store) if settings.learn else {}
-    manager = Pipeline(settings, store, journal, oneshot=True, **_reconcilers(learners))
+    learners = build_learners(settings, store) if settings.learn else {}
+    manager = Pipeline(settings, store, journal, oneshot=True, **pipeline_learners(learners))
     tty = sys.stderr.isatty()
     progress = ProgressReporter(
         settings.log_dirs,
@@ -358,9 +191,7 @@ def _interrupted(progress: ProgressReporter) -> NoReturn:
     if progress.shown and sys.stderr.isatty():
         sys.stderr.write("\n")
     print("foylectl: interrupted; analyze again to go on from here", file=sys.stderr)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(130)
+    _exit_now(130)
 
 
 def _report_failing(manager: Pipeline) -> int:
@@ -407,8 +238,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = open_store(settings, args, cached_kinds=cached)
     journal = _journal(settings)
     registry = MetricsRegistry()
-    learners = _learners(settings, store, registry) if settings.learn else {}
-    manager = Pipeline(settings, store, journal, registry, **_reconcilers(learners))
+    learners = build_learners(settings, store, registry) if settings.learn else {}
+    manager = Pipeline(settings, store, journal, registry, **pipeline_learners(learners))
     server = None
     if settings.metrics_addr:
         try:
@@ -442,11 +273,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         progress.start()
     stop.wait()
     progress.stop()
-    drained = manager.stop(timeout=8.0)
+    drained = manager.stop(timeout=STOP_SECONDS)
     if server is not None:
         server.stop()
-    log.info("stopped%s", "" if drained else " (some work left for the next start)")
-    return 0
+    if drained:
+        log.info("stopped")
+        return 0
+    log.info("stopped (some work left for the next start)")
+    _exit_now(0)
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Exit without waiting for in-flight work, as SIGKILL would (the journal's watermarks
+    make that safe): worker threads still inside a request must not run into the
+    interpreter's finalization, which can abort the process (exit -6)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 def _add_kube_extras(store: Store, manager: Manager, trace_retention: float) -> None:
@@ -471,7 +315,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
     _setup_logging("text")
     settings = settings_from(args, need_logs=False)
     store = open_store(settings, args, must_exist=settings.store == "sqlite")
-    learners = _learners(settings, store)
+    learners = build_learners(settings, store)
     for learner in learners.values():
         counts = learn_all(store, learner)
         print("learned: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
@@ -479,16 +323,11 @@ def cmd_learn(args: argparse.Namespace) -> int:
     if not args.follow:
         return 0
     from controller.cli.follow import follow
-    from controller.runtime.controller import Controller
     from controller.runtime.metrics import MetricsRegistry
 
     stop = threading.Event()
     _stop_on_signals(stop)
-    registry = MetricsRegistry()
-    controllers = {
-        kind: Controller(f"learn-{kind.lower()}", learner.reconcile, registry)
-        for kind, learner in learners.items()
-    }
+    controllers = learning_controllers(learners, MetricsRegistry())
     threads = [
         threading.Thread(
             target=follow,
@@ -505,8 +344,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
     stop.wait()
     for thread in threads:
         thread.join()
-    for controller in controllers.values():
-        controller.stop(timeout=8.0)
+    stop_all(controllers, STOP_SECONDS)
     return 0
 
 
@@ -523,7 +361,7 @@ def cmd_examples(args: argparse.Namespace) -> int:
         raise CommandError(
             f"no example index at {settings.index_path}: run `foylectl run` or `foylectl learn` first"
         )
-    hits = _index(settings).search(args.text, k=args.k)
+    hits = example_index(settings).search(args.text, k=args.k)
     results = [(name, score, json.loads(example)) for name, score, example in hits]
     if args.output == "json":
         print(json.dumps([{"name": n, "score": s, "example": e} for n, s, e in results], indent=2))
@@ -557,9 +395,10 @@ def cmd_operator(args: argparse.Namespace) -> int:
     load_api_client(
         os.environ.get("KUBECONFIG") if args.kubeconfig else None
     )  # no configuration: one line now, not kopf's retry loop
-    settings = Settings(state_dir=state_dir_of(args), store="kube", namespace=args.namespace)
-    if args.training_dir:
-        settings.training_dirs = [Path(d).expanduser() for d in args.training_dir]
     return run_operator(
-        settings, standalone=args.standalone, peering=args.peering, liveness=args.liveness
+        settings_from(args, need_logs=False),
+        standalone=args.standalone,
+        peering=args.peering,
+        liveness=args.liveness,
+        verbose=args.verbose,
     )

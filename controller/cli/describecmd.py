@@ -52,7 +52,7 @@ FOYLE_SKIP_WORDS = {
 
 
 def wanted_from(args: argparse.Namespace) -> list[Wanted]:
-    from controller.cli.errors import UsageError
+    from controller.errors import UsageError
 
     try:
         return parse_resource_args(args.resources)

@@ -16,9 +16,9 @@ from typing import Any
 
 from controller.api.kinds import KindInfo, Resource
 from controller.api.selectors import InvalidSelector, parse_selector
-from controller.cli.errors import CommandError, UsageError
 from controller.cli.getargs import BadResourceArgs, Wanted, parse_resource_args
 from controller.cli.output import Table, as_list, document, parse_custom_columns, qualified
+from controller.errors import CommandError, UsageError
 from controller.store.base import Gone, NotFound, Store, matches_labels
 
 

@@ -12,8 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from controller.cli.errors import CommandError, UsageError
 from controller.cli.output import output_format
+from controller.errors import CommandError, UsageError
 from controller.settings import default
 
 DESCRIPTION = """\
@@ -306,8 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint"
     )
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="log every handled object (default: a summary)"
+    )
+    p.set_defaults(store="kube")
     _state_args(p)
-    _training_args(p)
+    _learn_args(p)
 
     p = sub.add_parser("completion", help="print a shell completion script (bash or zsh)")
     p.add_argument("shell", choices=("bash", "zsh"))

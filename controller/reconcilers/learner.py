@@ -38,7 +38,7 @@ import orjson
 from controller.api.kinds import Resource
 from controller.api.resource import rfc3339
 from controller.api.result import Outcome, Result
-from controller.index.embedders import RETRY_EMBEDDING_SECONDS, EmbeddingUnavailable
+from controller.index.embedders import EmbeddingUnavailable
 from controller.index.retrieval import ExampleIndex
 from controller.index.training import TrainingWriter, foyle_skip_reason
 from controller.learn.query import blocks_to_markdown
@@ -139,7 +139,7 @@ class LearnerReconciler:
             try:
                 example = self.source.example_for(source) if source and learnable else None
                 if self._converge(name, example, reason):
-                    outcome.set_result(name, Result(requeue_after=RETRY_EMBEDDING_SECONDS))
+                    outcome.set_result(name, Result(requeue_after=self.index.outage.retry_in()))
             except Exception as err:
                 self._errors.inc()
                 outcome.failed[name] = err

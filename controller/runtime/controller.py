@@ -186,10 +186,11 @@ class Controller:
 
     def stop(self, timeout: float) -> bool:
         """Stop taking work, let in-flight reconciles finish; True if they did in time."""
+        deadline = time.monotonic() + timeout
         drained = self.queue.shutdown_with_drain(timeout)
         self.queue.shutdown()
-        for thread in self._threads:
-            thread.join(timeout=max(0.1, timeout))
+        for thread in self._threads:  # one deadline in all: a pod's grace period is short
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
         return drained
 
     def process(self, keys: list[str]) -> None:
