@@ -202,7 +202,7 @@ def _catch_up(
 def _measure(work: Path, plane: Path, size: int, seed: int) -> dict[str, Any]:
     kubeconfig = plane / "kubeconfig"
     kubectl = [str(plane / "bin" / "kubectl"), "--kubeconfig", str(kubeconfig)]
-    subprocess.run([*kubectl, "apply", "-f", str(REPO / "crds")], check=True, capture_output=True)
+    subprocess.run([*kubectl, "apply", "-k", str(REPO / "crds")], check=True, capture_output=True)
     for namespace in (NAMESPACE, TWO_INGESTERS):
         subprocess.run(
             [*kubectl, "create", "namespace", namespace], check=True, capture_output=True

@@ -185,7 +185,7 @@ def start(workdir: Path, *apiserver_flags: str) -> Iterator[ControlPlane]:
         if up.returncode != 0:
             pytest.fail(f"hack/control-plane.sh up failed:\n{up.stderr[-3000:]}", pytrace=False)
         plane = ControlPlane(workdir)
-        plane.kubectl("apply", "-f", REPO / "crds")
+        plane.kubectl("apply", "-k", REPO / "crds")
         plane.kubectl(
             "wait",
             "--for=condition=Established",

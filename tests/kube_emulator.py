@@ -614,7 +614,7 @@ def foyle_emulator(**options: Any) -> ApiServerEmulator:
     Namespaces and CRDs are announced in discovery for kopf, not served.
     """
     emulator = ApiServerEmulator(**options)
-    for path in sorted(CRDS.glob("*.yaml")):
+    for path in sorted(CRDS.glob("*.foyle.io.yaml")):  # the CRDs, not their kustomization
         emulator.serve_crd(yaml.safe_load(path.read_text(encoding="utf-8")))
     emulator.serve(Served("", "v1", "events", "Event", status_subresource=False))
     # kopf waits for namespaces and CRDs in API discovery before it watches anything. They are

@@ -25,7 +25,7 @@ KINDS = ("LogFile", "Trace", "BlockLog", "Example")
 
 def test_the_served_crds_are_the_generated_ones(apiserver: ControlPlane) -> None:
     """`kubectl diff` (a server-side dry-run apply) finds nothing: no defaulting drift."""
-    proc = apiserver.kubectl("diff", "-f", REPO / "crds", check=False)
+    proc = apiserver.kubectl("diff", "-k", REPO / "crds", check=False)
     assert (proc.returncode, proc.stdout) == (0, ""), proc.stdout + proc.stderr
     served = apiserver.kubectl("get", "crd", "-o", "name").stdout.split()
     assert sorted(served) == sorted(

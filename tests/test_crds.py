@@ -42,16 +42,16 @@ def test_committed_crd_equals_what_crdgen_generates(info: KindInfo) -> None:
     )
 
 
-def test_crds_directory_holds_exactly_one_file_per_kind() -> None:
-    assert sorted(p.name for p in CRDS.glob("*.yaml")) == sorted(
-        f"{k.plural}.{GROUP}.yaml" for k in KINDS
-    )
+def test_crds_directory_holds_one_file_per_kind_and_the_kustomization_of_them() -> None:
+    crds = sorted(f"{k.plural}.{GROUP}.yaml" for k in KINDS)
+    assert sorted(p.name for p in CRDS.glob("*.yaml")) == sorted([*crds, crdgen.KUSTOMIZATION])
+    kustomization = yaml.safe_load((CRDS / crdgen.KUSTOMIZATION).read_text(encoding="utf-8"))
+    assert sorted(kustomization["resources"]) == crds
 
 
 def test_crdgen_cli_writes_the_committed_files(tmp_path: Path) -> None:
     assert crdgen.main(["--out", str(tmp_path)]) == 0
-    for info in KINDS:
-        name = f"{info.plural}.{GROUP}.yaml"
+    for name in [*(f"{info.plural}.{GROUP}.yaml" for info in KINDS), crdgen.KUSTOMIZATION]:
         assert (tmp_path / name).read_bytes() == (CRDS / name).read_bytes()
 
 

@@ -1,8 +1,9 @@
-"""Generate the CustomResourceDefinitions from controller.api.kinds, into `crds/` and
-`deploy/crds/` (the kustomize base cannot reach outside its own directory).
+"""Generate the CustomResourceDefinitions from controller.api.kinds into `crds/`, with the
+kustomization that lists them (deploy/ refers to the directory: one copy of each CRD;
+`kubectl apply -k crds/` installs them alone).
 
 kinds.py is the single source of truth: the CRDs are derived from it and never
-edited by hand or copied, and tests fail when either committed directory drifts
+edited by hand or copied, and tests fail when the committed directory drifts
 from what this module produces. Run `python -m controller.api.crdgen`.
 """
 
@@ -92,6 +93,19 @@ def render(info: KindInfo) -> str:
     return HEADER + body
 
 
+KUSTOMIZATION = "kustomization.yaml"
+
+
+def render_kustomization() -> str:
+    """The kustomization of crds/: every CRD file, so a new kind is installed with the rest."""
+    files = "".join(f"  - {crd_name(info)}.yaml\n" for info in KINDS)
+    return (
+        HEADER
+        + "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n"
+        + files
+    )
+
+
 def write_all(out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -99,10 +113,11 @@ def write_all(out: Path) -> list[Path]:
         path = out / f"{crd_name(info)}.yaml"
         path.write_text(render(info), encoding="utf-8")
         written.append(path)
-    return written
+    (out / KUSTOMIZATION).write_text(render_kustomization(), encoding="utf-8")
+    return [*written, out / KUSTOMIZATION]
 
 
-OUT_DIRS = (Path("crds"), Path("deploy") / "crds")
+OUT_DIRS = (Path("crds"),)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         "--out",
         type=Path,
         action="append",
-        help="a directory to write (repeatable; default: crds/ and deploy/crds/)",
+        help="a directory to write (repeatable; default: crds/)",
     )
     args = parser.parse_args(argv)
     for out in args.out or OUT_DIRS:
