@@ -84,6 +84,7 @@ class Pipeline:
                 node=settings.node,
                 max_line_bytes=settings.max_line_bytes,
                 publish_interval=0.0 if oneshot else 1.0,
+                rotate_wait=0.0 if oneshot else settings.rotate_wait,  # issue 24
                 roots=tuple(str(d) for d in settings.log_dirs),  # issue 13
                 symlinks_anywhere=settings.symlinks_anywhere,  # issue 13
             ),

@@ -12,11 +12,23 @@ the gap. Watchdog events only say "look again".
   drain the old file through the handle still open on it, mark it Rotated
   (or Deleted when its last link is gone), then start the new file at 0;
   an identity already known under another path (renamed into this one) goes
-  on from its own watermark, so nothing is read twice.
-* Shorter than the watermark or first bytes changed (copytruncate,
-  truncation): a new file row from offset 0, the truncation counted and the
-  bytes that could not be read reported in `unreadBytes`.
+  on from its own watermark, so nothing is read twice. The writer of a
+  rotated file often goes on writing to its old descriptor for a while
+  (logrotate's `create` mode): the handle is kept and drained on each look
+  at the path until the file has been quiet for `rotate_wait` seconds; what
+  is then left (a last line never finished) is reported in `unreadBytes`.
+* First bytes changed or gone (copytruncate, truncation): a new file row from
+  offset 0, the truncation counted and the bytes that could not be read
+  reported in `unreadBytes`. Shorter with the same first bytes (a last
+  newline taken away and put back) goes on at the watermark: only a real
+  truncation reads again from 0.
 * Gone: drain by handle, then phase Deleted. Unreadable: phase says so.
+
+One reader per file identity, whatever its names: a file renamed from one
+watched path to another is reachable from both keys, so every read of a
+file holds the lock of its (device, inode) (`_IdentityLocks`), and what the
+path holds is looked at again under that lock (a size seen before another
+reader moved the watermark past it would look like a truncation).
 
 The LogFile resource is published at most once a second per file (and once
 more when the file goes quiet), not on every batch.
@@ -29,8 +41,8 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -48,11 +60,24 @@ from controller.logs.transition import (
     Seen,
     change,
     continues,
+    same_file,
 )
 from controller.store.base import NotFound, Store, read_modify_write
 from controller.store.journal import Batch, FileRow, Journal, WatermarkMoved
 
 log = logging.getLogger(__name__)
+
+BATCH_LINES = 20_000
+ROTATE_WAIT = 5.0  # Fluent Bit's Rotate_Wait is 5 s too
+DRAIN_POLL = 0.5  # a rotated file sends no events under a watched name: look this often
+
+
+def _sooner(result: Result, wait: float | None) -> Result:
+    """`result`, asking to look again within `wait` seconds too."""
+    if wait is None or result.requeue:
+        return result
+    after = wait if result.requeue_after is None else min(wait, result.requeue_after)
+    return Result(requeue_after=after)
 
 
 @dataclass(frozen=True)
@@ -60,10 +85,12 @@ class LogFileSettings:
     node: str = "local"
     max_line_bytes: int = MAX_LINE_BYTES
     batch_bytes: int = 4 << 20
+    batch_lines: int = BATCH_LINES  # memory is bounded by bytes only if lines are bounded too
     bytes_per_reconcile: int = 8 << 20  # then requeue, so one huge file cannot starve others
     publish_interval: float = 1.0
     idle_after: float = 300.0
     max_open_files: int = 256
+    rotate_wait: float = ROTATE_WAIT  # a rotated file is read until quiet this long
     roots: tuple[str, ...] = ()  # issue 13: symlinks are followed only into these (all if ())
     symlinks_anywhere: bool = False
 
@@ -77,12 +104,35 @@ def _identity(row: FileRow) -> FileIdentity:
     return FileIdentity(row.device, row.inode, row.fingerprint, row.fingerprint_len)
 
 
+Inode = tuple[int, int]  # (device, inode)
+
+
+class _IdentityLocks:
+    """A lock per file identity (striped: bounded memory), taken in one order (no deadlock)."""
+
+    def __init__(self, stripes: int = 64) -> None:
+        self._locks = [threading.Lock() for _ in range(stripes)]
+
+    @contextlib.contextmanager
+    def held(self, inodes: Iterable[Inode]) -> Iterator[None]:
+        stripes = sorted({hash(inode) % len(self._locks) for inode in inodes})
+        with contextlib.ExitStack() as stack:
+            for stripe in stripes:
+                stack.enter_context(self._locks[stripe])
+            yield
+
+
 class _Handles:
-    """Open files by journal row id, least recently used closed first (bounded fds)."""
+    """Open files by journal row id, least recently used closed first (bounded fds).
+
+    A handle in use is never closed under its reader: eviction skips it (the
+    bound is then exceeded by at most one handle per worker).
+    """
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._files: OrderedDict[int, BinaryIO] = OrderedDict()
+        self._busy: Counter[int] = Counter()
         self._lock = threading.Lock()
 
     def get(self, file_id: int) -> BinaryIO | None:
@@ -98,13 +148,29 @@ class _Handles:
             if old is not None and old is not f:
                 old.close()
             self._files[file_id] = f
-            while len(self._files) > self._limit:
-                _, victim = self._files.popitem(last=False)
-                victim.close()
+            idle = [i for i in self._files if not self._busy[i] and i != file_id]
+            for victim in idle[: max(0, len(self._files) - self._limit)]:
+                self._files.pop(victim).close()
+
+    @contextlib.contextmanager
+    def in_use(self, file_id: int) -> Iterator[None]:
+        with self._lock:
+            self._busy[file_id] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy[file_id] -= 1
+                if not self._busy[file_id]:
+                    del self._busy[file_id]
+
+    def take(self, file_id: int) -> BinaryIO | None:
+        """The handle, no longer cached (the caller closes it)."""
+        with self._lock:
+            return self._files.pop(file_id, None)
 
     def close(self, file_id: int) -> None:
-        with self._lock:
-            f = self._files.pop(file_id, None)
+        f = self.take(file_id)
         if f is not None:
             f.close()
 
@@ -116,6 +182,16 @@ class _Handles:
 
     def __len__(self) -> int:
         return len(self._files)
+
+
+@dataclass
+class _Draining:
+    """A rotated file still read through its handle until its writer has been quiet."""
+
+    handle: BinaryIO
+    rotated_from: str  # the path whose reconcile drains it
+    size: int
+    quiet_since: float
 
 
 class LogFileReconciler:
@@ -133,6 +209,9 @@ class LogFileReconciler:
         self.settings = settings or LogFileSettings()
         self.clock = clock
         self.handles = _Handles(self.settings.max_open_files)
+        self._identities = _IdentityLocks()
+        self._draining: dict[int, _Draining] = {}
+        self._draining_lock = threading.Lock()
         self._published: dict[int, tuple[float, tuple]] = {}
         self._last_growth: dict[int, float] = {}
         self._path_locks: dict[str, threading.Lock] = {}
@@ -143,21 +222,26 @@ class LogFileReconciler:
 
     def reconcile(self, path: str) -> Result:
         with self._lock_for(path):
-            return self._reconcile(path)
+            result = self._reconcile(path)
+            wait = self._drain_rotated(path)
+        return _sooner(result, wait)
 
     def close(self) -> None:
         """Publish what the publish interval held back, then close every handle.
 
         A deferred publish is a delayed queue add, which a shutdown drops: without
-        this the LogFile status would stay stale until the next start.
+        this the LogFile status would stay stale until the next start. Rotated files
+        still draining are read one last time and what is left is reported unread.
         """
+        with self._draining_lock:
+            draining = list(self._draining)
+        for file_id in draining:
+            self._drain_one(file_id, final=True)
         for row in self.journal.files(active_only=True):
             self._publish(row, force=True)
         self.handles.close_all()
 
     def _lock_for(self, path: str) -> threading.Lock:
-        # The queue never hands one path to two workers, but a file renamed from one
-        # watched path to another is reachable from both keys.
         with self._locks_guard:
             return self._path_locks.setdefault(path, threading.Lock())
 
@@ -169,34 +253,52 @@ class LogFileReconciler:
                 path, self.settings.roots, symlinks_anywhere=self.settings.symlinks_anywhere
             )
         except FileNotFoundError:
-            if row is not None:
-                self._retire(row)
-            return DONE
+            return self._retire_at(path, row)
         except NotALogFile as err:  # issue 13
-            if row is not None:
-                self._retire(row)
+            self._retire_at(path, row)
             return self._skip(path, str(err))
         except (PermissionError, IsADirectoryError, OSError) as err:
             return self._unreadable(path, row, err)
 
-        seen = observe(f)
-        if row is not None and not row.fingerprint:
-            row = self._first_identity(row, seen.identity())
-        if row is not None and continues(_identity(row), row.watermark, seen):
-            target = row
-            cached = self.handles.get(row.id)
-            if cached is not None:
-                f.close()
-                f = cached
-        else:
+        st = os.fstat(f.fileno())
+        inodes = {(st.st_dev, st.st_ino)} | ({(row.device, row.inode)} if row else set())
+        with self._identities.held(inodes):
+            current = self.journal.active_file_at(path)
+            if (current and current.id) != (row and row.id):
+                f.close()  # another reader settled this path meanwhile: look afresh
+                return Result(requeue=True)
+            seen = observe(f)  # now: after the watermark this decision compares with
+            if row is not None and not row.fingerprint:
+                row = self._first_identity(row, seen.identity())
+            if row is not None and continues(_identity(row), row.watermark, seen):
+                return self._read_through_cache(row, f)
             target = self._adopt(path, row, seen)
             if not continues(_identity(target), target.watermark, observe(f)):
-                # add_file handed back the row a racing reader registered, and the file
-                # changed again since: look afresh rather than read at its watermark.
+                # add_file handed back the row a racing reader registered, and the
+                # file changed again since: look afresh rather than read at its watermark.
                 f.close()
                 return Result(requeue=True)
-        self.handles.put(target.id, f)
-        return self._read(target, f)
+            return self._read_through_cache(target, f)
+
+    def _read_through_cache(self, row: FileRow, f: BinaryIO) -> Result:
+        """Read `row` through its cached handle (`f` if none), kept open for next time."""
+        with self.handles.in_use(row.id):
+            cached = self.handles.get(row.id)
+            if cached is not None and cached is not f:
+                f.close()
+                f = cached
+            self.handles.put(row.id, f)
+            return self._read(row, f)
+
+    def _retire_at(self, path: str, row: FileRow | None) -> Result:
+        """Nothing readable at `path` any more: retire the row that was reading it."""
+        if row is None:
+            return DONE
+        with self._identities.held([(row.device, row.inode)]):
+            current = self.journal.active_file_at(path)
+            if current is not None and current.id == row.id:
+                self._retire(current)
+        return DONE
 
     # -- identity ------------------------------------------------------------------------
 
@@ -250,6 +352,9 @@ class LogFileReconciler:
         deleted: one file identity, one LogFile (not a stale copy left Active).
         """
         log.info("file %s is the file read before as %s, continuing", path, row.path)
+        handle = self._stop_draining(row.id)
+        if handle is not None:
+            handle.close()  # the path's own handle reads it from now on
         self.journal.update_file(row.id, path=path, phase="Active")
         moved = self.journal.file(row.id)
         old_name = logfile_name(row, self.settings.node)
@@ -259,16 +364,118 @@ class LogFileReconciler:
         return moved
 
     def _retire(self, row: FileRow, *, truncated: bool = False) -> None:
-        """Drain what the old handle can still read, then mark the row Rotated or Deleted."""
-        handle = self.handles.get(row.id)
-        still_linked = False
-        if handle is not None and not truncated:
+        """Drain what the old file still holds, then mark the row Rotated or Deleted.
+
+        A rotated file whose writer may still append is kept open and drained until
+        it is quiet (`_drain_rotated`). A handle closed by the open-file bound is
+        found again by its inode beside its old path (logrotate renames in place).
+        """
+        handle = self.handles.take(row.id)
+        if handle is not None and truncated:
+            handle.close()
+            handle = None
+        elif handle is None and not truncated:
+            handle = self._reopen_renamed(row)
+        if handle is None:
+            phase = "Rotated" if truncated else "Deleted"
+            self.journal.update_file(row.id, phase=phase)
+            self._forget(self.journal.file(row.id))
+            return
+        with self.handles.in_use(row.id):
             self._read(row, handle, drain=True)
-            still_linked = os.fstat(handle.fileno()).st_nlink > 0
-        self.handles.close(row.id)
-        phase = "Rotated" if truncated or still_linked else "Deleted"
+        phase = "Rotated" if os.fstat(handle.fileno()).st_nlink > 0 else "Deleted"
         self.journal.update_file(row.id, phase=phase)
+        if self.settings.rotate_wait <= 0:
+            self._finish_drain(self.journal.file(row.id), handle)
+            return
+        now = self.clock()
+        with self._draining_lock:
+            self._draining[row.id] = _Draining(
+                handle, row.path, os.fstat(handle.fileno()).st_size, now
+            )
         self._publish(self.journal.file(row.id), force=True)
+
+    def _reopen_renamed(self, row: FileRow) -> BinaryIO | None:
+        """The file of `row` under another name in its directory, opened; None if not there."""
+        directory = os.path.dirname(row.path) or "."
+        try:
+            with os.scandir(directory) as entries:
+                names = [e.path for e in entries if e.inode() == row.inode]
+        except OSError:
+            return None
+        for name in names:
+            try:
+                f = open_log_file(
+                    name, self.settings.roots, symlinks_anywhere=self.settings.symlinks_anywhere
+                )
+            except OSError:
+                continue
+            if same_file(_identity(row), observe(f)):
+                log.info("file %s was rotated to %s; reading what is left", row.path, name)
+                return f
+            f.close()
+        return None
+
+    def _drain_rotated(self, path: str) -> float | None:
+        """Read the files rotated away from `path` again; seconds until the next look."""
+        with self._draining_lock:
+            ids = [i for i, d in self._draining.items() if d.rotated_from == path]
+        waits = [w for w in (self._drain_one(i) for i in ids) if w is not None]
+        return min(waits) if waits else None
+
+    def _drain_one(self, file_id: int, *, final: bool = False) -> float | None:
+        with self._draining_lock:
+            draining = self._draining.get(file_id)
+        if draining is None:
+            return None
+        row = self.journal.file(file_id)
+        with self._identities.held([(row.device, row.inode)]):
+            with self._draining_lock:
+                if self._draining.get(file_id) is not draining:
+                    return None  # renamed to a watched path meanwhile: read from there
+            row = self.journal.file(file_id)
+            with self.handles.in_use(file_id):
+                self._read(row, draining.handle, drain=True)
+            now, size = self.clock(), os.fstat(draining.handle.fileno()).st_size
+            if size != draining.size:
+                draining.size, draining.quiet_since = size, now
+            left = draining.quiet_since + self.settings.rotate_wait - now
+            if left > 0 and not final:
+                self._publish(self.journal.file(file_id), force=False)
+                return min(left, DRAIN_POLL)
+            self._stop_draining(file_id)
+            self._finish_drain(self.journal.file(file_id), draining.handle)
+        return None
+
+    def _stop_draining(self, file_id: int) -> BinaryIO | None:
+        """No longer drain `file_id` as a rotated file: its handle, for the caller to close."""
+        with self._draining_lock:
+            draining = self._draining.pop(file_id, None)
+        return draining.handle if draining is not None else None
+
+    def _finish_drain(self, row: FileRow, handle: BinaryIO) -> None:
+        """The writer is quiet: report what could not be read (an unfinished last line)."""
+        st = os.fstat(handle.fileno())
+        handle.close()
+        unread = max(0, st.st_size - row.watermark)
+        if unread:
+            log.warning(
+                "rotated log file %s ends with %d bytes that are no complete line;"
+                " they are counted as unread",
+                row.path,
+                unread,
+            )
+        self.journal.update_file(
+            row.id,
+            phase="Rotated" if st.st_nlink > 0 else "Deleted",
+            unread_bytes=row.unread_bytes + unread,
+            size=st.st_size,
+        )
+        self._forget(self.journal.file(row.id))
+
+    def _forget(self, row: FileRow) -> None:
+        """Publish a retired row's last state and drop what memory held of it."""
+        self._publish(row, force=True)
         self._published.pop(row.id, None)  # retired rows must not pile up in memory
         self._last_growth.pop(row.id, None)
 
