@@ -11,13 +11,15 @@ from __future__ import annotations
 import io
 import os
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import orjson
 import pytest
 
-from controller.logs.framing import read_batch
+from controller.logs.framing import MAX_BATCH_LINES, read_batch
 from controller.logs.normalise import MAX_DEPTH
 from tests.cli_helpers import RunningController, foylectl, get_json, wait_for
 
@@ -87,6 +89,32 @@ def logs(tmp_path: Path) -> Path:
     path = tmp_path / "logs"
     path.mkdir()
     return path
+
+
+# -- issue 24, item 6: memory follows bytes, not lines ------------------------------------
+
+
+def test_a_batch_of_tiny_lines_stops_at_its_line_bound_and_the_next_goes_on() -> None:
+    data = b"\n" * (MAX_BATCH_LINES * 2 + 5)
+    first = read_batch(io.BytesIO(data), 0, max_bytes=1 << 20)
+    assert (first.lines, len(first.bad), first.next_offset) == (MAX_BATCH_LINES,) * 3
+    second = read_batch(io.BytesIO(data), first.next_offset, max_bytes=1 << 20)
+    assert second.lines == MAX_BATCH_LINES
+
+
+@pytest.mark.parametrize("line", ["", "{}"], ids=["blank-lines", "empty-objects"])
+def test_peak_memory_of_analyze_follows_bytes_not_lines(line: str) -> None:
+    """2 MiB of tiny lines (2 million objects per batch before: 300 MB) stays small."""
+    proc = subprocess.run(
+        [sys.executable, "hack/line_shape_rss.py", "--mib", "2", "--line", line],
+        cwd=Path(__file__).parent.parent,
+        capture_output=True,
+        timeout=DEADLINE,
+        check=True,
+    )
+    figures = orjson.loads(proc.stdout)
+    assert figures["exit"] == 0
+    assert figures["peak_rss_mb"] < 150, figures
 
 
 # -- 1. a line that parses but cannot be written again ----------------------------------

@@ -50,7 +50,13 @@ from controller.analyze.traces import TraceAccumulator, trace_key
 from controller.api.names import name_for_id
 from controller.api.resource import new_resource, rfc3339
 from controller.api.result import DONE, Result
-from controller.logs.framing import MAX_LINE_BYTES, CarryState, ReadBatch, read_batch
+from controller.logs.framing import (
+    MAX_BATCH_LINES,
+    MAX_LINE_BYTES,
+    CarryState,
+    ReadBatch,
+    read_batch,
+)
 from controller.logs.identity import grow_fingerprint, observe
 from controller.logs.opening import NotALogFile, open_log_file  # issue 13
 from controller.logs.transition import (
@@ -67,7 +73,6 @@ from controller.store.journal import Batch, FileRow, Journal, WatermarkMoved
 
 log = logging.getLogger(__name__)
 
-BATCH_LINES = 20_000
 ROTATE_WAIT = 5.0  # Fluent Bit's Rotate_Wait is 5 s too
 DRAIN_POLL = 0.5  # a rotated file sends no events under a watched name: look this often
 
@@ -85,7 +90,7 @@ class LogFileSettings:
     node: str = "local"
     max_line_bytes: int = MAX_LINE_BYTES
     batch_bytes: int = 4 << 20
-    batch_lines: int = BATCH_LINES  # memory is bounded by bytes only if lines are bounded too
+    batch_lines: int = MAX_BATCH_LINES  # memory is bounded by bytes only if lines are bounded too
     bytes_per_reconcile: int = 8 << 20  # then requeue, so one huge file cannot starve others
     publish_interval: float = 1.0
     idle_after: float = 300.0
@@ -518,7 +523,12 @@ class LogFileReconciler:
                 else min(self.settings.batch_bytes, budget)
             )
             rb = read_batch(
-                f, offset, carry, max_bytes=chunk, max_line_bytes=self.settings.max_line_bytes
+                f,
+                offset,
+                carry,
+                max_bytes=chunk,
+                max_line_bytes=self.settings.max_line_bytes,
+                max_lines=self.settings.batch_lines,
             )
             if rb.next_offset == offset and rb.carry == carry:
                 break
