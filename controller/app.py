@@ -318,8 +318,12 @@ def _reconcilers(learners: dict[str, LearnerReconciler]) -> dict[str, Any]:
 
 def _journal(settings: Settings) -> Journal:
     from controller.store.journal import Journal
+    from controller.store.sqlite_util import check_intact
 
     writable_state_dir(settings.state_dir)
+    local = [settings.store_path] if settings.store == "sqlite" else []
+    for path in (settings.journal_path, *local):  # issue 24: damage said at start
+        check_intact(path)
     return Journal(settings.journal_path)
 
 

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from controller.api.names import name_for_id
 from controller.api.result import DONE, Result
 from controller.reconcilers.blocklog import BlockLogReconciler
 from controller.reconcilers.logfile import LogFileReconciler, LogFileSettings, logfile_name
@@ -38,6 +39,7 @@ from controller.runtime.watcher import LogWatcher, scan
 from controller.settings import Settings
 from controller.store.base import NotFound, Store
 from controller.store.journal import BLOCKLOGS, EXAMPLES, TRACES, Journal
+from controller.store.sqlite import SQLiteStore
 from controller.store.unit import Transactional, after_commit
 
 log = logging.getLogger(__name__)
@@ -251,6 +253,31 @@ class Pipeline:
                 len(files),
                 queued,
             )
+        elif isinstance(self.store, SQLiteStore):
+            self._rederive_missing_traces(self.store)
+
+    def _rederive_missing_traces(self, store: SQLiteStore) -> None:
+        """Issue 24: the journal and the local store must agree on which traces exist.
+
+        The two are separate files: a store that lost its last commits (its -wal
+        deleted, a backup restored) while the journal kept them lacks Traces no
+        dirty mark brings back, and their BlockLogs and Sessions with them. Counting
+        first keeps a healthy start cheap; only a shortfall lists the names. (A kube
+        store is shared by nodes and sheds Traces by retention: not comparable.)
+        """
+        if store.count("Trace") >= self.journal.counts()["traces"]:
+            return
+        names = {name_for_id(key): key for key in self.journal.trace_keys()}
+        missing = [names[n] for n in names.keys() - store.versions_many("Trace", names).keys()]
+        if missing:
+            log.warning(
+                "%s lacks %d Traces that %s has read (lost writes: was its -wal file"
+                " deleted?); re-deriving them and their BlockLogs and Sessions",
+                store.path,
+                len(missing),
+                self.journal.path,
+            )
+            self.journal.mark_dirty(TRACES, missing)
 
     def resync(self) -> None:
         """Re-queue what a previous run left unfinished, from the journal alone.

@@ -190,6 +190,11 @@ class Journal:
         """One transaction for many writes (controller.store.unit.unit_of_work)."""
         return translated_within(self.path, self._transactions.transaction())
 
+    def trace_keys(self) -> list[str]:
+        """Every trace read so far (the start-up check that the store has each one)."""
+        with translated(self.path):
+            return [k for (k,) in self._conn().execute("SELECT trace_key FROM traces")]
+
     def close(self) -> None:
         """Close every thread's connection; call once no other thread is using the journal."""
         self._connections.close()

@@ -184,13 +184,45 @@ def unusable(path: Path, err: sqlite3.DatabaseError) -> StoreUnavailable:
     elif code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
         advice = "locked by another writer for longer than the busy timeout; try again"
     elif code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
-        advice = (
-            "damaged: move it aside and run `foylectl analyze` (or restart `foylectl run`)"
-            " to rebuild it from the logs"
-        )
+        advice = damaged_advice(path)
     else:
         advice = "try again; if it persists, report it with this message"
     return StoreUnavailable(f"{path}: {err}: {advice}")
+
+
+def damaged_advice(path: Path) -> str:
+    return (
+        f"damaged: move it aside (mv {path} {path}.damaged) and run `foylectl analyze`"
+        " (or restart `foylectl run`) to rebuild it from the logs"
+    )
+
+
+def check_intact(path: Path) -> None:
+    """Raise StoreUnavailable naming `path` and the fix when SQLite finds it damaged.
+
+    Damage in pages no start-up query touches went unnoticed: `run` said ready and
+    `analyze` exit 0 over a damaged store (issue 24). quick_check reads every page
+    once (seconds per GB), without the slow index-content cross-checks.
+    """
+    if not path.exists():
+        return
+    try:
+        conn = connect(path, 30.0, read_only=is_read_only(path))
+        try:
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as err:
+        if (getattr(err, "sqlite_errorcode", 0) or 0) & 0xFF not in (
+            sqlite3.SQLITE_CORRUPT,
+            sqlite3.SQLITE_NOTADB,
+        ):
+            raise unusable(path, err) from err
+        problems = [str(err)]
+    if problems != ["ok"]:
+        found = [line.strip() for p in problems for line in p.splitlines()]
+        detail = "; ".join(line for line in found if line and not line.startswith("***"))
+        raise StoreUnavailable(f"{path}: {detail[:200]}: {damaged_advice(path)}")
 
 
 def _disk_full(path: Path) -> bool:
