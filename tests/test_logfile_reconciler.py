@@ -355,6 +355,24 @@ def test_files_renamed_between_watched_names_while_two_workers_read_are_read_onc
     assert sum(row.lines for row in rig.journal.files()) == written
 
 
+def test_a_file_truncated_rewritten_and_then_rotated_away_is_read_again_from_0(
+    rig: Rig,
+) -> None:
+    """copytruncate, then a rename rotation before the path was looked at again."""
+    path = rig.path("x.json", lines(range(5)))
+    rig.reconcile(path)
+    old = rig.row(path)
+    truncate(path)
+    append(path, lines([5, 6]))
+    path.rename(rig.dir / "x.json.1")
+    rig.path("x.json", line(7))
+
+    rig.reconcile(path)
+    rig.assert_once(range(8))
+    rewritten = [r for r in rig.journal.files() if r.inode == old.inode and r.id != old.id]
+    assert [(r.phase, r.lines, r.truncations) for r in rewritten] == [("Rotated", 2, 1)]
+
+
 # -- 5. truncation --------------------------------------------------------------------------
 
 

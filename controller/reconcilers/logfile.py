@@ -335,20 +335,41 @@ class LogFileReconciler:
         new = self.journal.add_file(
             path, ident.device, ident.inode, ident.fingerprint, ident.fingerprint_len
         )
-        if truncated and old is not None:
-            unread = max(0, old.size - old.watermark)
-            self.journal.update_file(
-                new.id, truncations=old.truncations + 1, unread_bytes=old.unread_bytes + unread
-            )
-            log.warning(
-                "log file %s was truncated at offset %d; reading it again from 0"
-                " (%d bytes written before the truncation could not be read)",
-                path,
-                old.watermark,
-                unread,
-            )
-            new = self.journal.file(new.id)
-        return new
+        return self._count_truncation(old, new) if truncated and old is not None else new
+
+    def _count_truncation(self, old: FileRow, new: FileRow) -> FileRow:
+        """`new` reads from 0 the file `old` read before it was truncated: say what was lost."""
+        unread = max(0, old.size - old.watermark)
+        self.journal.update_file(
+            new.id, truncations=old.truncations + 1, unread_bytes=old.unread_bytes + unread
+        )
+        log.warning(
+            "log file %s was truncated at offset %d; reading it again from 0"
+            " (%d bytes written before the truncation could not be read)",
+            new.path,
+            old.watermark,
+            unread,
+        )
+        return self.journal.file(new.id)
+
+    def _truncated_under_handle(self, row: FileRow, handle: BinaryIO) -> FileRow:
+        """The row to drain `handle` with: a new one from 0 if the file was truncated.
+
+        A file can be truncated and rewritten (copytruncate) and then renamed away
+        before the path is looked at again; reading it at the old watermark would
+        skip what was written since the truncation.
+        """
+        seen = observe(handle)
+        if change(_identity(row), row.watermark, seen) is not Change.TRUNCATED:
+            return row
+        self.journal.update_file(row.id, phase="Rotated")
+        self._forget(self.journal.file(row.id))
+        ident = seen.identity()
+        new = self.journal.add_file(
+            row.path, ident.device, ident.inode, ident.fingerprint, ident.fingerprint_len
+        )
+        self.journal.update_file(new.id, phase="Rotated")  # never the path's active row
+        return self._count_truncation(row, self.journal.file(new.id))
 
     def _move(self, row: FileRow, path: str) -> FileRow:
         """The file `row` describes was renamed to `path`: go on from its watermark there.
@@ -386,6 +407,7 @@ class LogFileReconciler:
             self.journal.update_file(row.id, phase=phase)
             self._forget(self.journal.file(row.id))
             return
+        row = self._truncated_under_handle(row, handle)
         with self.handles.in_use(row.id):
             self._read(row, handle, drain=True)
         phase = "Rotated" if os.fstat(handle.fileno()).st_nlink > 0 else "Deleted"
@@ -438,18 +460,21 @@ class LogFileReconciler:
             with self._draining_lock:
                 if self._draining.get(file_id) is not draining:
                     return None  # renamed to a watched path meanwhile: read from there
-            row = self.journal.file(file_id)
-            with self.handles.in_use(file_id):
+            row = self._truncated_under_handle(self.journal.file(file_id), draining.handle)
+            if row.id != file_id:
+                with self._draining_lock:
+                    self._draining[row.id] = self._draining.pop(file_id)
+            with self.handles.in_use(row.id):
                 self._read(row, draining.handle, drain=True)
             now, size = self.clock(), os.fstat(draining.handle.fileno()).st_size
             if size != draining.size:
                 draining.size, draining.quiet_since = size, now
             left = draining.quiet_since + self.settings.rotate_wait - now
             if left > 0 and not final:
-                self._publish(self.journal.file(file_id), force=False)
+                self._publish(self.journal.file(row.id), force=False)
                 return min(left, DRAIN_POLL)
-            self._stop_draining(file_id)
-            self._finish_drain(self.journal.file(file_id), draining.handle)
+            self._stop_draining(row.id)
+            self._finish_drain(self.journal.file(row.id), draining.handle)
         return None
 
     def _stop_draining(self, file_id: int) -> BinaryIO | None:
