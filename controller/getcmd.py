@@ -226,15 +226,34 @@ def _watch(
     args: argparse.Namespace,
     printer: Printer,
 ) -> None:
-    """Print every change after `version` until interrupted; re-list when history is gone."""
+    """Print every change after `version` until interrupted; re-list when history is gone.
+
+    Issue 24: a watcher that fell behind the kept history re-lists and prints what
+    changed since the last version it printed (kubectl's relist), not nothing.
+    """
+
+    def wanted(obj: Resource) -> bool:
+        if names and not names & {obj["metadata"]["name"], obj["spec"].get("id")}:
+            return False
+        return matches_labels(obj, args.selector)
+
     while True:
         try:
             for event in store.watch(info.kind, version):
                 version = event.resource_version
-                obj = event.object
-                if names and not names & {obj["metadata"]["name"], obj["spec"].get("id")}:
-                    continue
-                if matches_labels(obj, args.selector):
-                    printer.print_event(info, event.type, obj)
+                if wanted(event.object):
+                    printer.print_event(info, event.type, event.object)
         except Gone:
-            _, version = store.list_with_version(info.kind)
+            items, relisted = store.list_with_version(info.kind)
+            for obj in items:
+                if _newer(obj["metadata"]["resourceVersion"], version) and wanted(obj):
+                    printer.print_event(info, "MODIFIED", obj)
+            version = relisted
+
+
+def _newer(candidate: str, seen: str) -> bool:
+    """`candidate` came after `seen` (versions as numbers; opaque ones: assume so)."""
+    try:
+        return int(candidate) > int(seen)
+    except ValueError:
+        return True
