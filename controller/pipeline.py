@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from controller.api.names import name_for_id
 from controller.api.result import DONE, Result
+from controller.logs.opening import inside
 from controller.reconcilers.blocklog import BlockLogReconciler
 from controller.reconcilers.logfile import LogFileReconciler, LogFileSettings, logfile_name
 from controller.reconcilers.session import SESSION_EXAMPLES, SESSIONS, SessionReconciler
@@ -288,8 +291,7 @@ class Pipeline:
         """
         self.recover_lost_state()
         self._requeue_dirty()
-        for row in self.journal.files(active_only=True):
-            self.logfiles.add(row.path)
+        self._add_journal_files()
 
     def initial_scan(self) -> int:
         paths = list(scan(self.settings.log_dirs))
@@ -333,9 +335,21 @@ class Pipeline:
         """
         for path in scan(self.settings.log_dirs):
             self.logfiles.add(path)
-        for row in self.journal.files(active_only=True):
-            self.logfiles.add(row.path)
+        self._add_journal_files()
         self._requeue_dirty()
+
+    def _add_journal_files(self) -> None:
+        """Queue the files being read, those in the log dirs of this run only (issue 24).
+
+        A dir dropped from --logs is no longer tailed; its rows stay as they are, so
+        adding it back goes on from their watermarks.
+        """
+        dirs = [str(d) for d in self.settings.log_dirs]
+        for row in self.journal.files(active_only=True):
+            if any(Path(row.path).is_relative_to(d) for d in dirs) or inside(
+                os.path.realpath(row.path), dirs
+            ):
+                self.logfiles.add(row.path)
 
     def _sweep_idle(self) -> None:
         """Queue the unfinished traces idle for longer than --abandon-after (to mark them)."""
