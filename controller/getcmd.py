@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from controller.api.kinds import KindInfo, Resource
+from controller.api.printable import one_line
 from controller.api.selectors import InvalidSelector, parse_selector
 from controller.errors import UsageError
 from controller.getargs import BadResourceArgs, Wanted, parse_resource_args
@@ -42,7 +43,7 @@ def find(store: Store, info: KindInfo, name_or_id: str) -> list[Resource]:
 
 
 def not_found(info: KindInfo, name: str) -> str:
-    return f'Error from server (NotFound): {info.plural}.foyle.io "{name}" not found'
+    return f'Error from server (NotFound): {info.plural}.foyle.io "{one_line(name)}" not found'
 
 
 def wanted_from(args: argparse.Namespace) -> list[Wanted]:
