@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -16,6 +17,8 @@ from controller.store.base import StoreUnavailable
 from controller.store.files import make_private_dirs
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+_warned_stale: set[Path] = set()
 
 
 IN_LIST_SIZE = 500  # keys per IN (...) list: well under SQLite's 32766 host parameters
@@ -150,6 +153,7 @@ def connect(path: Path, timeout: float, *, read_only: bool) -> sqlite3.Connectio
         target = f"file:{urllib.parse.quote(str(path.absolute()))}?mode=ro"
         if not Path(f"{path}-shm").exists():
             target += "&immutable=1"
+            _warn_if_stale(path)
     # check_same_thread=False only so a store may close every thread's connection.
     return sqlite3.connect(
         target,
@@ -158,6 +162,24 @@ def connect(path: Path, timeout: float, *, read_only: bool) -> sqlite3.Connectio
         check_same_thread=False,
         uri=read_only,
     )
+
+
+def _warn_if_stale(path: Path) -> None:
+    """Opened immutable, SQLite ignores the -wal file: say that its changes are not shown."""
+    wal = Path(f"{path}-wal")
+    try:
+        pending = wal.stat().st_size > 0
+    except OSError:
+        return
+    if pending and path not in _warned_stale:
+        _warned_stale.add(path)
+        log.warning(
+            "%s is read as of its last checkpoint: the changes in %s are not shown"
+            " (no %s-shm could be created in this read-only state dir)",
+            path,
+            wal,
+            path,
+        )
 
 
 # What a full disk looks like to SQLite besides SQLITE_FULL: a failed -shm or -wal write,
