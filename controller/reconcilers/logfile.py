@@ -26,7 +26,7 @@ the gap. Watchdog events only say "look again".
 
 One reader per file identity, whatever its names: a file renamed from one
 watched path to another is reachable from both keys, so every read of a
-file holds the lock of its (device, inode) (`_IdentityLocks`), and what the
+file holds the lock of its (device, inode) (`_StripedLocks`), and what the
 path holds is looked at again under that lock (a size seen before another
 reader moved the watermark past it would look like a truncation).
 
@@ -42,7 +42,7 @@ import os
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -109,18 +109,16 @@ def _identity(row: FileRow) -> FileIdentity:
     return FileIdentity(row.device, row.inode, row.fingerprint, row.fingerprint_len)
 
 
-Inode = tuple[int, int]  # (device, inode)
-
-
-class _IdentityLocks:
-    """A lock per file identity (striped: bounded memory), taken in one order (no deadlock)."""
+class _StripedLocks:
+    """A lock per key (striped: memory bounded however many files come and go), taken
+    in one order (no deadlock)."""
 
     def __init__(self, stripes: int = 64) -> None:
         self._locks = [threading.Lock() for _ in range(stripes)]
 
     @contextlib.contextmanager
-    def held(self, inodes: Iterable[Inode]) -> Iterator[None]:
-        stripes = sorted({hash(inode) % len(self._locks) for inode in inodes})
+    def held(self, keys: Iterable[Hashable]) -> Iterator[None]:
+        stripes = sorted({hash(key) % len(self._locks) for key in keys})
         with contextlib.ExitStack() as stack:
             for stripe in stripes:
                 stack.enter_context(self._locks[stripe])
@@ -214,19 +212,18 @@ class LogFileReconciler:
         self.settings = settings or LogFileSettings()
         self.clock = clock
         self.handles = _Handles(self.settings.max_open_files)
-        self._identities = _IdentityLocks()
+        self._identities = _StripedLocks()  # one reader per file identity
+        self._paths = _StripedLocks()  # one reconcile per path (a queue key)
         self._draining: dict[int, _Draining] = {}
         self._draining_lock = threading.Lock()
         self._published: dict[int, tuple[float, tuple]] = {}
         self._last_growth: dict[int, float] = {}
-        self._path_locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
         self._skipped: dict[str, str] = {}  # issue 13: paths never read, and why (logged once)
 
     # -- entry point ---------------------------------------------------------------------
 
     def reconcile(self, path: str) -> Result:
-        with self._lock_for(path):
+        with self._paths.held([path]):
             result = self._reconcile(path)
             wait = self._drain_rotated(path)
         return _sooner(result, wait)
@@ -245,10 +242,6 @@ class LogFileReconciler:
         for row in self.journal.files(active_only=True):
             self._publish(row, force=True)
         self.handles.close_all()
-
-    def _lock_for(self, path: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._path_locks.setdefault(path, threading.Lock())
 
     def _reconcile(self, path: str) -> Result:
         row = self.journal.active_file_at(path)
