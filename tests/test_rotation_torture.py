@@ -25,7 +25,7 @@ from typing import BinaryIO
 import orjson
 import pytest
 
-from controller.store.journal import TRACES, Journal
+from controller.store.journal import TRACES, FileRow, Journal
 from tests.cli_helpers import RunningController, comparable, foylectl, get_json, wait_for
 from tests.test_logfile_reconciler import line, trace_id
 
@@ -51,9 +51,14 @@ class App:
         if self.writes_before_reopen is not None:
             self.writes_before_reopen -= 1
             if self.writes_before_reopen <= 0:
-                self.file.close()
-                self.file = self.path.open("ab", buffering=0)
-                self.writes_before_reopen = None
+                self.reopen()
+
+    def reopen(self) -> None:
+        """Open the log's name again (a new file), leaving the rotated one for good."""
+        if self.writes_before_reopen is not None:
+            self.file.close()
+            self.file = self.path.open("ab", buffering=0)
+            self.writes_before_reopen = None
 
     def rotate(self, *, watched: bool) -> None:
         """Rename the file away; the application reopens its name only a few lines later."""
@@ -95,24 +100,25 @@ def every_file_read(state: Path, logs: Path) -> bool:
         journal.close()
 
 
-def file_seen(state: Path, path: Path) -> bool:
+def active_row(state: Path, path: Path) -> FileRow | None:
+    """The journal's row reading `path` now, if any."""
     if not (state / "journal.db").exists():
-        return False
+        return None
     journal = Journal(state / "journal.db")
     try:
-        row = journal.active_file_at(str(path))
-        return row is not None and row.inode == path.stat().st_ino
+        return journal.active_file_at(str(path))
     finally:
         journal.close()
+
+
+def file_seen(state: Path, path: Path) -> bool:
+    row = active_row(state, path)
+    return row is not None and row.inode == path.stat().st_ino
 
 
 def file_read(state: Path, path: Path) -> bool:
-    journal = Journal(state / "journal.db")
-    try:
-        row = journal.active_file_at(str(path))
-        return row is not None and row.watermark == path.stat().st_size
-    finally:
-        journal.close()
+    row = active_row(state, path)
+    return row is not None and row.watermark == path.stat().st_size
 
 
 def torture(tmp_path: Path, *, seconds: float, seed: int) -> dict[str, int]:
@@ -129,6 +135,9 @@ def torture(tmp_path: Path, *, seconds: float, seed: int) -> dict[str, int]:
         while time.monotonic() < deadline:
             app = rng.choice(apps)
             action = rng.random()
+            if action < 0.05:  # about to wait for run: no writer may be quiet for --rotate-wait
+                for other in apps:
+                    other.reopen()
             if action < 0.04 and app.writes_before_reopen is None:
                 # A file renamed before any look at its watched name was never a log to
                 # read: rotate only a file run has seen (logrotate runs hourly, not at once).
