@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from controller.store.base import StoreUnavailable
+from controller.store.journal import Journal
 from tests.cli_helpers import comparable, foylectl, get_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hack"))
@@ -88,3 +90,21 @@ def test_a_store_that_lost_its_last_commits_gets_them_back_from_the_journal(
     for kind in ("traces", "blocklogs", "sessions"):
         got, want = comparable(get_json(state, kind)), comparable(get_json(expected, kind))
         assert got.keys() == want.keys(), kind
+
+
+def test_a_journal_damaged_after_it_was_opened_names_itself_and_the_fix_on_reads(
+    tmp_path: Path, corpus: Path
+) -> None:
+    """Mid-run damage: every read failed with a bare "database disk image is malformed"."""
+    state = tmp_path / "state"
+    assert analyze(corpus, state)[0] == 0
+    path = state / "journal.db"
+    with path.open("r+b") as f:  # every page but the first (the schema) overwritten
+        f.seek(4096)
+        f.write(b"\xff" * (path.stat().st_size - 4096))
+    journal = Journal(path)
+    try:
+        with pytest.raises(StoreUnavailable, match=f"mv {path} {path}.damaged"):
+            journal.counts()
+    finally:
+        journal.close()

@@ -23,15 +23,16 @@ keys: one statement per table, not one per key.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
@@ -153,6 +154,21 @@ class WatermarkMoved(Exception):
     """Another reader advanced this file's watermark first; the batch was not committed."""
 
 
+def _reads(method: Callable[..., T]) -> Callable[..., T]:
+    """A read whose SQLite failures name the journal's file and the fix, like writes do.
+
+    A journal damaged mid-run failed every read with a bare "database disk image
+    is malformed", saying neither which file nor what to do (issue 24).
+    """
+
+    @functools.wraps(method)
+    def read(self: Journal, *args: Any, **kwargs: Any) -> T:
+        with translated(self.path):
+            return method(self, *args, **kwargs)
+
+    return read
+
+
 class Journal:
     """SQLite-backed journal; safe for many threads (one connection each)."""
 
@@ -190,10 +206,10 @@ class Journal:
         """One transaction for many writes (controller.store.unit.unit_of_work)."""
         return translated_within(self.path, self._transactions.transaction())
 
+    @_reads
     def trace_keys(self) -> list[str]:
         """Every trace read so far (the start-up check that the store has each one)."""
-        with translated(self.path):
-            return [k for (k,) in self._conn().execute("SELECT trace_key FROM traces")]
+        return [k for (k,) in self._conn().execute("SELECT trace_key FROM traces")]
 
     def close(self) -> None:
         """Close every thread's connection; call once no other thread is using the journal."""
@@ -206,12 +222,14 @@ class Journal:
 
     # -- files ---------------------------------------------------------------------------
 
+    @_reads
     def files(self, *, active_only: bool = False) -> list[FileRow]:
         sql = f"SELECT {', '.join(_FILE_COLUMNS)} FROM files"
         if active_only:
             sql += f" WHERE phase IN {ACTIVE_PHASES}"
         return [FileRow(*row) for row in self._conn().execute(sql + " ORDER BY id")]
 
+    @_reads
     def file(self, file_id: int) -> FileRow:
         row = (
             self._conn()
@@ -222,6 +240,7 @@ class Journal:
             raise KeyError(file_id)
         return FileRow(*row)
 
+    @_reads
     def active_file_at(self, path: str) -> FileRow | None:
         """The newest row still reading `path`, if any."""
         row = (
@@ -235,6 +254,7 @@ class Journal:
         )
         return FileRow(*row) if row else None
 
+    @_reads
     def files_with_inode(self, device: int, inode: int) -> list[FileRow]:
         rows = self._conn().execute(
             f"SELECT {', '.join(_FILE_COLUMNS)} FROM files WHERE device = ? AND inode = ?"
@@ -352,10 +372,12 @@ class Journal:
             [(queue, key, seq) for key in keys],
         )
 
+    @_reads
     def dirty_keys(self, queue: str) -> list[str]:
         rows = self._conn().execute("SELECT key FROM dirty WHERE queue = ?", (queue,))
         return [k for (k,) in rows]
 
+    @_reads
     def dirty_seqs(self, queue: str, keys: Iterable[str]) -> dict[str, int]:
         """The current dirty marks of `keys` (absent: not dirty)."""
         out: dict[str, int] = {}
@@ -392,6 +414,7 @@ class Journal:
 
     # -- traces --------------------------------------------------------------------------
 
+    @_reads
     def trace_states(self, keys: Iterable[str]) -> dict[str, TraceState]:
         """The journal rows of `keys` (absent keys: nothing was read of them)."""
         out: dict[str, TraceState] = {}
@@ -415,6 +438,7 @@ class Journal:
                     "UPDATE traces SET complete = ?, abandoned = ? WHERE trace_key = ?", rows
                 )
 
+    @_reads
     def traces_to_abandon(self, idle_since: float) -> list[str]:
         """Unfinished traces with no line since `idle_since` and not yet marked Abandoned.
 
@@ -428,6 +452,7 @@ class Journal:
         )
         return [k for (k,) in rows]
 
+    @_reads
     def counts(self) -> dict[str, int]:
         conn = self._conn()
         return {
