@@ -306,6 +306,22 @@ def test_a_handle_closed_by_the_open_file_bound_loses_nothing_at_rotation(
     assert_status(rig, old, phase="Rotated", lines=3, unreadBytes=0)
 
 
+def test_a_file_truncated_and_rotated_after_its_handle_was_closed_is_read_again_from_0(
+    make_rig: Callable[..., Rig],
+) -> None:
+    rig = make_rig(max_open_files=1)
+    a, b = rig.path("a.json", lines(range(4))), rig.path("b.json", line(10))
+    rig.reconcile(a)
+    rig.reconcile(b)  # a's handle is closed to stay within one open file
+    truncate(a)
+    append(a, lines([4, 5]))
+    a.rename(rig.dir / "a.json.1")
+    rig.path("a.json", line(6))
+
+    rig.reconcile(a)
+    rig.assert_once([*range(7), 10])
+
+
 def test_files_renamed_between_watched_names_while_two_workers_read_are_read_once(
     make_rig: Callable[..., Rig],
 ) -> None:

@@ -66,7 +66,6 @@ from controller.logs.transition import (
     Seen,
     change,
     continues,
-    same_file,
 )
 from controller.store.base import NotFound, Store, read_modify_write
 from controller.store.journal import Batch, FileRow, Journal, WatermarkMoved
@@ -430,7 +429,10 @@ class LogFileReconciler:
                 )
             except OSError:
                 continue
-            if same_file(_identity(row), observe(f)):
+            st = os.fstat(f.fileno())
+            if (st.st_dev, st.st_ino) == (row.device, row.inode):
+                # Its first bytes may have changed (copytruncate before the rename): the
+                # caller reads it again from 0 then (_truncated_under_handle).
                 log.info("file %s was rotated to %s; reading what is left", row.path, name)
                 return f
             f.close()
