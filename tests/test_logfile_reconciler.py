@@ -306,6 +306,25 @@ def test_a_handle_closed_by_the_open_file_bound_loses_nothing_at_rotation(
     assert_status(rig, old, phase="Rotated", lines=3, unreadBytes=0)
 
 
+def test_a_draining_file_truncated_and_found_under_a_watched_name_is_read_once(
+    make_rig: Callable[..., Rig],
+) -> None:
+    """Its rotated row's drain and its new name's reconcile both see the truncation."""
+    rig = make_rig(rotate_wait=5.0)
+    path, renamed = rig.path("x.json", lines(range(5))), rig.dir / "x-1.json"
+    rig.reconcile(path)
+    path.rename(renamed)
+    rig.path("x.json", line(10))
+    rig.reconcile(path)  # the old file is drained, kept open while its writer may write
+    truncate(renamed)
+    append(renamed, lines([5, 6]))
+
+    rig.reconcile(renamed)  # a new row reads the truncated file from 0
+    rig.clock.advance(1.0)
+    rig.reconcile(path)  # the drain of the old row must not read it again
+    rig.assert_once([*range(7), 10])
+
+
 def test_a_file_truncated_and_rotated_after_its_handle_was_closed_is_read_again_from_0(
     make_rig: Callable[..., Rig],
 ) -> None:

@@ -117,8 +117,8 @@ def file_seen(state: Path, path: Path) -> bool:
 
 
 def file_read(state: Path, path: Path) -> bool:
-    row = active_row(state, path)
-    return row is not None and row.watermark == path.stat().st_size
+    row, st = active_row(state, path), path.stat()
+    return row is not None and (row.inode, row.watermark) == (st.st_ino, st.st_size)
 
 
 def torture(tmp_path: Path, *, seconds: float, seed: int) -> dict[str, int]:

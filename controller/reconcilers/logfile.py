@@ -318,11 +318,19 @@ class LogFileReconciler:
         truncated = what is Change.TRUNCATED
         if old is not None:
             self._retire(old, truncated=truncated)
-        for candidate in self.journal.files_with_inode(seen.device, seen.inode):
+        candidates = self.journal.files_with_inode(seen.device, seen.inode)
+        for candidate in candidates:
             # Any phase: a file renamed from one watched path to another is still Active
             # under its old path when the new path happens to be reconciled first.
             if continues(_identity(candidate), candidate.watermark, seen):
                 return self._move(candidate, path)
+        for candidate in candidates:
+            # A rotated row of this file, truncated since: the new row reads it from 0,
+            # so its drain must not start another row for the same bytes.
+            handle = self._stop_draining(candidate.id)
+            if handle is not None:
+                handle.close()
+                self._forget(candidate)
         ident = seen.identity()
         new = self.journal.add_file(
             path, ident.device, ident.inode, ident.fingerprint, ident.fingerprint_len
