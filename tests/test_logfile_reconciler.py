@@ -325,6 +325,22 @@ def test_a_draining_file_truncated_and_found_under_a_watched_name_is_read_once(
     rig.assert_once([*range(7), 10])
 
 
+def test_a_truncated_file_read_under_its_new_name_first_is_not_read_again_by_its_old_row(
+    rig: Rig,
+) -> None:
+    """copytruncate, rename to a watched name; the new name is reconciled before the old."""
+    path, renamed = rig.path("x.json", lines(range(3))), rig.dir / "x-1.json"
+    rig.reconcile(path)
+    truncate(path)
+    append(path, lines([3, 4, 5]))
+    path.rename(renamed)
+    rig.path("x.json", line(10))
+
+    rig.reconcile(renamed)  # its own row reads the new content from 0
+    rig.reconcile(path)  # the old row sees the truncation: the new content is not its own
+    rig.assert_once([*range(6), 10])
+
+
 def test_a_file_truncated_and_rotated_after_its_handle_was_closed_is_read_again_from_0(
     make_rig: Callable[..., Rig],
 ) -> None:

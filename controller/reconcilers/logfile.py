@@ -352,18 +352,23 @@ class LogFileReconciler:
         )
         return self.journal.file(new.id)
 
-    def _truncated_under_handle(self, row: FileRow, handle: BinaryIO) -> FileRow:
-        """The row to drain `handle` with: a new one from 0 if the file was truncated.
+    def _truncated_under_handle(self, row: FileRow, handle: BinaryIO) -> FileRow | None:
+        """The row to drain `handle` with: a new one from 0 if the file was truncated,
+        None if another row already reads its new content.
 
         A file can be truncated and rewritten (copytruncate) and then renamed away
         before the path is looked at again; reading it at the old watermark would
-        skip what was written since the truncation.
+        skip what was written since the truncation, and reading it from 0 when its
+        new name's row already does would read it twice.
         """
         seen = observe(handle)
         if change(_identity(row), row.watermark, seen) is not Change.TRUNCATED:
             return row
         self.journal.update_file(row.id, phase="Rotated")
         self._forget(self.journal.file(row.id))
+        for other in self.journal.files_with_inode(seen.device, seen.inode):
+            if other.id != row.id and continues(_identity(other), other.watermark, seen):
+                return None
         ident = seen.identity()
         new = self.journal.add_file(
             row.path, ident.device, ident.inode, ident.fingerprint, ident.fingerprint_len
@@ -407,7 +412,11 @@ class LogFileReconciler:
             self.journal.update_file(row.id, phase=phase)
             self._forget(self.journal.file(row.id))
             return
-        row = self._truncated_under_handle(row, handle)
+        owner = self._truncated_under_handle(row, handle)
+        if owner is None:
+            handle.close()  # its new content is another row's
+            return
+        row = owner
         with self.handles.in_use(row.id):
             self._read(row, handle, drain=True)
         phase = "Rotated" if os.fstat(handle.fileno()).st_nlink > 0 else "Deleted"
@@ -463,7 +472,12 @@ class LogFileReconciler:
             with self._draining_lock:
                 if self._draining.get(file_id) is not draining:
                     return None  # renamed to a watched path meanwhile: read from there
-            row = self._truncated_under_handle(self.journal.file(file_id), draining.handle)
+            owner = self._truncated_under_handle(self.journal.file(file_id), draining.handle)
+            if owner is None:
+                self._stop_draining(file_id)
+                draining.handle.close()  # its new content is another row's
+                return None
+            row = owner
             if row.id != file_id:
                 with self._draining_lock:
                     self._draining[row.id] = self._draining.pop(file_id)
