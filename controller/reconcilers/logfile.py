@@ -264,6 +264,7 @@ class LogFileReconciler:
             if (current and current.id) != (row and row.id):
                 f.close()  # another reader settled this path meanwhile: look afresh
                 return Result(requeue=True)
+            row = current  # its watermark as of now, under the lock
             seen = observe(f)  # now: after the watermark this decision compares with
             if row is not None and not row.fingerprint:
                 row = self._first_identity(row, seen.identity())
