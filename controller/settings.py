@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from controller.analyze.traces import ABANDON_AFTER_SECONDS
 from controller.logs.framing import MAX_LINE_BYTES
-from controller.reconcilers.logfile import ROTATE_WAIT
+from controller.logs.transition import ROTATE_WAIT
 
 if TYPE_CHECKING:
     from controller.foyleconfig import Provider

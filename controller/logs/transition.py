@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 FINGERPRINT_BYTES = 1024
+ROTATE_WAIT = 5.0  # seconds a rotated file's writer may be quiet before it is let go
+# (Fluent Bit's Rotate_Wait is 5 s too)
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ from controller.logs.identity import grow_fingerprint, observe
 from controller.logs.opening import NotALogFile, open_log_file  # issue 13
 from controller.logs.transition import (
     FINGERPRINT_BYTES,
+    ROTATE_WAIT,
     Change,
     FileIdentity,
     Seen,
@@ -72,7 +73,6 @@ from controller.store.journal import Batch, FileRow, Journal, WatermarkMoved
 
 log = logging.getLogger(__name__)
 
-ROTATE_WAIT = 5.0  # Fluent Bit's Rotate_Wait is 5 s too
 DRAIN_POLL = 0.5  # a rotated file sends no events under a watched name: look this often
 
 
