@@ -132,3 +132,11 @@ def test_a_request_trickled_a_line_at_a_time_is_dropped_at_its_deadline(
         (s,) = slow.sockets
         s.settimeout(8)
         assert s.recv(1) == b""  # closed at the 1 s deadline, not kept alive by each line
+
+
+def test_an_http_0_9_request_is_refused_at_once(server: HealthServer) -> None:
+    """Issue 24: a request line without a version was held unanswered until the timeout."""
+    with connect(server.port) as s:
+        s.sendall(b"GET /healthz\r\n")
+        s.settimeout(0.5)  # well under the 1 s request deadline
+        assert s.recv(64).startswith(b"HTTP/1.0 400")

@@ -155,6 +155,13 @@ class HealthServer:
                 self.rfile = io.BufferedReader(reader)
 
             def parse_request(self) -> bool:
+                if len(self.raw_requestline.split()) == 2:
+                    # HTTP/0.9 (no version): http.server would wait for headers that never
+                    # come and answer nothing; refuse it at once, in HTTP/1.0.
+                    self.requestline = str(self.raw_requestline, "latin-1").rstrip("\r\n")
+                    self.request_version, self.close_connection = "HTTP/1.0", True
+                    self.send_error(400, "HTTP/0.9 requests are not served")
+                    return False
                 parsed = super().parse_request()  # the request line and every header read
                 self.server.request_read(self.request)
                 return parsed
