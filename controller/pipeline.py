@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 from controller.analyze.sessions import context_of
 from controller.api.kinds import Resource
 from controller.api.names import name_for_id
 from controller.api.result import Outcome
+from controller.logs.opening import inside
 from controller.reconcilers.blocklog import BlockLogReconciler
 from controller.reconcilers.logfile import LogFileReconciler, LogFileSettings, logfile_name
 from controller.reconcilers.session import SessionReconciler
@@ -52,6 +55,7 @@ from controller.store.journal import (
     TRACES,
     Journal,
 )
+from controller.store.sqlite import SQLiteStore
 from controller.store.unit import Transactional
 
 log = logging.getLogger(__name__)
@@ -114,6 +118,7 @@ class Pipeline:
                 node=settings.node,
                 max_line_bytes=settings.max_line_bytes,
                 publish_interval=0.0 if oneshot else 1.0,
+                rotate_wait=0.0 if oneshot else settings.rotate_wait,  # issue 24
                 roots=tuple(str(d) for d in settings.log_dirs),  # issue 13
                 symlinks_anywhere=settings.symlinks_anywhere,  # issue 13
                 announce=not oneshot,
@@ -262,6 +267,31 @@ class Pipeline:
                 len(files),
                 queued,
             )
+        elif isinstance(self.store, SQLiteStore):
+            self._rederive_missing_traces(self.store)
+
+    def _rederive_missing_traces(self, store: SQLiteStore) -> None:
+        """Issue 24: the journal and the local store must agree on which traces exist.
+
+        The two are separate files: a store that lost its last commits (its -wal
+        deleted, a backup restored) while the journal kept them lacks Traces no
+        dirty mark brings back, and their BlockLogs and Sessions with them. Counting
+        first keeps a healthy start cheap; only a shortfall lists the names. (A kube
+        store is shared by nodes and sheds Traces by retention: not comparable.)
+        """
+        if store.count("Trace") >= self.journal.counts()["traces"]:
+            return
+        names = {name_for_id(key): key for key in self.journal.trace_keys()}
+        missing = [names[n] for n in names.keys() - store.versions_many("Trace", names).keys()]
+        if missing:
+            log.warning(
+                "%s lacks %d Traces that %s has read (lost writes: was its -wal file"
+                " deleted?); re-deriving them and their BlockLogs and Sessions",
+                store.path,
+                len(missing),
+                self.journal.path,
+            )
+            self.journal.mark_dirty(TRACES, missing)
 
     def resync(self) -> None:
         """Re-queue what a previous run left unfinished, from the journal alone.
@@ -272,8 +302,7 @@ class Pipeline:
         """
         self.recover_lost_state()
         self._requeue_dirty()
-        for row in self.journal.files(active_only=True):
-            self.logfiles.add(row.path)
+        self._add_journal_files()
 
     def initial_scan(self) -> int:
         paths = list(scan(self.settings.log_dirs))
@@ -310,9 +339,21 @@ class Pipeline:
         """
         for path in scan(self.settings.log_dirs):
             self.logfiles.add(path)
-        for row in self.journal.files(active_only=True):
-            self.logfiles.add(row.path)
+        self._add_journal_files()
         self._requeue_dirty()
+
+    def _add_journal_files(self) -> None:
+        """Queue the files being read, those in the log dirs of this run only (issue 24).
+
+        A dir dropped from --logs is no longer tailed; its rows stay as they are, so
+        adding it back goes on from their watermarks.
+        """
+        dirs = [str(d) for d in self.settings.log_dirs]
+        for row in self.journal.files(active_only=True):
+            if any(Path(row.path).is_relative_to(d) for d in dirs) or inside(
+                os.path.realpath(row.path), dirs
+            ):
+                self.logfiles.add(row.path)
 
     def _sweep_idle(self) -> None:
         """Queue the unfinished traces idle for longer than --abandon-after (to mark them)."""

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from controller.analyze.traces import ABANDON_AFTER_SECONDS
 from controller.logs.framing import MAX_LINE_BYTES
+from controller.logs.transition import ROTATE_WAIT
 
 if TYPE_CHECKING:
     from controller.foyleconfig import Provider
@@ -67,6 +68,7 @@ class Settings:
         0.0  # --store kube: elide finished Traces' bodies after this (0: never)
     )
     max_line_bytes: int = MAX_LINE_BYTES
+    rotate_wait: float = ROTATE_WAIT  # seconds a rotated file's writer is quiet before let go
     symlinks_anywhere: bool = False  # follow symlinks out of the log dirs (default: not)
     metrics_addr: str | None = None
     learn: bool = True
@@ -112,6 +114,7 @@ FLAG_FIELDS = {
     "rescan_interval": "rescan_interval",
     "abandon_after": "abandon_after",
     "max_line_bytes": "max_line_bytes",
+    "rotate_wait": "rotate_wait",
     "follow_symlinks_anywhere": "symlinks_anywhere",
     "node": "node",
     "learn_from": "learn_from",

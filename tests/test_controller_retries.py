@@ -89,3 +89,21 @@ def test_a_terminal_error_is_not_retried_but_counted_and_reported_once(
     assert [r.getMessage() for r in caplog.records] == [
         "example e1: gave up after 1 failed reconciles: e1 can never be learned"
     ]
+
+
+def test_an_error_without_a_message_is_named_by_its_type_in_the_retry_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 24: out of memory, the warning said "retrying with back-off: " and nothing."""
+
+    def out_of_memory(keys: list[str]) -> Outcome:
+        raise MemoryError
+
+    controller = Controller("logfile", out_of_memory, MetricsRegistry(), policy=ONESHOT)
+    with caplog.at_level(logging.WARNING):
+        controller.start()
+        controller.add("/logs/huge.jsonl")
+        wait_for(lambda: any(f.gave_up for f in controller.failing()), 10, "giving up")
+        controller.stop(timeout=1)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings and all(w.endswith(": MemoryError") for w in warnings), warnings

@@ -32,7 +32,11 @@ WORKLOADS = ("DaemonSet", "Deployment")
 # `kubectl kustomize` is the kubectl hack/control-plane.sh builds: those tests are in its tier.
 renders = pytest.mark.apiserver
 # Where each namespaced object lives: only the ingester (hostPath) is outside `foyle`.
-INGESTER_NAMESPACED = {("DaemonSet", "foyle-ingester"), ("ServiceAccount", "foyle-ingester")}
+INGESTER_NAMESPACED = {
+    ("DaemonSet", "foyle-ingester"),
+    ("ServiceAccount", "foyle-ingester"),
+    ("NetworkPolicy", "foyle-ingester"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +157,25 @@ def test_ingester_daemonset_reads_node_logs_read_only_and_keeps_its_journal_on_t
     assert volumes["journal"]["hostPath"]["path"].startswith("/var/lib/foyle-controller")
     assert f"--state-dir={mounts['journal']['mountPath']}" in args
     assert not mounts["journal"].get("readOnly")
+
+
+@renders
+def test_no_pod_can_reach_the_ingesters_metrics_port(rendered: list[dict[str, Any]]) -> None:
+    """Issue 24: slow clients on 9090 could keep the ingester restarting; only the node's
+    kubelet (which NetworkPolicy always admits) needs its probes."""
+    ds = _by_kind(rendered, "DaemonSet")["foyle-ingester"]
+    pod_labels = ds["spec"]["template"]["metadata"]["labels"]
+    policies = [
+        p
+        for p in rendered
+        if p["kind"] == "NetworkPolicy"
+        and p["metadata"]["namespace"] == ds["metadata"]["namespace"]
+        and p["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    ]
+    assert policies, "no NetworkPolicy selects the ingester's pods"
+    for policy in policies:
+        assert "Ingress" in policy["spec"]["policyTypes"]
+        assert not policy["spec"].get("ingress"), "a policy admits traffic to the ingester"
 
 
 @renders

@@ -11,14 +11,19 @@ from __future__ import annotations
 import io
 import os
 import sqlite3
+import subprocess
+import sys
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import orjson
 import pytest
 
-from controller.logs.framing import read_batch
+from controller.logs.framing import MAX_BATCH_LINES, read_batch
 from controller.logs.normalise import MAX_DEPTH
+from controller.logs.opening import open_log_file
 from tests.cli_helpers import RunningController, foylectl, get_json, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -87,6 +92,32 @@ def logs(tmp_path: Path) -> Path:
     path = tmp_path / "logs"
     path.mkdir()
     return path
+
+
+# -- issue 24, item 6: memory follows bytes, not lines ------------------------------------
+
+
+def test_a_batch_of_tiny_lines_stops_at_its_line_bound_and_the_next_goes_on() -> None:
+    data = b"\n" * (MAX_BATCH_LINES * 2 + 5)
+    first = read_batch(io.BytesIO(data), 0, max_bytes=1 << 20)
+    assert (first.lines, len(first.bad), first.next_offset) == (MAX_BATCH_LINES,) * 3
+    second = read_batch(io.BytesIO(data), first.next_offset, max_bytes=1 << 20)
+    assert second.lines == MAX_BATCH_LINES
+
+
+@pytest.mark.parametrize("line", ["", "{}"], ids=["blank-lines", "empty-objects"])
+def test_peak_memory_of_analyze_follows_bytes_not_lines(line: str) -> None:
+    """2 MiB of tiny lines (2 million objects per batch before: 300 MB) stays small."""
+    proc = subprocess.run(
+        [sys.executable, "hack/line_shape_rss.py", "--mib", "2", "--line", line],
+        cwd=Path(__file__).parent.parent,
+        capture_output=True,
+        timeout=DEADLINE,
+        check=True,
+    )
+    figures = orjson.loads(proc.stdout)
+    assert figures["exit"] == 0
+    assert figures["peak_rss_mb"] < 150, figures
 
 
 # -- 1. a line that parses but cannot be written again ----------------------------------
@@ -250,3 +281,59 @@ def test_files_read_before_from_other_log_dirs_are_no_symlinks_to_skip(
     assert rc == 0, err
     assert "not reading" not in err
     assert trace_ids(state) == {"6" * 32, GOOD_ID}
+
+
+def test_a_dir_dropped_from_the_log_dirs_is_no_longer_tailed(tmp_path: Path, logs: Path) -> None:
+    """Issue 24, item 9: after a restart with other dirs, a dropped dir's files are not read."""
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "old.jsonl").write_bytes(execute_lines("6" * 32))
+    state = tmp_path / "state"
+    assert analyze(other, state)[0] == 0
+    with (other / "old.jsonl").open("ab") as f:
+        f.write(execute_lines("7" * 32))  # written after the dir was dropped
+    (logs / "new.jsonl").write_bytes(execute_lines(GOOD_ID))
+
+    rc, _, err = analyze(logs, state)
+
+    assert rc == 0, err
+    assert trace_ids(state) == {"6" * 32, GOOD_ID}
+
+
+def test_a_directory_swapped_for_a_symlink_while_opened_never_leads_outside(
+    tmp_path: Path, logs: Path
+) -> None:
+    """Issue 24, item 8: the check-then-open race on an intermediate directory."""
+    outside = tmp_path / "outside" / "sub"
+    outside.mkdir(parents=True)
+    (outside / "x.jsonl").write_bytes(b"SECRET\n")
+    inner = logs / "sub"
+    inner.mkdir()
+    (inner / "x.jsonl").write_bytes(b"inside\n")
+    stop = threading.Event()
+
+    def swap() -> None:
+        while not stop.is_set():
+            inner.rename(logs / "sub.real")
+            inner.symlink_to(outside)
+            inner.unlink()
+            (logs / "sub.real").rename(inner)
+
+    swapper = threading.Thread(target=swap)
+    swapper.start()
+    read: Counter[bytes] = Counter()
+    try:
+        for _ in range(3000):
+            try:
+                with open_log_file(
+                    str(inner / "x.jsonl"), [str(logs)], symlinks_anywhere=False
+                ) as f:
+                    read[f.read()] += 1
+            except OSError:  # missing mid-swap, or refused: never read
+                read[b"refused"] += 1
+    finally:
+        stop.set()
+        swapper.join()
+    assert read[b"SECRET\n"] == 0, read
+    with open_log_file(str(inner / "x.jsonl"), [str(logs)], symlinks_anywhere=False) as f:
+        assert f.read() == b"inside\n"  # once the dir stays put, the file is read

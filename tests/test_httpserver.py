@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -40,7 +41,7 @@ def test_malformed_addresses_are_refused(addr: str) -> None:
 @pytest.fixture
 def server() -> Iterator[HealthServer]:
     srv = HealthServer(
-        "127.0.0.1:0", MetricsRegistry(), lambda: True, read_timeout=0.5, max_connections=4
+        "127.0.0.1:0", MetricsRegistry(), lambda: True, request_deadline=1.0, max_connections=4
     )
     srv.start()
     yield srv
@@ -76,12 +77,66 @@ def test_idle_connections_are_capped_and_time_out(server: HealthServer) -> None:
     wait_for(lambda: server.open_connections == 4, 10, "four served connections")
     extra = [connect(server.port) for _ in range(20)]
 
-    for s in extra:  # over the cap: closed at once, no thread started
-        assert s.recv(1) == b""
-    assert threading.active_count() <= threads_before + 4
-    for s in idle:  # the read timeout frees the slots
+    assert threading.active_count() <= threads_before + 4  # never more than the cap
+    for s in idle + extra:  # each is closed: to make room, or at its deadline
         assert s.recv(1) == b""
     wait_for(lambda: server.open_connections == 0, 10, "timed-out connections released")
     assert healthy(server.port)
     for s in idle + extra:
         s.close()
+
+
+class SlowClients:
+    """Connections that each send a request's header line now and then, never its end."""
+
+    def __init__(self, port: int, count: int, every: float) -> None:
+        self.sockets = [connect(port) for _ in range(count)]
+        self.stop = threading.Event()
+        self.every = every
+        self.thread = threading.Thread(target=self._trickle)
+
+    def _trickle(self) -> None:
+        for s in self.sockets:
+            with contextlib.suppress(OSError):
+                s.sendall(b"GET /healthz HTTP/1.1\r\n")
+        while not self.stop.wait(self.every):  # the attacker's pace, not a synchronisation
+            for s in self.sockets:
+                with contextlib.suppress(OSError):
+                    s.sendall(b"X-Slow: 1\r\n")
+
+    def __enter__(self) -> SlowClients:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        for s in self.sockets:
+            s.close()
+
+
+def test_slow_clients_holding_every_slot_cannot_starve_the_health_probe(
+    server: HealthServer,
+) -> None:
+    """Issue 24, item 7: 2x the cap, each sending a header line every 0.3 s (under any
+    per-read timeout), and every probe is still answered."""
+    with SlowClients(server.port, 8, every=0.3):
+        wait_for(lambda: server.open_connections == 4, 10, "the slow clients to take every slot")
+        assert all(healthy(server.port) for _ in range(8))
+
+
+def test_a_request_trickled_a_line_at_a_time_is_dropped_at_its_deadline(
+    server: HealthServer,
+) -> None:
+    with SlowClients(server.port, 1, every=0.2) as slow:
+        (s,) = slow.sockets
+        s.settimeout(8)
+        assert s.recv(1) == b""  # closed at the 1 s deadline, not kept alive by each line
+
+
+def test_an_http_0_9_request_is_refused_at_once(server: HealthServer) -> None:
+    """Issue 24: a request line without a version was held unanswered until the timeout."""
+    with connect(server.port) as s:
+        s.sendall(b"GET /healthz\r\n")
+        s.settimeout(0.5)  # well under the 1 s request deadline
+        assert s.recv(64).startswith(b"HTTP/1.0 400")

@@ -12,6 +12,7 @@ import ctypes
 import os
 import shutil
 import sqlite3
+import sys
 import threading
 import time
 from collections import Counter
@@ -136,6 +137,7 @@ def make_rig(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
 
     def make(**settings: Any) -> Rig:
         settings.setdefault("publish_interval", 0.0)
+        settings.setdefault("rotate_wait", 0.0)  # a rotated file let go at once, unless said
         rigs.append(Rig(tmp_path, LogFileSettings(node=NODE, **settings)))
         return rigs[-1]
 
@@ -260,6 +262,169 @@ def test_two_rotations_in_one_backlog_drain_what_the_handle_still_reaches(rig: R
     assert_status(rig, rig.row(path), phase="Active", lines=2)
 
 
+def test_lines_written_to_the_old_descriptor_after_a_create_mode_rotation_are_read(
+    make_rig: Callable[..., Rig],
+) -> None:
+    """logrotate's `create`: x.json -> x.json.1 (no log name), the writer reopens later."""
+    rig = make_rig(rotate_wait=5.0)
+    path = rig.path("x.json")
+    with path.open("ab", buffering=0) as writer:
+        writer.write(lines(range(3)))
+        rig.reconcile(path)
+        old = rig.row(path)
+        path.rename(rig.dir / "x.json.1")
+        rig.path("x.json", line(10))
+        assert 0 < (rig.reconcile(path).requeue_after or 0) <= 5.0  # looks again soon
+        writer.write(lines([3, 4]))  # the application has not reopened its log yet
+        rig.clock.advance(1.0)
+        rig.reconcile(path)
+        rig.assert_once([*range(5), 10])
+        assert_status(rig, old, phase="Rotated", lines=5, unreadBytes=0)
+        writer.write(line(5)[:30])  # its last line never finished
+        rig.clock.advance(4.5)
+        rig.reconcile(path)  # the file grew 4.5 s ago: still read
+    rig.clock.advance(5.0)
+    assert rig.reconcile(path) == DONE  # quiet for the grace period: let go
+    rig.assert_once([*range(5), 10])
+    assert_status(rig, old, phase="Rotated", lines=5, unreadBytes=30)
+    assert len(rig.reconciler.handles) == 1  # only the new x.json is held open
+
+
+def test_a_handle_closed_by_the_open_file_bound_loses_nothing_at_rotation(
+    make_rig: Callable[..., Rig],
+) -> None:
+    rig = make_rig(max_open_files=1)
+    a, b = rig.path("a.json", line(0)), rig.path("b.json", line(1))
+    rig.reconcile(a)
+    rig.reconcile(b)  # a's handle is closed to stay within one open file
+    old = rig.row(a)
+    append(a, lines([2, 3]))  # written before the rotation, not read yet
+    a.rename(rig.dir / "a.json.1")
+    rig.path("a.json", line(4))
+
+    rig.reconcile(a)
+    rig.assert_once(range(5))
+    assert_status(rig, old, phase="Rotated", lines=3, unreadBytes=0)
+
+
+def test_a_draining_file_truncated_and_found_under_a_watched_name_is_read_once(
+    make_rig: Callable[..., Rig],
+) -> None:
+    """Its rotated row's drain and its new name's reconcile both see the truncation."""
+    rig = make_rig(rotate_wait=5.0)
+    path, renamed = rig.path("x.json", lines(range(5))), rig.dir / "x-1.json"
+    rig.reconcile(path)
+    path.rename(renamed)
+    rig.path("x.json", line(10))
+    rig.reconcile(path)  # the old file is drained, kept open while its writer may write
+    truncate(renamed)
+    append(renamed, lines([5, 6]))
+
+    rig.reconcile(renamed)  # a new row reads the truncated file from 0
+    rig.clock.advance(1.0)
+    rig.reconcile(path)  # the drain of the old row must not read it again
+    rig.assert_once([*range(7), 10])
+
+
+def test_a_truncated_file_read_under_its_new_name_first_is_not_read_again_by_its_old_row(
+    rig: Rig,
+) -> None:
+    """copytruncate, rename to a watched name; the new name is reconciled before the old."""
+    path, renamed = rig.path("x.json", lines(range(3))), rig.dir / "x-1.json"
+    rig.reconcile(path)
+    truncate(path)
+    append(path, lines([3, 4, 5]))
+    path.rename(renamed)
+    rig.path("x.json", line(10))
+
+    rig.reconcile(renamed)  # its own row reads the new content from 0
+    rig.reconcile(path)  # the old row sees the truncation: the new content is not its own
+    rig.assert_once([*range(6), 10])
+
+
+def test_a_file_truncated_and_rotated_after_its_handle_was_closed_is_read_again_from_0(
+    make_rig: Callable[..., Rig],
+) -> None:
+    rig = make_rig(max_open_files=1)
+    a, b = rig.path("a.json", lines(range(4))), rig.path("b.json", line(10))
+    rig.reconcile(a)
+    rig.reconcile(b)  # a's handle is closed to stay within one open file
+    truncate(a)
+    append(a, lines([4, 5]))
+    a.rename(rig.dir / "a.json.1")
+    rig.path("a.json", line(6))
+
+    rig.reconcile(a)
+    rig.assert_once([*range(7), 10])
+
+
+def test_files_renamed_between_watched_names_while_two_workers_read_are_read_once(
+    make_rig: Callable[..., Rig],
+) -> None:
+    """A writer rotating app.json to app.N.json (both watched) under two racing workers."""
+    rig = make_rig(rotate_wait=5.0)
+    path = rotated = rig.path("app.json")
+    written = 0
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def write(f: Any, count: int) -> None:
+        nonlocal written
+        for _ in range(count):
+            f.write(line(written))
+            written += 1
+
+    def work(reverse: bool) -> None:
+        try:
+            while not stop.is_set():
+                for p in sorted([path, rotated], reverse=reverse):  # the two names of a file
+                    rig.reconcile(p)
+        except BaseException as err:
+            errors.append(err)
+            raise
+
+    workers = [threading.Thread(target=work, args=(r,)) for r in (False, True)]
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # threads interleave between far more bytecodes
+    for t in workers:
+        t.start()
+    try:
+        for n in range(1500):
+            with path.open("ab", buffering=0) as f:
+                write(f, 1)  # shorter than the 1 KiB fingerprint: it grows while read
+                rotated = rig.dir / f"app.{n}.json"
+                path.rename(rotated)
+                write(f, 20)  # to its old descriptor, after the rename, a line at a time
+    finally:
+        stop.set()
+        for t in workers:
+            t.join()
+        sys.setswitchinterval(switch)
+    assert not errors
+    for p in sorted(rig.dir.iterdir()):
+        rig.reconcile(p)
+    rig.assert_once(range(written))
+    assert sum(row.lines for row in rig.journal.files()) == written
+
+
+def test_a_file_truncated_rewritten_and_then_rotated_away_is_read_again_from_0(
+    rig: Rig,
+) -> None:
+    """copytruncate, then a rename rotation before the path was looked at again."""
+    path = rig.path("x.json", lines(range(5)))
+    rig.reconcile(path)
+    old = rig.row(path)
+    truncate(path)
+    append(path, lines([5, 6]))
+    path.rename(rig.dir / "x.json.1")
+    rig.path("x.json", line(7))
+
+    rig.reconcile(path)
+    rig.assert_once(range(8))
+    rewritten = [r for r in rig.journal.files() if r.inode == old.inode and r.id != old.id]
+    assert [(r.phase, r.lines, r.truncations) for r in rewritten] == [("Rotated", 2, 1)]
+
+
 # -- 5. truncation --------------------------------------------------------------------------
 
 
@@ -321,6 +486,23 @@ def test_truncation_while_stopped_and_regrowth_past_the_watermark_is_noticed(
         rig, rig.row(path), offset=path.stat().st_size, lines=5, truncations=1,
         unreadBytes=len(half),
     )  # fmt: skip
+
+
+def test_a_file_that_loses_its_last_newline_and_gets_it_back_is_read_once(rig: Rig) -> None:
+    path = rig.path("x.json", lines(range(8)))  # longer than the fingerprint's 1 KiB
+    rig.reconcile(path)
+    size = path.stat().st_size
+    with path.open("r+b") as f:
+        f.truncate(size - 1)
+    rig.reconcile(path)
+    append(path, b"\n")
+    rig.reconcile(path)
+    append(path, line(8))
+    rig.reconcile(path)
+
+    rig.assert_once(range(9))
+    (row,) = rig.rows(path)
+    assert_status(rig, row, lines=9, truncations=0, offset=path.stat().st_size)
 
 
 # -- 6. deletion ----------------------------------------------------------------------------
@@ -510,7 +692,7 @@ def test_two_reconcilers_racing_on_one_growing_file_insert_nothing_twice(
     def race(reconciler: LogFileReconciler) -> None:
         start.wait()
         while not stop.is_set():
-            reconciler.reconcile(str(path))
+            reconciler.reconcile([str(path)])
 
     threads = [threading.Thread(target=race, args=(r,)) for r in (rig.reconciler, second)]
     for t in threads:

@@ -24,7 +24,8 @@ def seen(*, device: int = 1, inode: int = 7, size: int = READ, head: bytes = HEA
         (KNOWN, seen(), Change.SAME),
         (KNOWN, seen(size=READ + 1), Change.GROWN),
         (KNOWN, seen(head=HEAD + b"more bytes"), Change.SAME),  # a longer head still starts alike
-        (KNOWN, seen(size=READ - 1), Change.TRUNCATED),
+        (KNOWN, seen(size=READ - 1), Change.SHRUNK),  # e.g. the last newline taken away
+        (KNOWN, seen(size=READ - 1, head=HEAD[:-1]), Change.TRUNCATED),  # first bytes gone
         (KNOWN, seen(size=0, head=b""), Change.TRUNCATED),
         (KNOWN, seen(size=READ + 50, head=b"X" + HEAD[1:]), Change.TRUNCATED),  # rewritten
         (KNOWN, seen(inode=8), Change.REPLACED),
@@ -37,10 +38,11 @@ def test_change(known: FileIdentity | None, observed: Seen | None, expected: Cha
     assert change(known, READ, observed) is expected
 
 
-def test_a_file_continues_when_same_or_grown_only() -> None:
+def test_a_file_continues_when_same_grown_or_shrunk_with_its_first_bytes() -> None:
     assert continues(KNOWN, READ, seen())
     assert continues(KNOWN, READ, seen(size=READ * 2))
-    assert not continues(KNOWN, READ, seen(size=READ - 1))
+    assert continues(KNOWN, READ, seen(size=READ - 1))
+    assert not continues(KNOWN, READ, seen(size=READ - 1, head=b"X" + HEAD[1:]))
     assert not continues(KNOWN, READ, seen(inode=8))
 
 

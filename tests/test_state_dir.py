@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from controller.store.sqlite import SQLiteStore
 from tests.cli_helpers import foylectl, get_json
+from tests.store_contract import _trace
 
 pytestmark = pytest.mark.timeout(120)
 DAMAGE_ADVICE = ("move it aside", "Move it aside", "damaged")
@@ -127,3 +129,26 @@ def test_writing_commands_in_a_read_only_state_dir_fail_with_one_line(
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert "not writable" in proc.stderr or "cannot be written" in proc.stderr
         assert not any(advice in proc.stderr for advice in DAMAGE_ADVICE)
+
+
+def test_a_read_only_state_dir_with_changes_left_in_its_wal_says_they_are_not_shown(
+    tmpfs: Callable[[str], Path], testdata: Path
+) -> None:
+    """Issue 24: read without a -shm file, SQLite ignores the -wal; that must be said."""
+    disk = tmpfs("16m")
+    state, copy = disk / "state", disk / "copy"
+    analyze(testdata, state, "--no-learn")
+    store = SQLiteStore(state / "store.db")
+    try:
+        store.create(_trace("late"))  # committed to store.db-wal, not yet checkpointed
+        copy.mkdir()
+        for name in ("store.db", "store.db-wal", "journal.db"):
+            shutil.copy(state / name, copy / name)  # a copy without the -shm file
+    finally:
+        store.close()
+    if not _mount("-o", "remount,ro", str(disk)):
+        pytest.skip("cannot remount the tmpfs read-only")
+
+    proc = foylectl("get", "traces", "-o", "name", "--state-dir", copy)
+
+    assert f"changes in {copy / 'store.db-wal'} are not shown" in proc.stderr

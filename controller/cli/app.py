@@ -125,8 +125,12 @@ def _setup_logging(fmt: str) -> None:
 
 def _journal(settings: Settings) -> Journal:
     from controller.store.journal import Journal
+    from controller.store.sqlite_util import check_intact
 
     writable_state_dir(settings.state_dir)
+    local = [settings.store_path] if settings.store == "sqlite" else []
+    for path in (settings.journal_path, *local):  # issue 24: damage said at start
+        check_intact(path)
     return Journal(settings.journal_path)
 
 

@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from controller.api.kinds import KindInfo, Resource
+from controller.api.printable import one_line
 from controller.api.selectors import InvalidSelector, parse_selector
 from controller.cli.getargs import BadResourceArgs, Wanted, parse_resource_args
 from controller.cli.output import Table, as_list, document, parse_custom_columns, qualified
@@ -42,11 +43,12 @@ def find(store: Store, info: KindInfo, name_or_id: str) -> list[Resource]:
 
 
 def not_found(store: Store, info: KindInfo, name: str) -> str:
-    """kubectl's NotFound line; a local store is no server, so it names the file instead."""
+    """kubectl's NotFound line; a local store is no server, so it names the file instead.
+    The typed name is shown escaped (issue 24: it may hold control characters)."""
     path = getattr(store, "path", None)
     if path is None:
-        return f'Error from server (NotFound): {info.plural}.foyle.io "{name}" not found'
-    return f'Error (NotFound): {info.plural}.foyle.io "{name}" not found in {path}'
+        return f'Error from server (NotFound): {info.plural}.foyle.io "{one_line(name)}" not found'
+    return f'Error (NotFound): {info.plural}.foyle.io "{one_line(name)}" not found in {path}'
 
 
 def wanted_from(args: argparse.Namespace) -> list[Wanted]:
@@ -241,15 +243,34 @@ def _watch(
     args: argparse.Namespace,
     printer: Printer,
 ) -> None:
-    """Print every change after `version` until interrupted; re-list when history is gone."""
+    """Print every change after `version` until interrupted; re-list when history is gone.
+
+    Issue 24: a watcher that fell behind the kept history re-lists and prints what
+    changed since the last version it printed (kubectl's relist), not nothing.
+    """
+
+    def wanted(obj: Resource) -> bool:
+        if names and not names & {obj["metadata"]["name"], obj["spec"].get("id")}:
+            return False
+        return matches_labels(obj, args.selector)
+
     while True:
         try:
             for event in store.watch(info.kind, version):
                 version = event.resource_version
-                obj = event.object
-                if names and not names & {obj["metadata"]["name"], obj["spec"].get("id")}:
-                    continue
-                if matches_labels(obj, args.selector):
-                    printer.print_event(info, event.type, obj)
+                if wanted(event.object):
+                    printer.print_event(info, event.type, event.object)
         except Gone:
-            _, version = store.list_with_version(info.kind)
+            items, relisted = store.list_with_version(info.kind)
+            for obj in items:
+                if _newer(obj["metadata"]["resourceVersion"], version) and wanted(obj):
+                    printer.print_event(info, "MODIFIED", obj)
+            version = relisted
+
+
+def _newer(candidate: str, seen: str) -> bool:
+    """`candidate` came after `seen` (versions as numbers; opaque ones: assume so)."""
+    try:
+        return int(candidate) > int(seen)
+    except ValueError:
+        return True

@@ -216,6 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
         f" (default {default('rescan_interval'):g})",
     )
     p.add_argument(
+        "--rotate-wait",
+        type=positive_float,
+        help="seconds a rotated or deleted log file is still read after its writer's last"
+        f" line (default {default('rotate_wait'):g})",
+    )
+    p.add_argument(
         "--abandon-after",
         type=positive_float,
         help="seconds without a line before an unfinished trace is Abandoned"

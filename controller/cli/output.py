@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from controller.api.kinds import GROUP, KindInfo, Resource
+from controller.api.printable import one_line, printable
 from controller.api.resource import get_path, parse_rfc3339
 
 OUTPUTS = ("table", "wide", "json", "yaml", "name")
 TEMPLATE_OUTPUTS = ("jsonpath=", "custom-columns=")
-# C0 controls but newline and tab (escaped apart), DEL, and the C1 controls (0x9b is CSI).
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def output_format(value: str) -> str:
@@ -36,13 +34,8 @@ def output_format(value: str) -> str:
 output_format.__name__ = "output format"  # argparse names the type in its error
 
 
-def printable(text: str) -> str:
-    """`text` with control characters shown as escapes instead of reaching the terminal."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-
-
 def _cell_text(text: str) -> str:
-    return printable(text.replace("\n", "\\n").replace("\t", "\\t"))
+    return one_line(text)
 
 
 def age(timestamp: str | None, now: float | None = None) -> str:

@@ -15,7 +15,9 @@ the reader:
 * a bad line never stops the file: it is counted in `bad` and skipped.
 
 Memory stays near max(max_bytes, chunk_bytes, max_line_bytes): the read window
-holds at most one line plus one chunk, and a batch stops after ~max_bytes.
+holds at most one line plus one chunk, and a batch stops after ~max_bytes or
+`max_lines` lines, whichever comes first. Both bounds are needed: a batch keeps
+an object per line, and 8 MiB of blank lines is 8 million of them (1.1 GB).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from controller.logs.normalise import fits_depth, normalise
 BOM = b"\xef\xbb\xbf"
 CR = ord("\r")
 MAX_LINE_BYTES = 16 << 20  # longer lines are skipped and counted as bad (--max-line-bytes)
+MAX_BATCH_LINES = 20_000  # lines per batch: with max_bytes, memory follows bytes, not lines
 
 
 class CarryState(StrEnum):
@@ -70,8 +73,10 @@ def read_batch(
     max_bytes: int = 4 << 20,
     max_line_bytes: int = MAX_LINE_BYTES,
     chunk_bytes: int = 1 << 20,
+    max_lines: int = MAX_BATCH_LINES,
 ) -> ReadBatch:
-    """Consume whole lines from `offset` until ~max_bytes are consumed or none is complete."""
+    """Consume whole lines from `offset` until ~max_bytes or max_lines are consumed, or
+    none is complete."""
     window = _Window(f, offset, chunk_bytes)
     batch = ReadBatch(entries=[], start_offset=offset, next_offset=offset, carry=carry)
     pos = offset
@@ -85,7 +90,7 @@ def read_batch(
             if not complete:  # nothing new, or only the start of "\r\n": wait
                 return _finish(batch, window, pos, carry)
             pos = end  # the newline (and any blanks) of the line already consumed
-    while batch.lines == 0 or pos - offset < max_bytes:
+    while batch.lines == 0 or (pos - offset < max_bytes and batch.lines < max_lines):
         end, complete = window.next_line(pos, max_line_bytes)
         if _length(window, pos, end, complete) > max_line_bytes:
             _count_bad(batch, pos, "too-long")

@@ -6,13 +6,15 @@ writer comes (a worker lost, shutdown stalled); a character device such as
 can point at any file the user can read, which would then be turned into
 resources. So a path is opened with O_NONBLOCK (a FIFO opens at once), checked
 on the open handle (no race between a check and the open), and kept only when
-it is a regular file and, reached through a symlink, one whose real path lies
-inside one of the watched roots, unless symlinks anywhere are allowed or no
-roots are given (issue 13).
+it is a regular file and its real path lies inside one of the watched roots,
+unless symlinks anywhere are allowed or no roots are given (issue 13). The
+real path is opened from its root down without following any symlink
+(issue 24), so a directory swapped for a link meanwhile cannot lead outside.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import stat
@@ -36,36 +38,65 @@ def open_log_file(path: str, roots: Sequence[str], *, symlinks_anywhere: bool) -
 
     Raises FileNotFoundError, PermissionError and other OSErrors as open() does.
     """
-    real = os.path.realpath(path)
-    # A path that is no link is read where it is: the journal's paths from a run with
-    # other log dirs included. Only a link's target must stay inside the roots.
-    confine = bool(roots) and not symlinks_anywhere and real != os.path.abspath(path)
-    if confine and not inside(real, roots):
-        raise NotALogFile(f"a symlink to {real}, outside the watched directories")
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
-    if roots and not symlinks_anywhere and not confine:
-        flags |= os.O_NOFOLLOW  # no link when looked at: none may appear before the open
-    fd = os.open(path, flags)
+    if not roots or symlinks_anywhere:
+        return _checked(os.open(path, flags))
+    real = os.path.realpath(path)
+    root = next((r for r in map(os.path.realpath, roots) if inside(real, [r])), None)
+    if root is None:
+        if real != os.path.abspath(path):
+            raise NotALogFile(f"a symlink to {real}, outside the watched directories")
+        raise NotALogFile("outside the watched directories")
+    return _checked(_open_beneath(root, real, flags))
+
+
+def _open_beneath(root: str, real: str, flags: int) -> int:
+    """Open `real` from `root` down, one component at a time, following no symlink.
+
+    Checking a path and then opening it races with a directory swapped for a
+    symlink in between (O_NOFOLLOW guards only the last component): each
+    component is opened relative to the directory opened before it (openat),
+    so a symlink appearing anywhere is refused, not followed (issue 24).
+    """
+    parts = [p for p in os.path.relpath(real, root).split(os.sep) if p not in ("", ".")]
+    if not parts:
+        raise IsADirectoryError(real)
+    directory = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            try:
+                below = os.open(
+                    part,
+                    os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    dir_fd=directory,
+                )
+            except OSError as err:
+                if err.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise NotALogFile("a symlink appeared in its path while it was opened") from err
+                raise
+            os.close(directory)
+            directory = below
+        try:
+            return os.open(parts[-1], flags | os.O_NOFOLLOW, dir_fd=directory)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise NotALogFile("replaced by a symlink while it was opened") from err
+            raise
+    finally:
+        os.close(directory)
+
+
+def _checked(fd: int) -> BinaryIO:
+    """The open descriptor as a blocking file, if it is a regular file (closed if not)."""
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise NotALogFile(f"not a regular file ({_file_type(st.st_mode)})")
-        if confine and not _is_file_at(st, real):
-            raise NotALogFile("replaced by another file while it was opened")
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
-
-
-def _is_file_at(st: os.stat_result, path: str) -> bool:
-    """The handle is the file at `path` (a link swapped between check and open is not)."""
-    try:
-        at = os.stat(path)
-    except OSError:
-        return False
-    return (at.st_dev, at.st_ino) == (st.st_dev, st.st_ino)
 
 
 def _file_type(mode: int) -> str:

@@ -2,15 +2,18 @@
 
 The reconciler observes the path (device, inode, size, first bytes: a `Seen`)
 and holds what the journal knows of it (a `FileIdentity` and a watermark);
-`change()` says which of six things happened, with no I/O, so every case is a
+`change()` says which of seven things happened, with no I/O, so every case is a
 row in a table test:
 
     GONE       nothing at the path
     NEW        nothing known at the path
     SAME       the file read before, no new bytes
     GROWN      the file read before, longer
-    TRUNCATED  same device and inode, but shorter than the watermark or its first
-               bytes changed (copytruncate, rewrite in place)
+    SHRUNK     the file read before, shorter than the watermark but its first bytes
+               unchanged (a last newline removed and put back): go on at the
+               watermark, since reading from 0 would count every line twice
+    TRUNCATED  same device and inode, but its first bytes changed or are gone
+               (copytruncate, rewrite in place): the only case that starts again at 0
     REPLACED   another file at the path (rename+create rotation, inode reuse)
 
 A file renamed from elsewhere is the REPLACED (or NEW) file that continues a
@@ -24,6 +27,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 FINGERPRINT_BYTES = 1024
+ROTATE_WAIT = 5.0  # seconds a rotated file's writer may be quiet before it is let go
+# (Fluent Bit's Rotate_Wait is 5 s too)
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,7 @@ class Change(Enum):
     NEW = "new"
     SAME = "same"
     GROWN = "grown"
+    SHRUNK = "shrunk"
     TRUNCATED = "truncated"
     REPLACED = "replaced"
 
@@ -64,14 +70,16 @@ def change(known: FileIdentity | None, watermark: int, seen: Seen | None) -> Cha
         return Change.NEW
     if (seen.device, seen.inode) != (known.device, known.inode):
         return Change.REPLACED
-    if seen.size < watermark or not starts_like(known, seen.head):
+    if not starts_like(known, seen.head):
         return Change.TRUNCATED
+    if seen.size < watermark:
+        return Change.SHRUNK
     return Change.GROWN if seen.size > watermark else Change.SAME
 
 
 def continues(known: FileIdentity, watermark: int, seen: Seen) -> bool:
     """`seen` is the file `known` describes, so reading goes on from `watermark`."""
-    return change(known, watermark, seen) in (Change.SAME, Change.GROWN)
+    return change(known, watermark, seen) in (Change.SAME, Change.GROWN, Change.SHRUNK)
 
 
 def same_file(known: FileIdentity, seen: Seen) -> bool:

@@ -6,17 +6,29 @@ the gap. Watchdog events only say "look again".
 
 * Same identity, longer: read complete lines from the watermark, in batches;
   each batch is folded into one accumulator per trace and committed with the
-  watermark in one journal transaction (which marks the touched traces
-  dirty), and the traces touched are handed on to the trace stage.
+  watermark in one journal transaction, then
+  the traces it touched are handed on to the trace stage.
 * Different identity at the path (rename+create rotation, inode reuse):
   drain the old file through the handle still open on it, mark it Rotated
   (or Deleted when its last link is gone), then start the new file at 0;
   an identity already known under another path (renamed into this one) goes
-  on from its own watermark, so nothing is read twice.
-* Shorter than the watermark or first bytes changed (copytruncate,
-  truncation): a new file row from offset 0, the truncation counted and the
-  bytes that could not be read reported in `unreadBytes`.
+  on from its own watermark, so nothing is read twice. The writer of a
+  rotated file often goes on writing to its old descriptor for a while
+  (logrotate's `create` mode): the handle is kept and drained on each look
+  at the path until the file has been quiet for `rotate_wait` seconds; what
+  is then left (a last line never finished) is reported in `unreadBytes`.
+* First bytes changed or gone (copytruncate, truncation): a new file row from
+  offset 0, the truncation counted and the bytes that could not be read
+  reported in `unreadBytes`. Shorter with the same first bytes (a last
+  newline taken away and put back) goes on at the watermark: only a real
+  truncation reads again from 0.
 * Gone: drain by handle, then phase Deleted. Unreadable: phase says so.
+
+One reader per file identity, whatever its names: a file renamed from one
+watched path to another is reachable from both keys, so every read of a
+file holds the lock of its (device, inode) (`_StripedLocks`), and what the
+path holds is looked at again under that lock (a size seen before another
+reader moved the watermark past it would look like a truncation).
 
 The LogFile resource is published at most once a second per file (and once
 more when the file goes quiet), not on every batch.
@@ -29,8 +41,8 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
@@ -38,11 +50,18 @@ from controller.analyze.traces import TraceAccumulator, trace_key
 from controller.api.names import name_for_id
 from controller.api.resource import new_resource, rfc3339
 from controller.api.result import DONE, Outcome, Result
-from controller.logs.framing import MAX_LINE_BYTES, CarryState, ReadBatch, read_batch
+from controller.logs.framing import (
+    MAX_BATCH_LINES,
+    MAX_LINE_BYTES,
+    CarryState,
+    ReadBatch,
+    read_batch,
+)
 from controller.logs.identity import grow_fingerprint, observe
 from controller.logs.opening import NotALogFile, open_log_file  # issue 13
 from controller.logs.transition import (
     FINGERPRINT_BYTES,
+    ROTATE_WAIT,
     Change,
     FileIdentity,
     Seen,
@@ -54,16 +73,28 @@ from controller.store.journal import TRACES, Batch, FileRow, Journal, WatermarkM
 
 log = logging.getLogger(__name__)
 
+DRAIN_POLL = 0.5  # a rotated file sends no events under a watched name: look this often
+
+
+def _sooner(result: Result, wait: float | None) -> Result:
+    """`result`, asking to look again within `wait` seconds too."""
+    if wait is None or result.requeue:
+        return result
+    after = wait if result.requeue_after is None else min(wait, result.requeue_after)
+    return Result(requeue_after=after)
+
 
 @dataclass(frozen=True)
 class LogFileSettings:
     node: str = "local"
     max_line_bytes: int = MAX_LINE_BYTES
     batch_bytes: int = 4 << 20
+    batch_lines: int = MAX_BATCH_LINES  # memory is bounded by bytes only if lines are bounded too
     bytes_per_reconcile: int = 8 << 20  # then requeue, so one huge file cannot starve others
     publish_interval: float = 1.0
     idle_after: float = 300.0
     max_open_files: int = 256
+    rotate_wait: float = ROTATE_WAIT  # a rotated file is read until quiet this long
     roots: tuple[str, ...] = ()  # issue 13: symlinks are followed only into these (all if ())
     symlinks_anywhere: bool = False
     announce: bool = False  # `run`: log when a file starts being followed, rotates or goes
@@ -99,12 +130,33 @@ def _identity(row: FileRow) -> FileIdentity:
     return FileIdentity(row.device, row.inode, row.fingerprint, row.fingerprint_len)
 
 
+class _StripedLocks:
+    """A lock per key (striped: memory bounded however many files come and go), taken
+    in one order (no deadlock)."""
+
+    def __init__(self, stripes: int = 64) -> None:
+        self._locks = [threading.Lock() for _ in range(stripes)]
+
+    @contextlib.contextmanager
+    def held(self, keys: Iterable[Hashable]) -> Iterator[None]:
+        stripes = sorted({hash(key) % len(self._locks) for key in keys})
+        with contextlib.ExitStack() as stack:
+            for stripe in stripes:
+                stack.enter_context(self._locks[stripe])
+            yield
+
+
 class _Handles:
-    """Open files by journal row id, least recently used closed first (bounded fds)."""
+    """Open files by journal row id, least recently used closed first (bounded fds).
+
+    A handle in use is never closed under its reader: eviction skips it (the
+    bound is then exceeded by at most one handle per worker).
+    """
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._files: OrderedDict[int, BinaryIO] = OrderedDict()
+        self._busy: Counter[int] = Counter()
         self._lock = threading.Lock()
 
     def get(self, file_id: int) -> BinaryIO | None:
@@ -120,13 +172,29 @@ class _Handles:
             if old is not None and old is not f:
                 old.close()
             self._files[file_id] = f
-            while len(self._files) > self._limit:
-                _, victim = self._files.popitem(last=False)
-                victim.close()
+            idle = [i for i in self._files if not self._busy[i] and i != file_id]
+            for victim in idle[: max(0, len(self._files) - self._limit)]:
+                self._files.pop(victim).close()
+
+    @contextlib.contextmanager
+    def in_use(self, file_id: int) -> Iterator[None]:
+        with self._lock:
+            self._busy[file_id] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy[file_id] -= 1
+                if not self._busy[file_id]:
+                    del self._busy[file_id]
+
+    def take(self, file_id: int) -> BinaryIO | None:
+        """The handle, no longer cached (the caller closes it)."""
+        with self._lock:
+            return self._files.pop(file_id, None)
 
     def close(self, file_id: int) -> None:
-        with self._lock:
-            f = self._files.pop(file_id, None)
+        f = self.take(file_id)
         if f is not None:
             f.close()
 
@@ -138,6 +206,16 @@ class _Handles:
 
     def __len__(self) -> int:
         return len(self._files)
+
+
+@dataclass
+class _Draining:
+    """A rotated file still read through its handle until its writer has been quiet."""
+
+    handle: BinaryIO
+    rotated_from: str  # the path whose reconcile drains it
+    size: int
+    quiet_since: float
 
 
 class LogFileReconciler:
@@ -152,29 +230,34 @@ class LogFileReconciler:
         self.metrics = metrics or _NoIngestMetrics()
         self.journal = journal
         self.store = store
-        # Traces the current call's reads touched, per worker thread (a retire drains inside
-        # a reconcile of another path): handed on to the trace stage in the Outcome.
+        # Traces the current call's reads touched, per worker thread (a drain of a rotated
+        # file runs inside a reconcile of its path): handed on to the trace stage.
         self._touched = threading.local()
         self.settings = settings or LogFileSettings()
         self.clock = clock
         self.handles = _Handles(self.settings.max_open_files)
+        self._identities = _StripedLocks()  # one reader per file identity
+        self._paths = _StripedLocks()  # one reconcile per path (a queue key)
+        self._draining: dict[int, _Draining] = {}
+        self._draining_lock = threading.Lock()
         self._published: dict[int, tuple[float, tuple]] = {}
         self._last_growth: dict[int, float] = {}
-        self._path_locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
         self._skipped: dict[str, str] = {}  # issue 13: paths never read, and why (logged once)
 
     # -- entry point ---------------------------------------------------------------------
 
     def reconcile(self, paths: list[str]) -> Outcome:
         """Read what each path's file holds beyond its watermark (a bounded amount per
-        call: a path with more to read is requeued); the traces its lines touched go on to
-        the trace stage (the journal marked them durably with the watermark)."""
+        call: a path with more to read is requeued) and drain files rotated away from it;
+        the traces their lines touched go on to the trace stage (the journal marked them
+        durably with the watermark)."""
         outcome = Outcome()
         self._touched.keys = set()
         for path in paths:
-            with self._lock_for(path):
-                outcome.set_result(path, self._reconcile(path))
+            with self._paths.held([path]):
+                result = self._reconcile(path)
+                wait = self._drain_rotated(path)
+            outcome.set_result(path, _sooner(result, wait))
         outcome.hand_on(TRACES, self._touched.keys)
         return outcome
 
@@ -182,17 +265,16 @@ class LogFileReconciler:
         """Publish what the publish interval held back, then close every handle.
 
         A deferred publish is a delayed queue add, which a shutdown drops: without
-        this the LogFile status would stay stale until the next start.
+        this the LogFile status would stay stale until the next start. Rotated files
+        still draining are read one last time and what is left is reported unread.
         """
+        with self._draining_lock:
+            draining = list(self._draining)
+        for file_id in draining:
+            self._drain_one(file_id, final=True)
         for row in self.journal.files(active_only=True):
             self._publish(row, force=True)
         self.handles.close_all()
-
-    def _lock_for(self, path: str) -> threading.Lock:
-        # The queue never hands one path to two workers, but a file renamed from one
-        # watched path to another is reachable from both keys.
-        with self._locks_guard:
-            return self._path_locks.setdefault(path, threading.Lock())
 
     def _reconcile(self, path: str) -> Result:
         row = self.journal.active_file_at(path)
@@ -202,34 +284,53 @@ class LogFileReconciler:
                 path, self.settings.roots, symlinks_anywhere=self.settings.symlinks_anywhere
             )
         except FileNotFoundError:
-            if row is not None:
-                self._retire(row)
-            return DONE
+            return self._retire_at(path, row)
         except NotALogFile as err:  # issue 13
-            if row is not None:
-                self._retire(row)
+            self._retire_at(path, row)
             return self._skip(path, str(err))
         except (PermissionError, IsADirectoryError, OSError) as err:
             return self._unreadable(path, row, err)
 
-        seen = observe(f)
-        if row is not None and not row.fingerprint:
-            row = self._first_identity(row, seen.identity())
-        if row is not None and continues(_identity(row), row.watermark, seen):
-            target = row
-            cached = self.handles.get(row.id)
-            if cached is not None:
-                f.close()
-                f = cached
-        else:
+        st = os.fstat(f.fileno())
+        inodes = {(st.st_dev, st.st_ino)} | ({(row.device, row.inode)} if row else set())
+        with self._identities.held(inodes):
+            current = self.journal.active_file_at(path)
+            if (current and current.id) != (row and row.id):
+                f.close()  # another reader settled this path meanwhile: look afresh
+                return Result(requeue=True)
+            row = current  # its watermark as of now, under the lock
+            seen = observe(f)  # now: after the watermark this decision compares with
+            if row is not None and not row.fingerprint:
+                row = self._first_identity(row, seen.identity())
+            if row is not None and continues(_identity(row), row.watermark, seen):
+                return self._read_through_cache(row, f)
             target = self._adopt(path, row, seen)
             if not continues(_identity(target), target.watermark, observe(f)):
-                # add_file handed back the row a racing reader registered, and the file
-                # changed again since: look afresh rather than read at its watermark.
+                # add_file handed back the row a racing reader registered, and the
+                # file changed again since: look afresh rather than read at its watermark.
                 f.close()
                 return Result(requeue=True)
-        self.handles.put(target.id, f)
-        return self._read(target, f)
+            return self._read_through_cache(target, f)
+
+    def _read_through_cache(self, row: FileRow, f: BinaryIO) -> Result:
+        """Read `row` through its cached handle (`f` if none), kept open for next time."""
+        with self.handles.in_use(row.id):
+            cached = self.handles.get(row.id)
+            if cached is not None and cached is not f:
+                f.close()
+                f = cached
+            self.handles.put(row.id, f)
+            return self._read(row, f)
+
+    def _retire_at(self, path: str, row: FileRow | None) -> Result:
+        """Nothing readable at `path` any more: retire the row that was reading it."""
+        if row is None:
+            return DONE
+        with self._identities.held([(row.device, row.inode)]):
+            current = self.journal.active_file_at(path)
+            if current is not None and current.id == row.id:
+                self._retire(current)
+        return DONE
 
     # -- identity ------------------------------------------------------------------------
 
@@ -252,31 +353,65 @@ class LogFileReconciler:
         truncated = what is Change.TRUNCATED
         if old is not None:
             self._retire(old, truncated=truncated)
-        for candidate in self.journal.files_with_inode(seen.device, seen.inode):
+        candidates = self.journal.files_with_inode(seen.device, seen.inode)
+        for candidate in candidates:
             # Any phase: a file renamed from one watched path to another is still Active
             # under its old path when the new path happens to be reconciled first.
             if continues(_identity(candidate), candidate.watermark, seen):
                 return self._move(candidate, path)
+        for candidate in candidates:
+            # A rotated row of this file, truncated since: the new row reads it from 0,
+            # so its drain must not start another row for the same bytes.
+            handle = self._stop_draining(candidate.id)
+            if handle is not None:
+                handle.close()
+                self._forget(candidate)
         ident = seen.identity()
         new = self.journal.add_file(
             path, ident.device, ident.inode, ident.fingerprint, ident.fingerprint_len
         )
         if self.settings.announce:
             log.info("following %s", path)
-        if truncated and old is not None:
-            unread = max(0, old.size - old.watermark)
-            self.journal.update_file(
-                new.id, truncations=old.truncations + 1, unread_bytes=old.unread_bytes + unread
-            )
-            log.warning(
-                "log file %s was truncated at offset %d; reading it again from 0"
-                " (%d bytes written before the truncation could not be read)",
-                path,
-                old.watermark,
-                unread,
-            )
-            new = self.journal.file(new.id)
-        return new
+        return self._count_truncation(old, new) if truncated and old is not None else new
+
+    def _count_truncation(self, old: FileRow, new: FileRow) -> FileRow:
+        """`new` reads from 0 the file `old` read before it was truncated: say what was lost."""
+        unread = max(0, old.size - old.watermark)
+        self.journal.update_file(
+            new.id, truncations=old.truncations + 1, unread_bytes=old.unread_bytes + unread
+        )
+        log.warning(
+            "log file %s was truncated at offset %d; reading it again from 0"
+            " (%d bytes written before the truncation could not be read)",
+            new.path,
+            old.watermark,
+            unread,
+        )
+        return self.journal.file(new.id)
+
+    def _truncated_under_handle(self, row: FileRow, handle: BinaryIO) -> FileRow | None:
+        """The row to drain `handle` with: a new one from 0 if the file was truncated,
+        None if another row already reads its new content.
+
+        A file can be truncated and rewritten (copytruncate) and then renamed away
+        before the path is looked at again; reading it at the old watermark would
+        skip what was written since the truncation, and reading it from 0 when its
+        new name's row already does would read it twice.
+        """
+        seen = observe(handle)
+        if change(_identity(row), row.watermark, seen) is not Change.TRUNCATED:
+            return row
+        self.journal.update_file(row.id, phase="Rotated")
+        self._forget(self.journal.file(row.id))
+        for other in self.journal.files_with_inode(seen.device, seen.inode):
+            if other.id != row.id and continues(_identity(other), other.watermark, seen):
+                return None
+        ident = seen.identity()
+        new = self.journal.add_file(
+            row.path, ident.device, ident.inode, ident.fingerprint, ident.fingerprint_len
+        )
+        self.journal.update_file(new.id, phase="Rotated")  # never the path's active row
+        return self._count_truncation(row, self.journal.file(new.id))
 
     def _move(self, row: FileRow, path: str) -> FileRow:
         """The file `row` describes was renamed to `path`: go on from its watermark there.
@@ -286,6 +421,9 @@ class LogFileReconciler:
         """
         log.info("file %s is the file read before as %s, continuing", path, row.path)
         self.metrics.forget(row.path)
+        handle = self._stop_draining(row.id)
+        if handle is not None:
+            handle.close()  # the path's own handle reads it from now on
         self.journal.update_file(row.id, path=path, phase="Active")
         moved = self.journal.file(row.id)
         old_name = logfile_name(row, self.settings.node)
@@ -295,26 +433,143 @@ class LogFileReconciler:
         return moved
 
     def _retire(self, row: FileRow, *, truncated: bool = False) -> None:
-        """Drain what the old handle can still read, then mark the row Rotated or Deleted."""
-        handle = self.handles.get(row.id)
-        still_linked = False
-        if handle is not None and not truncated:
+        """Drain what the old file still holds, then mark the row Rotated or Deleted.
+
+        A rotated file whose writer may still append is kept open and drained until
+        it is quiet (`_drain_rotated`). A handle closed by the open-file bound is
+        found again by its inode beside its old path (logrotate renames in place).
+        """
+        handle = self.handles.take(row.id)
+        if handle is not None and truncated:
+            handle.close()
+            handle = None
+        elif handle is None and not truncated:
+            handle = self._reopen_renamed(row)
+        if handle is None:
+            phase = "Rotated" if truncated else "Deleted"
+            self.journal.update_file(row.id, phase=phase)
+            self._forget(self.journal.file(row.id))
+            return
+        owner = self._truncated_under_handle(row, handle)
+        if owner is None:
+            handle.close()  # its new content is another row's
+            return
+        row = owner
+        with self.handles.in_use(row.id):
             self._read(row, handle, drain=True)
-            still_linked = os.fstat(handle.fileno()).st_nlink > 0
-        self.handles.close(row.id)
-        phase = "Rotated" if truncated or still_linked else "Deleted"
+        phase = "Rotated" if os.fstat(handle.fileno()).st_nlink > 0 else "Deleted"
         self.journal.update_file(row.id, phase=phase)
+        if self.settings.rotate_wait <= 0:
+            self._finish_drain(self.journal.file(row.id), handle)
+            return
+        now = self.clock()
+        with self._draining_lock:
+            self._draining[row.id] = _Draining(
+                handle, row.path, os.fstat(handle.fileno()).st_size, now
+            )
+        self._publish(self.journal.file(row.id), force=True)
+
+    def _reopen_renamed(self, row: FileRow) -> BinaryIO | None:
+        """The file of `row` under another name in its directory, opened; None if not there."""
+        directory = os.path.dirname(row.path) or "."
+        try:
+            with os.scandir(directory) as entries:
+                names = [e.path for e in entries if e.inode() == row.inode]
+        except OSError:
+            return None
+        for name in names:
+            try:
+                f = open_log_file(
+                    name, self.settings.roots, symlinks_anywhere=self.settings.symlinks_anywhere
+                )
+            except OSError:
+                continue
+            st = os.fstat(f.fileno())
+            if (st.st_dev, st.st_ino) == (row.device, row.inode):
+                # Its first bytes may have changed (copytruncate before the rename): the
+                # caller reads it again from 0 then (_truncated_under_handle).
+                log.info("file %s was rotated to %s; reading what is left", row.path, name)
+                return f
+            f.close()
+        return None
+
+    def _drain_rotated(self, path: str) -> float | None:
+        """Read the files rotated away from `path` again; seconds until the next look."""
+        with self._draining_lock:
+            ids = [i for i, d in self._draining.items() if d.rotated_from == path]
+        waits = [w for w in (self._drain_one(i) for i in ids) if w is not None]
+        return min(waits) if waits else None
+
+    def _drain_one(self, file_id: int, *, final: bool = False) -> float | None:
+        with self._draining_lock:
+            draining = self._draining.get(file_id)
+        if draining is None:
+            return None
+        row = self.journal.file(file_id)
+        with self._identities.held([(row.device, row.inode)]):
+            with self._draining_lock:
+                if self._draining.get(file_id) is not draining:
+                    return None  # renamed to a watched path meanwhile: read from there
+            owner = self._truncated_under_handle(self.journal.file(file_id), draining.handle)
+            if owner is None:
+                self._stop_draining(file_id)
+                draining.handle.close()  # its new content is another row's
+                return None
+            row = owner
+            if row.id != file_id:
+                with self._draining_lock:
+                    self._draining[row.id] = self._draining.pop(file_id)
+            with self.handles.in_use(row.id):
+                self._read(row, draining.handle, drain=True)
+            now, size = self.clock(), os.fstat(draining.handle.fileno()).st_size
+            if size != draining.size:
+                draining.size, draining.quiet_since = size, now
+            left = draining.quiet_since + self.settings.rotate_wait - now
+            if left > 0 and not final:
+                self._publish(self.journal.file(row.id), force=False)
+                return min(left, DRAIN_POLL)
+            self._stop_draining(row.id)
+            self._finish_drain(self.journal.file(row.id), draining.handle)
+        return None
+
+    def _stop_draining(self, file_id: int) -> BinaryIO | None:
+        """No longer drain `file_id` as a rotated file: its handle, for the caller to close."""
+        with self._draining_lock:
+            draining = self._draining.pop(file_id, None)
+        return draining.handle if draining is not None else None
+
+    def _finish_drain(self, row: FileRow, handle: BinaryIO) -> None:
+        """The writer is quiet: report what could not be read (an unfinished last line)."""
+        st = os.fstat(handle.fileno())
+        handle.close()
+        unread = max(0, st.st_size - row.watermark)
+        if unread:
+            log.warning(
+                "rotated log file %s ends with %d bytes that are no complete line;"
+                " they are counted as unread",
+                row.path,
+                unread,
+            )
+        self.journal.update_file(
+            row.id,
+            phase="Rotated" if st.st_nlink > 0 else "Deleted",
+            unread_bytes=row.unread_bytes + unread,
+            size=st.st_size,
+        )
+        self._forget(self.journal.file(row.id))
+
+    def _forget(self, row: FileRow) -> None:
+        """Publish a retired row's last state and drop what memory held of it."""
         self.metrics.forget(row.path)
         if self.settings.announce:
-            retired = self.journal.file(row.id)
             log.info(
                 "stopped following %s: %s at offset %d of %d",
                 row.path,
-                "rotated" if phase == "Rotated" else "removed",
-                retired.watermark,
-                retired.size,
+                "rotated" if row.phase == "Rotated" else "removed",
+                row.watermark,
+                row.size,
             )
-        self._publish(self.journal.file(row.id), force=True)
+        self._publish(row, force=True)
         self._published.pop(row.id, None)  # retired rows must not pile up in memory
         self._last_growth.pop(row.id, None)
 
@@ -357,7 +612,12 @@ class LogFileReconciler:
                 else min(self.settings.batch_bytes, budget)
             )
             rb = read_batch(
-                f, offset, carry, max_bytes=chunk, max_line_bytes=self.settings.max_line_bytes
+                f,
+                offset,
+                carry,
+                max_bytes=chunk,
+                max_line_bytes=self.settings.max_line_bytes,
+                max_lines=self.settings.batch_lines,
             )
             if rb.next_offset == offset and rb.carry == carry:
                 break

@@ -270,7 +270,7 @@ class Controller:
                     self.name,
                     key,
                     failing.failures,
-                    err,
+                    _described(err),
                 )
             self.queue.forget(key)
             return
@@ -279,7 +279,7 @@ class Controller:
                 "%s %s: reconcile failed, retrying with back-off: %s",
                 self.name,
                 key,
-                err,
+                _described(err),
                 exc_info=log.isEnabledFor(logging.DEBUG),
             )
         self.queue.add_rate_limited(key)
@@ -314,3 +314,8 @@ class Controller:
                 self._reconcile_time.observe(time.monotonic() - started)
                 for key in keys:
                     self.queue.done(key)
+
+
+def _described(err: Exception) -> str:
+    """The error's message, or its type when it has none (a MemoryError says nothing)."""
+    return str(err) or type(err).__name__

@@ -7,6 +7,8 @@ import logging
 import sys
 import time
 
+from controller.api.printable import one_line
+
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
@@ -25,13 +27,30 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
+class TextFormatter(logging.Formatter):
+    """Readable lines whose data stays data (issue 24).
+
+    The arguments of a message (file names, errors, keys) come from outside: a
+    file name holding a newline would forge a log line, an escape sequence would
+    be obeyed by the terminal. They are escaped; the message's own text is not.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        if isinstance(record.args, tuple) and record.args:
+            record = logging.makeLogRecord(record.__dict__)
+            record.args = tuple(
+                arg if isinstance(arg, int | float) else one_line(str(arg)) for arg in record.args
+            )
+        return super().format(record)
+
+
 def setup_logging(fmt: str = "text", level: int = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+            TextFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
         )
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -23,15 +23,16 @@ keys: one statement per table, not one per key.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
@@ -156,6 +157,21 @@ class WatermarkMoved(Exception):
     """Another reader advanced this file's watermark first; the batch was not committed."""
 
 
+def _reads(method: Callable[..., T]) -> Callable[..., T]:
+    """A read whose SQLite failures name the journal's file and the fix, like writes do.
+
+    A journal damaged mid-run failed every read with a bare "database disk image
+    is malformed", saying neither which file nor what to do (issue 24).
+    """
+
+    @functools.wraps(method)
+    def read(self: Journal, *args: Any, **kwargs: Any) -> T:
+        with translated(self.path):
+            return method(self, *args, **kwargs)
+
+    return read
+
+
 class Journal:
     """SQLite-backed journal; safe for many threads (one connection each)."""
 
@@ -193,6 +209,11 @@ class Journal:
         """One transaction for many writes (controller.store.unit.unit_of_work)."""
         return translated_within(self.path, self._transactions.transaction())
 
+    @_reads
+    def trace_keys(self) -> list[str]:
+        """Every trace read so far (the start-up check that the store has each one)."""
+        return [k for (k,) in self._conn().execute("SELECT trace_key FROM traces")]
+
     def close(self) -> None:
         """Close every thread's connection; call once no other thread is using the journal."""
         self._connections.close()
@@ -204,12 +225,14 @@ class Journal:
 
     # -- files ---------------------------------------------------------------------------
 
+    @_reads
     def files(self, *, active_only: bool = False) -> list[FileRow]:
         sql = f"SELECT {', '.join(_FILE_COLUMNS)} FROM files"
         if active_only:
             sql += f" WHERE phase IN {ACTIVE_PHASES}"
         return [FileRow(*row) for row in self._conn().execute(sql + " ORDER BY id")]
 
+    @_reads
     def file(self, file_id: int) -> FileRow:
         row = (
             self._conn()
@@ -220,6 +243,7 @@ class Journal:
             raise KeyError(file_id)
         return FileRow(*row)
 
+    @_reads
     def active_file_at(self, path: str) -> FileRow | None:
         """The newest row still reading `path`, if any."""
         row = (
@@ -233,6 +257,7 @@ class Journal:
         )
         return FileRow(*row) if row else None
 
+    @_reads
     def files_with_inode(self, device: int, inode: int) -> list[FileRow]:
         rows = self._conn().execute(
             f"SELECT {', '.join(_FILE_COLUMNS)} FROM files WHERE device = ? AND inode = ?"
@@ -350,10 +375,12 @@ class Journal:
             [(queue, key, seq) for key in keys],
         )
 
+    @_reads
     def dirty_keys(self, queue: str) -> list[str]:
         rows = self._conn().execute("SELECT key FROM dirty WHERE queue = ?", (queue,))
         return [k for (k,) in rows]
 
+    @_reads
     def dirty_seqs(self, queue: str, keys: Iterable[str]) -> dict[str, int]:
         """The current dirty marks of `keys` (absent: not dirty)."""
         out: dict[str, int] = {}
@@ -390,6 +417,7 @@ class Journal:
 
     # -- traces --------------------------------------------------------------------------
 
+    @_reads
     def trace_states(self, keys: Iterable[str]) -> dict[str, TraceState]:
         """The journal rows of `keys` (absent keys: nothing was read of them)."""
         out: dict[str, TraceState] = {}
@@ -413,6 +441,7 @@ class Journal:
                     "UPDATE traces SET complete = ?, abandoned = ? WHERE trace_key = ?", rows
                 )
 
+    @_reads
     def traces_to_abandon(self, idle_since: float) -> list[str]:
         """Unfinished traces with no line since `idle_since` and not yet marked Abandoned.
 
@@ -426,6 +455,7 @@ class Journal:
         )
         return [k for (k,) in rows]
 
+    @_reads
     def counts(self) -> dict[str, int]:
         conn = self._conn()
         return {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -16,6 +17,8 @@ from controller.store.base import StoreUnavailable
 from controller.store.files import make_private_dirs
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+_warned_stale: set[Path] = set()
 
 
 IN_LIST_SIZE = 500  # keys per IN (...) list: well under SQLite's 32766 host parameters
@@ -150,6 +153,7 @@ def connect(path: Path, timeout: float, *, read_only: bool) -> sqlite3.Connectio
         target = f"file:{urllib.parse.quote(str(path.absolute()))}?mode=ro"
         if not Path(f"{path}-shm").exists():
             target += "&immutable=1"
+            _warn_if_stale(path)
     # check_same_thread=False only so a store may close every thread's connection.
     return sqlite3.connect(
         target,
@@ -158,6 +162,24 @@ def connect(path: Path, timeout: float, *, read_only: bool) -> sqlite3.Connectio
         check_same_thread=False,
         uri=read_only,
     )
+
+
+def _warn_if_stale(path: Path) -> None:
+    """Opened immutable, SQLite ignores the -wal file: say that its changes are not shown."""
+    wal = Path(f"{path}-wal")
+    try:
+        pending = wal.stat().st_size > 0
+    except OSError:
+        return
+    if pending and path not in _warned_stale:
+        _warned_stale.add(path)
+        log.warning(
+            "%s is read as of its last checkpoint: the changes in %s are not shown"
+            " (no %s-shm could be created in this read-only state dir)",
+            path,
+            wal,
+            path,
+        )
 
 
 # What a full disk looks like to SQLite besides SQLITE_FULL: a failed -shm or -wal write,
@@ -184,13 +206,45 @@ def unusable(path: Path, err: sqlite3.DatabaseError) -> StoreUnavailable:
     elif code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
         advice = "locked by another writer for longer than the busy timeout; try again"
     elif code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
-        advice = (
-            "damaged: move it aside and run `foylectl analyze` (or restart `foylectl run`)"
-            " to rebuild it from the logs"
-        )
+        advice = damaged_advice(path)
     else:
         advice = "try again; if it persists, report it with this message"
     return StoreUnavailable(f"{path}: {err}: {advice}")
+
+
+def damaged_advice(path: Path) -> str:
+    return (
+        f"damaged: move it aside (mv {path} {path}.damaged) and run `foylectl analyze`"
+        " (or restart `foylectl run`) to rebuild it from the logs"
+    )
+
+
+def check_intact(path: Path) -> None:
+    """Raise StoreUnavailable naming `path` and the fix when SQLite finds it damaged.
+
+    Damage in pages no start-up query touches went unnoticed: `run` said ready and
+    `analyze` exit 0 over a damaged store (issue 24). quick_check reads every page
+    once (seconds per GB), without the slow index-content cross-checks.
+    """
+    if not path.exists():
+        return
+    try:
+        conn = connect(path, 30.0, read_only=is_read_only(path))
+        try:
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as err:
+        if (getattr(err, "sqlite_errorcode", 0) or 0) & 0xFF not in (
+            sqlite3.SQLITE_CORRUPT,
+            sqlite3.SQLITE_NOTADB,
+        ):
+            raise unusable(path, err) from err
+        problems = [str(err)]
+    if problems != ["ok"]:
+        found = [line.strip() for p in problems for line in p.splitlines()]
+        detail = "; ".join(line for line in found if line and not line.startswith("***"))
+        raise StoreUnavailable(f"{path}: {detail[:200]}: {damaged_advice(path)}")
 
 
 def _disk_full(path: Path) -> bool:
