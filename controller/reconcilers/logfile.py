@@ -342,10 +342,9 @@ class LogFileReconciler:
         """
         if (row.device, row.inode) != (ident.device, ident.inode):
             return row  # another file took the path: _adopt settles it
-        self.journal.update_file(
+        return self.journal.update_file(
             row.id, fingerprint=ident.fingerprint, fingerprint_len=ident.fingerprint_len
         )
-        return self.journal.file(row.id)
 
     def _adopt(self, path: str, old: FileRow | None, seen: Seen) -> FileRow:
         """The path holds a file the active row does not describe: settle the old, find the new."""
@@ -377,7 +376,7 @@ class LogFileReconciler:
     def _count_truncation(self, old: FileRow, new: FileRow) -> FileRow:
         """`new` reads from 0 the file `old` read before it was truncated: say what was lost."""
         unread = max(0, old.size - old.watermark)
-        self.journal.update_file(
+        counted = self.journal.update_file(
             new.id, truncations=old.truncations + 1, unread_bytes=old.unread_bytes + unread
         )
         log.warning(
@@ -387,7 +386,7 @@ class LogFileReconciler:
             old.watermark,
             unread,
         )
-        return self.journal.file(new.id)
+        return counted
 
     def _truncated_under_handle(self, row: FileRow, handle: BinaryIO) -> FileRow | None:
         """The row to drain `handle` with: a new one from 0 if the file was truncated,
@@ -401,8 +400,7 @@ class LogFileReconciler:
         seen = observe(handle)
         if change(_identity(row), row.watermark, seen) is not Change.TRUNCATED:
             return row
-        self.journal.update_file(row.id, phase="Rotated")
-        self._forget(self.journal.file(row.id))
+        self._forget(self.journal.update_file(row.id, phase="Rotated"))
         for other in self.journal.files_with_inode(seen.device, seen.inode):
             if other.id != row.id and continues(_identity(other), other.watermark, seen):
                 return None
@@ -410,8 +408,8 @@ class LogFileReconciler:
         new = self.journal.add_file(
             row.path, ident.device, ident.inode, ident.fingerprint, ident.fingerprint_len
         )
-        self.journal.update_file(new.id, phase="Rotated")  # never the path's active row
-        return self._count_truncation(row, self.journal.file(new.id))
+        rotated = self.journal.update_file(new.id, phase="Rotated")  # never the path's active row
+        return self._count_truncation(row, rotated)
 
     def _move(self, row: FileRow, path: str) -> FileRow:
         """The file `row` describes was renamed to `path`: go on from its watermark there.
@@ -424,8 +422,7 @@ class LogFileReconciler:
         handle = self._stop_draining(row.id)
         if handle is not None:
             handle.close()  # the path's own handle reads it from now on
-        self.journal.update_file(row.id, path=path, phase="Active")
-        moved = self.journal.file(row.id)
+        moved = self.journal.update_file(row.id, path=path, phase="Active")
         old_name = logfile_name(row, self.settings.node)
         if old_name != logfile_name(moved, self.settings.node):
             with contextlib.suppress(NotFound):
@@ -446,9 +443,9 @@ class LogFileReconciler:
         elif handle is None and not truncated:
             handle = self._reopen_renamed(row)
         if handle is None:
-            phase = "Rotated" if truncated else "Deleted"
-            self.journal.update_file(row.id, phase=phase)
-            self._forget(self.journal.file(row.id))
+            self._forget(
+                self.journal.update_file(row.id, phase="Rotated" if truncated else "Deleted")
+            )
             return
         owner = self._truncated_under_handle(row, handle)
         if owner is None:
@@ -458,16 +455,16 @@ class LogFileReconciler:
         with self.handles.in_use(row.id):
             self._read(row, handle, drain=True)
         phase = "Rotated" if os.fstat(handle.fileno()).st_nlink > 0 else "Deleted"
-        self.journal.update_file(row.id, phase=phase)
+        retired = self.journal.update_file(row.id, phase=phase)
         if self.settings.rotate_wait <= 0:
-            self._finish_drain(self.journal.file(row.id), handle)
+            self._finish_drain(retired, handle)
             return
         now = self.clock()
         with self._draining_lock:
             self._draining[row.id] = _Draining(
                 handle, row.path, os.fstat(handle.fileno()).st_size, now
             )
-        self._publish(self.journal.file(row.id), force=True)
+        self._publish(retired, force=True)
 
     def _reopen_renamed(self, row: FileRow) -> BinaryIO | None:
         """The file of `row` under another name in its directory, opened; None if not there."""
@@ -550,13 +547,13 @@ class LogFileReconciler:
                 row.path,
                 unread,
             )
-        self.journal.update_file(
+        finished = self.journal.update_file(
             row.id,
             phase="Rotated" if st.st_nlink > 0 else "Deleted",
             unread_bytes=row.unread_bytes + unread,
             size=st.st_size,
         )
-        self._forget(self.journal.file(row.id))
+        self._forget(finished)
 
     def _forget(self, row: FileRow) -> None:
         """Publish a retired row's last state and drop what memory held of it."""
@@ -592,8 +589,9 @@ class LogFileReconciler:
             row = self.journal.add_file(path, st.st_dev, st.st_ino, "", 0)
         if row.phase != "Unreadable" or row.last_error != message:
             log.warning("cannot read log file %s: %s", path, message)
-            self.journal.update_file(row.id, phase="Unreadable", last_error=message)
-            self._publish(self.journal.file(row.id), force=True)
+            self._publish(
+                self.journal.update_file(row.id, phase="Unreadable", last_error=message), force=True
+            )
         return DONE
 
     # -- reading -------------------------------------------------------------------------
@@ -635,16 +633,16 @@ class LogFileReconciler:
         now = self.clock()
         if grew:
             self._last_growth[row.id] = now
-        current = self.journal.file(row.id)
+        current = self.journal.file(row.id)  # the batches moved its watermark
         size = os.fstat(f.fileno()).st_size
-        if current.size != size:
-            self.journal.update_file(row.id, size=size)
-            current.size = size
-        self.metrics.position(current.path, size, current.watermark)
+        changes: dict[str, object] = {"size": size} if current.size != size else {}
+        current.size = size
         phase = self._phase(current, now)
         if phase != current.phase and current.phase in ("Active", "Idle", "Unreadable"):
-            self.journal.update_file(row.id, phase=phase, last_error="")
-            current.phase, current.last_error = phase, ""
+            changes.update(phase=phase, last_error="")
+        if changes:  # one write for the size and the phase
+            current = self.journal.update_file(row.id, **changes)
+        self.metrics.position(current.path, size, current.watermark)
         if drain:
             return DONE
         wait = self._publish(current, force=False)

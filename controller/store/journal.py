@@ -291,10 +291,11 @@ class Journal:
                 file_id = int(cur.lastrowid or 0)
         return self.file(file_id)
 
-    def update_file(self, file_id: int, **fields: object) -> None:
-        """Change a file row's bookkeeping (phase, path, fingerprint, errors); never the watermark."""
+    def update_file(self, file_id: int, **fields: object) -> FileRow:
+        """Change a file row's bookkeeping (phase, path, fingerprint, errors); never the watermark.
+        Returns the row as it is now, so a caller never reads it again."""
         if not fields:
-            return
+            return self.file(file_id)
         if "watermark" in fields:
             raise ValueError("the watermark only moves with commit_batch")
         unknown = set(fields) - set(_FILE_COLUMNS)
@@ -302,9 +303,13 @@ class Journal:
             raise ValueError(f"unknown file fields {sorted(unknown)}")
         assignments = ", ".join(f"{name} = ?" for name in fields)
         with self._tx() as conn:
-            conn.execute(
-                f"UPDATE files SET {assignments} WHERE id = ?", (*fields.values(), file_id)
-            )
+            row = conn.execute(
+                f"UPDATE files SET {assignments} WHERE id = ? RETURNING {', '.join(_FILE_COLUMNS)}",
+                (*fields.values(), file_id),
+            ).fetchone()
+        if row is None:
+            raise KeyError(file_id)
+        return FileRow(*row)
 
     # -- ingestion -----------------------------------------------------------------------
 
