@@ -10,8 +10,7 @@ embedder, the training directories and `--learn-from` mean the same in each
 from __future__ import annotations
 
 import logging
-import threading
-import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from controller.configure import writable_state_dir
@@ -25,6 +24,7 @@ if TYPE_CHECKING:
     from controller.index.retrieval import ExampleIndex
     from controller.reconcilers.learner import LearnerReconciler
     from controller.runtime.controller import Controller
+    from controller.runtime.manager import Manager
     from controller.runtime.metrics import MetricsRegistry
 
 log = logging.getLogger("foylectl")
@@ -98,47 +98,41 @@ def pipeline_learners(learners: dict[str, LearnerReconciler]) -> dict[str, Any]:
     }
 
 
-def learning_controllers(
-    learners: dict[str, LearnerReconciler], registry: MetricsRegistry
-) -> dict[str, Controller]:
-    """A controller per learner, for hosts fed by a watch (`learn --follow`, the operator):
-    batches, retries with back-off, one warning per failing key."""
+def learning_manager(
+    learners: dict[str, LearnerReconciler],
+    registry: MetricsRegistry,
+    summary_interval: float | None = None,
+) -> tuple[Manager, dict[str, Controller]]:
+    """A manager with a controller per learner, for hosts fed by a watch (`learn --follow`,
+    the operator): batches, retries with back-off, one warning per failing key, a stop within
+    one deadline in all; with `summary_interval`, an INFO summary per interval while anything
+    was learned (not a line per object). The controllers by source kind, to feed them."""
     from controller.runtime.controller import Controller
+    from controller.runtime.manager import Manager
 
-    return {
-        kind: Controller(f"learn-{kind.lower()}", learner.reconcile, registry)
+    manager = Manager(registry)
+    controllers = {
+        kind: manager.add(Controller(f"learn-{kind.lower()}", learner.reconcile, registry))
         for kind, learner in learners.items()
     }
+    if summary_interval is not None:
+        manager.every(summary_interval, _summary(controllers, summary_interval), "learner-summary")
+    return manager, controllers
 
 
-def stop_all(controllers: dict[str, Controller], timeout: float) -> bool:
-    """Stop every controller within one deadline in all; True when all drained."""
-    deadline = time.monotonic() + timeout
-    drained = True
-    for controller in controllers.values():
-        drained &= controller.stop(max(0.0, deadline - time.monotonic()))
-    return drained
+def _summary(controllers: dict[str, Controller], interval: float) -> Callable[[], None]:
+    last = dict.fromkeys(controllers, 0)
 
+    def log_summary() -> None:
+        done = {kind: c.reconciled for kind, c in controllers.items()}
+        if done != last:
+            failing = sum(len(c.failing()) for c in controllers.values())
+            log.info(
+                "learner: %s reconciled in the last %gs; %d failing",
+                ", ".join(f"{n - last[k]} {k}s" for k, n in done.items()),
+                interval,
+                failing,
+            )
+            last.update(done)
 
-def report_progress(
-    controllers: dict[str, Controller], stop: threading.Event, interval: float = 60.0
-) -> threading.Thread:
-    """An INFO summary per interval while anything was learned (not a line per object)."""
-
-    def loop() -> None:
-        last = dict.fromkeys(controllers, 0)
-        while not stop.wait(interval):
-            done = {kind: c.reconciled for kind, c in controllers.items()}
-            if done != last:
-                failing = sum(len(c.failing()) for c in controllers.values())
-                log.info(
-                    "learner: %s reconciled in the last %gs; %d failing",
-                    ", ".join(f"{n - last[k]} {k}s" for k, n in done.items()),
-                    interval,
-                    failing,
-                )
-                last = done
-
-    thread = threading.Thread(target=loop, name="learner-summary", daemon=True)
-    thread.start()
-    return thread
+    return log_summary

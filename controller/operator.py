@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ import kopf
 
 from controller.api.kinds import BLOCKLOG, GROUP, SESSION, VERSION
 from controller.configure import settings_from
-from controller.learning import build_learners, learning_controllers, report_progress, stop_all
+from controller.learning import build_learners, learning_manager
 from controller.settings import STOP_SECONDS, Settings
 
 log = logging.getLogger(__name__)
@@ -99,12 +98,9 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     registry = MetricsRegistry()
     learners = build_learners(ours, store, registry)
     memo["learners"] = learners
-    controllers = learning_controllers(learners, registry)
-    for controller in controllers.values():
-        controller.start()
-    memo["controllers"] = controllers
-    memo["stop"] = threading.Event()
-    report_progress(controllers, memo["stop"])
+    manager, controllers = learning_manager(learners, registry, summary_interval=60.0)
+    manager.start()
+    memo["manager"], memo["controllers"] = manager, controllers
     log.info(
         "learning from %s in namespace %s; state in %s; training files in %s",
         ", ".join(learners),
@@ -116,9 +112,8 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.cleanup()
 def stop(memo: kopf.Memo, **_: Any) -> None:
-    if "stop" in memo:
-        memo["stop"].set()
-    stop_all(memo.get("controllers", {}), STOP_SECONDS)
+    if "manager" in memo:
+        memo["manager"].stop(STOP_SECONDS)
     for learner in memo.get("learners", {}).values():
         learner.index.close()
     if "store" in memo:

@@ -17,9 +17,8 @@ from controller.errors import CommandError, UsageError
 from controller.learning import (
     build_learners,
     example_index,
-    learning_controllers,
+    learning_manager,
     pipeline_learners,
-    stop_all,
 )
 from controller.settings import STOP_SECONDS, Settings
 from controller.store.base import Store
@@ -331,7 +330,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
 
     stop = threading.Event()
     _stop_on_signals(stop)
-    controllers = learning_controllers(learners, MetricsRegistry())
+    manager, controllers = learning_manager(learners, MetricsRegistry())
     threads = [
         threading.Thread(
             target=follow,
@@ -341,14 +340,13 @@ def cmd_learn(args: argparse.Namespace) -> int:
         )
         for kind, controller in controllers.items()
     ]
-    for controller in controllers.values():
-        controller.start()
+    manager.start()
     for thread in threads:
         thread.start()
     stop.wait()
     for thread in threads:
         thread.join()
-    stop_all(controllers, STOP_SECONDS)
+    manager.stop(STOP_SECONDS)
     return 0
 
 

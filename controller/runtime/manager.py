@@ -29,7 +29,7 @@ class Manager:
         self.controllers: list[Controller] = []
         self._timers: list[tuple[float, Hook, str]] = []
         self._ready_when: Callable[[], bool] = lambda: True
-        self._ready_what = "caught up"
+        self._ready_what: str | None = None  # said in the log once ready, when a builder named it
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -90,7 +90,7 @@ class Manager:
 
     def _check_ready(self) -> None:
         if self._ready_when() and all(c.is_settled() for c in self.controllers):
-            if not self._ready.is_set():
+            if not self._ready.is_set() and self._ready_what is not None:
                 log.info("%s; ready", self._ready_what)
             self._ready.set()
 
