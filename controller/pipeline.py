@@ -308,8 +308,7 @@ class Pipeline:
         paths = list(scan(self.settings.log_dirs))
         with self._initial_lock:
             self._initial.update(paths)
-        for path in paths:
-            self.logfiles.add(path)
+        self.logfiles.add_all(paths)
         return len(paths)
 
     def start(self) -> None:
@@ -337,8 +336,7 @@ class Pipeline:
         After a long outage (a full disk) per-key back-off reaches many minutes;
         re-queuing the durable dirty marks bounds recovery by the rescan interval.
         """
-        for path in scan(self.settings.log_dirs):
-            self.logfiles.add(path)
+        self.logfiles.add_all(scan(self.settings.log_dirs))
         self._add_journal_files()
         self._requeue_dirty()
 

@@ -32,8 +32,9 @@ class Outcome:
 
     `results`: the keys with more to come (a `Result` other than DONE);
     `failed`: the keys whose reconcile failed, with the error (the others' work
-    stands: a reconciler reports a key here only when it wrote nothing for it);
-    `downstream`: stage name -> keys that stage must look at now.
+    stands, and so does what a failed key wrote before failing: reconciles are
+    level-triggered, so its retry converges from there);
+    `downstream`: queue name -> keys that stage must look at now.
     Raising instead fails the whole batch: its unit of work rolls back and each
     key runs again on its own.
     """
