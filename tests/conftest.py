@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from tests import control_plane
 from tests.kube_emulator import kube_emulator  # noqa: F401  (fixture for `cluster`)
 
 REPO = Path(__file__).resolve().parent.parent
+EXIT_STATUS = pytest.StashKey[int]()
 TESTDATA = REPO / "tests" / "data" / "foyle"
 
 
@@ -57,3 +60,27 @@ def cluster(request: pytest.FixtureRequest) -> control_plane.Cluster:
         return control_plane.Cluster(emulator.kubeconfig, "foyle")
     plane: control_plane.ControlPlane = request.getfixturevalue("apiserver")
     return control_plane.Cluster(plane.kubeconfig, plane.new_namespace("kube"))
+
+
+# ---- the end of the session ----
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[EXIT_STATUS] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Leave without interpreter finalization once pytest has reported everything.
+
+    In-process servers and stores (the API emulator, watch-fed caches, kopf) leave daemon
+    threads inside C calls; finalization under them aborted the process (exit 134) after
+    every test had passed, once in four CI runs. `foylectl run` exits the same way for the
+    same reason (cli/app._exit_now). The status is pytest's own.
+    """
+    status = config.stash.get(EXIT_STATUS, None)
+    if status is None:
+        return  # no session ran (a usage error): let pytest finish as usual
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
