@@ -27,6 +27,26 @@ def wait_until(condition: Callable[[], bool], timeout: float = DEADLINE) -> None
         time.sleep(0.001)
 
 
+@pytest.fixture(autouse=True)
+def queues_shut_down(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Shut down every queue a test made, so no delay thread outlives its test.
+
+    Daemon threads still running when the interpreter finalizes are how a passing
+    suite once ended in exit 134 (tests/conftest.py's pytest_unconfigure).
+    """
+    made: list[WorkQueue[object]] = []
+    init = WorkQueue.__init__
+
+    def tracking_init(self: WorkQueue[object], *args: object, **kwargs: object) -> None:
+        init(self, *args, **kwargs)  # type: ignore[arg-type]
+        made.append(self)
+
+    monkeypatch.setattr(WorkQueue, "__init__", tracking_init)
+    yield
+    for queue in made:
+        queue.shutdown()
+
+
 def ready_items(queue: WorkQueue[str]) -> list[str]:
     """Take every item that is ready now, marking each done."""
     items = []
