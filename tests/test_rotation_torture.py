@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import signal
 import sqlite3
 import time
 from collections import Counter
@@ -25,9 +26,10 @@ from typing import BinaryIO
 import orjson
 import pytest
 
+from controller.logs.transition import FINGERPRINT_BYTES, FileIdentity, starts_like
 from controller.store.journal import TRACES, FileRow, Journal
 from tests.cli_helpers import RunningController, comparable, foylectl, get_json, wait_for
-from tests.test_logfile_reconciler import line, trace_id
+from tests.test_logfile_reconciler import append, line, lines, trace_id, truncate
 
 ROTATE_WAIT = "3"  # run's --rotate-wait: longer than any reopen delay below
 
@@ -83,6 +85,23 @@ def read_once_counts(state: Path) -> Counter[str]:
     return Counter({key: orjson.loads(acc)["count"] for key, acc in rows})
 
 
+def read_to_end(row: FileRow | None, path: Path) -> bool:
+    """`row` has read the file at `path` as it is now, up to its last byte.
+
+    Inode and size alone do not say so: a file truncated (copytruncate) and
+    written again to the size it had when last read, before `run` looked, is
+    the same inode at the old watermark with none of its lines read. Under load
+    the torture then truncated it once more and lost those lines for good (7 of
+    29,413): the row's first bytes must match the file's too.
+    """
+    if row is None:
+        return False
+    with path.open("rb") as f:
+        st, head = os.fstat(f.fileno()), f.read(FINGERPRINT_BYTES)
+    known = FileIdentity(row.device, row.inode, row.fingerprint, row.fingerprint_len)
+    return (row.inode, row.watermark) == (st.st_ino, st.st_size) and starts_like(known, head)
+
+
 def every_file_read(state: Path, logs: Path) -> bool:
     """Every file in `logs`, whatever its name, has a journal row read to its end."""
     if not (state / "journal.db").exists():
@@ -92,8 +111,7 @@ def every_file_read(state: Path, logs: Path) -> bool:
         rows = {(row.device, row.inode): row for row in journal.files()}
         for path in logs.iterdir():
             st = path.stat()
-            row = rows.get((st.st_dev, st.st_ino))
-            if row is None or row.watermark != st.st_size:
+            if not read_to_end(rows.get((st.st_dev, st.st_ino)), path):
                 return False
         return not journal.dirty_keys(TRACES)
     finally:
@@ -117,8 +135,7 @@ def file_seen(state: Path, path: Path) -> bool:
 
 
 def file_read(state: Path, path: Path) -> bool:
-    row, st = active_row(state, path), path.stat()
-    return row is not None and (row.inode, row.watermark) == (st.st_ino, st.st_size)
+    return read_to_end(active_row(state, path), path)
 
 
 def torture(tmp_path: Path, *, seconds: float, seed: int) -> dict[str, int]:
@@ -191,6 +208,38 @@ def torture(tmp_path: Path, *, seconds: float, seed: int) -> dict[str, int]:
     assert got.keys() == want.keys()
     assert all(got[name]["spec"] == want[name]["spec"] for name in want)
     return figures
+
+
+def test_a_file_truncated_and_rewritten_to_the_size_read_is_not_taken_for_read(
+    tmp_path: Path,
+) -> None:
+    """The torture's waits: a copytruncate `run` has not looked at yet, rewritten to the
+    very size `run` had read, is not read (the torture truncated such a file again and
+    lost its lines, and the final wait stopped `run` before it read them)."""
+    logs, state = tmp_path / "logs", tmp_path / "state"
+    logs.mkdir()
+    path = logs / "app0.json"
+    append(path, lines(range(10, 17)))
+    run = RunningController(logs, state)
+    try:
+        wait_for(lambda: file_read(state, path), 60, "the file to be read")
+        run.proc.send_signal(signal.SIGSTOP)  # `run` late under load, made certain
+        size = path.stat().st_size
+        truncate(path)
+        append(path, lines(range(20, 27)))
+        assert path.stat().st_size == size  # the same inode, at the watermark read
+        assert not file_read(state, path)
+        assert not every_file_read(state, logs)
+        run.proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: every_file_read(state, logs), 60, "run to read the new lines")
+        assert read_once_counts(state).keys() == {
+            trace_id(n) for n in [*range(10, 17), *range(20, 27)]
+        }
+    except BaseException:
+        run.proc.send_signal(signal.SIGCONT)
+        run.kill()
+        raise
+    assert run.terminate() == 0, run.output()
 
 
 def test_rotation_torture_short(tmp_path: Path) -> None:
