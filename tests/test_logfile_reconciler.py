@@ -25,6 +25,7 @@ import orjson
 import pytest
 
 from controller.api.result import DONE, Result
+from controller.logs.transition import FINGERPRINT_BYTES
 from controller.reconcilers.logfile import LogFileReconciler, LogFileSettings, logfile_name
 from controller.store.base import StoreUnavailable
 from controller.store.journal import TRACES, FileRow, Journal
@@ -39,7 +40,10 @@ def trace_id(n: int) -> str:
     return f"{n:032x}"
 
 
-def line(n: int, *, payload: str = "gcloud logging read --project=foyle-dev\n") -> bytes:
+PAYLOAD = "gcloud logging read --project=foyle-dev\n"
+
+
+def line(n: int, *, payload: str = PAYLOAD) -> bytes:
     """A Foyle Executor line (the shape of testdata/foyle/execute_traces_lines.jsonl)."""
     return (
         orjson.dumps(
@@ -488,8 +492,22 @@ def test_truncation_while_stopped_and_regrowth_past_the_watermark_is_noticed(
     )  # fmt: skip
 
 
-def test_a_file_that_loses_its_last_newline_and_gets_it_back_is_read_once(rig: Rig) -> None:
-    path = rig.path("x.json", lines(range(8)))  # longer than the fingerprint's 1 KiB
+@pytest.mark.parametrize(
+    ("count", "size"),
+    [(2, None), (3, FINGERPRINT_BYTES), (8, None)],
+    ids=["short", "1 KiB", "long"],
+)
+def test_a_file_that_loses_its_last_newline_and_gets_it_back_is_read_once(
+    rig: Rig, count: int, size: int | None
+) -> None:
+    """Only a real truncation reads again from 0, however short the file (issue 24)."""
+    written = lines(range(count - 1))
+    last = line(count - 1)
+    if size is not None:  # its payload padded to make the file exactly `size` bytes
+        last = line(count - 1, payload="x" * (size - len(written) - len(last)) + PAYLOAD)
+    written += last
+    assert size is None or len(written) == size
+    path = rig.path("x.json", written)
     rig.reconcile(path)
     size = path.stat().st_size
     with path.open("r+b") as f:
@@ -497,12 +515,12 @@ def test_a_file_that_loses_its_last_newline_and_gets_it_back_is_read_once(rig: R
     rig.reconcile(path)
     append(path, b"\n")
     rig.reconcile(path)
-    append(path, line(8))
+    append(path, line(count))
     rig.reconcile(path)
 
-    rig.assert_once(range(9))
+    rig.assert_once(range(count + 1))
     (row,) = rig.rows(path)
-    assert_status(rig, row, lines=9, truncations=0, offset=path.stat().st_size)
+    assert_status(rig, row, lines=count + 1, truncations=0, offset=path.stat().st_size)
 
 
 # -- 6. deletion ----------------------------------------------------------------------------
