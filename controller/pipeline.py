@@ -303,6 +303,12 @@ class Pipeline:
         self.recover_lost_state()
         self._requeue_dirty()
         self._add_journal_files()
+        rotated = (
+            row
+            for row in self.journal.files()
+            if row.phase == "Rotated" and self._in_log_dirs(row.path)
+        )
+        self.logfiles.add_all(self.logfile_reconciler.resume_drains(rotated))
 
     def initial_scan(self) -> int:
         paths = list(scan(self.settings.log_dirs))
@@ -346,12 +352,15 @@ class Pipeline:
         A dir dropped from --logs is no longer tailed; its rows stay as they are, so
         adding it back goes on from their watermarks.
         """
-        dirs = [str(d) for d in self.settings.log_dirs]
         for row in self.journal.files(active_only=True):
-            if any(Path(row.path).is_relative_to(d) for d in dirs) or inside(
-                os.path.realpath(row.path), dirs
-            ):
+            if self._in_log_dirs(row.path):
                 self.logfiles.add(row.path)
+
+    def _in_log_dirs(self, path: str) -> bool:
+        dirs = [str(d) for d in self.settings.log_dirs]
+        return any(Path(path).is_relative_to(d) for d in dirs) or inside(
+            os.path.realpath(path), dirs
+        )
 
     def _sweep_idle(self) -> None:
         """Queue the unfinished traces idle for longer than --abandon-after (to mark them)."""

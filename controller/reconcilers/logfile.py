@@ -208,6 +208,18 @@ class _Handles:
         return len(self._files)
 
 
+def _names_by_inode(directory: str) -> dict[int, list[str]]:
+    """The paths in `directory` by inode ({} if it cannot be listed)."""
+    names: dict[int, list[str]] = {}
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                names.setdefault(entry.inode(), []).append(entry.path)
+    except OSError:
+        return {}
+    return names
+
+
 @dataclass
 class _Draining:
     """A rotated file still read through its handle until its writer has been quiet."""
@@ -466,15 +478,16 @@ class LogFileReconciler:
             )
         self._publish(retired, force=True)
 
-    def _reopen_renamed(self, row: FileRow) -> BinaryIO | None:
-        """The file of `row` under another name in its directory, opened; None if not there."""
-        directory = os.path.dirname(row.path) or "."
-        try:
-            with os.scandir(directory) as entries:
-                names = [e.path for e in entries if e.inode() == row.inode]
-        except OSError:
-            return None
-        for name in names:
+    def _reopen_renamed(
+        self, row: FileRow, names: dict[int, list[str]] | None = None
+    ) -> BinaryIO | None:
+        """The file of `row` under another name in its directory, opened; None if not there.
+
+        `names`: its directory's names by inode, when the caller listed it already.
+        """
+        if names is None:
+            names = _names_by_inode(os.path.dirname(row.path) or ".")
+        for name in names.get(row.inode, ()):
             try:
                 f = open_log_file(
                     name, self.settings.roots, symlinks_anywhere=self.settings.symlinks_anywhere
@@ -489,6 +502,45 @@ class LogFileReconciler:
                 return f
             f.close()
         return None
+
+    def resume_drains(self, rotated: Iterable[FileRow]) -> list[str]:
+        """Drain again the files of `rotated` rows that hold bytes past their watermark;
+        the old paths, whose looks drive the drains, for the caller to queue.
+
+        A drain lives in memory only: after a SIGKILL its row says Rotated and
+        nothing would read what the writer appended since to a name nobody
+        watches. One listing per directory, however many rotated rows it has.
+        """
+        by_dir: dict[str, list[FileRow]] = {}
+        for row in rotated:
+            by_dir.setdefault(os.path.dirname(row.path) or ".", []).append(row)
+        paths = []
+        for directory, rows in by_dir.items():
+            names = _names_by_inode(directory)
+            for row in rows:
+                if row.inode in names and self._resume_drain(row, names):
+                    paths.append(row.path)
+        return paths
+
+    def _resume_drain(self, row: FileRow, names: dict[int, list[str]]) -> bool:
+        with self._identities.held([(row.device, row.inode)]):
+            current = self.journal.file(row.id)
+            with self._draining_lock:
+                if current.phase != "Rotated" or row.id in self._draining:
+                    return False
+            handle = self._reopen_renamed(current, names)
+            if handle is None:
+                return False
+            seen = observe(handle)
+            if seen.size <= current.watermark or not continues(
+                _identity(current), current.watermark, seen
+            ):
+                handle.close()
+                return False
+            log.info("%s: resuming the drain of its rotated file", current.path)
+            with self._draining_lock:
+                self._draining[row.id] = _Draining(handle, row.path, seen.size, self.clock())
+            return True
 
     def _drain_rotated(self, path: str) -> float | None:
         """Read the files rotated away from `path` again; seconds until the next look."""
