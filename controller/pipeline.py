@@ -303,12 +303,7 @@ class Pipeline:
         self.recover_lost_state()
         self._requeue_dirty()
         self._add_journal_files()
-        rotated = (
-            row
-            for row in self.journal.files()
-            if row.phase == "Rotated" and self._in_log_dirs(row.path)
-        )
-        self.logfiles.add_all(self.logfile_reconciler.resume_drains(rotated))
+        self._resume_drains()
 
     def initial_scan(self) -> int:
         paths = list(scan(self.settings.log_dirs))
@@ -344,6 +339,7 @@ class Pipeline:
         """
         self.logfiles.add_all(scan(self.settings.log_dirs))
         self._add_journal_files()
+        self._resume_drains()
         self._requeue_dirty()
 
     def _add_journal_files(self) -> None:
@@ -355,6 +351,16 @@ class Pipeline:
         for row in self.journal.files(active_only=True):
             if self._in_log_dirs(row.path):
                 self.logfiles.add(row.path)
+
+    def _resume_drains(self) -> None:
+        """Drain again the rotated files that grew since they were let go (or since a
+        kill cut their drain short), in the log dirs of this run only."""
+        rotated = (
+            row
+            for row in self.journal.files()
+            if row.phase == "Rotated" and self._in_log_dirs(row.path)
+        )
+        self.logfiles.add_all(self.logfile_reconciler.resume_drains(rotated))
 
     def _in_log_dirs(self, path: str) -> bool:
         dirs = [str(d) for d in self.settings.log_dirs]

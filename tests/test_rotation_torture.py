@@ -118,6 +118,14 @@ def every_file_read(state: Path, logs: Path) -> bool:
         journal.close()
 
 
+def journal_files(state: Path) -> list[FileRow]:
+    journal = Journal(state / "journal.db")
+    try:
+        return journal.files()
+    finally:
+        journal.close()
+
+
 def active_row(state: Path, path: Path) -> FileRow | None:
     """The journal's row reading `path` now, if any."""
     if not (state / "journal.db").exists():
@@ -267,6 +275,37 @@ def test_a_drain_cut_short_by_sigkill_goes_on_after_a_restart(tmp_path: Path) ->
         raise
     assert run.terminate() == 0, run.output()
     assert read_once_counts(state) == Counter({trace_id(n): 1 for n in range(9)})
+
+
+def test_a_rotated_file_written_after_it_was_let_go_is_read_at_the_next_rescan(
+    tmp_path: Path,
+) -> None:
+    """A writer quiet for longer than --rotate-wait (starved, stopped) appends to its
+    rotated file after `run` let it go: the next rescan reads it, and the unfinished
+    line reported unread at the let-go is no longer counted once it is read."""
+    logs, state = tmp_path / "logs", tmp_path / "state"
+    logs.mkdir()
+    path = logs / "app.json"
+    half = len(line(3)) // 2
+    run = RunningController(logs, state, "--rotate-wait", "0.2", "--rescan-interval", "1")
+    try:
+        with path.open("ab", buffering=0) as writer:
+            writer.write(lines(range(3)))
+            wait_for(lambda: file_read(state, path), 60, "the file to be read")
+            path.rename(logs / "app.json.1")  # logrotate's create mode
+            writer.write(line(3)[:half])
+            wait_for(lambda: "stopped following" in run.output(), 60, "the file to be let go")
+            (row,) = journal_files(state)
+            assert (row.phase, row.unread_bytes) == ("Rotated", half)
+            writer.write(line(3)[half:] + lines(range(4, 6)))
+        wait_for(lambda: every_file_read(state, logs), 30, "the late lines to be read")
+    except BaseException:
+        run.kill()
+        raise
+    assert run.terminate() == 0, run.output()
+    assert read_once_counts(state) == Counter({trace_id(n): 1 for n in range(6)})
+    (row,) = journal_files(state)
+    assert (row.phase, row.unread_bytes, row.lines) == ("Rotated", 0, 6)
 
 
 def test_rotation_torture_short(tmp_path: Path) -> None:

@@ -220,6 +220,15 @@ def _names_by_inode(directory: str) -> dict[int, list[str]]:
     return names
 
 
+def _any_longer(paths: Iterable[str], size: int) -> bool:
+    """Some of `paths` holds more than `size` bytes (a stat: no open of every rotated file)."""
+    for path in paths:
+        with contextlib.suppress(OSError):
+            if os.stat(path, follow_symlinks=False).st_size > size:
+                return True
+    return False
+
+
 @dataclass
 class _Draining:
     """A rotated file still read through its handle until its writer has been quiet."""
@@ -228,6 +237,7 @@ class _Draining:
     rotated_from: str  # the path whose reconcile drains it
     size: int
     quiet_since: float
+    unread_before: int  # the row's unreadBytes but the tail this drain will report
 
 
 class LogFileReconciler:
@@ -469,12 +479,12 @@ class LogFileReconciler:
         phase = "Rotated" if os.fstat(handle.fileno()).st_nlink > 0 else "Deleted"
         retired = self.journal.update_file(row.id, phase=phase)
         if self.settings.rotate_wait <= 0:
-            self._finish_drain(retired, handle)
+            self._finish_drain(retired, handle, retired.unread_bytes)
             return
         now = self.clock()
         with self._draining_lock:
             self._draining[row.id] = _Draining(
-                handle, row.path, os.fstat(handle.fileno()).st_size, now
+                handle, row.path, os.fstat(handle.fileno()).st_size, now, retired.unread_bytes
             )
         self._publish(retired, force=True)
 
@@ -509,7 +519,9 @@ class LogFileReconciler:
 
         A drain lives in memory only: after a SIGKILL its row says Rotated and
         nothing would read what the writer appended since to a name nobody
-        watches. One listing per directory, however many rotated rows it has.
+        watches; a writer quiet for longer than `rotate_wait` (starved, stopped)
+        may append after its file was let go. Called at start and on each rescan,
+        with one listing per directory however many rotated rows it has.
         """
         by_dir: dict[str, list[FileRow]] = {}
         for row in rotated:
@@ -518,16 +530,18 @@ class LogFileReconciler:
         for directory, rows in by_dir.items():
             names = _names_by_inode(directory)
             for row in rows:
-                if row.inode in names and self._resume_drain(row, names):
+                grew = _any_longer(names.get(row.inode, ()), row.watermark)
+                if grew and self._resume_drain(row, names):
                     paths.append(row.path)
         return paths
 
     def _resume_drain(self, row: FileRow, names: dict[int, list[str]]) -> bool:
         with self._identities.held([(row.device, row.inode)]):
-            current = self.journal.file(row.id)
+            newest = self.journal.files_with_inode(row.device, row.inode)[0]
             with self._draining_lock:
-                if current.phase != "Rotated" or row.id in self._draining:
-                    return False
+                if newest.id != row.id or newest.phase != "Rotated" or row.id in self._draining:
+                    return False  # read by a newer row (truncated, moved), or draining now
+            current = newest
             handle = self._reopen_renamed(current, names)
             if handle is None:
                 return False
@@ -537,9 +551,16 @@ class LogFileReconciler:
             ):
                 handle.close()
                 return False
-            log.info("%s: resuming the drain of its rotated file", current.path)
+            log.info("%s: reading its rotated file again, which grew", current.path)
+            tail = max(0, current.size - current.watermark)  # reported when it was let go
             with self._draining_lock:
-                self._draining[row.id] = _Draining(handle, row.path, seen.size, self.clock())
+                self._draining[row.id] = _Draining(
+                    handle,
+                    row.path,
+                    seen.size,
+                    self.clock(),
+                    max(0, current.unread_bytes - tail),
+                )
             return True
 
     def _drain_rotated(self, path: str) -> float | None:
@@ -578,7 +599,7 @@ class LogFileReconciler:
                 self._publish(self.journal.file(row.id), force=False)
                 return min(left, DRAIN_POLL)
             self._stop_draining(row.id)
-            self._finish_drain(self.journal.file(row.id), draining.handle)
+            self._finish_drain(self.journal.file(row.id), draining.handle, draining.unread_before)
         return None
 
     def _stop_draining(self, file_id: int) -> BinaryIO | None:
@@ -587,7 +608,7 @@ class LogFileReconciler:
             draining = self._draining.pop(file_id, None)
         return draining.handle if draining is not None else None
 
-    def _finish_drain(self, row: FileRow, handle: BinaryIO) -> None:
+    def _finish_drain(self, row: FileRow, handle: BinaryIO, unread_before: int) -> None:
         """The writer is quiet: report what could not be read (an unfinished last line)."""
         st = os.fstat(handle.fileno())
         handle.close()
@@ -602,7 +623,7 @@ class LogFileReconciler:
         finished = self.journal.update_file(
             row.id,
             phase="Rotated" if st.st_nlink > 0 else "Deleted",
-            unread_bytes=row.unread_bytes + unread,
+            unread_bytes=unread_before + unread,
             size=st.st_size,
         )
         self._forget(finished)
