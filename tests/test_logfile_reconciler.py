@@ -25,7 +25,7 @@ import orjson
 import pytest
 
 from controller.api.result import DONE, Result
-from controller.logs.transition import FINGERPRINT_BYTES
+from controller.logs.transition import FINGERPRINT_BYTES, FileIdentity, starts_like
 from controller.reconcilers.logfile import LogFileReconciler, LogFileSettings, logfile_name
 from controller.store.base import StoreUnavailable
 from controller.store.journal import TRACES, FileRow, Journal
@@ -362,10 +362,64 @@ def test_a_file_truncated_and_rotated_after_its_handle_was_closed_is_read_again_
     rig.assert_once([*range(7), 10])
 
 
-def test_files_renamed_between_watched_names_while_two_workers_read_are_read_once(
+def test_a_file_truncated_and_rewritten_while_a_worker_reads_it_is_read_once(
     make_rig: Callable[..., Rig],
 ) -> None:
-    """A writer rotating app.json to app.N.json (both watched) under two racing workers."""
+    """copytruncate just after the reader caught up, the reader still between its look at
+    the file and its read: it must not read the new content at the old watermark (the
+    bytes past it were read again from 0 once the truncation was seen: duplicated)."""
+    rig = make_rig()
+    path = rig.path("app.json", b"")
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            while not stop.is_set():
+                rig.reconcile(path)
+        except BaseException as err:
+            errors.append(err)
+            raise
+
+    def caught_up() -> bool:  # the row reading the file as it is now is at its end
+        row = rig.journal.active_file_at(str(path))
+        if row is None:
+            return False
+        data = path.read_bytes()
+        ident = FileIdentity(row.device, row.inode, row.fingerprint, row.fingerprint_len)
+        return row.watermark == len(data) and starts_like(ident, data)
+
+    worker = threading.Thread(target=work)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    worker.start()
+    written = 0
+    try:
+        for _ in range(300):  # a race: before the fix, lost or duplicated lines most runs
+            append(path, lines(range(written, written + 2)))  # shorter than the fingerprint
+            written += 2
+            deadline = time.monotonic() + 10
+            while not caught_up() and time.monotonic() < deadline and not errors:
+                time.sleep(0.0005)
+            truncate(path)  # copytruncate, the copy's lines read already
+            append(path, lines(range(written, written + 4)))
+            written += 4
+    finally:
+        stop.set()
+        worker.join()
+        sys.setswitchinterval(switch)
+    assert not errors
+    rig.reconcile(path)
+    assert not [k for k, n in rig.ingested().items() if n > 1]
+    rig.assert_once(range(written))
+
+
+@pytest.mark.parametrize("rotated_name", ["app.{}.json", "app.json.{}"], ids=["watched", "not"])
+def test_files_renamed_while_two_workers_read_are_read_once(
+    make_rig: Callable[..., Rig], rotated_name: str
+) -> None:
+    """A writer rotating app.json to app.N.json (both watched) or to app.json.N (a name
+    the watcher queues only as a rename's destination) under two racing workers."""
     rig = make_rig(rotate_wait=5.0)
     path = rotated = rig.path("app.json")
     written = 0
@@ -396,7 +450,7 @@ def test_files_renamed_between_watched_names_while_two_workers_read_are_read_onc
         for n in range(1500):
             with path.open("ab", buffering=0) as f:
                 write(f, 1)  # shorter than the 1 KiB fingerprint: it grows while read
-                rotated = rig.dir / f"app.{n}.json"
+                rotated = rig.dir / rotated_name.format(n)
                 path.rename(rotated)
                 write(f, 20)  # to its old descriptor, after the rename, a line at a time
     finally:
@@ -405,7 +459,7 @@ def test_files_renamed_between_watched_names_while_two_workers_read_are_read_onc
             t.join()
         sys.setswitchinterval(switch)
     assert not errors
-    for p in sorted(rig.dir.iterdir()):
+    for p in [*sorted(rig.dir.iterdir()), rig.dir / "app.json"]:  # its look drains them
         rig.reconcile(p)
     rig.assert_once(range(written))
     assert sum(row.lines for row in rig.journal.files()) == written

@@ -28,7 +28,14 @@ import pytest
 
 from controller.logs.transition import FINGERPRINT_BYTES, FileIdentity, starts_like
 from controller.store.journal import TRACES, FileRow, Journal
-from tests.cli_helpers import RunningController, comparable, foylectl, get_json, wait_for
+from tests.cli_helpers import (
+    RunningController,
+    comparable,
+    foylectl,
+    get_json,
+    running,
+    wait_for,
+)
 from tests.test_logfile_reconciler import append, line, lines, trace_id, truncate
 
 ROTATE_WAIT = "3"  # run's --rotate-wait: longer than any reopen delay below
@@ -218,6 +225,13 @@ def torture(tmp_path: Path, *, seconds: float, seed: int) -> dict[str, int]:
     return figures
 
 
+def stop_once_read(run: RunningController, state: Path, logs: Path, what: str) -> Counter[str]:
+    """Wait until `run` read every file in `logs`, stop it: how often it folded in each trace."""
+    wait_for(lambda: every_file_read(state, logs), 60, what)
+    assert run.terminate() == 0, run.output()
+    return read_once_counts(state)
+
+
 def test_a_file_truncated_and_rewritten_to_the_size_read_is_not_taken_for_read(
     tmp_path: Path,
 ) -> None:
@@ -228,8 +242,7 @@ def test_a_file_truncated_and_rewritten_to_the_size_read_is_not_taken_for_read(
     logs.mkdir()
     path = logs / "app0.json"
     append(path, lines(range(10, 17)))
-    run = RunningController(logs, state)
-    try:
+    with running(logs, state) as run:
         wait_for(lambda: file_read(state, path), 60, "the file to be read")
         run.proc.send_signal(signal.SIGSTOP)  # `run` late under load, made certain
         size = path.stat().st_size
@@ -239,15 +252,8 @@ def test_a_file_truncated_and_rewritten_to_the_size_read_is_not_taken_for_read(
         assert not file_read(state, path)
         assert not every_file_read(state, logs)
         run.proc.send_signal(signal.SIGCONT)
-        wait_for(lambda: every_file_read(state, logs), 60, "run to read the new lines")
-        assert read_once_counts(state).keys() == {
-            trace_id(n) for n in [*range(10, 17), *range(20, 27)]
-        }
-    except BaseException:
-        run.proc.send_signal(signal.SIGCONT)
-        run.kill()
-        raise
-    assert run.terminate() == 0, run.output()
+        counts = stop_once_read(run, state, logs, "run to read the new lines")
+    assert counts.keys() == {trace_id(n) for n in [*range(10, 17), *range(20, 27)]}
 
 
 def test_a_drain_cut_short_by_sigkill_goes_on_after_a_restart(tmp_path: Path) -> None:
@@ -258,23 +264,16 @@ def test_a_drain_cut_short_by_sigkill_goes_on_after_a_restart(tmp_path: Path) ->
     path = logs / "app.json"
     with path.open("ab", buffering=0) as writer:
         writer.write(lines(range(3)))
-        run = RunningController(logs, state, "--rotate-wait", "60")
-        try:
+        with running(logs, state, "--rotate-wait", "60") as run:
             wait_for(lambda: file_read(state, path), 60, "the file to be read")
             path.rename(logs / "app.json.1")  # logrotate's create mode
             writer.write(lines(range(3, 6)))
             wait_for(lambda: every_file_read(state, logs), 60, "the rotated file to be drained")
-        finally:
             run.kill()  # while draining
         writer.write(lines(range(6, 9)))
-    run = RunningController(logs, state, "--rotate-wait", "0.5")
-    try:
-        wait_for(lambda: every_file_read(state, logs), 30, "the drain to go on")
-    except BaseException:
-        run.kill()
-        raise
-    assert run.terminate() == 0, run.output()
-    assert read_once_counts(state) == Counter({trace_id(n): 1 for n in range(9)})
+    with running(logs, state, "--rotate-wait", "0.5") as run:
+        counts = stop_once_read(run, state, logs, "the drain to go on")
+    assert counts == Counter({trace_id(n): 1 for n in range(9)})
 
 
 def test_a_rotated_file_written_after_it_was_let_go_is_read_at_the_next_rescan(
@@ -287,8 +286,7 @@ def test_a_rotated_file_written_after_it_was_let_go_is_read_at_the_next_rescan(
     logs.mkdir()
     path = logs / "app.json"
     half = len(line(3)) // 2
-    run = RunningController(logs, state, "--rotate-wait", "0.2", "--rescan-interval", "1")
-    try:
+    with running(logs, state, "--rotate-wait", "0.2", "--rescan-interval", "1") as run:
         with path.open("ab", buffering=0) as writer:
             writer.write(lines(range(3)))
             wait_for(lambda: file_read(state, path), 60, "the file to be read")
@@ -298,14 +296,32 @@ def test_a_rotated_file_written_after_it_was_let_go_is_read_at_the_next_rescan(
             (row,) = journal_files(state)
             assert (row.phase, row.unread_bytes) == ("Rotated", half)
             writer.write(line(3)[half:] + lines(range(4, 6)))
-        wait_for(lambda: every_file_read(state, logs), 30, "the late lines to be read")
-    except BaseException:
-        run.kill()
-        raise
-    assert run.terminate() == 0, run.output()
-    assert read_once_counts(state) == Counter({trace_id(n): 1 for n in range(6)})
+        counts = stop_once_read(run, state, logs, "the late lines to be read")
+    assert counts == Counter({trace_id(n): 1 for n in range(6)})
     (row,) = journal_files(state)
     assert (row.phase, row.unread_bytes, row.lines) == ("Rotated", 0, 6)
+
+
+def test_a_file_rotated_before_run_looked_at_it_is_read(tmp_path: Path) -> None:
+    """Created, written and renamed to a name nobody watches (logrotate's `create`)
+    before `run` looked at its log name: read once as a rotated file, late lines too."""
+    logs, state = tmp_path / "logs", tmp_path / "state"
+    logs.mkdir()
+    with running(logs, state, "--rotate-wait", "1") as run:
+        run.wait_started()
+        run.proc.send_signal(signal.SIGSTOP)  # `run` busy elsewhere, made certain
+        path = logs / "app.json"
+        with path.open("ab", buffering=0) as writer:
+            writer.write(lines(range(3)))
+            path.rename(logs / "app.json.1")
+            writer.write(lines(range(3, 5)))
+            run.proc.send_signal(signal.SIGCONT)
+            wait_for(lambda: every_file_read(state, logs), 60, "the rotated file to be read")
+            writer.write(lines(range(5, 7)))  # its writer not quiet yet
+        counts = stop_once_read(run, state, logs, "the late lines to be read")
+    assert counts == Counter({trace_id(n): 1 for n in range(7)})
+    (row,) = journal_files(state)
+    assert (row.path, row.phase, row.lines) == (str(logs / "app.json.1"), "Rotated", 7)
 
 
 def test_rotation_torture_short(tmp_path: Path) -> None:

@@ -58,15 +58,15 @@ from controller.logs.framing import (
     read_batch,
 )
 from controller.logs.identity import grow_fingerprint, observe
-from controller.logs.opening import NotALogFile, open_log_file  # issue 13
+from controller.logs.opening import NotALogFile, is_log_file, open_log_file  # issue 13
 from controller.logs.transition import (
-    FINGERPRINT_BYTES,
     ROTATE_WAIT,
     Change,
     FileIdentity,
     Seen,
     change,
     continues,
+    same_file,
 )
 from controller.store.base import NotFound, Store, read_modify_write
 from controller.store.journal import TRACES, Batch, FileRow, Journal, WatermarkMoved
@@ -299,6 +299,8 @@ class LogFileReconciler:
         self.handles.close_all()
 
     def _reconcile(self, path: str) -> Result:
+        if not is_log_file(path):
+            return self._rotated_away(path)
         row = self.journal.active_file_at(path)
         try:
             # the handle outlives this call (see _Handles)
@@ -333,6 +335,39 @@ class LogFileReconciler:
                 f.close()
                 return Result(requeue=True)
             return self._read_through_cache(target, f)
+
+    def _rotated_away(self, path: str) -> Result:
+        """A log file renamed to a name nobody watches: drained here as a rotated file
+        if no row knows it, i.e. it was renamed before its log name was looked at.
+
+        A known file is drained by its old path's reconcile; a key for a rotated
+        row's path (`resume_drains`) only drives its drain.
+        """
+        try:
+            f = open_log_file(
+                path, self.settings.roots, symlinks_anywhere=self.settings.symlinks_anywhere
+            )
+        except OSError:
+            return DONE  # gone again, or no log file: nothing known was in it
+        st = os.fstat(f.fileno())
+        with self._identities.held([(st.st_dev, st.st_ino)]):
+            # observed under the lock: a fingerprint another reader grew meanwhile
+            # would not fit a head taken before it (and the file read twice)
+            seen = observe(f)
+            known = self.journal.files_with_inode(seen.device, seen.inode)
+            if any(same_file(_identity(row), seen) for row in known):
+                f.close()
+                return DONE
+            ident = seen.identity()
+            row = self.journal.add_file(
+                path, ident.device, ident.inode, ident.fingerprint, ident.fingerprint_len
+            )
+            log.info("%s was rotated before it was read; reading it", path)
+            rotated = self.journal.update_file(row.id, phase="Rotated")
+            with self._draining_lock:
+                self._draining[row.id] = _Draining(f, path, seen.size, self.clock(), 0)
+        self._publish(rotated, force=True)
+        return DONE
 
     def _read_through_cache(self, row: FileRow, f: BinaryIO) -> Result:
         """Read `row` through its cached handle (`f` if none), kept open for next time."""
@@ -673,8 +708,6 @@ class LogFileReconciler:
         budget = None if drain else self.settings.bytes_per_reconcile
         offset, carry = row.watermark, CarryState(row.carry)
         grew = False
-        if row.fingerprint_len < FINGERPRINT_BYTES:
-            self._grow_fingerprint(row, f)
         while budget is None or budget > 0:
             size = os.fstat(f.fileno()).st_size
             chunk = (
@@ -692,6 +725,12 @@ class LogFileReconciler:
             )
             if rb.next_offset == offset and rb.carry == carry:
                 break
+            if not self._still_the_file(row, f):
+                # Truncated under the reader since its look (copytruncate): the batch may
+                # hold new content read at the old watermark. Nothing is committed; the
+                # next look reads the new content from 0.
+                log.info("file %s changed under its reader; looking again", row.path)
+                return Result(requeue=True)
             try:
                 touched = self.journal.commit_batch(self._batch(row.id, rb, size), self.clock())
             except WatermarkMoved:
@@ -730,17 +769,24 @@ class LogFileReconciler:
             return "Active"
         return "Idle" if now - last >= self.settings.idle_after else "Active"
 
-    def _grow_fingerprint(self, row: FileRow, f: BinaryIO) -> None:
-        """Lengthen a short fingerprint once the file has more bytes (same first bytes only)."""
+    def _still_the_file(self, row: FileRow, f: BinaryIO) -> bool:
+        """`f` still starts as `row`'s file did, looked at after a batch was read from it;
+        its fingerprint lengthened as the file grows (stored on `row` too).
+
+        A file first seen empty has an empty fingerprint, which every content
+        matches: lengthened only once per read, its watermark ran ahead of it and
+        a copytruncate was taken for growth (its first lines lost).
+        """
         try:
             grown = grow_fingerprint(_identity(row), f)
         except ValueError:
-            return  # not the same file any more: the next reconcile adopts the new content
+            return False
         if grown.fingerprint_len > row.fingerprint_len:
             self.journal.update_file(
                 row.id, fingerprint=grown.fingerprint, fingerprint_len=grown.fingerprint_len
             )
             row.fingerprint, row.fingerprint_len = grown.fingerprint, grown.fingerprint_len
+        return True
 
     def _batch(self, file_id: int, rb: ReadBatch, size: int) -> Batch:
         traces: dict[str, TraceAccumulator] = {}
