@@ -340,6 +340,7 @@ class Pipeline:
         self.logfiles.add_all(scan(self.settings.log_dirs))
         self._add_journal_files()
         self._resume_drains()
+        self.logfile_reconciler.prune_deleted(self.journal.files())
         self._requeue_dirty()
 
     def _add_journal_files(self) -> None:

@@ -594,6 +594,33 @@ def test_deleted_file_is_drained_through_its_handle_then_marked_deleted(rig: Rig
     assert len(rig.reconciler.handles) == 0
 
 
+def test_only_the_newest_rows_of_deleted_files_are_kept_with_their_logfiles(
+    make_rig: Callable[..., Rig],
+) -> None:
+    rig = make_rig(keep_deleted=2)
+    kept = rig.path("kept.json", line(9))
+    rig.reconcile(kept)
+    for n in range(5):
+        path = rig.path(f"churn-{n}.json", line(n))
+        rig.reconcile(path)
+        path.unlink()
+        rig.reconcile(path)
+    rows = rig.journal.files()
+    assert [row.phase for row in rows] == ["Active", *["Deleted"] * 5]
+
+    assert rig.reconciler.prune_deleted(rows) == 3
+    left = rig.journal.files()
+    assert [row.path for row in left] == [
+        str(kept),
+        *(str(rig.dir / f"churn-{n}.json") for n in (3, 4)),
+    ]
+    assert sorted(o["metadata"]["name"] for o in rig.store.list("LogFile")) == sorted(
+        logfile_name(row, NODE) for row in left
+    )
+    assert rig.reconciler.prune_deleted(left) == 0
+    rig.assert_once([9, *range(5)])  # what they held stays read
+
+
 @pytest.mark.parametrize("restarted", [False, True], ids=["with-handle", "after-restart"])
 def test_recreated_file_on_a_reused_inode_is_told_apart_by_its_fingerprint(
     rig: Rig, restarted: bool
