@@ -17,6 +17,10 @@ the gap. Watchdog events only say "look again".
   (logrotate's `create` mode): the handle is kept and drained on each look
   at the path until the file has been quiet for `rotate_wait` seconds; what
   is then left (a last line never finished) is reported in `unreadBytes`.
+  A rotated file that grows after that (a writer starved or stopped past the
+  wait), or whose drain a kill cut short, is drained again on the next rescan
+  or start (`resume_drains`); one renamed to a name nobody watches before its
+  log name was looked at is drained under that name (`_rotated_away`).
 * First bytes changed or gone (copytruncate, truncation): a new file row from
   offset 0, the truncation counted and the bytes that could not be read
   reported in `unreadBytes`. Shorter with the same first bytes (a last
@@ -28,7 +32,9 @@ One reader per file identity, whatever its names: a file renamed from one
 watched path to another is reachable from both keys, so every read of a
 file holds the lock of its (device, inode) (`_StripedLocks`), and what the
 path holds is looked at again under that lock (a size seen before another
-reader moved the watermark past it would look like a truncation).
+reader moved the watermark past it would look like a truncation). A file can
+still be truncated between that look and a read: each batch is checked
+against the file's first bytes before it is committed (`_still_the_file`).
 
 The LogFile resource is published at most once a second per file (and once
 more when the file goes quiet), not on every batch.
