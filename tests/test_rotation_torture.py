@@ -204,6 +204,7 @@ def torture(tmp_path: Path, *, seconds: float, seed: int) -> dict[str, int]:
         "lines_written": sum(written.values()),
         "lost": sum(1 for key in written if counts[key] == 0),
         "duplicated": sum(1 for key in written if counts[key] > 1),
+        "unread_bytes_reported": sum(row.unread_bytes for row in journal_files(state)),
         **done,
     }
     print("rotation torture:", orjson.dumps(figures).decode())
