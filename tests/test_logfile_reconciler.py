@@ -180,6 +180,29 @@ def test_half_line_waits_for_its_rest_and_each_line_is_ingested_once(rig: Rig) -
     assert Counter(rig.handed_on) == Counter(trace_id(n) for n in range(3))
 
 
+def test_a_first_part_that_is_an_object_is_no_line_until_the_file_is_quiet(
+    make_rig: Callable[..., Rig],
+) -> None:
+    """`run` == `analyze`: a line whose first part is a complete object, continued later,
+    is one bad line (as `analyze` of the whole file says), not a trace and a bad line."""
+    rig = make_rig(rotate_wait=5.0)
+    path = rig.path("x.json", line(0)[:-1])  # its newline not written yet
+    assert rig.reconcile(path) == Result(requeue_after=5.0)  # looked at again when quiet
+    rig.assert_once([])
+    append(path, b' "continued"\n' + line(1))
+    rig.reconcile(path)
+    rig.assert_once([1])
+    assert_status(rig, rig.row(path), lines=2, badLines=1)
+
+    append(path, line(2)[:-1])  # a file that ends for good without a newline
+    rig.reconcile(path)
+    rig.assert_once([1])
+    rig.clock.advance(5.0)
+    rig.reconcile(path)
+    rig.assert_once([1, 2])
+    assert_status(rig, rig.row(path), lines=3, badLines=1, offset=path.stat().st_size)
+
+
 def test_complete_last_object_without_newline_is_read_once_and_its_newline_swallowed(
     rig: Rig,
 ) -> None:

@@ -271,6 +271,7 @@ class LogFileReconciler:
         self._draining_lock = threading.Lock()
         self._published: dict[int, tuple[float, tuple]] = {}
         self._last_growth: dict[int, float] = {}
+        self._sizes: dict[int, tuple[int, float]] = {}  # a file's size, and since when
         self._skipped: dict[str, str] = {}  # issue 13: paths never read, and why (logged once)
 
     # -- entry point ---------------------------------------------------------------------
@@ -661,6 +662,8 @@ class LogFileReconciler:
                 self._publish(self.journal.file(row.id), force=False)
                 return min(left, DRAIN_POLL)
             self._stop_draining(row.id)
+            with self.handles.in_use(row.id):  # its writer is quiet: a last object is whole
+                self._read(self.journal.file(row.id), draining.handle, drain=True, final=True)
             self._finish_drain(self.journal.file(row.id), draining.handle, draining.unread_before)
         return None
 
@@ -704,6 +707,7 @@ class LogFileReconciler:
         self._publish(row, force=True)
         self._published.pop(row.id, None)  # retired rows must not pile up in memory
         self._last_growth.pop(row.id, None)
+        self._sizes.pop(row.id, None)
 
     def _skip(self, path: str, reason: str) -> Result:
         """Issue 13: a path that is no log file is reported once (again if the reason changes)."""
@@ -731,9 +735,16 @@ class LogFileReconciler:
 
     # -- reading -------------------------------------------------------------------------
 
-    def _read(self, row: FileRow, f: BinaryIO, *, drain: bool = False) -> Result:
+    def _read(
+        self, row: FileRow, f: BinaryIO, *, drain: bool = False, final: bool = False
+    ) -> Result:
+        """Read `row`'s file from its watermark; a last complete object without its
+        newline only once the file is quiet for `rotate_wait` (or `final`): taken at
+        once, a first part continued later counted a line `analyze` never sees."""
         budget = None if drain else self.settings.bytes_per_reconcile
         offset, carry = row.watermark, CarryState(row.carry)
+        quiet = self._quiet_for(row.id, os.fstat(f.fileno()).st_size)
+        take_unterminated = final or quiet >= self.settings.rotate_wait
         grew = False
         while budget is None or budget > 0:
             size = os.fstat(f.fileno()).st_size
@@ -749,6 +760,7 @@ class LogFileReconciler:
                 max_bytes=chunk,
                 max_line_bytes=self.settings.max_line_bytes,
                 max_lines=self.settings.batch_lines,
+                take_unterminated=take_unterminated,
             )
             if rb.next_offset == offset and rb.carry == carry:
                 break
@@ -787,7 +799,19 @@ class LogFileReconciler:
         wait = self._publish(current, force=False)
         if budget is not None and budget <= 0:
             return Result(requeue=True)
+        if not take_unterminated and current.watermark < size:  # look again once quiet
+            left = self.settings.rotate_wait - quiet
+            wait = min(wait, left) if wait > 0 else left
         return Result(requeue_after=wait) if wait > 0 else DONE
+
+    def _quiet_for(self, file_id: int, size: int) -> float:
+        """Seconds the file has kept `size` (0 when it changed since the last look)."""
+        now = self.clock()
+        seen = self._sizes.get(file_id)
+        if seen is None or seen[0] != size:
+            self._sizes[file_id] = (size, now)
+            return 0.0
+        return now - seen[1]
 
     def _phase(self, row: FileRow, now: float) -> str:
         last = self._last_growth.get(row.id)
