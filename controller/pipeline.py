@@ -303,6 +303,7 @@ class Pipeline:
         self.recover_lost_state()
         self._requeue_dirty()
         self._add_journal_files()
+        self._resume_drains()
 
     def initial_scan(self) -> int:
         paths = list(scan(self.settings.log_dirs))
@@ -338,6 +339,8 @@ class Pipeline:
         """
         self.logfiles.add_all(scan(self.settings.log_dirs))
         self._add_journal_files()
+        self._resume_drains()
+        self.logfile_reconciler.prune_deleted(self.journal.files())
         self._requeue_dirty()
 
     def _add_journal_files(self) -> None:
@@ -346,12 +349,25 @@ class Pipeline:
         A dir dropped from --logs is no longer tailed; its rows stay as they are, so
         adding it back goes on from their watermarks.
         """
-        dirs = [str(d) for d in self.settings.log_dirs]
         for row in self.journal.files(active_only=True):
-            if any(Path(row.path).is_relative_to(d) for d in dirs) or inside(
-                os.path.realpath(row.path), dirs
-            ):
+            if self._in_log_dirs(row.path):
                 self.logfiles.add(row.path)
+
+    def _resume_drains(self) -> None:
+        """Drain again the rotated files that grew since they were let go (or since a
+        kill cut their drain short), in the log dirs of this run only."""
+        rotated = (
+            row
+            for row in self.journal.files()
+            if row.phase == "Rotated" and self._in_log_dirs(row.path)
+        )
+        self.logfiles.add_all(self.logfile_reconciler.resume_drains(rotated))
+
+    def _in_log_dirs(self, path: str) -> bool:
+        dirs = [str(d) for d in self.settings.log_dirs]
+        return any(Path(path).is_relative_to(d) for d in dirs) or inside(
+            os.path.realpath(path), dirs
+        )
 
     def _sweep_idle(self) -> None:
         """Queue the unfinished traces idle for longer than --abandon-after (to mark them)."""

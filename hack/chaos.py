@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -56,6 +56,7 @@ from tests.cli_helpers import (  # noqa: E402
     get_json,
     wait_for,
 )
+from tests.cli_helpers import running as controller  # noqa: E402
 from tests.test_invariant import caught_up  # noqa: E402
 
 T0 = 1_717_236_000.0
@@ -246,18 +247,6 @@ def watermark(state: Path, path: Path) -> int:
         return row.watermark if row else -1
     finally:
         journal.close()
-
-
-@contextlib.contextmanager
-def controller(logs: Path, state: Path, *extra: str) -> Iterator[RunningController]:
-    """A running controller, killed if the block fails, else left for the caller to stop."""
-    run = RunningController(logs, state, *extra)
-    try:
-        yield run
-    except BaseException:
-        if run.proc.poll() is None:
-            run.kill()
-        raise
 
 
 def finish(run: RunningController, report: Report) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -10,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +122,17 @@ class RunningController:
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def running(log_dir: Path, state_dir: Path, *extra: str) -> Iterator[RunningController]:
+    """A running controller, killed (stopped by SIGSTOP or not) if the block fails, else
+    left for the caller to stop."""
+    run = RunningController(log_dir, state_dir, *extra)
+    try:
+        yield run
+    except BaseException:
+        if run.proc.poll() is None:
+            run.proc.send_signal(signal.SIGCONT)
+            run.kill()
+        raise

@@ -107,3 +107,49 @@ def test_an_error_without_a_message_is_named_by_its_type_in_the_retry_warning(
         controller.stop(timeout=1)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings and all(w.endswith(": MemoryError") for w in warnings), warnings
+
+
+class FullDisk:
+    """Every key fails with the one error a full disk gives, until `healed` is set."""
+
+    def __init__(self) -> None:
+        self.healed = threading.Event()
+
+    def __call__(self, keys: list[str]) -> Outcome:
+        if not self.healed.is_set():
+            raise OSError(28, "No space left on device")
+        return Outcome()
+
+
+def test_many_keys_failing_alike_are_one_warning_and_a_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    reconcile = FullDisk()
+    controller = Controller("trace", reconcile, MetricsRegistry(), batch_size=7)
+    with caplog.at_level(logging.INFO, logger="controller.runtime.controller"):
+        controller.start()
+        controller.add_all(f"t{n}" for n in range(50))
+        wait_for(lambda: len(controller.failing()) == 50, 20, "every key to fail")
+        reconcile.healed.set()
+        wait_for(lambda: not controller.failing(), 30, "recovery")
+        controller.stop(timeout=1)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, warnings
+    assert "No space left on device" in warnings[0]
+    assert warnings[1] == "trace: 49 more keys failed alike meanwhile"
+
+
+def test_a_failure_after_a_recovery_is_said_again(caplog: pytest.LogCaptureFixture) -> None:
+    reconcile = FullDisk()
+    controller = Controller("trace", reconcile, MetricsRegistry())
+    with caplog.at_level(logging.WARNING, logger="controller.runtime.controller"):
+        controller.start()
+        for key in ("t1", "t2"):  # the disk full again soon after it recovered
+            reconcile.healed.clear()
+            controller.add(key)
+            wait_for(lambda k=key: [f.key for f in controller.failing()] == [k], 20, "a failure")
+            reconcile.healed.set()
+            wait_for(lambda: not controller.failing(), 30, "recovery")
+        controller.stop(timeout=1)
+    said = [r.getMessage() for r in caplog.records if "No space left" in r.getMessage()]
+    assert [m.split(":")[0] for m in said] == ["trace t1", "trace t2"]

@@ -25,6 +25,7 @@ import orjson
 import pytest
 
 from controller.api.result import DONE, Result
+from controller.logs.transition import FINGERPRINT_BYTES, FileIdentity, starts_like
 from controller.reconcilers.logfile import LogFileReconciler, LogFileSettings, logfile_name
 from controller.store.base import StoreUnavailable
 from controller.store.journal import TRACES, FileRow, Journal
@@ -39,7 +40,10 @@ def trace_id(n: int) -> str:
     return f"{n:032x}"
 
 
-def line(n: int, *, payload: str = "gcloud logging read --project=foyle-dev\n") -> bytes:
+PAYLOAD = "gcloud logging read --project=foyle-dev\n"
+
+
+def line(n: int, *, payload: str = PAYLOAD) -> bytes:
     """A Foyle Executor line (the shape of testdata/foyle/execute_traces_lines.jsonl)."""
     return (
         orjson.dumps(
@@ -174,6 +178,29 @@ def test_half_line_waits_for_its_rest_and_each_line_is_ingested_once(rig: Rig) -
     size = path.stat().st_size
     assert_status(rig, row, offset=size, size=size, lines=3, badLines=0, phase="Active")
     assert Counter(rig.handed_on) == Counter(trace_id(n) for n in range(3))
+
+
+def test_a_first_part_that_is_an_object_is_no_line_until_the_file_is_quiet(
+    make_rig: Callable[..., Rig],
+) -> None:
+    """`run` == `analyze`: a line whose first part is a complete object, continued later,
+    is one bad line (as `analyze` of the whole file says), not a trace and a bad line."""
+    rig = make_rig(rotate_wait=5.0)
+    path = rig.path("x.json", line(0)[:-1])  # its newline not written yet
+    assert rig.reconcile(path) == Result(requeue_after=5.0)  # looked at again when quiet
+    rig.assert_once([])
+    append(path, b' "continued"\n' + line(1))
+    rig.reconcile(path)
+    rig.assert_once([1])
+    assert_status(rig, rig.row(path), lines=2, badLines=1)
+
+    append(path, line(2)[:-1])  # a file that ends for good without a newline
+    rig.reconcile(path)
+    rig.assert_once([1])
+    rig.clock.advance(5.0)
+    rig.reconcile(path)
+    rig.assert_once([1, 2])
+    assert_status(rig, rig.row(path), lines=3, badLines=1, offset=path.stat().st_size)
 
 
 def test_complete_last_object_without_newline_is_read_once_and_its_newline_swallowed(
@@ -358,10 +385,64 @@ def test_a_file_truncated_and_rotated_after_its_handle_was_closed_is_read_again_
     rig.assert_once([*range(7), 10])
 
 
-def test_files_renamed_between_watched_names_while_two_workers_read_are_read_once(
+def test_a_file_truncated_and_rewritten_while_a_worker_reads_it_is_read_once(
     make_rig: Callable[..., Rig],
 ) -> None:
-    """A writer rotating app.json to app.N.json (both watched) under two racing workers."""
+    """copytruncate just after the reader caught up, the reader still between its look at
+    the file and its read: it must not read the new content at the old watermark (the
+    bytes past it were read again from 0 once the truncation was seen: duplicated)."""
+    rig = make_rig()
+    path = rig.path("app.json", b"")
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            while not stop.is_set():
+                rig.reconcile(path)
+        except BaseException as err:
+            errors.append(err)
+            raise
+
+    def caught_up() -> bool:  # the row reading the file as it is now is at its end
+        row = rig.journal.active_file_at(str(path))
+        if row is None:
+            return False
+        data = path.read_bytes()
+        ident = FileIdentity(row.device, row.inode, row.fingerprint, row.fingerprint_len)
+        return row.watermark == len(data) and starts_like(ident, data)
+
+    worker = threading.Thread(target=work)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    worker.start()
+    written = 0
+    try:
+        for _ in range(300):  # a race: before the fix, lost or duplicated lines most runs
+            append(path, lines(range(written, written + 2)))  # shorter than the fingerprint
+            written += 2
+            deadline = time.monotonic() + 10
+            while not caught_up() and time.monotonic() < deadline and not errors:
+                time.sleep(0.0005)
+            truncate(path)  # copytruncate, the copy's lines read already
+            append(path, lines(range(written, written + 4)))
+            written += 4
+    finally:
+        stop.set()
+        worker.join()
+        sys.setswitchinterval(switch)
+    assert not errors
+    rig.reconcile(path)
+    assert not [k for k, n in rig.ingested().items() if n > 1]
+    rig.assert_once(range(written))
+
+
+@pytest.mark.parametrize("rotated_name", ["app.{}.json", "app.json.{}"], ids=["watched", "not"])
+def test_files_renamed_while_two_workers_read_are_read_once(
+    make_rig: Callable[..., Rig], rotated_name: str
+) -> None:
+    """A writer rotating app.json to app.N.json (both watched) or to app.json.N (a name
+    the watcher queues only as a rename's destination) under two racing workers."""
     rig = make_rig(rotate_wait=5.0)
     path = rotated = rig.path("app.json")
     written = 0
@@ -392,7 +473,7 @@ def test_files_renamed_between_watched_names_while_two_workers_read_are_read_onc
         for n in range(1500):
             with path.open("ab", buffering=0) as f:
                 write(f, 1)  # shorter than the 1 KiB fingerprint: it grows while read
-                rotated = rig.dir / f"app.{n}.json"
+                rotated = rig.dir / rotated_name.format(n)
                 path.rename(rotated)
                 write(f, 20)  # to its old descriptor, after the rename, a line at a time
     finally:
@@ -401,7 +482,7 @@ def test_files_renamed_between_watched_names_while_two_workers_read_are_read_onc
             t.join()
         sys.setswitchinterval(switch)
     assert not errors
-    for p in sorted(rig.dir.iterdir()):
+    for p in [*sorted(rig.dir.iterdir()), rig.dir / "app.json"]:  # its look drains them
         rig.reconcile(p)
     rig.assert_once(range(written))
     assert sum(row.lines for row in rig.journal.files()) == written
@@ -488,8 +569,22 @@ def test_truncation_while_stopped_and_regrowth_past_the_watermark_is_noticed(
     )  # fmt: skip
 
 
-def test_a_file_that_loses_its_last_newline_and_gets_it_back_is_read_once(rig: Rig) -> None:
-    path = rig.path("x.json", lines(range(8)))  # longer than the fingerprint's 1 KiB
+@pytest.mark.parametrize(
+    ("count", "size"),
+    [(2, None), (3, FINGERPRINT_BYTES), (8, None)],
+    ids=["short", "1 KiB", "long"],
+)
+def test_a_file_that_loses_its_last_newline_and_gets_it_back_is_read_once(
+    rig: Rig, count: int, size: int | None
+) -> None:
+    """Only a real truncation reads again from 0, however short the file (issue 24)."""
+    written = lines(range(count - 1))
+    last = line(count - 1)
+    if size is not None:  # its payload padded to make the file exactly `size` bytes
+        last = line(count - 1, payload="x" * (size - len(written) - len(last)) + PAYLOAD)
+    written += last
+    assert size is None or len(written) == size
+    path = rig.path("x.json", written)
     rig.reconcile(path)
     size = path.stat().st_size
     with path.open("r+b") as f:
@@ -497,12 +592,12 @@ def test_a_file_that_loses_its_last_newline_and_gets_it_back_is_read_once(rig: R
     rig.reconcile(path)
     append(path, b"\n")
     rig.reconcile(path)
-    append(path, line(8))
+    append(path, line(count))
     rig.reconcile(path)
 
-    rig.assert_once(range(9))
+    rig.assert_once(range(count + 1))
     (row,) = rig.rows(path)
-    assert_status(rig, row, lines=9, truncations=0, offset=path.stat().st_size)
+    assert_status(rig, row, lines=count + 1, truncations=0, offset=path.stat().st_size)
 
 
 # -- 6. deletion ----------------------------------------------------------------------------
@@ -520,6 +615,33 @@ def test_deleted_file_is_drained_through_its_handle_then_marked_deleted(rig: Rig
     rig.assert_once(range(4))
     assert_status(rig, row, phase="Deleted", offset=size, size=size, lines=4)
     assert len(rig.reconciler.handles) == 0
+
+
+def test_only_the_newest_rows_of_deleted_files_are_kept_with_their_logfiles(
+    make_rig: Callable[..., Rig],
+) -> None:
+    rig = make_rig(keep_deleted=2)
+    kept = rig.path("kept.json", line(9))
+    rig.reconcile(kept)
+    for n in range(5):
+        path = rig.path(f"churn-{n}.json", line(n))
+        rig.reconcile(path)
+        path.unlink()
+        rig.reconcile(path)
+    rows = rig.journal.files()
+    assert [row.phase for row in rows] == ["Active", *["Deleted"] * 5]
+
+    assert rig.reconciler.prune_deleted(rows) == 3
+    left = rig.journal.files()
+    assert [row.path for row in left] == [
+        str(kept),
+        *(str(rig.dir / f"churn-{n}.json") for n in (3, 4)),
+    ]
+    assert sorted(o["metadata"]["name"] for o in rig.store.list("LogFile")) == sorted(
+        logfile_name(row, NODE) for row in left
+    )
+    assert rig.reconciler.prune_deleted(left) == 0
+    rig.assert_once([9, *range(5)])  # what they held stays read
 
 
 @pytest.mark.parametrize("restarted", [False, True], ids=["with-handle", "after-restart"])

@@ -97,7 +97,7 @@ def test_short_fingerprint_grows_when_the_file_gets_longer(tmp_path: Path) -> No
     path = write(tmp_path / "a.json", b'{"a": 1}\n')
     with path.open("rb") as f:
         short = identify(f)
-    assert short.fingerprint_len == 9
+    assert short.fingerprint_len == 8  # all but the last byte of a short file
     with path.open("ab") as f:
         f.write(HEAD)
     with path.open("rb") as f:

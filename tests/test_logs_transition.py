@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from controller.logs.transition import Change, FileIdentity, Seen, change, continues, fingerprint
+from controller.logs.transition import (
+    FINGERPRINT_BYTES,
+    Change,
+    FileIdentity,
+    Seen,
+    change,
+    continues,
+    fingerprint,
+)
 
 HEAD = b'{"time":"2024-04-16T21:44:12Z","traceId":"t1"}\n'
-KNOWN = FileIdentity(device=1, inode=7, fingerprint=fingerprint(HEAD), fingerprint_len=len(HEAD))
+# a short file's fingerprint covers all but its last byte (a newline taken away and put back)
+KNOWN = FileIdentity(1, 7, fingerprint=fingerprint(HEAD[:-1]), fingerprint_len=len(HEAD) - 1)
 READ = 100  # the watermark
 
 
@@ -25,7 +34,8 @@ def seen(*, device: int = 1, inode: int = 7, size: int = READ, head: bytes = HEA
         (KNOWN, seen(size=READ + 1), Change.GROWN),
         (KNOWN, seen(head=HEAD + b"more bytes"), Change.SAME),  # a longer head still starts alike
         (KNOWN, seen(size=READ - 1), Change.SHRUNK),  # e.g. the last newline taken away
-        (KNOWN, seen(size=READ - 1, head=HEAD[:-1]), Change.TRUNCATED),  # first bytes gone
+        (KNOWN, seen(size=len(HEAD) - 1, head=HEAD[:-1]), Change.SHRUNK),  # a short file's "\n"
+        (KNOWN, seen(size=len(HEAD) - 2, head=HEAD[:-2]), Change.TRUNCATED),  # first bytes gone
         (KNOWN, seen(size=0, head=b""), Change.TRUNCATED),
         (KNOWN, seen(size=READ + 50, head=b"X" + HEAD[1:]), Change.TRUNCATED),  # rewritten
         (KNOWN, seen(inode=8), Change.REPLACED),
@@ -53,3 +63,7 @@ def test_an_empty_file_fingerprint_matches_any_content_of_that_inode() -> None:
 
 def test_the_identity_of_what_is_seen_fingerprints_its_head() -> None:
     assert seen().identity() == KNOWN
+    longer = b"x" * FINGERPRINT_BYTES + b"\n"
+    assert seen(head=longer).identity().fingerprint_len == FINGERPRINT_BYTES
+    assert seen(head=longer[:-1]).identity().fingerprint_len == FINGERPRINT_BYTES - 1
+    assert seen(head=b"\n").identity().fingerprint_len == 1  # a byte tells it from empty

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import signal
 import sqlite3
 import time
 from collections import Counter
@@ -25,9 +26,17 @@ from typing import BinaryIO
 import orjson
 import pytest
 
+from controller.logs.transition import FINGERPRINT_BYTES, FileIdentity, starts_like
 from controller.store.journal import TRACES, FileRow, Journal
-from tests.cli_helpers import RunningController, comparable, foylectl, get_json, wait_for
-from tests.test_logfile_reconciler import line, trace_id
+from tests.cli_helpers import (
+    RunningController,
+    comparable,
+    foylectl,
+    get_json,
+    running,
+    wait_for,
+)
+from tests.test_logfile_reconciler import append, line, lines, trace_id, truncate
 
 ROTATE_WAIT = "3"  # run's --rotate-wait: longer than any reopen delay below
 
@@ -71,7 +80,7 @@ class App:
     def shrink_and_restore(self) -> None:
         """The last newline taken away and put back (an editor, a misbehaving writer)."""
         size = os.fstat(self.file.fileno()).st_size
-        if size > 1024:  # a file under 1 KiB cannot be told from one rewritten (fingerprint)
+        if size:  # however short: its fingerprint leaves out its last byte
             os.ftruncate(self.file.fileno(), size - 1)
             self.file.write(b"\n")
 
@@ -83,6 +92,23 @@ def read_once_counts(state: Path) -> Counter[str]:
     return Counter({key: orjson.loads(acc)["count"] for key, acc in rows})
 
 
+def read_to_end(row: FileRow | None, path: Path) -> bool:
+    """`row` has read the file at `path` as it is now, up to its last byte.
+
+    Inode and size alone do not say so: a file truncated (copytruncate) and
+    written again to the size it had when last read, before `run` looked, is
+    the same inode at the old watermark with none of its lines read. Under load
+    the torture then truncated it once more and lost those lines for good (7 of
+    29,413): the row's first bytes must match the file's too.
+    """
+    if row is None:
+        return False
+    with path.open("rb") as f:
+        st, head = os.fstat(f.fileno()), f.read(FINGERPRINT_BYTES)
+    known = FileIdentity(row.device, row.inode, row.fingerprint, row.fingerprint_len)
+    return (row.inode, row.watermark) == (st.st_ino, st.st_size) and starts_like(known, head)
+
+
 def every_file_read(state: Path, logs: Path) -> bool:
     """Every file in `logs`, whatever its name, has a journal row read to its end."""
     if not (state / "journal.db").exists():
@@ -92,10 +118,17 @@ def every_file_read(state: Path, logs: Path) -> bool:
         rows = {(row.device, row.inode): row for row in journal.files()}
         for path in logs.iterdir():
             st = path.stat()
-            row = rows.get((st.st_dev, st.st_ino))
-            if row is None or row.watermark != st.st_size:
+            if not read_to_end(rows.get((st.st_dev, st.st_ino)), path):
                 return False
         return not journal.dirty_keys(TRACES)
+    finally:
+        journal.close()
+
+
+def journal_files(state: Path) -> list[FileRow]:
+    journal = Journal(state / "journal.db")
+    try:
+        return journal.files()
     finally:
         journal.close()
 
@@ -117,8 +150,7 @@ def file_seen(state: Path, path: Path) -> bool:
 
 
 def file_read(state: Path, path: Path) -> bool:
-    row, st = active_row(state, path), path.stat()
-    return row is not None and (row.inode, row.watermark) == (st.st_ino, st.st_size)
+    return read_to_end(active_row(state, path), path)
 
 
 def torture(tmp_path: Path, *, seconds: float, seed: int) -> dict[str, int]:
@@ -172,6 +204,7 @@ def torture(tmp_path: Path, *, seconds: float, seed: int) -> dict[str, int]:
         "lines_written": sum(written.values()),
         "lost": sum(1 for key in written if counts[key] == 0),
         "duplicated": sum(1 for key in written if counts[key] > 1),
+        "unread_bytes_reported": sum(row.unread_bytes for row in journal_files(state)),
         **done,
     }
     print("rotation torture:", orjson.dumps(figures).decode())
@@ -191,6 +224,105 @@ def torture(tmp_path: Path, *, seconds: float, seed: int) -> dict[str, int]:
     assert got.keys() == want.keys()
     assert all(got[name]["spec"] == want[name]["spec"] for name in want)
     return figures
+
+
+def stop_once_read(run: RunningController, state: Path, logs: Path, what: str) -> Counter[str]:
+    """Wait until `run` read every file in `logs`, stop it: how often it folded in each trace."""
+    wait_for(lambda: every_file_read(state, logs), 60, what)
+    assert run.terminate() == 0, run.output()
+    return read_once_counts(state)
+
+
+def test_a_file_truncated_and_rewritten_to_the_size_read_is_not_taken_for_read(
+    tmp_path: Path,
+) -> None:
+    """The torture's waits: a copytruncate `run` has not looked at yet, rewritten to the
+    very size `run` had read, is not read (the torture truncated such a file again and
+    lost its lines, and the final wait stopped `run` before it read them)."""
+    logs, state = tmp_path / "logs", tmp_path / "state"
+    logs.mkdir()
+    path = logs / "app0.json"
+    append(path, lines(range(10, 17)))
+    with running(logs, state) as run:
+        wait_for(lambda: file_read(state, path), 60, "the file to be read")
+        run.proc.send_signal(signal.SIGSTOP)  # `run` late under load, made certain
+        size = path.stat().st_size
+        truncate(path)
+        append(path, lines(range(20, 27)))
+        assert path.stat().st_size == size  # the same inode, at the watermark read
+        assert not file_read(state, path)
+        assert not every_file_read(state, logs)
+        run.proc.send_signal(signal.SIGCONT)
+        counts = stop_once_read(run, state, logs, "run to read the new lines")
+    assert counts.keys() == {trace_id(n) for n in [*range(10, 17), *range(20, 27)]}
+
+
+def test_a_drain_cut_short_by_sigkill_goes_on_after_a_restart(tmp_path: Path) -> None:
+    """A rotated file's drain lives in memory: what its writer appends after a SIGKILL,
+    to a name nobody watches, is read by the next `run`."""
+    logs, state = tmp_path / "logs", tmp_path / "state"
+    logs.mkdir()
+    path = logs / "app.json"
+    with path.open("ab", buffering=0) as writer:
+        writer.write(lines(range(3)))
+        with running(logs, state, "--rotate-wait", "60") as run:
+            wait_for(lambda: file_read(state, path), 60, "the file to be read")
+            path.rename(logs / "app.json.1")  # logrotate's create mode
+            writer.write(lines(range(3, 6)))
+            wait_for(lambda: every_file_read(state, logs), 60, "the rotated file to be drained")
+            run.kill()  # while draining
+        writer.write(lines(range(6, 9)))
+    with running(logs, state, "--rotate-wait", "0.5") as run:
+        counts = stop_once_read(run, state, logs, "the drain to go on")
+    assert counts == Counter({trace_id(n): 1 for n in range(9)})
+
+
+def test_a_rotated_file_written_after_it_was_let_go_is_read_at_the_next_rescan(
+    tmp_path: Path,
+) -> None:
+    """A writer quiet for longer than --rotate-wait (starved, stopped) appends to its
+    rotated file after `run` let it go: the next rescan reads it, and the unfinished
+    line reported unread at the let-go is no longer counted once it is read."""
+    logs, state = tmp_path / "logs", tmp_path / "state"
+    logs.mkdir()
+    path = logs / "app.json"
+    half = len(line(3)) // 2
+    with running(logs, state, "--rotate-wait", "0.2", "--rescan-interval", "1") as run:
+        with path.open("ab", buffering=0) as writer:
+            writer.write(lines(range(3)))
+            wait_for(lambda: file_read(state, path), 60, "the file to be read")
+            path.rename(logs / "app.json.1")  # logrotate's create mode
+            writer.write(line(3)[:half])
+            wait_for(lambda: "stopped following" in run.output(), 60, "the file to be let go")
+            (row,) = journal_files(state)
+            assert (row.phase, row.unread_bytes) == ("Rotated", half)
+            writer.write(line(3)[half:] + lines(range(4, 6)))
+        counts = stop_once_read(run, state, logs, "the late lines to be read")
+    assert counts == Counter({trace_id(n): 1 for n in range(6)})
+    (row,) = journal_files(state)
+    assert (row.phase, row.unread_bytes, row.lines) == ("Rotated", 0, 6)
+
+
+def test_a_file_rotated_before_run_looked_at_it_is_read(tmp_path: Path) -> None:
+    """Created, written and renamed to a name nobody watches (logrotate's `create`)
+    before `run` looked at its log name: read once as a rotated file, late lines too."""
+    logs, state = tmp_path / "logs", tmp_path / "state"
+    logs.mkdir()
+    with running(logs, state, "--rotate-wait", "1") as run:
+        run.wait_started()
+        run.proc.send_signal(signal.SIGSTOP)  # `run` busy elsewhere, made certain
+        path = logs / "app.json"
+        with path.open("ab", buffering=0) as writer:
+            writer.write(lines(range(3)))
+            path.rename(logs / "app.json.1")
+            writer.write(lines(range(3, 5)))
+            run.proc.send_signal(signal.SIGCONT)
+            wait_for(lambda: every_file_read(state, logs), 60, "the rotated file to be read")
+            writer.write(lines(range(5, 7)))  # its writer not quiet yet
+        counts = stop_once_read(run, state, logs, "the late lines to be read")
+    assert counts == Counter({trace_id(n): 1 for n in range(7)})
+    (row,) = journal_files(state)
+    assert (row.path, row.phase, row.lines) == (str(logs / "app.json.1"), "Rotated", 7)
 
 
 def test_rotation_torture_short(tmp_path: Path) -> None:

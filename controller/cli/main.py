@@ -219,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--rotate-wait",
         type=positive_float,
         help="seconds a rotated or deleted log file is still read after its writer's last"
-        f" line (default {default('rotate_wait'):g})",
+        " line, and a last line without its newline waits for more"
+        f" (default {default('rotate_wait'):g})",
     )
     p.add_argument(
         "--abandon-after",

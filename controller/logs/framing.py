@@ -6,9 +6,11 @@ the reader:
 
 * writers append the newline last, so a last line without one is usually still
   being written and is left for later; but some files end for good without a
-  newline, so a last line that already is a complete JSON object is consumed,
-  and `AFTER_UNTERMINATED` makes the next call swallow its late newline
-  instead of counting an empty line;
+  newline, so a last line that already is a complete JSON object is consumed
+  when the caller says the file is quiet (`take_unterminated`: a first part
+  that happens to be an object may still be continued), and
+  `AFTER_UNTERMINATED` makes the next call swallow its late newline instead of
+  counting an empty line;
 * lines can be huge, so a line longer than `max_line_bytes` is discarded while
   scanning in chunks, never held whole (Foyle stopped a file forever at 64 MB);
   if its end is not written yet, `IN_OVERLONG` carries the discarding over;
@@ -74,9 +76,11 @@ def read_batch(
     max_line_bytes: int = MAX_LINE_BYTES,
     chunk_bytes: int = 1 << 20,
     max_lines: int = MAX_BATCH_LINES,
+    take_unterminated: bool = True,
 ) -> ReadBatch:
     """Consume whole lines from `offset` until ~max_bytes or max_lines are consumed, or
-    none is complete."""
+    none is complete (a last complete object without its newline counts as complete
+    only if `take_unterminated`)."""
     window = _Window(f, offset, chunk_bytes)
     batch = ReadBatch(entries=[], start_offset=offset, next_offset=offset, carry=carry)
     pos = offset
@@ -102,7 +106,7 @@ def read_batch(
                 return _finish(batch, window, pos, CarryState.IN_OVERLONG)
             continue
         line = _parse(window.slice(pos, end), pos)
-        if not complete and not isinstance(line, Entry):
+        if not complete and not (take_unterminated and isinstance(line, Entry)):
             break  # the last line is still being written
         if isinstance(line, Entry):
             batch.entries.append(line)

@@ -19,6 +19,7 @@ from controller.logs.transition import (
     FileIdentity,
     Seen,
     fingerprint,
+    fingerprint_length,
     same_file,
 )
 
@@ -26,7 +27,8 @@ from controller.logs.transition import (
 def observe(f: BinaryIO) -> Seen:
     """The open file `f` as it is now."""
     st = os.fstat(f.fileno())
-    return Seen(st.st_dev, st.st_ino, st.st_size, os.pread(f.fileno(), FINGERPRINT_BYTES, 0))
+    # one byte more than a fingerprint covers: a file of exactly that size is short
+    return Seen(st.st_dev, st.st_ino, st.st_size, os.pread(f.fileno(), FINGERPRINT_BYTES + 1, 0))
 
 
 def grow_fingerprint(known: FileIdentity, f: BinaryIO) -> FileIdentity:
@@ -38,6 +40,7 @@ def grow_fingerprint(known: FileIdentity, f: BinaryIO) -> FileIdentity:
     seen = observe(f)  # one read both re-checks and extends the prefix
     if not same_file(known, seen):
         raise ValueError("not the same file: cannot grow its fingerprint")
-    if len(seen.head) <= known.fingerprint_len:
+    length = fingerprint_length(seen.head)
+    if length <= known.fingerprint_len:
         return known
-    return replace(known, fingerprint=fingerprint(seen.head), fingerprint_len=len(seen.head))
+    return replace(known, fingerprint=fingerprint(seen.head[:length]), fingerprint_len=length)

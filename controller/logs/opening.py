@@ -22,6 +22,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+LOG_SUFFIXES = (".json", ".jsonl")
+
+
+def is_log_file(path: str) -> bool:
+    """A name the log dirs are watched for (other names are read only as rotated files)."""
+    return path.endswith(LOG_SUFFIXES)
+
 
 class NotALogFile(OSError):
     """The path is no regular file inside the roots: reported once, never read."""

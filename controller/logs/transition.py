@@ -46,10 +46,11 @@ class Seen:
     device: int
     inode: int
     size: int
-    head: bytes  # the first FINGERPRINT_BYTES bytes (fewer in a shorter file)
+    head: bytes  # the first FINGERPRINT_BYTES + 1 bytes (fewer in a shorter file)
 
     def identity(self) -> FileIdentity:
-        return FileIdentity(self.device, self.inode, fingerprint(self.head), len(self.head))
+        length = fingerprint_length(self.head)
+        return FileIdentity(self.device, self.inode, fingerprint(self.head[:length]), length)
 
 
 class Change(Enum):
@@ -93,6 +94,17 @@ def starts_like(known: FileIdentity, head: bytes) -> bool:
     """`head` starts with the bytes `known` was fingerprinted from."""
     prefix = head[: known.fingerprint_len]
     return len(prefix) == known.fingerprint_len and fingerprint(prefix) == known.fingerprint
+
+
+def fingerprint_length(head: bytes) -> int:
+    """How many first bytes of a file its fingerprint covers, given up to
+    FINGERPRINT_BYTES + 1 of them: all but the last of a file that short.
+
+    A writer may take a last newline away and put it back; a fingerprint over
+    every byte of a short file would call that a truncation and read the file
+    again from 0 (issue 24). One byte is the least that tells a file from empty.
+    """
+    return min(FINGERPRINT_BYTES, max(len(head) - 1, min(len(head), 1)))
 
 
 def fingerprint(data: bytes) -> str:

@@ -17,6 +17,10 @@ the gap. Watchdog events only say "look again".
   (logrotate's `create` mode): the handle is kept and drained on each look
   at the path until the file has been quiet for `rotate_wait` seconds; what
   is then left (a last line never finished) is reported in `unreadBytes`.
+  A rotated file that grows after that (a writer starved or stopped past the
+  wait), or whose drain a kill cut short, is drained again on the next rescan
+  or start (`resume_drains`); one renamed to a name nobody watches before its
+  log name was looked at is drained under that name (`_rotated_away`).
 * First bytes changed or gone (copytruncate, truncation): a new file row from
   offset 0, the truncation counted and the bytes that could not be read
   reported in `unreadBytes`. Shorter with the same first bytes (a last
@@ -28,7 +32,9 @@ One reader per file identity, whatever its names: a file renamed from one
 watched path to another is reachable from both keys, so every read of a
 file holds the lock of its (device, inode) (`_StripedLocks`), and what the
 path holds is looked at again under that lock (a size seen before another
-reader moved the watermark past it would look like a truncation).
+reader moved the watermark past it would look like a truncation). A file can
+still be truncated between that look and a read: each batch is checked
+against the file's first bytes before it is committed (`_still_the_file`).
 
 The LogFile resource is published at most once a second per file (and once
 more when the file goes quiet), not on every batch.
@@ -58,15 +64,15 @@ from controller.logs.framing import (
     read_batch,
 )
 from controller.logs.identity import grow_fingerprint, observe
-from controller.logs.opening import NotALogFile, open_log_file  # issue 13
+from controller.logs.opening import NotALogFile, is_log_file, open_log_file  # issue 13
 from controller.logs.transition import (
-    FINGERPRINT_BYTES,
     ROTATE_WAIT,
     Change,
     FileIdentity,
     Seen,
     change,
     continues,
+    same_file,
 )
 from controller.store.base import NotFound, Store, read_modify_write
 from controller.store.journal import TRACES, Batch, FileRow, Journal, WatermarkMoved
@@ -94,6 +100,7 @@ class LogFileSettings:
     publish_interval: float = 1.0
     idle_after: float = 300.0
     max_open_files: int = 256
+    keep_deleted: int = 1000  # rows (and LogFiles) of deleted files kept, newest first
     rotate_wait: float = ROTATE_WAIT  # a rotated file is read until quiet this long
     roots: tuple[str, ...] = ()  # issue 13: symlinks are followed only into these (all if ())
     symlinks_anywhere: bool = False
@@ -208,6 +215,27 @@ class _Handles:
         return len(self._files)
 
 
+def _names_by_inode(directory: str) -> dict[int, list[str]]:
+    """The paths in `directory` by inode ({} if it cannot be listed)."""
+    names: dict[int, list[str]] = {}
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                names.setdefault(entry.inode(), []).append(entry.path)
+    except OSError:
+        return {}
+    return names
+
+
+def _any_longer(paths: Iterable[str], size: int) -> bool:
+    """Some of `paths` holds more than `size` bytes (a stat: no open of every rotated file)."""
+    for path in paths:
+        with contextlib.suppress(OSError):
+            if os.stat(path, follow_symlinks=False).st_size > size:
+                return True
+    return False
+
+
 @dataclass
 class _Draining:
     """A rotated file still read through its handle until its writer has been quiet."""
@@ -216,6 +244,7 @@ class _Draining:
     rotated_from: str  # the path whose reconcile drains it
     size: int
     quiet_since: float
+    unread_before: int  # the row's unreadBytes but the tail this drain will report
 
 
 class LogFileReconciler:
@@ -242,6 +271,7 @@ class LogFileReconciler:
         self._draining_lock = threading.Lock()
         self._published: dict[int, tuple[float, tuple]] = {}
         self._last_growth: dict[int, float] = {}
+        self._sizes: dict[int, tuple[int, float]] = {}  # a file's size, and since when
         self._skipped: dict[str, str] = {}  # issue 13: paths never read, and why (logged once)
 
     # -- entry point ---------------------------------------------------------------------
@@ -277,6 +307,8 @@ class LogFileReconciler:
         self.handles.close_all()
 
     def _reconcile(self, path: str) -> Result:
+        if not is_log_file(path):
+            return self._rotated_away(path)
         row = self.journal.active_file_at(path)
         try:
             # the handle outlives this call (see _Handles)
@@ -311,6 +343,39 @@ class LogFileReconciler:
                 f.close()
                 return Result(requeue=True)
             return self._read_through_cache(target, f)
+
+    def _rotated_away(self, path: str) -> Result:
+        """A log file renamed to a name nobody watches: drained here as a rotated file
+        if no row knows it, i.e. it was renamed before its log name was looked at.
+
+        A known file is drained by its old path's reconcile; a key for a rotated
+        row's path (`resume_drains`) only drives its drain.
+        """
+        try:
+            f = open_log_file(
+                path, self.settings.roots, symlinks_anywhere=self.settings.symlinks_anywhere
+            )
+        except OSError:
+            return DONE  # gone again, or no log file: nothing known was in it
+        st = os.fstat(f.fileno())
+        with self._identities.held([(st.st_dev, st.st_ino)]):
+            # observed under the lock: a fingerprint another reader grew meanwhile
+            # would not fit a head taken before it (and the file read twice)
+            seen = observe(f)
+            known = self.journal.files_with_inode(seen.device, seen.inode)
+            if any(same_file(_identity(row), seen) for row in known):
+                f.close()
+                return DONE
+            ident = seen.identity()
+            row = self.journal.add_file(
+                path, ident.device, ident.inode, ident.fingerprint, ident.fingerprint_len
+            )
+            log.info("%s was rotated before it was read; reading it", path)
+            rotated = self.journal.update_file(row.id, phase="Rotated")
+            with self._draining_lock:
+                self._draining[row.id] = _Draining(f, path, seen.size, self.clock(), 0)
+        self._publish(rotated, force=True)
+        return DONE
 
     def _read_through_cache(self, row: FileRow, f: BinaryIO) -> Result:
         """Read `row` through its cached handle (`f` if none), kept open for next time."""
@@ -457,24 +522,25 @@ class LogFileReconciler:
         phase = "Rotated" if os.fstat(handle.fileno()).st_nlink > 0 else "Deleted"
         retired = self.journal.update_file(row.id, phase=phase)
         if self.settings.rotate_wait <= 0:
-            self._finish_drain(retired, handle)
+            self._finish_drain(retired, handle, retired.unread_bytes)
             return
         now = self.clock()
         with self._draining_lock:
             self._draining[row.id] = _Draining(
-                handle, row.path, os.fstat(handle.fileno()).st_size, now
+                handle, row.path, os.fstat(handle.fileno()).st_size, now, retired.unread_bytes
             )
         self._publish(retired, force=True)
 
-    def _reopen_renamed(self, row: FileRow) -> BinaryIO | None:
-        """The file of `row` under another name in its directory, opened; None if not there."""
-        directory = os.path.dirname(row.path) or "."
-        try:
-            with os.scandir(directory) as entries:
-                names = [e.path for e in entries if e.inode() == row.inode]
-        except OSError:
-            return None
-        for name in names:
+    def _reopen_renamed(
+        self, row: FileRow, names: dict[int, list[str]] | None = None
+    ) -> BinaryIO | None:
+        """The file of `row` under another name in its directory, opened; None if not there.
+
+        `names`: its directory's names by inode, when the caller listed it already.
+        """
+        if names is None:
+            names = _names_by_inode(os.path.dirname(row.path) or ".")
+        for name in names.get(row.inode, ()):
             try:
                 f = open_log_file(
                     name, self.settings.roots, symlinks_anywhere=self.settings.symlinks_anywhere
@@ -489,6 +555,76 @@ class LogFileReconciler:
                 return f
             f.close()
         return None
+
+    def resume_drains(self, rotated: Iterable[FileRow]) -> list[str]:
+        """Drain again the files of `rotated` rows that hold bytes past their watermark;
+        the old paths, whose looks drive the drains, for the caller to queue.
+
+        A drain lives in memory only: after a SIGKILL its row says Rotated and
+        nothing would read what the writer appended since to a name nobody
+        watches; a writer quiet for longer than `rotate_wait` (starved, stopped)
+        may append after its file was let go. Called at start and on each rescan,
+        with one listing per directory however many rotated rows it has.
+        """
+        by_dir: dict[str, list[FileRow]] = {}
+        for row in rotated:
+            by_dir.setdefault(os.path.dirname(row.path) or ".", []).append(row)
+        paths = []
+        for directory, rows in by_dir.items():
+            names = _names_by_inode(directory)
+            for row in rows:
+                grew = _any_longer(names.get(row.inode, ()), row.watermark)
+                if grew and self._resume_drain(row, names):
+                    paths.append(row.path)
+        return paths
+
+    def prune_deleted(self, rows: Iterable[FileRow]) -> int:
+        """Forget all but the newest `keep_deleted` rows of deleted files, and their
+        LogFiles; how many were forgotten.
+
+        A deleted file is never read again, yet every file a churning writer made
+        stayed in the journal and the store for good (30,000 files: +67 MB on
+        disk). The journal rows go first: a LogFile left by a crash in between is
+        removed at the next start (recover_lost_state).
+        """
+        deleted = [row for row in rows if row.phase == "Deleted"]
+        deleted.sort(key=lambda row: row.id)
+        old = deleted[: max(0, len(deleted) - self.settings.keep_deleted)]
+        if not old:
+            return 0
+        self.journal.delete_files([row.id for row in old])
+        for row in old:
+            with contextlib.suppress(NotFound):
+                self.store.delete("LogFile", logfile_name(row, self.settings.node))
+        return len(old)
+
+    def _resume_drain(self, row: FileRow, names: dict[int, list[str]]) -> bool:
+        with self._identities.held([(row.device, row.inode)]):
+            newest = self.journal.files_with_inode(row.device, row.inode)[0]
+            with self._draining_lock:
+                if newest.id != row.id or newest.phase != "Rotated" or row.id in self._draining:
+                    return False  # read by a newer row (truncated, moved), or draining now
+            current = newest
+            handle = self._reopen_renamed(current, names)
+            if handle is None:
+                return False
+            seen = observe(handle)
+            if seen.size <= current.watermark or not continues(
+                _identity(current), current.watermark, seen
+            ):
+                handle.close()
+                return False
+            log.info("%s: reading its rotated file again, which grew", current.path)
+            tail = max(0, current.size - current.watermark)  # reported when it was let go
+            with self._draining_lock:
+                self._draining[row.id] = _Draining(
+                    handle,
+                    row.path,
+                    seen.size,
+                    self.clock(),
+                    max(0, current.unread_bytes - tail),
+                )
+            return True
 
     def _drain_rotated(self, path: str) -> float | None:
         """Read the files rotated away from `path` again; seconds until the next look."""
@@ -526,7 +662,9 @@ class LogFileReconciler:
                 self._publish(self.journal.file(row.id), force=False)
                 return min(left, DRAIN_POLL)
             self._stop_draining(row.id)
-            self._finish_drain(self.journal.file(row.id), draining.handle)
+            with self.handles.in_use(row.id):  # its writer is quiet: a last object is whole
+                self._read(self.journal.file(row.id), draining.handle, drain=True, final=True)
+            self._finish_drain(self.journal.file(row.id), draining.handle, draining.unread_before)
         return None
 
     def _stop_draining(self, file_id: int) -> BinaryIO | None:
@@ -535,7 +673,7 @@ class LogFileReconciler:
             draining = self._draining.pop(file_id, None)
         return draining.handle if draining is not None else None
 
-    def _finish_drain(self, row: FileRow, handle: BinaryIO) -> None:
+    def _finish_drain(self, row: FileRow, handle: BinaryIO, unread_before: int) -> None:
         """The writer is quiet: report what could not be read (an unfinished last line)."""
         st = os.fstat(handle.fileno())
         handle.close()
@@ -550,7 +688,7 @@ class LogFileReconciler:
         finished = self.journal.update_file(
             row.id,
             phase="Rotated" if st.st_nlink > 0 else "Deleted",
-            unread_bytes=row.unread_bytes + unread,
+            unread_bytes=unread_before + unread,
             size=st.st_size,
         )
         self._forget(finished)
@@ -569,6 +707,7 @@ class LogFileReconciler:
         self._publish(row, force=True)
         self._published.pop(row.id, None)  # retired rows must not pile up in memory
         self._last_growth.pop(row.id, None)
+        self._sizes.pop(row.id, None)
 
     def _skip(self, path: str, reason: str) -> Result:
         """Issue 13: a path that is no log file is reported once (again if the reason changes)."""
@@ -596,12 +735,17 @@ class LogFileReconciler:
 
     # -- reading -------------------------------------------------------------------------
 
-    def _read(self, row: FileRow, f: BinaryIO, *, drain: bool = False) -> Result:
+    def _read(
+        self, row: FileRow, f: BinaryIO, *, drain: bool = False, final: bool = False
+    ) -> Result:
+        """Read `row`'s file from its watermark; a last complete object without its
+        newline only once the file is quiet for `rotate_wait` (or `final`): taken at
+        once, a first part continued later counted a line `analyze` never sees."""
         budget = None if drain else self.settings.bytes_per_reconcile
         offset, carry = row.watermark, CarryState(row.carry)
+        quiet = self._quiet_for(row.id, os.fstat(f.fileno()).st_size)
+        take_unterminated = final or quiet >= self.settings.rotate_wait
         grew = False
-        if row.fingerprint_len < FINGERPRINT_BYTES:
-            self._grow_fingerprint(row, f)
         while budget is None or budget > 0:
             size = os.fstat(f.fileno()).st_size
             chunk = (
@@ -616,9 +760,16 @@ class LogFileReconciler:
                 max_bytes=chunk,
                 max_line_bytes=self.settings.max_line_bytes,
                 max_lines=self.settings.batch_lines,
+                take_unterminated=take_unterminated,
             )
             if rb.next_offset == offset and rb.carry == carry:
                 break
+            if not self._still_the_file(row, f):
+                # Truncated under the reader since its look (copytruncate): the batch may
+                # hold new content read at the old watermark. Nothing is committed; the
+                # next look reads the new content from 0.
+                log.info("file %s changed under its reader; looking again", row.path)
+                return Result(requeue=True)
             try:
                 touched = self.journal.commit_batch(self._batch(row.id, rb, size), self.clock())
             except WatermarkMoved:
@@ -648,7 +799,19 @@ class LogFileReconciler:
         wait = self._publish(current, force=False)
         if budget is not None and budget <= 0:
             return Result(requeue=True)
+        if not take_unterminated and current.watermark < size:  # look again once quiet
+            left = self.settings.rotate_wait - quiet
+            wait = min(wait, left) if wait > 0 else left
         return Result(requeue_after=wait) if wait > 0 else DONE
+
+    def _quiet_for(self, file_id: int, size: int) -> float:
+        """Seconds the file has kept `size` (0 when it changed since the last look)."""
+        now = self.clock()
+        seen = self._sizes.get(file_id)
+        if seen is None or seen[0] != size:
+            self._sizes[file_id] = (size, now)
+            return 0.0
+        return now - seen[1]
 
     def _phase(self, row: FileRow, now: float) -> str:
         last = self._last_growth.get(row.id)
@@ -657,17 +820,24 @@ class LogFileReconciler:
             return "Active"
         return "Idle" if now - last >= self.settings.idle_after else "Active"
 
-    def _grow_fingerprint(self, row: FileRow, f: BinaryIO) -> None:
-        """Lengthen a short fingerprint once the file has more bytes (same first bytes only)."""
+    def _still_the_file(self, row: FileRow, f: BinaryIO) -> bool:
+        """`f` still starts as `row`'s file did, looked at after a batch was read from it;
+        its fingerprint lengthened as the file grows (stored on `row` too).
+
+        A file first seen empty has an empty fingerprint, which every content
+        matches: lengthened only once per read, its watermark ran ahead of it and
+        a copytruncate was taken for growth (its first lines lost).
+        """
         try:
             grown = grow_fingerprint(_identity(row), f)
         except ValueError:
-            return  # not the same file any more: the next reconcile adopts the new content
+            return False
         if grown.fingerprint_len > row.fingerprint_len:
             self.journal.update_file(
                 row.id, fingerprint=grown.fingerprint, fingerprint_len=grown.fingerprint_len
             )
             row.fingerprint, row.fingerprint_len = grown.fingerprint, grown.fingerprint_len
+        return True
 
     def _batch(self, file_id: int, rb: ReadBatch, size: int) -> Batch:
         traces: dict[str, TraceAccumulator] = {}

@@ -2,5 +2,5 @@
 worker loop (retries, units of work, durable dirty marks), the manager, metrics, the
 file watcher, health endpoints. It runs any reconciler and knows none.
 
-Imports: api, store.
+Imports: api, logs, store.
 """

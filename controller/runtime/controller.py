@@ -149,6 +149,7 @@ class Controller:
         self._threads: list[threading.Thread] = []
         self._failing: dict[str, Failing] = {}
         self._failing_lock = threading.Lock()
+        self._alike = _AlikeFailures()
         self.reconciled = 0  # keys reconciled so far (progress reports)
 
     def start(self) -> None:
@@ -247,6 +248,9 @@ class Controller:
                 if self._failing.pop(key, None) is not None:
                     recovered.append(key)
             self._failing_gauge.set(len(self._failing))
+        alike = self._alike.recovered() if recovered else 0
+        if alike:
+            log.warning("%s: %d more keys failed alike meanwhile", self.name, alike)
         for key in recovered:
             log.info("%s %s: reconcile succeeded again", self.name, key)
 
@@ -274,12 +278,14 @@ class Controller:
                 )
             self.queue.forget(key)
             return
-        if failing.failures == 1:
+        if failing.failures == 1 and self._alike.say(_described(err)):
+            alike = self._alike.take()
             log.warning(
-                "%s %s: reconcile failed, retrying with back-off: %s",
+                "%s %s: reconcile failed, retrying with back-off: %s%s",
                 self.name,
                 key,
                 _described(err),
+                f" ({alike} more keys failed since the last such warning)" if alike else "",
                 exc_info=log.isEnabledFor(logging.DEBUG),
             )
         self.queue.add_rate_limited(key)
@@ -314,6 +320,41 @@ class Controller:
                 self._reconcile_time.observe(time.monotonic() - started)
                 for key in keys:
                     self.queue.done(key)
+
+
+class _AlikeFailures:
+    """One warning per error, not per key: a full disk fails every key of every batch
+    with one message (a warning per trace key). The same message within
+    `window` seconds is counted instead, and the count said with the next warning."""
+
+    def __init__(self, window: float = 60.0) -> None:
+        self._window = window
+        self._last: tuple[str, float] | None = None
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def say(self, message: str) -> bool:
+        """Whether to log `message` now (else it is counted)."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._last
+            if last is not None and last[0] == message and now - last[1] < self._window:
+                self._count += 1
+                return False
+            self._last = (message, now)
+            return True
+
+    def take(self) -> int:
+        """The failures counted since the last warning, counting again from 0."""
+        with self._lock:
+            count, self._count = self._count, 0
+            return count
+
+    def recovered(self) -> int:
+        """`take()`, and the next failure is said whatever its message (a new outage)."""
+        with self._lock:
+            count, self._count, self._last = self._count, 0, None
+            return count
 
 
 def _described(err: Exception) -> str:

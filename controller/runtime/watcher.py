@@ -17,21 +17,30 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers.api import BaseObserver
 
+from controller.logs.opening import is_log_file
+
 log = logging.getLogger(__name__)
 
-LOG_SUFFIXES = (".json", ".jsonl")
 # Our own reads open and close the files: reacting to that would re-read them forever.
 IGNORED_EVENTS = frozenset({"opened", "closed_no_write"})
 
 
-def is_log_file(path: str) -> bool:
-    return path.endswith(LOG_SUFFIXES)
+_unlistable: set[tuple[str, int]] = set()  # (directory, errno) said already
+
+
+def _say_unlistable(err: OSError) -> None:
+    """A directory the scan cannot list is said once (every rescan meets it again):
+    its log files are not read, and a silent skip looked like an empty directory."""
+    key = (str(err.filename), err.errno or 0)
+    if key not in _unlistable:
+        _unlistable.add(key)
+        log.warning("cannot list %r, its log files are not read: %s", err.filename, err.strerror)
 
 
 def scan(directories: list[Path]) -> Iterator[str]:
     """Every log file under the directories, recursively, in a stable order."""
     for directory in directories:
-        for root, dirs, files in os.walk(directory):
+        for root, dirs, files in os.walk(directory, onerror=_say_unlistable):
             dirs.sort()
             for name in sorted(files):
                 if is_log_file(name):
@@ -56,6 +65,12 @@ class _Handler(FileSystemEventHandler):
                         self._on_path(found)
             elif is_log_file(path):
                 self._on_path(path)
+        if event.event_type == "moved" and not event.is_directory:
+            source, dest = (os.fsdecode(raw) for raw in paths)
+            if is_log_file(source) and not is_log_file(dest):
+                # Rotated to a name nobody watches (logrotate's `create`): read as a
+                # rotated file if its log name was never looked at (issue 24).
+                self._on_path(dest)
 
 
 # The per-user limit each failure means (shared with every program: editors and IDEs often

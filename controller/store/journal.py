@@ -266,6 +266,11 @@ class Journal:
         )
         return [FileRow(*row) for row in rows]
 
+    def delete_files(self, file_ids: list[int]) -> None:
+        """Forget file rows for good (rows of deleted files past the retention bound)."""
+        with self._tx() as conn:
+            conn.executemany("DELETE FROM files WHERE id = ?", [(i,) for i in file_ids])
+
     def add_file(
         self, path: str, device: int, inode: int, fingerprint: str, fingerprint_len: int
     ) -> FileRow:
