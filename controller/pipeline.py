@@ -125,7 +125,12 @@ class Pipeline:
             ),
             metrics=IngestMetrics(self.registry),
         )
-        trace = TraceReconciler(store, journal, settings=TraceSettings(settings.abandon_after))
+        # kube: Traces finished --trace-retention ago are settled into their BlockLogs and
+        # Sessions and deleted (retention.py); the local store keeps them all.
+        settle_after = settings.trace_retention if settings.store == "kube" else 0.0
+        trace = TraceReconciler(
+            store, journal, settings=TraceSettings(settings.abandon_after, settle_after)
+        )
         self.stages = (
             Stage(
                 "logfile",
@@ -352,6 +357,10 @@ class Pipeline:
                 os.path.realpath(row.path), dirs
             ):
                 self.logfiles.add(row.path)
+
+    def settle_traces(self, keys: list[str]) -> None:
+        """Queue Traces that retention found due: the trace reconciler settles them."""
+        self.controllers_by_queue[TRACES].add_all(keys)
 
     def _sweep_idle(self) -> None:
         """Queue the unfinished traces idle for longer than --abandon-after (to mark them)."""
