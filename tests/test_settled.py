@@ -1,6 +1,7 @@
 """Settled members (analyze.blocklogs/sessions): a BlockLog or Session whose member Traces
 are gone (deleted from the cluster once final) joins to the same status from what its
-spec keeps of them, whatever the order and mix of settled and present members."""
+spec keeps of them, whatever the order and mix of settled and present members; and from
+the join view a Trace too large for etcd is written with."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import orjson
 import pytest
 
 from controller.analyze import blocklogs, sessions
+from controller.reconcilers.retention import join_view
 from controller.store.sqlite import SQLiteStore
 from tests.cli_helpers import foylectl
 
@@ -89,6 +91,24 @@ def test_every_session_joins_the_same_without_its_settled_traces(
             )
         present = {t: traces[t] for t in members[: len(members) // 2]}
         assert sessions.session_status(some, present) == want, spec["contextId"]
+
+
+def test_every_blocklog_joins_the_same_from_the_join_view_of_its_traces(
+    analyzed: SQLiteStore,
+) -> None:
+    """join_view is what a Trace too large for etcd is written with."""
+    traces = {t["spec"]["id"]: t["spec"] for t in analyzed.list("Trace")}
+    elided = {trace_id: join_view(spec) for trace_id, spec in traces.items()}
+    size = sum(len(orjson.dumps(s)) for s in traces.values())
+    assert sum(len(orjson.dumps(s)) for s in elided.values()) < size  # something went
+    found = analyzed.list("BlockLog")
+    assert found
+    for blocklog in found:
+        spec = blocklog["spec"]
+        assert set(blocklogs.member_ids(spec)) <= set(traces)
+        assert blocklogs.blocklog_status(spec, elided) == blocklogs.blocklog_status(spec, traces), (
+            spec["id"]
+        )
 
 
 def test_a_settled_member_removed_leaves_nothing_of_it() -> None:
