@@ -125,9 +125,11 @@ class Pipeline:
             ),
             metrics=IngestMetrics(self.registry),
         )
-        # kube: Traces finished --trace-retention ago are settled into their BlockLogs and
-        # Sessions and deleted (retention.py); the local store keeps them all.
-        settle_after = settings.trace_retention if settings.store == "kube" else 0.0
+        # `run --store kube`: Traces finished --trace-retention ago are settled into their
+        # BlockLogs and Sessions and deleted (retention.py); the local store and the
+        # one-shot `analyze` (which has no such flag) keep them all.
+        settles = settings.store == "kube" and not oneshot
+        settle_after = settings.trace_retention if settles else 0.0
         trace = TraceReconciler(
             store, journal, settings=TraceSettings(settings.abandon_after, settle_after)
         )
