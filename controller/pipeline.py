@@ -184,7 +184,11 @@ class Pipeline:
         """A controller per running stage, each connected to the stages it hands keys to."""
         # Batch reconciles into one commit per database where the store is local SQLite
         # (the journal first: the store commits first, so a crash leaves dirty marks).
-        unit: tuple[Transactional, ...] = (self.journal,)
+        # A store of round trips (the API server) gets no unit: a journal transaction
+        # held across a reconcile's requests would let one stage send at a time (issue
+        # 19: the catch-up waited on the journal's lock). Dirty marks are cleared after
+        # the reconcile, by sequence, so a crash repeats work and loses none.
+        unit: tuple[Transactional, ...] = ()
         if isinstance(store, Transactional):
             unit = (self.journal, store)
         controllers: dict[str, Controller] = {}
