@@ -1,9 +1,11 @@
 """Kube mode at scale, measured on a real etcd + kube-apiserver (hack/control-plane.sh).
 
 1. catch-up: `foylectl run --store kube` (default flags: client rate limit
-   --kube-qps/--kube-burst at their defaults) on a generated corpus already on
-   disk; time until etcd holds every object `foylectl analyze` derives (polled
-   in etcd, so the API server counts the controller's requests only) -> traces/s,
+   --kube-qps/--kube-burst and --trace-retention at their defaults) on a
+   generated corpus already on disk; time until etcd holds the BlockLogs and
+   Sessions `foylectl analyze` derives and its Traces not yet settled (the
+   corpus is from 2024: none; polled in etcd, so the API server counts the
+   controller's requests only) -> traces/s,
    the ratio to `foylectl analyze`'s time on the same corpus (wall time, start-up
    included), and the foyle.io requests the server counted
    (apiserver_request_total) by verb and resource;
