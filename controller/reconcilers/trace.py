@@ -163,20 +163,54 @@ class TraceReconciler:
 
     def _write_membership(self, reduced: list[_Reduced], previous: dict[str, Any]) -> set[str]:
         """Merge every trace's membership change per block; one write per BlockLog."""
+        changes = self._membership_changes(reduced, previous)
+        try:
+            read_modify_write_many(
+                self.store,
+                "BlockLog",
+                {name_for_id(b): membership_mutation("BlockLog", b, f) for b, f in changes.items()},
+            )
+        except ObjectTooLarge:
+            self._write_membership_smaller(reduced, previous, changes)
+        return {name_for_id(b) for b in changes}
+
+    def _write_membership_smaller(
+        self,
+        reduced: list[_Reduced],
+        previous: dict[str, Any],
+        changes: dict[str, list[SpecChange]],
+    ) -> None:
+        """Each BlockLog alone: one too large for etcd with what it keeps of its settled
+        members (a Generate trace's notebook) keeps them smaller, as `_write_traces`
+        writes a Trace, instead of being retried forever (the others are written as
+        they were, or were already: writing them again changes nothing)."""
+        levels = [changes, *(self._membership_changes(reduced, previous, n) for n in (1, 2, 3))]
+        for block_id in changes:
+            for level, level_changes in enumerate(levels):
+                mutation = membership_mutation("BlockLog", block_id, level_changes[block_id])
+                try:
+                    read_modify_write(self.store, "BlockLog", name_for_id(block_id), mutation)
+                    break
+                except ObjectTooLarge as err:
+                    if level == len(levels) - 1:
+                        raise
+                    log.warning("block log %s: %s; its settled members smaller", block_id, err)
+
+    def _membership_changes(
+        self, reduced: list[_Reduced], previous: dict[str, Any], smaller: int = 0
+    ) -> dict[str, list[SpecChange]]:
+        """Every trace's membership change by block; a settled trace's contribution from
+        its `smaller`-th smaller spec (`_smaller_specs`)."""
         changes: defaultdict[str, list[SpecChange]] = defaultdict(list)
         for r in reduced:
             before = set(previous.get(r.key) or ())
             blocks = r.spec.get("blockIds", [])
+            spec = _smaller_specs(r.spec)[smaller] if r.settled and smaller else r.spec
             for block_id in blocks:
-                changes[block_id].append(_adding(block_id, r, block_id in before))
+                changes[block_id].append(_adding(block_id, spec, r.settled, block_id in before))
             for block_id in before - set(blocks):
                 changes[block_id].append(_removing(r.spec["id"]))
-        read_modify_write_many(
-            self.store,
-            "BlockLog",
-            {name_for_id(b): membership_mutation("BlockLog", b, fns) for b, fns in changes.items()},
-        )
-        return {name_for_id(b) for b in changes}
+        return changes
 
 
 def _smaller_specs(spec: Spec) -> list[Spec]:
@@ -187,9 +221,11 @@ def _smaller_specs(spec: Spec) -> list[Spec]:
     return [spec, elided, no_request, bare]
 
 
-def _adding(block_id: str, r: _Reduced, listed_before: bool) -> Callable[[Spec | None], Spec]:
+def _adding(
+    block_id: str, trace_spec: Spec, settled: bool, listed_before: bool
+) -> Callable[[Spec | None], Spec]:
     return lambda spec: membership_add(
-        spec, block_id, r.spec, listed_before=listed_before, settled=r.settled
+        spec, block_id, trace_spec, listed_before=listed_before, settled=settled
     )
 
 
