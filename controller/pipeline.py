@@ -125,7 +125,14 @@ class Pipeline:
             ),
             metrics=IngestMetrics(self.registry),
         )
-        trace = TraceReconciler(store, journal, settings=TraceSettings(settings.abandon_after))
+        # `run --store kube`: Traces finished --trace-retention ago are settled into their
+        # BlockLogs and Sessions and deleted (retention.py); the local store and the
+        # one-shot `analyze` (which has no such flag) keep them all.
+        settles = settings.store == "kube" and not oneshot
+        settle_after = settings.trace_retention if settles else 0.0
+        trace = TraceReconciler(
+            store, journal, settings=TraceSettings(settings.abandon_after, settle_after)
+        )
         self.stages = (
             Stage(
                 "logfile",
@@ -177,7 +184,11 @@ class Pipeline:
         """A controller per running stage, each connected to the stages it hands keys to."""
         # Batch reconciles into one commit per database where the store is local SQLite
         # (the journal first: the store commits first, so a crash leaves dirty marks).
-        unit: tuple[Transactional, ...] = (self.journal,)
+        # A store of round trips (the API server) gets no unit: a journal transaction
+        # held across a reconcile's requests would let one stage send at a time (issue
+        # 19: the catch-up waited on the journal's lock). Dirty marks are cleared after
+        # the reconcile, by sequence, so a crash repeats work and loses none.
+        unit: tuple[Transactional, ...] = ()
         if isinstance(store, Transactional):
             unit = (self.journal, store)
         controllers: dict[str, Controller] = {}
@@ -368,6 +379,10 @@ class Pipeline:
         return any(Path(path).is_relative_to(d) for d in dirs) or inside(
             os.path.realpath(path), dirs
         )
+
+    def settle_traces(self, keys: list[str]) -> None:
+        """Queue Traces that retention found due: the trace reconciler settles them."""
+        self.controllers_by_queue[TRACES].add_all(keys)
 
     def _sweep_idle(self) -> None:
         """Queue the unfinished traces idle for longer than --abandon-after (to mark them)."""

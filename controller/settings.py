@@ -64,9 +64,9 @@ class Settings:
     workers: int = 2
     rescan_interval: float = 30.0
     abandon_after: float = ABANDON_AFTER_SECONDS
-    trace_retention: float = (
-        0.0  # --store kube: elide finished Traces' bodies after this (0: never)
-    )
+    # --store kube: a Trace finished this long ago is settled into its BlockLogs and
+    # Session and deleted, as Kubernetes keeps Events for an hour (0: kept for ever)
+    trace_retention: float = 3600.0
     max_line_bytes: int = MAX_LINE_BYTES
     rotate_wait: float = ROTATE_WAIT  # seconds a rotated file's writer is quiet before let go
     symlinks_anywhere: bool = False  # follow symlinks out of the log dirs (default: not)

@@ -52,10 +52,16 @@ def test_every_object_the_controllers_write_is_accepted_and_nothing_is_pruned(
             want = comparable(written)
             for view in want.values():
                 view["metadata"].pop("ownerReferences", None)  # uids of another store
-            got = comparable(kube.list(kind))
+            stored = kube.list(kind)
+            got = comparable(stored)
             for view in got.values():
                 assert view["metadata"].pop("namespace") == namespace
             assert got == want, kind
+            # spec and status are atomic: no owner per nested key in etcd (issue 19)
+            for obj in stored:
+                for entry in obj["metadata"]["managedFields"]:
+                    fields = entry["fieldsV1"]
+                    assert (fields.get("f:spec", {}), fields.get("f:status", {})) == ({}, {})
 
 
 @pytest.mark.parametrize(

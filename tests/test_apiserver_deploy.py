@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from controller.api.names import name_for_id
-from controller.reconcilers.retention import ELIDED
+from controller.api.resource import new_resource
 from controller.store.base import NotFound
 from controller.store.kube import KubeStore
 from tests.cli_helpers import RunningController, wait_for
@@ -30,6 +30,7 @@ NAMESPACE = "foyle"
 INGESTER = ("foyle-ingester", "foyle-ingester")  # ServiceAccount name, its namespace
 OPERATOR = ("foyle-operator", "foyle")
 LEARNED_BLOCK = "23706965-8e3b-440d-ba1a-1e1cc035fbd4"  # the samples' one learnable block
+SETTLED_TRACE = "01HYRKRJETPVQA84VQR9AR6J30"  # a RunMe trace of the samples
 DEADLINE = 60.0
 
 
@@ -121,6 +122,10 @@ def test_ingester_and_operator_work_with_their_own_service_account_tokens(
     logs = tmp_path / "logs"
     shutil.copytree(testdata, logs)
     admin = KubeStore(NAMESPACE, kubeconfig=str(apiserver.kubeconfig))
+    # A sample's Trace written before (by a run keeping Traces): the samples finished in
+    # 2024, so the ingester settles it at once and deletes it, within its Role.
+    spec = {"id": SETTLED_TRACE, "kind": "RunMe", "startTime": "2024-05-25T19:31:09Z"}
+    written = admin.create(new_resource("Trace", SETTLED_TRACE, spec))
     ingester = RunningController(
         logs,
         tmp_path / "ingester",
@@ -129,7 +134,6 @@ def test_ingester_and_operator_work_with_their_own_service_account_tokens(
         f"--kubeconfig={identities['foyle-ingester']}",
         "--node=node-a",
         "--rescan-interval=1",
-        "--trace-retention=1",  # the sweeper works within the Role too
     )
     name = name_for_id(LEARNED_BLOCK)
 
@@ -147,12 +151,11 @@ def test_ingester_and_operator_work_with_their_own_service_account_tokens(
                 f"the ingester's BlockLogs and LogFiles\n{ingester.output()}",
             )
             wait_for(example, DEADLINE, "the operator's Example")
+            settled = written["metadata"]["name"]
             wait_for(
-                lambda: any(
-                    ELIDED in (t["metadata"].get("annotations") or {}) for t in admin.list("Trace")
-                ),
+                lambda: settled not in {t["metadata"]["name"] for t in admin.list("Trace")},
                 DEADLINE,
-                "trace retention to elide the samples' bodies",
+                f"the settled Trace {settled} deleted",
             )
             admin.delete("BlockLog", name)
             wait_for(lambda: example() is None, DEADLINE, "the Example's deletion")
@@ -167,11 +170,11 @@ def test_ingester_and_operator_work_with_their_own_service_account_tokens(
 @pytest.mark.parametrize(
     "identity, verb, resource",
     [
-        ("foyle-ingester", "delete", "traces"),  # traces are never deleted by the ingester
         ("foyle-ingester", "list", "examples"),  # learning is the operator's
         ("foyle-ingester", "patch", "blocklogs"),  # PUT with resourceVersion only
         ("foyle-ingester", "list", "pods"),
         ("foyle-operator", "create", "traces"),
+        ("foyle-operator", "delete", "traces"),  # the ingester settles and deletes them
         ("foyle-operator", "update", "blocklogs"),  # the operator never writes its inputs
         ("foyle-operator", "patch", "blocklogs"),
         ("foyle-operator", "patch", "sessions"),
@@ -198,6 +201,7 @@ def test_a_verb_the_role_does_not_grant_is_refused(
     "identity, verb, resource",
     [
         ("foyle-ingester", "update", "traces"),
+        ("foyle-ingester", "delete", "traces"),  # settled Traces (retention.py)
         ("foyle-ingester", "update", "blocklogs/status"),
         ("foyle-ingester", "delete", "logfiles"),
         ("foyle-operator", "watch", "blocklogs"),

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.analyze.blocklogs import blocklog_status
+from controller.analyze.blocklogs import blocklog_status, member_ids, membership_add
 from controller.api.kinds import KINDS
 from controller.api.resource import new_resource
 from controller.store.base import write_changes
@@ -168,6 +168,22 @@ def test_describe_blocklog_draws_its_life_and_why_it_is_not_learnable(state: Pat
     assert lines[0].split()[:2] == ["2024-04-16T21:44:30.000000Z", "+0.0s"]
     assert lines[3].split()[:2] == ["2024-04-16T21:44:40.500000Z", "+10.5s"]
     assert lines[-1].lstrip().startswith("└─")
+
+
+def test_a_settled_block_draws_its_life_from_what_its_blocklog_keeps(tmp_path: Path) -> None:
+    """In a cluster a finished Trace is deleted once its BlockLog keeps its contribution
+    (issue 19): the timeline is drawn from that instead."""
+    with SQLiteStore(tmp_path / "store.db") as store:
+        blocklog_with_history(store, [("2024-04-16T21:45:00.000000Z", "kubectl get pods", 0)])
+        traces = {t["spec"]["id"]: t["spec"] for t in store.list("Trace")}
+        blocklog = store.get("BlockLog", BLOCK)
+    want = timeline(describe(tmp_path, "bl", BLOCK).stdout)
+    spec = blocklog["spec"]
+    for trace_id in member_ids(spec):
+        spec = membership_add(spec, BLOCK, traces[trace_id], listed_before=True, settled=True)
+    with SQLiteStore(tmp_path / "settled" / "store.db") as store:
+        write_changes(store, None, new_resource("BlockLog", BLOCK, spec, blocklog["status"]))
+    assert timeline(describe(tmp_path / "settled", "bl", BLOCK).stdout) == want
 
 
 def test_a_learnable_block_says_what_became_of_its_example(tmp_path: Path) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from controller.api.resource import new_resource
 from controller.reconcilers.logfile import LogFileReconciler
-from controller.reconcilers.trace import TraceReconciler
+from controller.reconcilers.trace import TraceReconciler, TraceSettings
 from controller.runtime.metrics import MetricsRegistry
 from controller.store.journal import TRACES, Journal
 from controller.store.kube import (
@@ -59,14 +60,10 @@ def test_the_limit_is_below_what_the_real_server_stores(apiserver: ControlPlane)
     assert proc.returncode != 0 and "too large" in proc.stderr, proc.stderr
 
 
-def test_a_trace_too_large_for_etcd_is_stored_with_its_bodies_elided(
-    cluster: Cluster, tmp_path: Path
-) -> None:
-    """The trace reconciler writes what BlockLogs read instead of retrying forever."""
-    log = tmp_path / "logs" / "foyle.json"
-    log.parent.mkdir()
+def _huge_generate_trace() -> list[dict[str, Any]]:
+    """The log lines of a Generate trace (2024) whose notebook is over etcd's limit."""
     doc = {"blocks": [{"kind": "MARKUP", "contents": "x" * 1_700_000, "id": "m"}]}
-    lines = [
+    return [
         {"time": 1.0, "function": GENERATE_FN, "traceId": "a" * 32, "request": {"doc": doc}},
         {
             "time": 2.0,
@@ -76,7 +73,15 @@ def test_a_trace_too_large_for_etcd_is_stored_with_its_bodies_elided(
             "response": {"blocks": [{"kind": "CODE", "contents": "ls", "id": "b1"}]},
         },
     ]
-    log.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def test_a_trace_too_large_for_etcd_is_stored_with_its_bodies_elided(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The trace reconciler writes what BlockLogs read instead of retrying forever."""
+    log = tmp_path / "logs" / "foyle.json"
+    log.parent.mkdir()
+    log.write_text("".join(json.dumps(line) + "\n" for line in _huge_generate_trace()))
     journal = Journal(tmp_path / "journal.db")
     with KubeStore(cluster.namespace, kubeconfig=str(cluster.kubeconfig)) as store:
         read = LogFileReconciler(store, journal).reconcile([str(log)])
@@ -85,3 +90,23 @@ def test_a_trace_too_large_for_etcd_is_stored_with_its_bodies_elided(
         assert trace["spec"]["response"]["blocks"][0]["id"] == "b1"  # the suggestion stays
         assert "request" not in trace["spec"]  # the 1.7 MB notebook could not
         assert store.get("BlockLog", "b1")["spec"]["genTraceId"] == "a" * 32
+
+
+def test_a_settled_notebook_too_large_for_its_blocklog_is_kept_smaller(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A finished Generate trace is settled into its BlockLog; its notebook does not fit
+    there: the BlockLog keeps the suggestion without it instead of being retried forever."""
+    log = tmp_path / "logs" / "foyle.json"
+    log.parent.mkdir()
+    log.write_text("".join(json.dumps(line) + "\n" for line in _huge_generate_trace()))
+    journal = Journal(tmp_path / "journal.db")
+    settled = TraceSettings(settle_after=3600.0)
+    with KubeStore(cluster.namespace, kubeconfig=str(cluster.kubeconfig)) as store:
+        read = LogFileReconciler(store, journal).reconcile([str(log)])
+        TraceReconciler(store, journal, settled).reconcile(sorted(read.downstream[TRACES]))
+        assert store.list("Trace") == []
+        spec = store.get("BlockLog", "b1")["spec"]
+        kept = spec["settled"]["a" * 32]
+        assert spec["genTraceId"] == "a" * 32 and "request" not in kept
+        assert kept["response"]["blocks"][0]["id"] == "b1"  # the suggestion stays

@@ -17,8 +17,9 @@ from controller.analyze.blocklogs import membership_add
 from controller.api.names import name_for_id
 from controller.api.resource import new_resource
 from controller.reconcilers.join import membership_mutation
-from controller.reconcilers.retention import ELIDED, join_view
+from controller.reconcilers.retention import due
 from controller.reconcilers.session import join_sessions
+from controller.settings import Settings
 from controller.store.base import NotFound, read_modify_write_many, write_changes
 from controller.store.kube import KubeStore
 from controller.store.sqlite import SQLiteStore
@@ -58,10 +59,12 @@ def _wait(runs: list[RunningController], condition: Callable[[], Any], what: str
 
 
 def _cluster_view(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """`comparable`, without the namespace that only custom resources have."""
+    """`comparable`, without the namespace that only custom resources have, nor what a
+    BlockLog or Session keeps of its settled members (deleted Traces) to join them."""
     view = comparable(items)
     for obj in view.values():
         obj["metadata"].pop("namespace", None)
+        obj["spec"].pop("settled", None)
     return view
 
 
@@ -105,33 +108,12 @@ def test_run_with_kube_store_on_a_generated_corpus_writes_what_analyze_derives(
     _check_run_equals_analyze(cluster, logs, tmp_path)
 
 
-def test_trace_retention_elides_bodies_and_blocklogs_stay_what_analyze_derives(
+def test_with_no_trace_retention_every_trace_stays_what_analyze_derives(
     cluster: Cluster, testdata: Path, tmp_path: Path
 ) -> None:
-    """The samples finished in 2024: with a 1 s retention every Trace is elided at once."""
     logs = tmp_path / "logs"
     shutil.copytree(testdata, logs)
-
-    def elided(traces: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        for trace in traces.values():
-            if join_view(trace["spec"]) != trace["spec"]:
-                trace["spec"] = join_view(trace["spec"])
-                trace["metadata"]["annotations"] = {ELIDED: "elided"}
-        return traces
-
-    def seen(traces: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        for trace in traces.values():  # the annotation's value is a time
-            if ELIDED in trace["metadata"].get("annotations", {}):
-                trace["metadata"]["annotations"][ELIDED] = "elided"
-        return traces
-
-    _check_run_equals_analyze(
-        cluster, logs, tmp_path, "--trace-retention=1", want_traces=elided, got_traces=seen
-    )
-
-
-def _same(traces: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return traces
+    _check_run_equals_analyze(cluster, logs, tmp_path, "--trace-retention=0", retention=0.0)
 
 
 def _check_run_equals_analyze(
@@ -139,26 +121,30 @@ def _check_run_equals_analyze(
     logs: Path,
     tmp_path: Path,
     *extra: str,
-    want_traces: Callable[[dict[str, Any]], dict[str, Any]] = _same,
-    got_traces: Callable[[dict[str, Any]], dict[str, Any]] = _same,
+    retention: float = Settings().trace_retention,
 ) -> None:
-    """`run --store kube` converges on what `analyze` derives (Traces as `want_traces` says)."""
+    """`run --store kube` converges on what `analyze` derives: BlockLogs and Sessions the
+    same, and the Traces not finished `retention` ago (0: all), the others settled."""
     foylectl("analyze", "--logs", logs, "--state-dir", tmp_path / "oneshot", "--no-learn")
     expected = SQLiteStore(tmp_path / "oneshot" / "store.db")
-    want = {kind: comparable(expected.list(kind)) for kind in ("Trace", "BlockLog")}
+    want = {kind: comparable(expected.list(kind)) for kind in ("Trace", "BlockLog", "Session")}
     assert want["Trace"] and want["BlockLog"]
-    want["Trace"] = want_traces(want["Trace"])
-    seen = {"Trace": got_traces, "BlockLog": _same}
+    if retention:
+        now = time.time()
+        want["Trace"] = {n: t for n, t in want["Trace"].items() if not due(t, now, retention)}
+        assert len(want["Trace"]) < len(expected.list("Trace")), "some are settled"
 
     store = _store(cluster)
     run = _run_kube(logs, tmp_path / "node-a", cluster, "--node", "node-a", "--no-learn", *extra)
     try:
-        for kind in ("Trace", "BlockLog"):
+        for kind in want:
             _wait(
                 [run],
-                lambda kind=kind: seen[kind](_cluster_view(store.list(kind))) == want[kind],
+                lambda kind=kind: _cluster_view(store.list(kind)) == want[kind],
                 f"the {kind}s that analyze derives",
             )
+        settled = {t for o in store.list("BlockLog") for t in o["spec"].get("settled", {})}
+        assert bool(settled) == bool(retention)
         logfiles = store.list("LogFile")
         assert {o["spec"]["path"] for o in logfiles} == {
             str(p) for p in logs.rglob("*") if p.suffix in (".json", ".jsonl")
@@ -265,7 +251,9 @@ def test_an_ingester_derives_statuses_again_when_another_writes_members(
         t["metadata"]["name"] for t in SQLiteStore(tmp_path / "r" / "store.db").list("Trace")
     }
     store = _store(cluster)
-    runme = _run_kube(logs / "runme", tmp_path / "state-runme", cluster, "--no-learn")
+    runme = _run_kube(
+        logs / "runme", tmp_path / "state-runme", cluster, "--no-learn", "--trace-retention=0"
+    )
     try:
         _wait(
             [runme],
@@ -289,7 +277,7 @@ def test_an_ingester_derives_statuses_again_when_another_writes_members(
                     for b in spec.get("blockIds", [])
                 },
             )
-            join_sessions(store, [(spec, "")])
+            join_sessions(store, [(spec, "", False)])
             write_changes(store, None, new_resource("Trace", spec["id"], spec, trace["status"]))
         for kind in want:
             _wait(

@@ -7,17 +7,23 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from controller.api.kinds import Resource
+from controller.api.result import Outcome
+from controller.pipeline import Pipeline
+from controller.settings import Settings
 from controller.store.base import (
     NotFound,
     StoreUnavailable,
     read_modify_write,
     read_modify_write_many,
 )
+from controller.store.journal import BLOCKLOGS, SESSIONS, Journal
 from controller.store.kube import THROTTLED_ATTEMPTS, WRITES_IN_FLIGHT, KubeStore
+from controller.store.kubecache import KindCache
 from tests.control_plane import store_factory
 from tests.kube_emulator import RunningEmulator, kube_emulator  # noqa: F401  (fixture)
 from tests.store_contract import *  # noqa: F403  (the contract's tests run here)
@@ -146,7 +152,7 @@ def test_a_batch_of_writes_is_in_flight_together(store: KubeStore) -> None:
 
         return mutate
 
-    names = [f"t{i}" for i in range(WRITES_IN_FLIGHT)]
+    names = sorted(f"t{i}" for i in range(WRITES_IN_FLIGHT))
     written = read_modify_write_many(store, "Trace", {n: create(n) for n in names})
     assert sorted(written) == names
     assert sorted(t["metadata"]["name"] for t in store.list("Trace")) == names
@@ -159,3 +165,61 @@ def test_a_batch_written_after_close_is_a_one_line_error(
     store.close()
     with pytest.raises(StoreUnavailable, match="the store is closed"):
         read_modify_write_many(store, "Trace", {n: lambda o, n=n: _trace(n) for n in "ab"})
+
+
+def test_the_pipelines_stages_send_their_requests_at_the_same_time(
+    store: KubeStore, tmp_path: Path
+) -> None:
+    """A reconcile waiting on the API server holds nothing another stage needs (issue 19:
+    each held the journal's transaction, so one stage sent requests at a time): a barrier
+    the BlockLog and the Session stages' reconciles must both reach opens."""
+    settings = Settings(log_dirs=[tmp_path / "logs"], state_dir=tmp_path, store="kube")
+    journal = Journal(tmp_path / "journal.db")
+    pipeline = Pipeline(settings, store, journal)
+    together = threading.Barrier(2, timeout=10)
+
+    def waiting(keys: list[str]) -> Outcome:
+        together.wait()
+        return Outcome()
+
+    stages = [pipeline.controllers_by_queue[q] for q in (BLOCKLOGS, SESSIONS)]
+    try:
+        for stage in stages:
+            stage._reconcile = waiting
+        threads = [threading.Thread(target=s.process, args=(["x"],)) for s in stages]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert together.n_waiting == 0 and not together.broken
+        assert all(s.reconciled == 1 for s in stages)
+    finally:
+        journal.close()
+
+
+def test_an_object_deleted_while_the_first_list_is_in_flight_stays_deleted(
+    store: KubeStore,
+) -> None:
+    """The list was served after the create and before the delete, and arrives after both
+    (as the store's own writes go into its cache): the deleted object must not come back
+    (it did, now and then, in the store contract's delete test)."""
+    listed, deleted = threading.Event(), threading.Event()
+
+    def list_in_between(kind: str) -> tuple[list[Resource], str]:
+        found = store.list_with_version(kind)
+        listed.set()
+        deleted.wait(10)
+        return found
+
+    cache = KindCache("Trace", list_in_between, store._follow)
+    cache.put(store.create(_trace("a")))
+    cache.start()
+    try:
+        assert listed.wait(10)
+        store.delete("Trace", "a")
+        cache.forget("a")
+        deleted.set()
+        assert cache.ready()
+        assert cache.lookup("a") is None
+    finally:
+        cache.stop()

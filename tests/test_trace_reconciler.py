@@ -12,6 +12,7 @@ from controller.logs.framing import read_all
 from controller.reconcilers.blocklog import BlockLogReconciler
 from controller.reconcilers.logfile import LogFileReconciler, LogFileSettings
 from controller.reconcilers.trace import TraceReconciler, TraceSettings
+from controller.store.base import Store
 from controller.store.journal import BLOCKLOGS, TRACES, Journal
 from controller.store.sqlite import SQLiteStore
 from tests.cli_helpers import comparable
@@ -24,9 +25,15 @@ RUNME_BLOCK = "01HF7B0KJM3HHFDVSX9YFTZ8PE"
 class Pipeline:
     """The three reconcilers over one log file, driven by hand (no threads, no watcher)."""
 
-    def __init__(self, tmp_path: Path, clock: FakeClock, settings: TraceSettings) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        clock: FakeClock,
+        settings: TraceSettings,
+        store: Store | None = None,
+    ) -> None:
         self.journal = Journal(tmp_path / "journal.db")
-        self.store = SQLiteStore(tmp_path / "store.db")
+        self.store = store if store is not None else SQLiteStore(tmp_path / "store.db")
         self.logfile = LogFileReconciler(self.store, self.journal, LogFileSettings(), clock)
         self.trace = TraceReconciler(self.store, self.journal, settings, clock)
         self.blocklog = BlockLogReconciler(self.store)

@@ -7,6 +7,13 @@ resourceVersion CAS; any order of adds converges to the same spec. The status
 is then a pure function of that spec and the member traces' specs, so it can
 be recomputed at any time from what is stored (foyle-logs.md section 3).
 
+A member whose Trace is settled (final, and deleted from the cluster: the kube
+store keeps only what users look at) leaves its contribution in the spec
+(`settled`, by trace id): `blocklog_contribution` keeps exactly what the status
+reads of it, and only for the members that can still decide the status (the
+generation, the latest execution, the latest feedback), so a rejoin without its
+Trace gives the same status.
+
 Member order is (startTime, id): RFC 3339 strings of one fixed format sort
 as text, and the id breaks ties, so "the latest execution" is never left to
 chance (Foyle gave RunMe traces time zero and picked one at random).
@@ -33,6 +40,8 @@ def _copy(spec: Mapping[str, Any]) -> dict[str, Any]:
     out["eventIds"] = list(spec.get("eventIds", []))
     out["startTimes"] = dict(spec.get("startTimes", {}))
     out["olderExecutions"] = int(spec.get("olderExecutions", 0))
+    if "settled" in spec:
+        out["settled"] = dict(spec["settled"])
     return out
 
 
@@ -52,6 +61,7 @@ def membership_add(
     trace_spec: dict[str, Any],
     *,
     listed_before: bool = False,
+    settled: bool = False,
 ) -> dict[str, Any]:
     """The spec with the trace joined; any order of adds gives the same spec.
 
@@ -62,7 +72,21 @@ def membership_add(
     listed now while the list is full and older executions are counted, it was
     pushed out and is counted, so adding it again changes nothing. (A BlockLog
     that lost its members, e.g. a store rebuilt, takes the trace back.)
+    `settled`: the trace's Trace goes away, so its contribution is kept in the spec.
     """
+    out = _join(spec, block_id, trace_spec, listed_before=listed_before)
+    if settled:
+        out.setdefault("settled", {})[trace_spec["id"]] = blocklog_contribution(
+            block_id, trace_spec
+        )
+    if out.get("settled"):
+        _prune_settled(out)
+    return out
+
+
+def _join(
+    spec: dict[str, Any] | None, block_id: str, trace_spec: dict[str, Any], *, listed_before: bool
+) -> dict[str, Any]:
     out = _copy(spec or {"id": block_id})
     trace_id, start = trace_spec["id"], trace_spec.get("startTime") or ""
     starts = out["startTimes"]
@@ -108,7 +132,52 @@ def membership_remove(spec: dict[str, Any], trace_id: str) -> dict[str, Any]:
     elif out["olderExecutions"] > 0:
         out["olderExecutions"] -= 1  # pushed out of the list, still counted
     out["startTimes"].pop(trace_id, None)
+    if out.get("settled", {}).pop(trace_id, None) is not None and not out["settled"]:
+        del out["settled"]
     return out
+
+
+def blocklog_contribution(block_id: str, trace_spec: Mapping[str, Any]) -> dict[str, Any]:
+    """What `blocklog_status` reads of one member trace for this block, and no more: a
+    Generate trace's doc and this block's suggestion, an execution's block (or RunMe's
+    commands), an event's type; times, exit code and eval mode."""
+    out = {k: trace_spec[k] for k in _CONTRIBUTED_FIELDS if k in trace_spec}
+    request = trace_spec.get("request")
+    if isinstance(request, dict):
+        kept = {k: request[k] for k in _CONTRIBUTED_REQUEST.get(out["kind"], ()) if k in request}
+        if kept:
+            out["request"] = kept
+    if out["kind"] == GENERATE:
+        suggested = _generation(trace_spec, {})[1].get(block_id)
+        if suggested is not None:
+            out["response"] = {"blocks": [suggested]}
+    return out
+
+
+_CONTRIBUTED_FIELDS = ("id", "kind", "startTime", "evalMode", "exitCode")
+_CONTRIBUTED_REQUEST = {
+    GENERATE: ("doc",),
+    EXECUTE: ("block",),
+    RUNME: ("commands", "languageId"),
+    LOG_EVENT: ("eventType", "block"),
+}
+
+
+def _prune_settled(spec: dict[str, Any]) -> None:
+    """Keep the settled contributions that can still decide the status: the generation's,
+    the latest listed execution's and the latest feedback event's (the rest only count)."""
+    settled = spec["settled"]
+
+    def latest(ids: list[str], wanted: Any = lambda _: True) -> list[str]:
+        found = [t for t in ids if t in settled and wanted(settled[t])]
+        return [max(found, key=lambda t: (spec["startTimes"].get(t, ""), t))] if found else []
+
+    keep = {spec["genTraceId"]} if spec.get("genTraceId") in settled else set()
+    keep.update(latest(spec["execTraceIds"]))
+    keep.update(latest(spec["eventIds"], lambda c: _event_type(c) in _SUGGESTION))
+    spec["settled"] = {t: c for t, c in settled.items() if t in keep}
+    if not spec["settled"]:
+        del spec["settled"]
 
 
 def member_ids(spec: Mapping[str, Any]) -> list[str]:
@@ -126,9 +195,14 @@ def _event_type(trace: Mapping[str, Any]) -> Any:
 
 
 def _members(
-    ids: list[str], traces: Mapping[str, dict[str, Any]], kinds: tuple[str, ...]
+    ids: list[str],
+    traces: Mapping[str, dict[str, Any]],
+    kinds: tuple[str, ...],
+    settled: Mapping[str, dict[str, Any]],
 ) -> list[dict[str, Any]]:
-    return [traces[t] for t in ids if t in traces and traces[t].get("kind") in kinds]
+    """The members' specs: a settled contribution, else the Trace's (missing ones left out)."""
+    found = (settled.get(t) or traces.get(t) for t in ids)
+    return [m for m in found if m is not None and m.get("kind") in kinds]
 
 
 def _list(value: Any) -> list[Any]:
@@ -187,20 +261,26 @@ def blocklog_status(
 ) -> dict[str, Any]:
     """The BlockLog status from its spec and its members' Trace specs (missing ones ignored).
 
-    `generations` may be shared by the statuses of one batch (see `_generation`).
+    `generations` may be shared by the statuses of one batch (see `_generation`); a
+    settled member (`spec.settled`) stands in for its Trace.
     """
     block_id = spec["id"]
+    settled = spec.get("settled") or {}
     status: dict[str, Any] = {}
     gen_ids = [spec["genTraceId"]] if spec.get("genTraceId") else []
-    gens = _members(gen_ids, traces, (GENERATE,))
+    gens = _members(gen_ids, traces, (GENERATE,), settled)
     if gens:
-        doc, blocks = _generation(gens[0], {} if generations is None else generations)
+        # a contribution holds this block's suggestion only: not one for the batch to share
+        shared = generations if generations is not None and gens[0]["id"] not in settled else {}
+        doc, blocks = _generation(gens[0], shared)
         if doc is not None:
             status["doc"] = doc
         if block_id in blocks:
             status["generatedBlock"] = normalise_block(blocks[block_id])
-    events = _members(_list(spec.get("eventIds")), traces, (LOG_EVENT,))
-    executions = _members(_list(spec.get("execTraceIds")), traces, (EXECUTE, RUNME, LOG_EVENT))
+    events = _members(_list(spec.get("eventIds")), traces, (LOG_EVENT,), settled)
+    executions = _members(
+        _list(spec.get("execTraceIds")), traces, (EXECUTE, RUNME, LOG_EVENT), settled
+    )
     latest = max(executions, key=_order, default=None)
     if latest is not None:
         executed = _executed_block(latest, block_id)

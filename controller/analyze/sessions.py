@@ -23,6 +23,12 @@ depended on the order it read lines, the order here is the lines' time:
 * the full context is the latest one;
 * each Generate trace id is listed once (Foyle appended it for every line of
   the trace), ordered by start time.
+
+A member whose Trace is settled (final, and deleted from the cluster) leaves
+its contribution in the spec (`settled`, by trace id): `session_contribution`
+keeps what the status reads of it (an event's fields and cells, a Generate's
+token counts, the latest context), so a rejoin without its Trace gives the
+same status.
 """
 
 from __future__ import annotations
@@ -47,13 +53,59 @@ def context_of(trace_spec: Mapping[str, Any]) -> str:
     return ""
 
 
-def membership_add(spec: Spec | None, context_id: str, trace_id: str) -> Spec:
+def membership_add(
+    spec: Spec | None, context_id: str, trace_id: str, contribution: Spec | None = None
+) -> Spec:
+    """The spec listing the trace; `contribution` (a settled trace's) is kept in it."""
     members = set((spec or {}).get("traceIds", [])) | {trace_id}
-    return {"contextId": context_id, "traceIds": sorted(members)}
+    out: Spec = {"contextId": context_id, "traceIds": sorted(members)}
+    settled = dict((spec or {}).get("settled") or {})
+    if contribution is not None:
+        settled[trace_id] = contribution
+        contexts = [c for c in settled.values() if c["kind"] == CONTEXT]
+        if len(contexts) > 1:  # only the latest context is read
+            latest = max(contexts, key=_order)
+            settled = {t: c for t, c in settled.items() if c["kind"] != CONTEXT or c is latest}
+    if settled:
+        out["settled"] = settled
+    return out
 
 
 def membership_remove(spec: Spec, trace_id: str) -> Spec:
-    return dict(spec, traceIds=[t for t in spec.get("traceIds", []) if t != trace_id])
+    out = dict(spec, traceIds=[t for t in spec.get("traceIds", []) if t != trace_id])
+    settled = {t: c for t, c in (spec.get("settled") or {}).items() if t != trace_id}
+    if settled:
+        out["settled"] = settled
+    else:
+        out.pop("settled", None)
+    return out
+
+
+_CONTRIBUTED_REQUEST = {
+    LOG_EVENT: (
+        "eventType",
+        "selectedCellId",
+        "eventId",
+        "executeStatus",
+        "selectedIndex",
+        "cells",
+    ),
+    CONTEXT: ("context",),
+}
+
+
+def session_contribution(trace_spec: Mapping[str, Any]) -> Spec:
+    """What `session_status` reads of one member trace, and no more."""
+    out = {k: trace_spec[k] for k in ("id", "kind", "startTime", "contextId") if k in trace_spec}
+    request = trace_spec.get("request")
+    if isinstance(request, dict):
+        kept = {k: request[k] for k in _CONTRIBUTED_REQUEST.get(out["kind"], ()) if k in request}
+        if kept:
+            out["request"] = kept
+    usage = trace_spec.get("usage")
+    if out["kind"] == GENERATE and isinstance(usage, dict):
+        out["usage"] = {k: usage[k] for k in ("inputTokens", "outputTokens") if k in usage}
+    return out
 
 
 def _order(trace: Mapping[str, Any]) -> tuple[str, str]:
@@ -111,11 +163,11 @@ def _full_context(trace: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def session_status(spec: Spec, traces: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """The Session status from its spec and its members' Trace specs (missing ones ignored)."""
-    members = sorted(
-        (traces[t] for t in spec.get("traceIds", []) if t in traces),
-        key=_order,
-    )
+    """The Session status from its spec and its members' Trace specs (missing ones ignored);
+    a settled member's contribution stands in for its Trace."""
+    settled = spec.get("settled") or {}
+    found = (settled.get(t) or traces.get(t) for t in spec.get("traceIds", []))
+    members = sorted((m for m in found if m is not None), key=_order)
     starts = [t for t in members if t["kind"] == LOG_EVENT and _event_type(t) == "SESSION_START"]
     status: dict[str, Any] = {}
     if starts:

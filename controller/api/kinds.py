@@ -54,6 +54,9 @@ BLOCK_SCHEMA = _obj(
     }
 )
 DOC_SCHEMA = _obj({"blocks": _list(BLOCK_SCHEMA)})
+# Settled members (their Traces deleted from the cluster): by trace id, what the joined
+# resource's status reads of each (analyze.blocklogs/sessions *_contribution).
+SETTLED_SCHEMA: dict[str, Any] = {"type": "object", "additionalProperties": _FREE_FORM}
 
 LOGFILE_PHASES = ("Active", "Idle", "Rotated", "Deleted", "Unreadable")
 TRACE_KINDS = ("Generate", "Execute", "RunMe", "LogEvent", "Context")
@@ -193,6 +196,7 @@ BLOCKLOG = KindInfo(
             "eventIds": _list(_STRING),
             "startTimes": {"type": "object", "additionalProperties": _STRING},
             "olderExecutions": _INT,
+            "settled": SETTLED_SCHEMA,
         },
         ["id"],
     ),
@@ -275,7 +279,10 @@ SESSION = KindInfo(
     short_names=("se",),
     # Membership, written by the Trace reconciler: the LogEvent, Generate and Context
     # traces of one RunMe context id.
-    spec_schema=_obj({"contextId": _STRING, "traceIds": _list(_STRING)}, ["contextId"]),
+    spec_schema=_obj(
+        {"contextId": _STRING, "traceIds": _list(_STRING), "settled": SETTLED_SCHEMA},
+        ["contextId"],
+    ),
     # Foyle's Session message (protos/foyle/logs/sessions.proto), camelCase.
     status_schema=_obj(
         {

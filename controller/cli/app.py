@@ -26,7 +26,6 @@ from controller.store.base import Store
 if TYPE_CHECKING:  # heavy modules are imported lazily by the commands that need them
     from controller.cli.progress import ProgressReporter
     from controller.pipeline import Pipeline
-    from controller.runtime.manager import Manager
     from controller.store.journal import Journal
 
 log = logging.getLogger("foylectl")
@@ -270,7 +269,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         until=lambda: manager.ready,
     )
     if not stop.is_set():
-        _add_kube_extras(store, manager.manager, settings.trace_retention)
+        _add_kube_extras(store, manager, settings.trace_retention)
         manager.start()
         log.info("started")
         progress.start()
@@ -296,20 +295,20 @@ def _exit_now(code: int) -> NoReturn:
     os._exit(code)
 
 
-def _add_kube_extras(store: Store, manager: Manager, trace_retention: float) -> None:
+def _add_kube_extras(store: Store, pipeline: Pipeline, trace_retention: float) -> None:
     """Issue 12: oversized-object metrics and Trace retention, for the kube store only."""
     from controller.store.kube import KubeStore
 
     if not isinstance(store, KubeStore):
         return
-    store.attach_metrics(manager.registry)
+    store.attach_metrics(pipeline.registry)
     if trace_retention > 0:
         from controller.reconcilers.retention import TraceRetention
 
-        retention = TraceRetention(store, trace_retention, manager.registry)
+        retention = TraceRetention(store, trace_retention, pipeline.settle_traces)
         # A sweep lists every Trace: a quarter of the retention apart, at most hourly.
         interval = min(3600.0, max(1.0, trace_retention / 4))
-        manager.every(interval, retention.sweep_logged, "trace-retention")
+        pipeline.manager.every(interval, retention.sweep_logged, "trace-retention")
 
 
 def cmd_learn(args: argparse.Namespace) -> int:

@@ -86,7 +86,8 @@ def cmd_describe(args: argparse.Namespace, store: Store) -> int:
 def view(store: Store, info: KindInfo, obj: Resource) -> str:
     """describe's text for one resource: its fields, then what it is made of and its life."""
     if info.kind == "BlockLog":
-        traces = _traces(store, member_ids(obj.get("spec") or {}))
+        spec = obj.get("spec") or {}
+        traces = _traces(store, member_ids(spec), spec.get("settled") or {})
         text = describe(obj, {"Traces": traces})
         return text + "\n" + _timeline(_blocklog_events(obj, traces), _verdict(store, obj))
     if info.kind == "Session":
@@ -94,12 +95,21 @@ def view(store: Store, info: KindInfo, obj: Resource) -> str:
     return describe(obj)
 
 
-def _traces(store: Store, ids: list[str]) -> list[Resource]:
+def _traces(store: Store, ids: list[str], settled: dict[str, Any]) -> list[Resource]:
+    """The members' Traces; a settled one (deleted from the cluster) by what its BlockLog
+    keeps of it."""
     from controller.api.names import name_for_id
+    from controller.api.resource import new_resource
 
-    names = [name_for_id(i) for i in ids]
-    found = get_many(store, "Trace", names)
-    return [found[n] for n in names if n in found]
+    found = get_many(store, "Trace", [name_for_id(i) for i in ids])
+    out = []
+    for trace_id in ids:
+        trace = found.get(name_for_id(trace_id))
+        if trace is None and trace_id in settled:
+            trace = new_resource("Trace", trace_id, settled[trace_id])
+        if trace is not None:
+            out.append(trace)
+    return out
 
 
 Event = tuple[str, str]  # (RFC 3339 time or "", what happened)

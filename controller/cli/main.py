@@ -232,8 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--trace-retention",
         type=non_negative_float,
         metavar="SECONDS",
-        help="--store kube: elide the bodies of Traces finished this long ago, keeping what "
-        "BlockLogs and Sessions read (default 0: never)",
+        help="--store kube: delete Traces finished this long ago, their contributions kept "
+        f"in their BlockLogs and Sessions (default {default('trace_retention'):g}; 0: keep them)",
     )
     p.add_argument(
         "--no-learn", action="store_true", help="do not run the learning controller in this process"

@@ -1,27 +1,23 @@
-"""Trace retention for the kube store: finished Traces shed the bodies no BlockLog reads.
+"""Trace retention for the kube store: a finished Trace is settled, then deleted.
 
-Every Trace is a custom resource in etcd, and etcd's quota (2 GiB by default)
-is shared by the whole cluster, so request and response bodies must not stay
-forever. After `--trace-retention` seconds a finished Trace (Complete or
-Abandoned) keeps only its `join_view`: the fields the BlockLog join
-(controller.analyze.blocklogs.blocklog_status) reads, the only reader of
-Trace bodies (a Generate trace's doc and suggested blocks, an execution's
-block, commands and language, an event's type and block; exit code, times and
-ids are outside the bodies and stay), and it is annotated
-`foyle.io/bodies-elided`. Command outputs, environment variables, working
-directories and the like go. A new reader of Trace bodies must add what it
-reads to JOIN_FIELDS.
+Every Trace is a custom resource in etcd, whose quota (2 GiB by default) the
+whole cluster shares, while users look at BlockLogs, Sessions and Examples.
+So, as Kubernetes does with Events, a Trace finished (Complete or Abandoned)
+`--trace-retention` seconds ago leaves the cluster: the trace reconciler
+settles it (its BlockLogs and Session keep its contribution in their specs,
+analyze.blocklogs/sessions) and deletes its Trace. A trace already due when
+it is first reduced (a catch-up on old logs) is never written at all. The
+ingester's journal keeps every trace for `describe`, and a late line brings
+its Trace back until it is due again.
 
-Because the join reads nothing that is elided, a BlockLog rejoined from
-elided Traces is identical to one joined from the originals (a test checks it
-on the samples and a generated corpus), so eliding never has to wait for, or
-coordinate with, the BlockLog reconciler. A Trace the trace reconciler writes
-again (new lines, or a rewrite racing a sweep) gets its full bodies back until
-the next sweep; the annotation says when bodies were last elided.
+What is due is decided here (`due`); `TraceRetention` is the periodic job of
+the manager (`sweep_logged`, added by `foylectl run --store kube` only) that
+finds the Traces that became due since they were written and queues them for
+the trace reconciler, the one place that settles. The SQLite store lives on
+the node's disk and keeps every Trace.
 
-The sweep is a periodic job of the manager (`sweep_logged`), added by
-`foylectl run --store kube` only; the SQLite store lives on the node's disk
-and has no such quota.
+`join_view` (what the joins read of a Trace's bodies) is what the trace
+reconciler falls back to for a Trace too large for etcd.
 """
 
 from __future__ import annotations
@@ -31,19 +27,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-
 from controller.analyze.traces import CONTEXT, EXECUTE, GENERATE, LOG_EVENT, RUNME
 from controller.api.kinds import Resource
-from controller.api.resource import parse_rfc3339, rfc3339_seconds
-from controller.reconcilers.metrics import Metrics
-from controller.store.base import Store, StoreError, json_copy, read_modify_write
+from controller.api.resource import parse_rfc3339
+from controller.store.base import Store, StoreError
 
 log = logging.getLogger(__name__)
 
-ELIDED = "foyle.io/bodies-elided"  # annotation: when the bodies were elided
 FINISHED = ("Complete", "Abandoned")
-# What the BlockLog join reads from each kind's request and response; the rest is elided.
+# What the joins read from each kind's request and response (a Trace too large for etcd
+# is written with these only).
 JOIN_FIELDS: dict[str, dict[str, tuple[str, ...]]] = {
     GENERATE: {"request": ("doc",), "response": ("blocks",)},
     EXECUTE: {"request": ("block",)},
@@ -57,6 +50,7 @@ JOIN_FIELDS: dict[str, dict[str, tuple[str, ...]]] = {
             "eventId",
             "executeStatus",
             "selectedIndex",
+            "cells",
         )
     },
     CONTEXT: {"request": ("context",)},  # a Session's full notebook context
@@ -64,7 +58,7 @@ JOIN_FIELDS: dict[str, dict[str, tuple[str, ...]]] = {
 
 
 def join_view(spec: dict[str, Any]) -> dict[str, Any]:
-    """The Trace spec with request/response reduced to what the BlockLog join reads."""
+    """The Trace spec with request/response reduced to what the joins read."""
     keep = JOIN_FIELDS.get(spec.get("kind", ""), {})
     out = {k: v for k, v in spec.items() if k not in ("request", "response")}
     for body in ("request", "response"):
@@ -72,10 +66,6 @@ def join_view(spec: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, dict) and body in keep:
             out[body] = {k: value[k] for k in keep[body] if k in value}
     return out
-
-
-def _size(spec: dict[str, Any]) -> int:
-    return len(orjson.dumps(spec))
 
 
 def _finished_at(trace: Resource) -> float | None:
@@ -90,63 +80,32 @@ def _finished_at(trace: Resource) -> float | None:
 
 
 def due(trace: Resource, now: float, retention: float) -> bool:
-    """Finished for longer than `retention` and holding something to elide.
-
-    Not "not annotated yet": the trace reconciler may write full bodies back
-    while keeping the annotation it read, and those must go again.
-    """
+    """Finished for at least `retention` seconds (by the time of its last line)."""
     finished = _finished_at(trace)
-    return (
-        finished is not None
-        and now - finished >= retention
-        and join_view(trace["spec"]) != trace["spec"]
-    )
+    return finished is not None and now - finished >= retention
 
 
 class TraceRetention:
-    """Periodically elides the bodies of Traces finished for longer than `retention` seconds."""
+    """Periodically queues the Traces that became due for the trace reconciler to settle."""
 
     def __init__(
         self,
         store: Store,
         retention: float,
-        registry: Metrics,
+        settle: Callable[[list[str]], None],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.retention = retention
+        self.settle = settle
         self.clock = clock
-        self._wrote = False  # whether the last mutation elided (rather than found nothing to do)
-        self._elided = registry.counter(
-            "foyle_trace_bodies_elided_total", "Traces whose bodies retention elided."
-        )
-        self._saved = registry.counter(
-            "foyle_trace_bytes_elided_total", "JSON bytes of Trace bodies retention elided."
-        )
 
     def sweep(self) -> int:
-        """One pass over the Traces; returns how many were elided."""
+        """One pass over the Traces; returns how many were due (and queued)."""
         now = self.clock()
-        elided = 0
-        for trace in self.store.list("Trace"):
-            if not due(trace, now, self.retention):
-                continue
-            result = read_modify_write(self.store, "Trace", trace["metadata"]["name"], self._elide)
-            if result is not None and self._wrote:
-                elided += 1
-                self._elided.inc()
-                self._saved.inc(max(0, _size(trace["spec"]) - _size(result["spec"])))
-        return elided
-
-    def _elide(self, current: Resource | None) -> Resource | None:
-        """The mutation: re-checked on the version read, so a concurrent rewrite wins."""
-        self._wrote = current is not None and due(current, self.clock(), self.retention)
-        if not self._wrote:
-            return None
-        out = json_copy(current)
-        out["spec"] = join_view(current["spec"])
-        out["metadata"].setdefault("annotations", {})[ELIDED] = rfc3339_seconds(self.clock())
-        return out
+        keys = [t["spec"]["id"] for t in self.store.list("Trace") if due(t, now, self.retention)]
+        self.settle(keys)
+        return len(keys)
 
     def sweep_logged(self) -> None:
         """One sweep as a periodic job runs it: a store error waits for the next (one line)."""
@@ -156,4 +115,4 @@ class TraceRetention:
             log.warning("trace retention: %s; retrying at the next sweep", exc)
             return
         if count:
-            log.info("trace retention: elided the bodies of %d traces", count)
+            log.info("trace retention: %d finished traces to settle and delete", count)

@@ -19,6 +19,7 @@ from controller.analyze.sessions import (
     context_of,
     membership_add,
     membership_remove,
+    session_contribution,
     session_status,
 )
 from controller.api.kinds import Resource
@@ -31,18 +32,20 @@ from controller.store.journal import SESSION_EXAMPLES
 Spec = dict[str, Any]
 
 
-def join_sessions(store: Store, changes: list[tuple[dict[str, Any], str]]) -> set[str]:
+def join_sessions(store: Store, changes: list[tuple[dict[str, Any], str, bool]]) -> set[str]:
     """Make each trace's Session list it (and a Session it left not); the touched names.
 
-    `changes` holds (trace spec, the context id its stored Trace had). The
-    changes of a batch are merged per Session: one read-modify-write each.
+    `changes` holds (trace spec, the context id its stored Trace had, whether the
+    trace is settled: its contribution kept in the Session). The changes of a
+    batch are merged per Session: one read-modify-write each.
     """
     per_session: defaultdict[str, list[SpecChange]] = defaultdict(list)
-    for trace_spec, previous_context in changes:
+    for trace_spec, previous_context, settled in changes:
         trace_id, context_id = trace_spec["id"], context_of(trace_spec)
         if context_id:
+            kept = session_contribution(trace_spec) if settled else None
             per_session[context_id].append(
-                lambda s, c=context_id, t=trace_id: membership_add(s, c, t)
+                lambda s, c=context_id, t=trace_id, k=kept: membership_add(s, c, t, k)
             )
         if previous_context and previous_context != context_id:
             per_session[previous_context].append(

@@ -15,6 +15,12 @@ analysis uses). Then, in this order:
    Sessions (by RunMe context id) are joined the same way;
 4. phases are recorded (the worker loop clears the batch's dirty marks).
 
+A trace finished `settle_after` seconds ago (kube store: `--trace-retention`)
+is settled instead of written: its BlockLogs and Session keep its contribution
+in their specs (analyze.blocklogs/sessions), so its Trace is not created, and
+one written before is deleted, after them. etcd then holds what users look at
+(BlockLogs, Sessions, Examples) while the journal keeps every trace.
+
 BlockLogs go before Traces: a crash between the two leaves the trace dirty and
 its stored Trace still naming its old blocks, so the retry adds it again
 rather than taking it for already listed. A crash anywhere repeats work but
@@ -40,12 +46,13 @@ from controller.api.names import name_for_id
 from controller.api.resource import new_resource
 from controller.api.result import Outcome
 from controller.reconcilers.join import SpecChange, membership_mutation
-from controller.reconcilers.retention import join_view
+from controller.reconcilers.retention import due, join_view
 from controller.reconcilers.session import join_sessions
 from controller.store.base import (
     Mutator,
     ObjectTooLarge,
     Store,
+    delete_many,
     get_fields_many,
     read_modify_write,
     read_modify_write_many,
@@ -60,6 +67,7 @@ Spec = dict[str, Any]
 @dataclass(frozen=True)
 class TraceSettings:
     abandon_after: float = ABANDON_AFTER_SECONDS
+    settle_after: float = 0.0  # settle traces finished this long ago (0: never; kube only)
 
 
 @dataclass
@@ -67,6 +75,7 @@ class _Reduced:
     key: str
     spec: Spec
     status: dict[str, Any]
+    settled: bool = False
 
 
 class TraceReconciler:
@@ -106,7 +115,7 @@ class TraceReconciler:
                     status["inconsistent"]["reason"],
                     spec["kind"],
                 )
-            reduced.append(_Reduced(key, spec, status))
+            reduced.append(_Reduced(key, spec, status, self._settles(spec, status, now)))
             outcomes.append(TraceOutcome(key, status["phase"] == "Complete", abandoned))
         names = {name_for_id(r.key): r.key for r in reduced}
         before = get_fields_many(self.store, "Trace", names, (".spec.blockIds", ".spec.contextId"))
@@ -114,11 +123,18 @@ class TraceReconciler:
         contexts = {names[n]: context for n, (_, context) in before.items()}
         outcome = Outcome()
         outcome.hand_on(BLOCKLOGS, self._write_membership(reduced, previous))
-        self._write_traces(reduced)
-        contexts_before = [(r.spec, contexts.get(r.key) or "") for r in reduced]
+        contexts_before = [(r.spec, contexts.get(r.key) or "", r.settled) for r in reduced]
         outcome.hand_on(SESSIONS, join_sessions(self.store, contexts_before))
+        self._write_traces([r for r in reduced if not r.settled])
+        # Settled: BlockLogs and Sessions hold their contributions now, the Traces may go.
+        settled = {r.key for r in reduced if r.settled}
+        delete_many(self.store, "Trace", [n for n in before if names[n] in settled])
         self.journal.finish_traces(outcomes)
         return outcome
+
+    def _settles(self, spec: Spec, status: dict[str, Any], now: float) -> bool:
+        after = self.settings.settle_after
+        return after > 0 and due({"spec": spec, "status": status}, now, after)
 
     def _write_traces(self, reduced: list[_Reduced]) -> None:
         """One bulk write; a Trace too large for the backend (etcd) is written smaller
@@ -147,20 +163,54 @@ class TraceReconciler:
 
     def _write_membership(self, reduced: list[_Reduced], previous: dict[str, Any]) -> set[str]:
         """Merge every trace's membership change per block; one write per BlockLog."""
+        changes = self._membership_changes(reduced, previous)
+        try:
+            read_modify_write_many(
+                self.store,
+                "BlockLog",
+                {name_for_id(b): membership_mutation("BlockLog", b, f) for b, f in changes.items()},
+            )
+        except ObjectTooLarge:
+            self._write_membership_smaller(reduced, previous, changes)
+        return {name_for_id(b) for b in changes}
+
+    def _write_membership_smaller(
+        self,
+        reduced: list[_Reduced],
+        previous: dict[str, Any],
+        changes: dict[str, list[SpecChange]],
+    ) -> None:
+        """Each BlockLog alone: one too large for etcd with what it keeps of its settled
+        members (a Generate trace's notebook) keeps them smaller, as `_write_traces`
+        writes a Trace, instead of being retried forever (the others are written as
+        they were, or were already: writing them again changes nothing)."""
+        levels = [changes, *(self._membership_changes(reduced, previous, n) for n in (1, 2, 3))]
+        for block_id in changes:
+            for level, level_changes in enumerate(levels):
+                mutation = membership_mutation("BlockLog", block_id, level_changes[block_id])
+                try:
+                    read_modify_write(self.store, "BlockLog", name_for_id(block_id), mutation)
+                    break
+                except ObjectTooLarge as err:
+                    if level == len(levels) - 1:
+                        raise
+                    log.warning("block log %s: %s; its settled members smaller", block_id, err)
+
+    def _membership_changes(
+        self, reduced: list[_Reduced], previous: dict[str, Any], smaller: int = 0
+    ) -> dict[str, list[SpecChange]]:
+        """Every trace's membership change by block; a settled trace's contribution from
+        its `smaller`-th smaller spec (`_smaller_specs`)."""
         changes: defaultdict[str, list[SpecChange]] = defaultdict(list)
         for r in reduced:
             before = set(previous.get(r.key) or ())
             blocks = r.spec.get("blockIds", [])
+            spec = _smaller_specs(r.spec)[smaller] if r.settled and smaller else r.spec
             for block_id in blocks:
-                changes[block_id].append(_adding(block_id, r.spec, block_id in before))
+                changes[block_id].append(_adding(block_id, spec, r.settled, block_id in before))
             for block_id in before - set(blocks):
                 changes[block_id].append(_removing(r.spec["id"]))
-        read_modify_write_many(
-            self.store,
-            "BlockLog",
-            {name_for_id(b): membership_mutation("BlockLog", b, fns) for b, fns in changes.items()},
-        )
-        return {name_for_id(b) for b in changes}
+        return changes
 
 
 def _smaller_specs(spec: Spec) -> list[Spec]:
@@ -171,8 +221,12 @@ def _smaller_specs(spec: Spec) -> list[Spec]:
     return [spec, elided, no_request, bare]
 
 
-def _adding(block_id: str, trace_spec: Spec, listed_before: bool) -> Callable[[Spec | None], Spec]:
-    return lambda spec: membership_add(spec, block_id, trace_spec, listed_before=listed_before)
+def _adding(
+    block_id: str, trace_spec: Spec, settled: bool, listed_before: bool
+) -> Callable[[Spec | None], Spec]:
+    return lambda spec: membership_add(
+        spec, block_id, trace_spec, listed_before=listed_before, settled=settled
+    )
 
 
 def _removing(trace_id: str) -> Callable[[Spec | None], Spec | None]:

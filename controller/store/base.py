@@ -17,6 +17,7 @@ mirrors the API server's:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -221,6 +222,22 @@ def read_modify_write_many(
         )
         return dict(zip(names, results, strict=True))
     return {name: read_modify_write(store, kind, name, fn) for name, fn in mutations.items()}
+
+
+def delete_many(store: Store, kind: str, names: Sequence[str]) -> None:
+    """Delete each object among `names` (one gone already is fine); several at a time
+    where each is a round trip."""
+
+    def delete(name: str) -> None:
+        with contextlib.suppress(NotFound):
+            store.delete(kind, name)
+
+    calls = [partial(delete, n) for n in names]
+    if isinstance(store, ConcurrentStore):
+        store.run_concurrently(calls)
+    else:
+        for call in calls:
+            call()
 
 
 def write_changes(store: Store, current: Resource | None, desired: Resource) -> Resource:

@@ -108,15 +108,18 @@ class KindCache:
             self._deleted[name] = max(revision, _revision(held) if held is not None else -1)
 
     def _replace(self, objects: list[Resource], revision: int) -> None:
-        """A fresh list: objects absent from it and not newer than it are gone."""
+        """A fresh list: objects absent from it and not newer than it are gone. A listed
+        object this store deleted since the list was served stays deleted (the tombstones
+        are dropped only after the listed objects went through them)."""
         listed = {o["metadata"]["name"]: o for o in objects}
         with self._lock:
             for name, held in list(self._objects.items()):
                 if name not in listed and _revision(held) <= revision:
                     del self._objects[name]
-            self._deleted = {n: r for n, r in self._deleted.items() if r > revision}
         for obj in objects:
             self.put(obj)
+        with self._lock:
+            self._deleted = {n: r for n, r in self._deleted.items() if r > revision}
 
     def _apply(self, event: WatchEvent) -> None:
         if event.type == "DELETED":

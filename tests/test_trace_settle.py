@@ -1,0 +1,73 @@
+"""Trace retention in kube mode (issue 19): a Trace finished `settle_after` seconds ago is
+settled into its BlockLog and deleted, and the BlockLog still joins what analyze derives.
+
+The reconcilers run by hand on a real journal, on the emulator and on a real API server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from controller.api.resource import parse_rfc3339
+from controller.reconcilers.retention import TraceRetention
+from controller.reconcilers.trace import TraceSettings
+from controller.store.base import Store
+from controller.store.kube import KubeStore
+from tests.cli_helpers import comparable
+from tests.control_plane import Cluster
+from tests.fakes import FakeClock
+from tests.test_trace_reconciler import RUNME_TRACE, Pipeline, expected, runme_lines
+
+HOUR = 3600.0
+KINDS = ("Trace", "BlockLog", "LogFile")
+
+
+def _kube_pipeline(tmp_path: Path, cluster: Cluster, clock: FakeClock) -> Pipeline:
+    store = KubeStore(cluster.namespace, kubeconfig=str(cluster.kubeconfig), cached_kinds=KINDS)
+    return Pipeline(tmp_path, clock, TraceSettings(settle_after=HOUR), store)
+
+
+def _view(store: Store, kind: str) -> dict[str, dict]:
+    view = comparable(store.list(kind))
+    for obj in view.values():
+        obj["metadata"].pop("namespace", None)
+        obj["spec"].pop("settled", None)
+    return view
+
+
+def test_a_trace_is_written_then_settled_and_deleted_once_its_retention_passed(
+    tmp_path: Path, testdata: Path, cluster: Cluster
+) -> None:
+    log_lines = runme_lines(testdata)
+    (tmp_path / "sample.json").write_bytes(b"".join(log_lines))
+    want_traces, want_blocklogs = expected(tmp_path / "sample.json")
+    (trace,) = want_traces.values()
+    ended = parse_rfc3339(trace["spec"].get("endTime") or trace["spec"]["startTime"])
+    clock = FakeClock(ended + 10)  # finished 10 s ago: not due yet
+    pipeline = _kube_pipeline(tmp_path, cluster, clock)
+    store = pipeline.store
+    try:
+        pipeline.log.write_bytes(b"".join(log_lines))
+        pipeline.sync(pipeline.log)
+        assert _view(store, "Trace") == want_traces
+        assert _view(store, "BlockLog") == want_blocklogs
+        assert not any(b["spec"].get("settled") for b in store.list("BlockLog"))
+
+        queued: list[str] = []
+        retention = TraceRetention(store, HOUR, queued.extend, clock)
+        assert retention.sweep() == 0
+        clock.now = ended + HOUR
+        assert retention.sweep() == 1 and queued == [RUNME_TRACE]
+
+        blocklogs = pipeline.trace.reconcile(queued).downstream.get("blocklogs", set())
+        for name in sorted(blocklogs):
+            pipeline.blocklog.reconcile([name])
+        assert store.list("Trace") == [], "settled: deleted from the cluster"
+        assert pipeline.journal.trace_keys() == [RUNME_TRACE], "the journal keeps it"
+        (blocklog,) = store.list("BlockLog")
+        assert RUNME_TRACE in blocklog["spec"]["settled"]
+        assert _view(store, "BlockLog") == want_blocklogs
+        status = blocklog["status"]
+        assert status["observedGeneration"] == blocklog["metadata"]["generation"]
+        assert retention.sweep() == 0
+    finally:
+        store.close()
