@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 import orjson
 
 from controller.analyze.traces import TraceAccumulator
+from controller.store.packing import pack, unpack
 from controller.store.sqlite_util import (
     ThreadConnections,
     Transactions,
@@ -339,7 +340,7 @@ class Journal:
                     "INSERT INTO traces (trace_key, acc, last_entry_at) VALUES (?, ?, ?)"
                     " ON CONFLICT(trace_key) DO UPDATE SET acc = excluded.acc,"
                     " last_entry_at = excluded.last_entry_at, abandoned = 0",
-                    [(key, orjson.dumps(acc.to_dict()), now) for key, acc in merged.items()],
+                    [(key, pack(orjson.dumps(acc.to_dict())), now) for key, acc in merged.items()],
                 )
                 self._mark_dirty(conn, TRACES, touched)
             conn.execute(
@@ -472,4 +473,4 @@ class Journal:
 
 
 def _load_acc(blob: bytes) -> TraceAccumulator:
-    return TraceAccumulator.from_dict(orjson.loads(blob))
+    return TraceAccumulator.from_dict(orjson.loads(unpack(blob)))
