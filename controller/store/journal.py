@@ -75,13 +75,15 @@ CREATE TABLE IF NOT EXISTS dirty (
     seq INTEGER NOT NULL,
     PRIMARY KEY (queue, key)
 ) WITHOUT ROWID;
+-- A rowid table (rows appended in arrival order, a small index by key): WITHOUT ROWID
+-- spilled every accumulator over ~1 KB to an overflow page of its own (issue 23).
 CREATE TABLE IF NOT EXISTS traces (
     trace_key TEXT PRIMARY KEY,
     acc BLOB NOT NULL,
     last_entry_at REAL NOT NULL,
     complete INTEGER NOT NULL DEFAULT 0,
     abandoned INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS traces_open_by_activity ON traces(last_entry_at)
     WHERE complete = 0 AND abandoned = 0;
 """

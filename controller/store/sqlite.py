@@ -92,7 +92,7 @@ class SQLiteStore:
     """The Store contract (controller.store.base.Store) on one SQLite file."""
 
     def __init__(
-        self, path: str | Path, *, busy_timeout_ms: int = 30000, keep_changes: int = 100_000
+        self, path: str | Path, *, busy_timeout_ms: int = 30000, keep_changes: int = 10_000
     ) -> None:
         if keep_changes < 1:
             raise ValueError("keep_changes must be at least 1")
@@ -335,9 +335,12 @@ class SQLiteStore:
         self, conn: sqlite3.Connection, first_rv: int, writes: list[tuple[EventType, Resource]]
     ) -> list[bytes]:
         """Store `writes` as versions first_rv, first_rv + 1, ... (one statement per table)."""
-        changes, upserts, deletes, out = [], [], [], []
+        changes, upserts, deletes, out, superseded = [], [], [], [], []
         for rv, (type_, body) in enumerate(writes, start=first_rv):
             kind, name = body["kind"], body["metadata"]["name"]
+            previous = body["metadata"].get("resourceVersion")
+            if previous:
+                superseded.append(int(previous))
             body["metadata"]["resourceVersion"] = str(rv)
             data = orjson.dumps(body)
             changes.append((rv, kind, name, type_, pack(data)))
@@ -352,21 +355,29 @@ class SQLiteStore:
             "INSERT OR REPLACE INTO objects (kind, name, rv) VALUES (?, ?, ?)", upserts
         )
         conn.executemany("DELETE FROM objects WHERE kind = ? AND name = ?", deletes)
+        if superseded:  # below the pruned horizon, the window prune would never see them
+            pruned = _pruned_through(conn)
+            conn.executemany(
+                "DELETE FROM changes WHERE rv = ?", [(rv,) for rv in superseded if rv <= pruned]
+            )
         return out
 
     def _prune_if_due(self, conn: sqlite3.Connection, before: int, after: int) -> None:
-        """Prune when the versions (before, after] crossed a multiple of the prune step."""
+        """Prune when the versions (before, after] crossed a multiple of the prune step.
+
+        Only the window since the last prune is visited (every row below it is a
+        current version: `_append_changes` drops a version superseded down there),
+        so a prune costs the changes since the last one, not the store's size.
+        """
         if after // self._prune_every > before // self._prune_every:
-            horizon = after - self._keep_changes
-            if horizon > 0:
+            horizon, pruned = after - self._keep_changes, _pruned_through(conn)
+            if horizon > pruned:
                 conn.execute(
-                    "DELETE FROM changes WHERE rv <= ? AND rv NOT IN (SELECT rv FROM objects)",
-                    (horizon,),
+                    "DELETE FROM changes WHERE rv > ? AND rv <= ? AND NOT EXISTS"
+                    " (SELECT 1 FROM objects o WHERE o.rv = changes.rv)",
+                    (pruned, horizon),
                 )
-                conn.execute(
-                    "UPDATE meta SET value = max(value, ?) WHERE key = 'pruned_through'",
-                    (horizon,),
-                )
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'pruned_through'", (horizon,))
 
     def read_modify_write_many(
         self, kind: str, mutations: Mapping[str, Mutator]
@@ -425,9 +436,7 @@ class SQLiteStore:
             with self._written:
                 seen_writes = self._writes
             with self._read() as conn:
-                pruned = conn.execute(
-                    "SELECT value FROM meta WHERE key = 'pruned_through'"
-                ).fetchone()[0]
+                pruned = _pruned_through(conn)
                 if last < pruned:
                     raise Gone(f"resourceVersion {last} is older than the kept history ({pruned})")
                 rows = conn.execute(
@@ -519,6 +528,11 @@ def _field(obj: Any, path: list[str]) -> Any:
             return None
         obj = obj.get(key)
     return obj
+
+
+def _pruned_through(conn: sqlite3.Connection) -> int:
+    """The highest change rv pruning has passed: older changes are all current versions."""
+    return int(conn.execute("SELECT value FROM meta WHERE key = 'pruned_through'").fetchone()[0])
 
 
 def _current_rv(conn: sqlite3.Connection) -> int:
