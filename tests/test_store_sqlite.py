@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
+import zstandard
 
 from controller.api.resource import new_resource
 from controller.store.base import Gone, StoreUnavailable, read_modify_write
@@ -199,3 +200,21 @@ def test_bodies_are_stored_deflated_and_read_back_whole(store: SQLiteStore, db_p
     assert [e.object for e in store.watch("Trace", "0", timeout=0)][0] == written
     fields = store.get_fields_many("Trace", ["t1", "t2"], (".spec.blockIds", ".spec.request"))
     assert fields == {"t1": (None, notebook), "t2": (["b1"], None)}
+
+
+def test_a_body_this_version_cannot_unpack_is_a_one_line_store_error(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    """A damaged body, or one packed with a dictionary of a later version, fails the read
+    with StoreUnavailable saying so, not a traceback from the decompressor."""
+    store.create(new_resource("Trace", "t1", {"id": "t1"}))
+    store.create(new_resource("Trace", "t2", {"id": "t2"}))
+    later = zstandard.ZstdCompressor(
+        dict_data=zstandard.ZstdCompressionDict(b"x" * 64, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+    )
+    with sqlite3.connect(db_path) as raw:
+        raw.execute("UPDATE changes SET body = ? WHERE name = 't1'", (b"\x28\xb5\x2f\xfd damaged",))
+        raw.execute("UPDATE changes SET body = ? WHERE name = 't2'", (later.compress(b"{}"),))
+    for name in ("t1", "t2"):
+        with pytest.raises(StoreUnavailable, match="unreadable body"):
+            store.get("Trace", name)

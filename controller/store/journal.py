@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 import orjson
 
 from controller.analyze.traces import TraceAccumulator
-from controller.store.packing import pack, unpack
+from controller.store.packing import UnreadableBody, pack, unpack
 from controller.store.sqlite_util import (
     ThreadConnections,
     Transactions,
@@ -475,4 +475,7 @@ class Journal:
 
 
 def _load_acc(blob: bytes) -> TraceAccumulator:
-    return TraceAccumulator.from_dict(orjson.loads(unpack(blob)))
+    try:
+        return TraceAccumulator.from_dict(orjson.loads(unpack(blob)))
+    except UnreadableBody as e:
+        raise sqlite3.DatabaseError(f"a trace's accumulator is unreadable: {e}") from None

@@ -3,7 +3,7 @@
 Data flow: every write runs in one `BEGIN IMMEDIATE` transaction that checks
 the caller's resourceVersion, appends the new body to `changes` and points the
 object's row in `objects` at it: each body is stored once (the change log is
-not a second copy of every resource). Bodies are stored deflated (`packing`): only
+not a second copy of every resource). Bodies are stored packed (`packing`): only
 Python reads them, so field reads parse them in Python, not with json_extract. The change row's AUTOINCREMENT rowid
 *is* the new resourceVersion, so versions are monotonic across the store and
 commit in order (writers are serialised by SQLite's write lock). Pruning keeps
@@ -47,7 +47,7 @@ from controller.store.base import (
     WatchEvent,
     matches_labels,
 )
-from controller.store.packing import pack, unpack
+from controller.store.packing import UnreadableBody, pack, unpack
 from controller.store.sqlite_util import (
     ThreadConnections,
     Transactions,
@@ -394,7 +394,7 @@ class SQLiteStore:
         results: dict[str, Resource | None] = {}
         writes: list[tuple[EventType, Resource]] = []
         with self._write() as conn:
-            stored = {name: unpack(body) for name, body in self._bodies(conn, kind, mutations)}
+            stored = {name: _text(body) for name, body in self._bodies(conn, kind, mutations)}
             for name, mutate in mutations.items():
                 text = stored.get(name)
                 current = orjson.loads(text) if text is not None else None
@@ -519,7 +519,14 @@ def _applied(
 
 def _load(stored: bytes | str) -> Any:
     """A stored body, parsed (packed or plain: controller.store.packing)."""
-    return orjson.loads(unpack(stored))
+    return orjson.loads(_text(stored))
+
+
+def _text(stored: bytes | str) -> bytes | str:
+    try:
+        return unpack(stored)
+    except UnreadableBody as e:
+        raise StoreUnavailable(f"the store holds an unreadable body: {e}") from None
 
 
 def _field(obj: Any, path: list[str]) -> Any:
