@@ -59,9 +59,7 @@ def main() -> None:
             capture_output=True,
             cwd=REPO,
         )
-        trained = zstandard.train_dictionary(
-            DICT_BYTES, samples(state), dict_id=DICT_ID, threads=0
-        )
+        trained = zstandard.train_dictionary(DICT_BYTES, samples(state), dict_id=DICT_ID, threads=0)
     args.out.write_bytes(trained.as_bytes())
     print(f"{args.out}: {len(trained.as_bytes())} bytes, dict id {trained.dict_id()}")
 
