@@ -26,6 +26,7 @@ import orjson
 import pytest
 
 from controller.store.journal import TRACES, FileRow, Journal
+from controller.store.packing import unpack
 from tests.cli_helpers import RunningController, comparable, foylectl, get_json, wait_for
 from tests.test_logfile_reconciler import line, trace_id
 
@@ -80,7 +81,7 @@ def read_once_counts(state: Path) -> Counter[str]:
     """How many lines of each trace the journal folded in."""
     with sqlite3.connect(state / "journal.db") as conn:
         rows = conn.execute("SELECT trace_key, acc FROM traces").fetchall()
-    return Counter({key: orjson.loads(acc)["count"] for key, acc in rows})
+    return Counter({key: orjson.loads(unpack(acc))["count"] for key, acc in rows})
 
 
 def every_file_read(state: Path, logs: Path) -> bool:
