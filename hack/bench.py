@@ -8,7 +8,7 @@ kept in the work dir:
   orjson, the work no design can avoid;
 * analyze_lines_per_s / catchup_lines_per_s: `foylectl analyze`, and `foylectl run`
   until /readyz says it caught up, each from an empty state dir, whole process,
-  and their ratios to the floor;
+  and their ratios to the floor; analyze_cpu_s: that analyze's user + system seconds;
 * store_bytes_per_log_byte: store.db + journal.db (+ WAL) after the catch-up,
   over the corpus bytes;
 * incremental_ratio: time for `run` to converge after appending one session with
@@ -37,6 +37,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -98,6 +99,12 @@ def attempt(result: dict[str, Any], figure: str, measure: Callable[[], None]) ->
         print(f"{figure}: FAILED: {message}", file=sys.stderr)
 
 
+def children_cpu_s() -> float:
+    """User + system seconds of every child process waited for so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main_corpus(cfg: Config, result: dict[str, Any]) -> None:
     """Floor, analyze, catch-up, store size and RSS on the --size corpus."""
     wants = cfg.only.__contains__
@@ -110,7 +117,10 @@ def main_corpus(cfg: Config, result: dict[str, Any]) -> None:
         def analyze() -> None:
             flags = learn_flags(cfg, "analyze")
             result["flags"]["analyze"] = flags_text(cfg)
+            cpu_before = children_cpu_s()
             result["analyze_lines_per_s"] = stats.lines / analyze_s(cfg, logs, "analyze", flags)
+            # CPU seconds (user + system): on a shared machine, what the work itself costs
+            result["analyze_cpu_s"] = children_cpu_s() - cpu_before
             result["analyze_floor_ratio"] = (
                 result["analyze_lines_per_s"] / result["floor_lines_per_s"]
             )

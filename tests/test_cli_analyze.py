@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,9 @@ import pytest
 from controller.analyze.oneshot import analyze as pure_analyze
 from controller.logs.framing import read_all
 from tests.cli_helpers import comparable, foylectl, get_json
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hack"))
+from gen_logs import generate  # noqa: E402
 
 
 def analyzed(tmp_path: Path, *files: Path) -> Path:
@@ -214,3 +218,17 @@ def test_store_file_is_private(tmp_path: Path, testdata: Path) -> None:
     state = analyzed(tmp_path, testdata / "runme_traces_lines.jsonl")
     for db in ("store.db", "journal.db"):
         assert os.stat(state / db).st_mode & 0o777 == 0o600
+
+
+def test_store_and_journal_take_less_room_than_the_logs(tmp_path: Path) -> None:
+    """Issue 23: every Trace, BlockLog (each with its suggestion's notebook), Session and
+    Example of a generated corpus, and the journal's accumulators, in fewer bytes than the
+    logs they came from (they took 3 to 5 times as many), while `get` shows them whole."""
+    logs, state = tmp_path / "logs", tmp_path / "state"
+    stats = generate(logs, size_bytes=3 << 20, seed=5)
+    foylectl("analyze", "--logs", logs, "--state-dir", state, "--no-progress")
+    log_bytes = sum(f.stat().st_size for f in logs.rglob("*.json*"))
+    state_bytes = sum(f.stat().st_size for f in state.glob("*.db*") if "index" not in f.name)
+    assert state_bytes <= log_bytes, (state_bytes, log_bytes)
+    suggested = [b for b in get_json(state, "blocklogs") if b["spec"].get("genTraceId")]
+    assert len(suggested) >= stats.sessions and all(b["status"].get("doc") for b in suggested)

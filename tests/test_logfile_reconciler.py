@@ -29,6 +29,7 @@ from controller.logs.transition import FINGERPRINT_BYTES, FileIdentity, starts_l
 from controller.reconcilers.logfile import LogFileReconciler, LogFileSettings, logfile_name
 from controller.store.base import StoreUnavailable
 from controller.store.journal import TRACES, FileRow, Journal
+from controller.store.packing import unpack
 from controller.store.sqlite import SQLiteStore
 from tests.fakes import FakeClock
 
@@ -113,7 +114,7 @@ class Rig:
         """How many lines of each trace the journal folded in (a fresh connection: committed)."""
         with sqlite3.connect(self.journal.path) as conn:
             rows = conn.execute("SELECT trace_key, acc FROM traces").fetchall()
-        return Counter({key: orjson.loads(acc)["count"] for key, acc in rows})
+        return Counter({key: orjson.loads(unpack(acc))["count"] for key, acc in rows})
 
     def assert_once(self, ns: Iterable[int]) -> None:
         assert self.ingested() == Counter(trace_id(n) for n in ns)

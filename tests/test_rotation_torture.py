@@ -28,6 +28,7 @@ import pytest
 
 from controller.logs.transition import FINGERPRINT_BYTES, FileIdentity, starts_like
 from controller.store.journal import TRACES, FileRow, Journal
+from controller.store.packing import unpack
 from tests.cli_helpers import (
     RunningController,
     comparable,
@@ -89,7 +90,7 @@ def read_once_counts(state: Path) -> Counter[str]:
     """How many lines of each trace the journal folded in."""
     with sqlite3.connect(state / "journal.db") as conn:
         rows = conn.execute("SELECT trace_key, acc FROM traces").fetchall()
-    return Counter({key: orjson.loads(acc)["count"] for key, acc in rows})
+    return Counter({key: orjson.loads(unpack(acc))["count"] for key, acc in rows})
 
 
 def read_to_end(row: FileRow | None, path: Path) -> bool:

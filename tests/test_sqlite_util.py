@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 
 from controller.store.base import StoreUnavailable
 from controller.store.journal import Journal
-from controller.store.sqlite_util import ThreadConnections, open_database
+from controller.store.sqlite_util import WAL_SIZE_LIMIT, ThreadConnections, open_database
 
 
 def test_close_closes_the_connection_of_every_thread(tmp_path: Path) -> None:
@@ -98,3 +99,21 @@ def test_opening_another_connection_keeps_the_locks_of_open_ones(tmp_path: Path)
     assert not _another_process_can_lock(path)
     held.close()
     assert _another_process_can_lock(path)
+
+
+def test_a_wal_is_cut_back_after_a_checkpoint(tmp_path: Path) -> None:
+    """Issue 23: a caught-up state dir's WAL files held 12 MB, the largest size each had
+    reached; after a checkpoint the next write cuts the WAL back to WAL_SIZE_LIMIT."""
+    path = tmp_path / "x.db"
+    conn = open_database(path)
+    conn.execute("PRAGMA wal_autocheckpoint = 0")  # only the checkpoint below
+    conn.execute("CREATE TABLE t (body BLOB)")
+    conn.execute("BEGIN")
+    conn.executemany("INSERT INTO t VALUES (?)", [(os.urandom(10_000),) for _ in range(300)])
+    conn.execute("COMMIT")
+    wal = tmp_path / "x.db-wal"
+    assert wal.stat().st_size > 2 * WAL_SIZE_LIMIT
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    conn.execute("INSERT INTO t VALUES (x'00')")
+    assert wal.stat().st_size <= WAL_SIZE_LIMIT
+    conn.close()

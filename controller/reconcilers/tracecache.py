@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from controller.analyze.blocklogs import Generation
 from controller.store.base import BulkStore, Store, get_many
 
@@ -52,10 +54,9 @@ class TraceSpecs:
         loaded = get_many(self._store, "Trace", [n for n in versions if n not in hits])
         with self._lock:
             for name, obj in loaded.items():
-                self._remember(
-                    name,
-                    _Cached(obj["metadata"]["resourceVersion"], versions[name][1], obj["spec"]),
-                )
+                version, spec = obj["metadata"]["resourceVersion"], obj["spec"]
+                # The JSON text's length, not the stored (deflated) one: the budget is memory.
+                self._remember(name, _Cached(version, len(orjson.dumps(spec)), spec))
             for name in hits:
                 if name in self._entries:
                     self._entries.move_to_end(name)

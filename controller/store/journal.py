@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 import orjson
 
 from controller.analyze.traces import TraceAccumulator
+from controller.store.packing import UnreadableBody, pack, unpack
 from controller.store.sqlite_util import (
     ThreadConnections,
     Transactions,
@@ -74,13 +75,15 @@ CREATE TABLE IF NOT EXISTS dirty (
     seq INTEGER NOT NULL,
     PRIMARY KEY (queue, key)
 ) WITHOUT ROWID;
+-- A rowid table (rows appended in arrival order, a small index by key): WITHOUT ROWID
+-- spilled every accumulator over ~1 KB to an overflow page of its own (issue 23).
 CREATE TABLE IF NOT EXISTS traces (
     trace_key TEXT PRIMARY KEY,
     acc BLOB NOT NULL,
     last_entry_at REAL NOT NULL,
     complete INTEGER NOT NULL DEFAULT 0,
     abandoned INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS traces_open_by_activity ON traces(last_entry_at)
     WHERE complete = 0 AND abandoned = 0;
 """
@@ -344,7 +347,7 @@ class Journal:
                     "INSERT INTO traces (trace_key, acc, last_entry_at) VALUES (?, ?, ?)"
                     " ON CONFLICT(trace_key) DO UPDATE SET acc = excluded.acc,"
                     " last_entry_at = excluded.last_entry_at, abandoned = 0",
-                    [(key, orjson.dumps(acc.to_dict()), now) for key, acc in merged.items()],
+                    [(key, pack(orjson.dumps(acc.to_dict())), now) for key, acc in merged.items()],
                 )
                 self._mark_dirty(conn, TRACES, touched)
             conn.execute(
@@ -477,4 +480,7 @@ class Journal:
 
 
 def _load_acc(blob: bytes) -> TraceAccumulator:
-    return TraceAccumulator.from_dict(orjson.loads(blob))
+    try:
+        return TraceAccumulator.from_dict(orjson.loads(unpack(blob)))
+    except UnreadableBody as e:
+        raise sqlite3.DatabaseError(f"a trace's accumulator is unreadable: {e}") from None

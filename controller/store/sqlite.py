@@ -3,7 +3,8 @@
 Data flow: every write runs in one `BEGIN IMMEDIATE` transaction that checks
 the caller's resourceVersion, appends the new body to `changes` and points the
 object's row in `objects` at it: each body is stored once (the change log is
-not a second copy of every resource). The change row's AUTOINCREMENT rowid
+not a second copy of every resource). Bodies are stored packed (`packing`): only
+Python reads them, so field reads parse them in Python, not with json_extract. The change row's AUTOINCREMENT rowid
 *is* the new resourceVersion, so versions are monotonic across the store and
 commit in order (writers are serialised by SQLite's write lock). Pruning keeps
 the last `keep_changes` changes plus every object's current version. `watch`
@@ -46,6 +47,7 @@ from controller.store.base import (
     WatchEvent,
     matches_labels,
 )
+from controller.store.packing import UnreadableBody, pack, unpack
 from controller.store.sqlite_util import (
     ThreadConnections,
     Transactions,
@@ -90,7 +92,7 @@ class SQLiteStore:
     """The Store contract (controller.store.base.Store) on one SQLite file."""
 
     def __init__(
-        self, path: str | Path, *, busy_timeout_ms: int = 30000, keep_changes: int = 100_000
+        self, path: str | Path, *, busy_timeout_ms: int = 30000, keep_changes: int = 10_000
     ) -> None:
         if keep_changes < 1:
             raise ValueError("keep_changes must be at least 1")
@@ -175,14 +177,14 @@ class SQLiteStore:
             ).fetchone()
         if row is None:
             raise NotFound(f"{kind}/{name} not found")
-        return orjson.loads(row[0])
+        return _load(row[0])
 
     def get_many(self, kind: str, names: Iterable[str]) -> dict[str, Resource]:
         """The objects of `kind` among `names` that exist, by name (one query per 500)."""
-        return {name: orjson.loads(body) for name, body in self._bodies(self._conn(), kind, names)}
+        return {name: _load(body) for name, body in self._bodies(self._conn(), kind, names)}
 
     def versions_many(self, kind: str, names: Iterable[str]) -> dict[str, tuple[str, int]]:
-        """(resourceVersion, body bytes) of each existing object, without reading bodies."""
+        """(resourceVersion, stored body bytes) of each existing object, without reading bodies."""
         select = "SELECT o.name, o.rv, length(c.body) FROM objects o JOIN changes c ON c.rv = o.rv"
         rows = self._rows_named(self._conn(), select, kind, names)
         return {name: (str(rv), size) for name, rv, size in rows}
@@ -190,17 +192,12 @@ class SQLiteStore:
     def get_fields_many(
         self, kind: str, names: Iterable[str], paths: Sequence[str]
     ) -> dict[str, tuple[Any, ...]]:
-        """Some fields (`.spec.blockIds`) of each existing object, parsed by SQLite, not Python."""
-        columns = ", ".join("json_extract(c.body, ?), json_type(c.body, ?)" for _ in paths)
-        params = [f"${p}" for p in paths for _ in (0, 1)]
-        select = f"SELECT o.name, {columns} FROM objects o JOIN changes c ON c.rv = o.rv"
-        out: dict[str, tuple[Any, ...]] = {}
-        for name, *pairs in self._rows_named(self._conn(), select, kind, names, params):
-            out[name] = tuple(
-                orjson.loads(v) if t in ("array", "object") else v
-                for v, t in zip(pairs[::2], pairs[1::2], strict=True)
-            )
-        return out
+        """Some fields (`.spec.blockIds`) of each existing object (None where absent)."""
+        keys = [path.strip(".").split(".") for path in paths]
+        return {
+            name: tuple(_field(_load(body), path) for path in keys)
+            for name, body in self._bodies(self._conn(), kind, names)
+        }
 
     def _bodies(
         self, conn: sqlite3.Connection, kind: str, names: Iterable[str]
@@ -241,7 +238,7 @@ class SQLiteStore:
                 _SELECT_BODY + " WHERE o.kind = ? ORDER BY o.name", (kind,)
             ).fetchall()
             version = _current_rv(conn)
-        objects = [orjson.loads(body) for (body,) in rows]
+        objects = [_load(body) for (body,) in rows]
         return [o for o in objects if matches_labels(o, label_selector)], str(version)
 
     def list_pages(
@@ -261,7 +258,7 @@ class SQLiteStore:
             try:
                 cursor = conn.execute(_SELECT_BODY + " WHERE o.kind = ? ORDER BY o.name", (kind,))
                 while rows := cursor.fetchmany(page_size):
-                    objects = (orjson.loads(body) for (body,) in rows)
+                    objects = (_load(body) for (body,) in rows)
                     yield [o for o in objects if matches_labels(o, label_selector)]
             finally:
                 if conn.in_transaction:
@@ -338,12 +335,15 @@ class SQLiteStore:
         self, conn: sqlite3.Connection, first_rv: int, writes: list[tuple[EventType, Resource]]
     ) -> list[bytes]:
         """Store `writes` as versions first_rv, first_rv + 1, ... (one statement per table)."""
-        changes, upserts, deletes, out = [], [], [], []
+        changes, upserts, deletes, out, superseded = [], [], [], [], []
         for rv, (type_, body) in enumerate(writes, start=first_rv):
             kind, name = body["kind"], body["metadata"]["name"]
+            previous = body["metadata"].get("resourceVersion")
+            if previous:
+                superseded.append(int(previous))
             body["metadata"]["resourceVersion"] = str(rv)
             data = orjson.dumps(body)
-            changes.append((rv, kind, name, type_, data))
+            changes.append((rv, kind, name, type_, pack(data)))
             (deletes if type_ == "DELETED" else upserts).append(
                 (kind, name) if type_ == "DELETED" else (kind, name, rv)
             )
@@ -355,21 +355,29 @@ class SQLiteStore:
             "INSERT OR REPLACE INTO objects (kind, name, rv) VALUES (?, ?, ?)", upserts
         )
         conn.executemany("DELETE FROM objects WHERE kind = ? AND name = ?", deletes)
+        if superseded:  # below the pruned horizon, the window prune would never see them
+            pruned = _pruned_through(conn)
+            conn.executemany(
+                "DELETE FROM changes WHERE rv = ?", [(rv,) for rv in superseded if rv <= pruned]
+            )
         return out
 
     def _prune_if_due(self, conn: sqlite3.Connection, before: int, after: int) -> None:
-        """Prune when the versions (before, after] crossed a multiple of the prune step."""
+        """Prune when the versions (before, after] crossed a multiple of the prune step.
+
+        Only the window since the last prune is visited (every row below it is a
+        current version: `_append_changes` drops a version superseded down there),
+        so a prune costs the changes since the last one, not the store's size.
+        """
         if after // self._prune_every > before // self._prune_every:
-            horizon = after - self._keep_changes
-            if horizon > 0:
+            horizon, pruned = after - self._keep_changes, _pruned_through(conn)
+            if horizon > pruned:
                 conn.execute(
-                    "DELETE FROM changes WHERE rv <= ? AND rv NOT IN (SELECT rv FROM objects)",
-                    (horizon,),
+                    "DELETE FROM changes WHERE rv > ? AND rv <= ? AND NOT EXISTS"
+                    " (SELECT 1 FROM objects o WHERE o.rv = changes.rv)",
+                    (pruned, horizon),
                 )
-                conn.execute(
-                    "UPDATE meta SET value = max(value, ?) WHERE key = 'pruned_through'",
-                    (horizon,),
-                )
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'pruned_through'", (horizon,))
 
     def read_modify_write_many(
         self, kind: str, mutations: Mapping[str, Mutator]
@@ -386,7 +394,7 @@ class SQLiteStore:
         results: dict[str, Resource | None] = {}
         writes: list[tuple[EventType, Resource]] = []
         with self._write() as conn:
-            stored = dict(self._bodies(conn, kind, mutations))
+            stored = {name: _text(body) for name, body in self._bodies(conn, kind, mutations)}
             for name, mutate in mutations.items():
                 text = stored.get(name)
                 current = orjson.loads(text) if text is not None else None
@@ -428,9 +436,7 @@ class SQLiteStore:
             with self._written:
                 seen_writes = self._writes
             with self._read() as conn:
-                pruned = conn.execute(
-                    "SELECT value FROM meta WHERE key = 'pruned_through'"
-                ).fetchone()[0]
+                pruned = _pruned_through(conn)
                 if last < pruned:
                     raise Gone(f"resourceVersion {last} is older than the kept history ({pruned})")
                 rows = conn.execute(
@@ -440,7 +446,7 @@ class SQLiteStore:
                 ).fetchall()
             for rv, type_, body in rows:
                 last = rv
-                yield WatchEvent(type_, orjson.loads(body))
+                yield WatchEvent(type_, _load(body))
             if len(rows) == WATCH_BATCH:
                 continue
             wait = POLL_INTERVAL
@@ -511,6 +517,31 @@ def _applied(
     return "MODIFIED", body
 
 
+def _load(stored: bytes | str) -> Any:
+    """A stored body, parsed (packed or plain: controller.store.packing)."""
+    return orjson.loads(_text(stored))
+
+
+def _text(stored: bytes | str) -> bytes | str:
+    try:
+        return unpack(stored)
+    except UnreadableBody as e:
+        raise StoreUnavailable(f"the store holds an unreadable body: {e}") from None
+
+
+def _field(obj: Any, path: list[str]) -> Any:
+    for key in path:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def _pruned_through(conn: sqlite3.Connection) -> int:
+    """The highest change rv pruning has passed: older changes are all current versions."""
+    return int(conn.execute("SELECT value FROM meta WHERE key = 'pruned_through'").fetchone()[0])
+
+
 def _current_rv(conn: sqlite3.Connection) -> int:
     """The store's latest resourceVersion (kept by AUTOINCREMENT even when rows are pruned)."""
     row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
@@ -519,7 +550,7 @@ def _current_rv(conn: sqlite3.Connection) -> int:
 
 def _stored(conn: sqlite3.Connection, kind: str, name: str) -> dict[str, Any] | None:
     row = conn.execute(_SELECT_BODY + " WHERE o.kind = ? AND o.name = ?", (kind, name)).fetchone()
-    return None if row is None else orjson.loads(row[0])
+    return None if row is None else _load(row[0])
 
 
 def _checked(conn: sqlite3.Connection, obj: Resource) -> dict[str, Any]:
