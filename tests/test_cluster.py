@@ -292,6 +292,13 @@ def _exec(node: Node, namespace: str, workload: str, script: str) -> str:
     ).stdout.strip()
 
 
+WHO_AM_I = """
+import os
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+print("uid", os.getuid(), "gid", os.getgid(), "root writable", os.access("/", os.W_OK),
+      *(f"{k} {status[k].strip()}" for k in ("CapEff", "NoNewPrivs", "Seccomp")))
+"""
+
 TOKEN_REQUEST = """
 import ssl, sys, urllib.request, urllib.error
 sa = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -327,8 +334,11 @@ def test_each_pod_runs_as_deployed_with_its_own_token_and_rbac(
     node: Node, provider: FakeOpenAI, workload: tuple[str, str], allowed: str, refused: str
 ) -> None:
     namespace, name = workload
-    script = "import os; print(os.getuid(), os.getgid(), os.access('/', os.W_OK))"
-    assert _exec(node, namespace, name, script) == "65532 65532 False"
+    assert _exec(node, namespace, name, WHO_AM_I) == (
+        "uid 65532 gid 65532 root writable False CapEff 0000000000000000 NoNewPrivs 1 Seccomp 2"
+    )  # no capabilities, no privilege escalation, a seccomp filter (RuntimeDefault)
+    [pod] = _pods(node, namespace, name)
+    assert [s["restartCount"] for s in pod["status"]["containerStatuses"]] == [0]  # probes pass
     got = node.kubectl(
         "-n", namespace, "exec", name, "--", "python3", "-c", TOKEN_REQUEST, allowed, refused
     ).stdout.splitlines()
