@@ -3,12 +3,17 @@
 # does it, built from pinned Go modules so a fresh machine with only Go needs nothing else.
 #
 #   hack/control-plane.sh build      build (or find) etcd, kube-apiserver, kubectl in the cache
+#   hack/control-plane.sh build-node build (or find) what a node adds (hack/cluster.sh): kubelet,
+#                                    kube-controller-manager, kube-scheduler, kube-proxy, coredns
 #   hack/control-plane.sh bin        print the directory of the built binaries
 #   hack/control-plane.sh up DIR     build if needed, start both on loopback, wait for /readyz;
 #                                    leaves DIR/kubeconfig (admin) and DIR/bin/kubectl
 #   hack/control-plane.sh down DIR   stop what `up DIR` started
 #
 # KUBE_APISERVER_FLAGS adds flags to kube-apiserver (e.g. --watch-cache=false);
+# CONTROL_PLANE_NODE_ADDRESS (hack/cluster.sh) serves on all addresses, advertises this one to
+# pods (the `kubernetes` Service's endpoint), allows privileged pods and reaches kubelets with a
+# client certificate (DIR/pki/kubelet-client.crt, in system:masters: logs, exec);
 # with CONTROL_PLANE_OWNER_PID, `up` also stops the servers when that process is gone.
 # The binaries are cached in ${FOYLE_CONTROL_PLANE_CACHE:-${XDG_CACHE_HOME:-~/.cache}/foyle-controller/control-plane}/k8s-<v>-etcd-<v>/bin.
 # kube-apiserver and kubectl live in the k8s.io/kubernetes module, whose go.mod points its staging
@@ -18,6 +23,9 @@ set -euo pipefail
 
 K8S_VERSION="v1.37.2" # served by the module proxy, built by go >= 1.26.0
 ETCD_VERSION="v3.7.0" # what this Kubernetes release pins (hack/lib/etcd.sh, go.mod)
+COREDNS_VERSION="v1.14.7" # a node's cluster DNS (hack/cluster.sh); its go.mod has no replaces
+CONTROL_PLANE_CMDS=(kube-apiserver kubectl)
+NODE_CMDS=(kubelet kube-controller-manager kube-scheduler kube-proxy)
 
 CACHE_ROOT="${FOYLE_CONTROL_PLANE_CACHE:-${XDG_CACHE_HOME:-${HOME}/.cache}/foyle-controller/control-plane}"
 CACHE="${CACHE_ROOT}/k8s-${K8S_VERSION}-etcd-${ETCD_VERSION}"
@@ -29,9 +37,10 @@ die() {
   exit 1
 }
 
-# write_wrapper DIR: the wrapper module that builds kube-apiserver and kubectl.
+# write_wrapper DIR CMD...: the wrapper module that builds these commands of k8s.io/kubernetes.
 write_wrapper() {
-  local dir="$1" staging="v0.${K8S_VERSION#v1.}" modfile
+  local dir="$1" staging="v0.${K8S_VERSION#v1.}" modfile cmd
+  shift
   mkdir -p "${dir}"
   (cd "${dir}" && go mod download -json "k8s.io/kubernetes@${K8S_VERSION}" >/dev/null)
   modfile="$(go env GOMODCACHE)/cache/download/k8s.io/kubernetes/@v/${K8S_VERSION}.mod"
@@ -48,39 +57,67 @@ write_wrapper() {
       while read -r mod; do printf '\t%s => %s %s\n' "${mod}" "${mod}" "${staging}"; done
     echo ")"
   } >"${dir}/go.mod"
-  cat >"${dir}/tools.go" <<'GO'
-//go:build tools
-
-// Package tools pins the commands this module builds.
-package tools
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kubectl"
-)
-GO
+  {
+    printf '//go:build tools\n\n// Package tools pins the commands this module builds.\npackage tools\n\nimport (\n'
+    for cmd in "$@"; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "${cmd}"; done
+    printf ')\n'
+  } >"${dir}/tools.go"
   (cd "${dir}" && go mod tidy -e 2>/dev/null)
 }
 
-build() {
+# all_built CMD...: whether every command is in the cache.
+all_built() {
+  local cmd
+  for cmd in "$@"; do [[ -x "${BIN}/${cmd}" ]] || return 1; done
+}
+
+# build_kubernetes CMD...: build the missing commands of k8s.io/kubernetes through the wrapper.
+build_kubernetes() {
+  all_built "$@" && return
+  local src="${CACHE}/src/kubernetes" minor="${K8S_VERSION#v1.}" k8s_ld="" pkg cmd
+  minor="${minor%%.*}"
+  write_wrapper "${src}" "$@"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    k8s_ld+=" -X ${pkg}.gitVersion=${K8S_VERSION} -X ${pkg}.gitMajor=1 -X ${pkg}.gitMinor=${minor}"
+    k8s_ld+=" -X ${pkg}.gitTreeState=clean -X ${pkg}.buildDate=1970-01-01T00:00:00Z"
+  done
+  for cmd in "$@"; do
+    [[ -x "${BIN}/${cmd}" ]] && continue
+    (cd "${src}" && CGO_ENABLED=0 go build -trimpath -ldflags "${k8s_ld}" \
+      -o "${BIN}/${cmd}.tmp" "k8s.io/kubernetes/cmd/${cmd}")
+    mv "${BIN}/${cmd}.tmp" "${BIN}/${cmd}"
+  done
+}
+
+# locked_build WHAT CMD...: one build at a time per cache (two test sessions may start
+# together); the loser finds it built. Runs build_WHAT unless every CMD is cached.
+locked_build() {
+  local what="$1" start=${SECONDS}
+  shift
   command -v go >/dev/null || die "go is required to build the control plane (deselect with -m 'not apiserver')"
-  if [[ -x "${BIN}/etcd" && -x "${BIN}/kube-apiserver" && -x "${BIN}/kubectl" ]]; then
+  if all_built "$@"; then
     log "cached in ${BIN}"
     return
   fi
-  local start=${SECONDS} src="${CACHE}/src" k8s_ld
-  mkdir -p "${BIN}" "${src}/etcd"
-  # One build at a time per cache (two test sessions may start together); the loser finds it built.
+  mkdir -p "${BIN}"
   exec 9>"${CACHE}/build.lock"
   flock 9
-  if [[ -x "${BIN}/etcd" && -x "${BIN}/kube-apiserver" && -x "${BIN}/kubectl" ]]; then
+  if all_built "$@"; then
     log "built meanwhile in ${BIN}"
+    exec 9>&-
     return
   fi
-  log "building etcd ${ETCD_VERSION}, kube-apiserver and kubectl ${K8S_VERSION} into ${BIN}"
+  log "building $* into ${BIN}"
+  "build_${what}"
+  exec 9>&-
+  log "built in $((SECONDS - start))s"
+}
+
+build_control_plane() {
   if [[ ! -x "${BIN}/etcd" ]]; then
+    mkdir -p "${CACHE}/src/etcd"
     (
-      cd "${src}/etcd"
+      cd "${CACHE}/src/etcd"
       printf 'module foyle.local/etcd\n\ngo 1.26\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "${ETCD_VERSION}" >go.mod
       printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' >tools.go
       go mod tidy -e 2>/dev/null
@@ -88,22 +125,19 @@ build() {
       mv "${BIN}/etcd.tmp" "${BIN}/etcd"
     )
   fi
-  write_wrapper "${src}/kubernetes"
-  local minor="${K8S_VERSION#v1.}"
-  minor="${minor%%.*}"
-  k8s_ld=""
-  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    k8s_ld+=" -X ${pkg}.gitVersion=${K8S_VERSION} -X ${pkg}.gitMajor=1 -X ${pkg}.gitMinor=${minor}"
-    k8s_ld+=" -X ${pkg}.gitTreeState=clean -X ${pkg}.buildDate=1970-01-01T00:00:00Z"
-  done
-  for cmd in kube-apiserver kubectl; do
-    [[ -x "${BIN}/${cmd}" ]] && continue
-    (cd "${src}/kubernetes" && CGO_ENABLED=0 go build -trimpath -ldflags "${k8s_ld}" \
-      -o "${BIN}/${cmd}.tmp" "k8s.io/kubernetes/cmd/${cmd}")
-    mv "${BIN}/${cmd}.tmp" "${BIN}/${cmd}"
-  done
-  log "built in $((SECONDS - start))s"
+  build_kubernetes "${CONTROL_PLANE_CMDS[@]}"
 }
+
+build_node() {
+  build_kubernetes "${NODE_CMDS[@]}"
+  if [[ ! -x "${BIN}/coredns" ]]; then
+    GOBIN="${CACHE}/src/coredns-bin" CGO_ENABLED=0 go install -trimpath \
+      "github.com/coredns/coredns@${COREDNS_VERSION}"
+    mv "${CACHE}/src/coredns-bin/coredns" "${BIN}/coredns"
+  fi
+}
+
+build() { locked_build control_plane etcd "${CONTROL_PLANE_CMDS[@]}"; }
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
@@ -117,9 +151,18 @@ certs() {
       -keyout ca.key -out ca.crt 2>/dev/null
     openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" \
       -keyout apiserver.key -out apiserver.csr 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >san.ext
+    # the names pods use too (the `kubernetes` Service, 10.0.0.1 in --service-cluster-ip-range)
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes,%s%s\n' \
+      'DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local' \
+      "${CONTROL_PLANE_NODE_ADDRESS:+,IP:${CONTROL_PLANE_NODE_ADDRESS}}" >san.ext
     openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 7 \
       -extfile san.ext -out apiserver.crt 2>/dev/null
+    if [[ -n "${CONTROL_PLANE_NODE_ADDRESS:-}" ]]; then
+      openssl req -newkey rsa:2048 -nodes -subj "/O=system:masters/CN=kube-apiserver-kubelet-client" \
+        -keyout kubelet-client.key -out kubelet-client.csr 2>/dev/null
+      openssl x509 -req -in kubelet-client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 7 \
+        -out kubelet-client.crt 2>/dev/null
+    fi
     openssl genrsa -out sa.key 2048 2>/dev/null
     openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
   )
@@ -169,17 +212,22 @@ up() {
     </dev/null >"${dir}/logs/etcd.log" 2>&1 &
   echo $! >>"${dir}/pids"
 
-  local extra=()
+  local extra=() serving=(--bind-address 127.0.0.1 --advertise-address 127.0.0.1 --endpoint-reconciler-type none)
   read -ra extra <<<"${KUBE_APISERVER_FLAGS:-}"
+  if [[ -n "${CONTROL_PLANE_NODE_ADDRESS:-}" ]]; then
+    serving=(--bind-address 0.0.0.0 --advertise-address "${CONTROL_PLANE_NODE_ADDRESS}" --allow-privileged
+      --kubelet-client-certificate "${dir}/pki/kubelet-client.crt" --kubelet-client-key "${dir}/pki/kubelet-client.key"
+      --kubelet-preferred-address-types InternalIP)
+  fi
   "${BIN}/kube-apiserver" --etcd-servers "http://127.0.0.1:${etcd_port}" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "${api_port}" \
+    "${serving[@]}" --secure-port "${api_port}" \
     --tls-cert-file "${dir}/pki/apiserver.crt" --tls-private-key-file "${dir}/pki/apiserver.key" \
     --token-auth-file "${dir}/pki/tokens.csv" --authorization-mode RBAC \
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "${dir}/pki/sa.pub" \
     --service-account-signing-key-file "${dir}/pki/sa.key" \
     --service-cluster-ip-range 10.0.0.0/24 --cert-dir "${dir}/pki" \
-    --endpoint-reconciler-type none --profiling=false --v 1 "${extra[@]}" \
+    --profiling=false --v 1 "${extra[@]}" \
     </dev/null >"${dir}/logs/kube-apiserver.log" 2>&1 &
   echo $! >>"${dir}/pids"
   echo "http://127.0.0.1:${etcd_port}" >"${dir}/etcd-url"
@@ -231,6 +279,7 @@ YAML
 
 case "${1:-}" in
 build) build ;;
+build-node) locked_build node "${NODE_CMDS[@]}" coredns ;;
 bin) echo "${BIN}" ;;
 up)
   [[ $# -eq 2 ]] || die "usage: $0 up DIR"
@@ -245,7 +294,7 @@ down)
   stop "$2"
   ;;
 *)
-  echo "usage: $0 build | bin | up DIR | down DIR" >&2
+  echo "usage: $0 build | build-node | bin | up DIR | down DIR" >&2
   exit 2
   ;;
 esac

@@ -5,10 +5,13 @@
 # LOG_DIR on this machine, so log files written on either side appear on the node: Foyle's logs
 # go in LOG_DIR/foyle, RunMe's in LOG_DIR/runme (both are created here).
 #
-# What tests this script: nothing in CI (CI has no Docker or kind). CI checks deploy/ on a real
-# API server (admission, RBAC, the processes under the ServiceAccounts' tokens) and the image
-# recipe's package list; pods running under a kubelet are seen only here, on a laptop.
-# docs/kubernetes.md lists what is verified where.
+# What tests this script: nothing in CI (CI has no Docker or kind). CI runs deploy/ on a real
+# single-node cluster instead (hack/cluster.sh, the `cluster` test tier): the image from the
+# Dockerfile's recipe under containerd and a kubelet, probes, hostPath, tokens, DNS, the
+# ConfigMap, Secret and claim, rolling updates, pod deletion, SIGTERM, RBAC, Pod Security.
+# Only here: `docker build` of the Dockerfile itself and `kind load`, kind's node image
+# (cgroup v2, systemd driver, newer containerd), its local-path StorageClass (fsGroup on the
+# claim), a CNI that enforces NetworkPolicy. docs/kubernetes.md lists what is verified where.
 #
 # Environment: CLUSTER (default foyle), IMAGE (default foyle-controller:dev, the tag
 # deploy/kustomization.yaml uses), LOG_DIR (default $TMPDIR/foyle-kind-$CLUSTER/logs). Needs docker, kind, kubectl.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import control_plane
+from tests import control_plane, real_cluster
 from tests.kube_emulator import kube_emulator  # noqa: F401  (fixture for `cluster`)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,8 +42,10 @@ def temporary_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Build the control plane before any test runs, so no test's timeout pays for it."""
+    """Build the control plane (and the cluster tier's node) before any test runs, so no
+    test's timeout pays for it."""
     control_plane.build_if_selected(session)
+    real_cluster.build_if_selected(session)
 
 
 @pytest.fixture(scope="session")

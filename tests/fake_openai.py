@@ -1,4 +1,4 @@
-"""A local fake of OpenAI's embeddings endpoint: a real HTTP server on 127.0.0.1.
+"""A local fake of OpenAI's embeddings endpoint: a real HTTP server (on 127.0.0.1 by default).
 
 It answers POST .../embeddings like the real API (OpenAI's and Azure's URL
 forms), records every request, and makes a deterministic unit vector of
@@ -52,8 +52,9 @@ class FakeOpenAI:
 
 
 @contextmanager
-def serve(dims: int = 2) -> Iterator[FakeOpenAI]:
-    """A started fake; `fake.url` is its OpenAI base URL (`.../v1`)."""
+def serve(dims: int = 2, host: str = "127.0.0.1") -> Iterator[FakeOpenAI]:
+    """A started fake; `fake.url` is its OpenAI base URL (`.../v1`). `host`: the address it
+    listens on (a node's address, for pods of a cluster: tests/real_cluster.py)."""
     fake = FakeOpenAI(dims)
 
     class Handler(BaseHTTPRequestHandler):
@@ -71,10 +72,10 @@ def serve(dims: int = 2) -> Iterator[FakeOpenAI]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer((host, 0), Handler)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    fake.url = f"http://{host}:{server.server_address[1]}/v1"
     try:
         yield fake
     finally:
