@@ -218,3 +218,26 @@ def test_a_body_this_version_cannot_unpack_is_a_one_line_store_error(
     for name in ("t1", "t2"):
         with pytest.raises(StoreUnavailable, match="unreadable body"):
             store.get("Trace", name)
+
+
+def test_every_change_kept_below_the_pruned_horizon_is_a_current_version(
+    new_store: Callable[..., SQLiteStore], db_path: Path
+) -> None:
+    """Issue 23: a prune visits only the changes since the last one, so a version
+    superseded below the horizon goes with the write that supersedes it, not at a prune
+    that would never look there again; watch from the horizon still replays every change."""
+    store = new_store(keep_changes=1000)  # a prune every 10 changes
+    names = [f"t{i}" for i in range(1500)]
+    store.read_modify_write_many(
+        "Trace", {n: (lambda _, n=n: new_resource("Trace", n, {"id": n})) for n in names}
+    )
+    read_modify_write(store, "Trace", "t0", lambda obj: _trace_with(obj, blockIds=["b"]))
+    with sqlite3.connect(db_path) as raw:
+        (pruned,) = raw.execute("SELECT value FROM meta WHERE key = 'pruned_through'").fetchone()
+        stale = raw.execute(
+            "SELECT COUNT(*) FROM changes WHERE rv <= ? AND rv NOT IN (SELECT rv FROM objects)",
+            (pruned,),
+        ).fetchone()[0]
+    assert pruned == 500 and stale == 0
+    replayed = [e.object["metadata"]["name"] for e in store.watch("Trace", str(pruned), timeout=0)]
+    assert replayed == [*names[500:], "t0"]

@@ -48,9 +48,9 @@ class TraceSpecs:
             return {o["spec"]["id"]: o["spec"] for o in found.values()}, {}
         versions = self._store.versions_many("Trace", names)
         with self._lock:
-            hits = {
-                n: e for n, e in self._entries.items() if versions.get(n, (None,))[0] == e.version
-            }
+            # By the batch's names, not over the whole cache: a batch's cost is its own size.
+            cached = ((n, self._entries.get(n)) for n in versions)
+            hits = {n: e for n, e in cached if e is not None and e.version == versions[n][0]}
         loaded = get_many(self._store, "Trace", [n for n in versions if n not in hits])
         with self._lock:
             for name, obj in loaded.items():
