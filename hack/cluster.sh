@@ -136,13 +136,14 @@ make_cgroups() {
 
 # remove_cgroups: kill what is left in this cluster's cgroups, then remove them, deepest first.
 remove_cgroups() {
-  local d pid
+  local d pids
   while read -r d; do
     [[ -d "${d}" ]] || continue
     for _ in $(seq 50); do
-      pid="$(find "${d}" -name cgroup.procs -exec cat {} + 2>/dev/null | head -n 1 || true)"
-      [[ -z "${pid}" ]] && break
-      find "${d}" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
+      pids="$(find "${d}" -name cgroup.procs -exec cat {} + 2>/dev/null || true)"
+      [[ -z "${pids}" ]] && break
+      # shellcheck disable=SC2086  # one pid a word
+      kill -KILL ${pids} 2>/dev/null || true
       sleep 0.1
     done
     find "${d}" -depth -type d -exec rmdir {} + 2>/dev/null || true
