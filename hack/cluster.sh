@@ -24,9 +24,10 @@
 # address from here, so the CNI plugin does not turn on IP forwarding (nothing needs it: the API
 # server, CoreDNS and anything a test serves listen on the node's own address). `down` deletes
 # the bridge, kube-proxy's nftables tables and the cgroups it made, and puts back any sysctl
-# that changed. What it needs from this machine: root, cgroup v1 or v2, go, gcc, and apt-get for
+# that changed. What it needs from this machine: root, cgroup v1 (v2 is untested), go, apt-get for
 # the Debian packages it installs when they are missing (containerd, runc,
-# containernetworking-plugins, nftables, debootstrap). No CAP_SYS_RESOURCE is needed.
+# containernetworking-plugins, nftables, debootstrap; gcc and libc6-dev for the pause image). No
+# CAP_SYS_RESOURCE is needed.
 #
 # Environment: CLUSTER_NODE_ADDRESS (default: the address of the default route's interface),
 # CLUSTER_TIMEOUT (seconds for each wait, default 180), CLUSTER_OWNER_PID (`down` runs by
@@ -45,7 +46,7 @@ DNS_SERVICE_IP=10.0.0.10 # in control-plane.sh's --service-cluster-ip-range
 CGROUP_ROOT=foyle-cluster
 PAUSE_IMAGE=foyle.local/pause:1
 COREDNS_IMAGE=foyle.local/coredns:1
-PACKAGES=(containerd runc containernetworking-plugins nftables debootstrap)
+PACKAGES=(containerd runc containernetworking-plugins nftables debootstrap gcc libc6-dev)
 CNI_BIN=/usr/lib/cni # where Debian's containernetworking-plugins puts them
 KUBELET_SYSCTLS=(vm/overcommit_memory kernel/panic kernel/panic_on_oops)
 TIMEOUT="${CLUSTER_TIMEOUT:-180}"
@@ -135,13 +136,14 @@ make_cgroups() {
 
 # remove_cgroups: kill what is left in this cluster's cgroups, then remove them, deepest first.
 remove_cgroups() {
-  local d pid
+  local d pids
   while read -r d; do
     [[ -d "${d}" ]] || continue
     for _ in $(seq 50); do
-      pid="$(find "${d}" -name cgroup.procs -exec cat {} + 2>/dev/null | head -n 1 || true)"
-      [[ -z "${pid}" ]] && break
-      find "${d}" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
+      pids="$(find "${d}" -name cgroup.procs -exec cat {} + 2>/dev/null || true)"
+      [[ -z "${pids}" ]] && break
+      # shellcheck disable=SC2086  # one pid a word
+      kill -KILL ${pids} 2>/dev/null || true
       sleep 0.1
     done
     find "${d}" -depth -type d -exec rmdir {} + 2>/dev/null || true

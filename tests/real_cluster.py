@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_helpers import run_command
-from tests.control_plane import REPO
+from tests.control_plane import REPO, ControlPlane
 
 SCRIPT = REPO / "hack" / "cluster.sh"
 # Read at import, before tests move HOME (tests/conftest.py): go's caches and every hack/
@@ -49,14 +48,9 @@ def build_if_selected(session: pytest.Session) -> None:
 
 
 @dataclass(frozen=True)
-class Node:
-    """A running cluster: its directory (DIR of hack/cluster.sh) and its admin kubectl."""
-
-    dir: Path
-
-    @property
-    def kubeconfig(self) -> Path:
-        return self.dir / "kubeconfig"
+class Node(ControlPlane):
+    """A running cluster (DIR of hack/cluster.sh): the control plane's kubeconfig and kubectl,
+    and the node's directories."""
 
     @property
     def logs(self) -> Path:
@@ -72,12 +66,6 @@ class Node:
     def address(self) -> str:
         """The node's address, where pods reach the API server and what a test serves."""
         return (self.dir / "node" / "address").read_text().strip()
-
-    def kubectl(
-        self, *args: str | Path, stdin: str | None = None, check: bool = True, timeout: float = 60
-    ) -> subprocess.CompletedProcess[str]:
-        argv = [str(self.dir / "bin" / "kubectl"), "--kubeconfig", str(self.kubeconfig)]
-        return run_command([*argv, *map(str, args)], check=check, timeout=timeout, stdin=stdin)
 
 
 def start(workdir: Path) -> Iterator[Node]:

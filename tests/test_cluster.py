@@ -295,7 +295,8 @@ def _exec(node: Node, namespace: str, workload: str, script: str) -> str:
 WHO_AM_I = """
 import os
 status = dict(line.split(":", 1) for line in open("/proc/self/status"))
-print("uid", os.getuid(), "gid", os.getgid(), "root writable", os.access("/", os.W_OK),
+[root] = [line.split()[3] for line in open("/proc/self/mounts") if line.split()[1] == "/"]
+print("uid", os.getuid(), "gid", os.getgid(), "root", root.split(",")[0],
       *(f"{k} {status[k].strip()}" for k in ("CapEff", "NoNewPrivs", "Seccomp")))
 """
 
@@ -335,8 +336,8 @@ def test_each_pod_runs_as_deployed_with_its_own_token_and_rbac(
 ) -> None:
     namespace, name = workload
     assert _exec(node, namespace, name, WHO_AM_I) == (
-        "uid 65532 gid 65532 root writable False CapEff 0000000000000000 NoNewPrivs 1 Seccomp 2"
-    )  # no capabilities, no privilege escalation, a seccomp filter (RuntimeDefault)
+        "uid 65532 gid 65532 root ro CapEff 0000000000000000 NoNewPrivs 1 Seccomp 2"
+    )  # a read-only root, no capabilities, no privilege escalation, a seccomp filter
     [pod] = _pods(node, namespace, name)
     assert [s["restartCount"] for s in pod["status"]["containerStatuses"]] == [0]  # probes pass
     got = node.kubectl(
