@@ -293,6 +293,17 @@ BAD_LINES = st.sampled_from(
     max_line_bytes=33,
     chunk_bytes=1,
 )
+# Found by hypothesis: a CRLF line exactly at the cap, scanned in chunks that stopped
+# on its "\r", was taken for a line still being written and the file stalled there.
+@example(
+    body=[b'{"msg":""}', b"not json"],
+    crlf=True,
+    final_newline=True,
+    bom=False,
+    max_bytes=1,
+    max_line_bytes=8,
+    chunk_bytes=3,
+)
 def test_two_appends_split_anywhere_read_like_the_whole_file(
     tmp_path: Path,
     body: list[bytes],

@@ -206,14 +206,15 @@ class _Window:
 
     def next_line(self, pos: int, max_line_bytes: int) -> tuple[int, bool]:
         """(end, True) for a line ending in "\\n" at end - 1; (end of data, False) at EOF
-        without one, or once more than max_line_bytes have been seen without one."""
+        without one, or once more than max_line_bytes (and a "\\r") have been seen
+        without one: a line at the cap that ends in "\\r\\n" is not over-long."""
         searched = pos
         while True:
             newline = self.data.find(b"\n", searched - self.start)
             if newline >= 0:
                 return self.start + newline + 1, True
             searched = self.end
-            if searched - pos > max_line_bytes or not self._fill(keep_from=pos):
+            if searched - pos > max_line_bytes + 1 or not self._fill(keep_from=pos):
                 return self.end, False
 
     def skip_line(self, pos: int) -> tuple[int, bool]:
