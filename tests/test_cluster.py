@@ -194,6 +194,16 @@ def test_logs_on_the_node_become_blocklogs_sessions_and_examples_foyle_loads(
     assert {r["headers"]["authorization"] for r in provider.requests} == {f"Bearer {KEY}"}
 
 
+def test_the_pods_log_no_warning_as_deployed(node: Node, provider: FakeOpenAI) -> None:
+    """After the first test's logs: nothing an admin would have to act on (a warning about
+    the pod's own volumes would be noise every start)."""
+    for workload in (INGESTER, OPERATOR):
+        logged = node.kubectl("-n", workload[0], "logs", workload[1]).stdout.splitlines()
+        assert logged, workload
+        warnings = [line for line in logged if "warning" in line.lower()]
+        assert warnings == [], workload
+
+
 def test_the_ingester_pod_deleted_mid_catch_up_comes_back_with_nothing_lost_or_duplicated(
     node: Node, provider: FakeOpenAI, tmp_path: Path
 ) -> None:
