@@ -59,6 +59,17 @@ def comparable(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def kube_view(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """`comparable` for custom resources, beside what analyze's SQLite store holds: without
+    the namespace only they have, nor what a BlockLog or Session keeps of its settled
+    members (Traces `run --store kube` deleted) to join them again."""
+    view = comparable(items)
+    for obj in view.values():
+        obj["metadata"].pop("namespace", None)
+        obj.get("spec", {}).pop("settled", None)
+    return view
+
+
 def wait_for(
     condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.02
 ) -> Any:

@@ -28,7 +28,7 @@ import yaml
 
 from controller.store.kube import KubeStore
 from controller.store.sqlite import SQLiteStore
-from tests.cli_helpers import comparable, foylectl, wait_for
+from tests.cli_helpers import comparable, foylectl, kube_view, wait_for
 from tests.control_plane import REPO
 from tests.fake_openai import FakeOpenAI, serve
 from tests.foyle_wire import DIMENSIONS, load_rules
@@ -97,13 +97,6 @@ def _store(node: Node) -> KubeStore:
     return KubeStore(NAMESPACE, kubeconfig=str(node.kubeconfig))
 
 
-def _view(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    view = comparable(items)
-    for obj in view.values():
-        obj["metadata"].pop("namespace", None)
-    return view
-
-
 def _analyze(node: Node, workdir: Path, *learn: str) -> SQLiteStore:
     """`foylectl analyze` of the node's log files, as the DaemonSet reads them."""
     logs = [a for d in ("foyle", "runme") for a in ("--logs", str(node.logs / d))]
@@ -117,7 +110,7 @@ def _converges(node: Node, want: dict[str, dict[str, Any]], kinds: tuple[str, ..
         for kind in kinds:
             assert want[kind], kind
             wait_for(
-                lambda kind=kind: _view(store.list(kind)) == want[kind],
+                lambda kind=kind: kube_view(store.list(kind)) == want[kind],
                 DEADLINE,
                 f"the {kind}s analyze derives\n{_pod_logs(node, *INGESTER)}",
                 interval=1.0,
@@ -165,7 +158,7 @@ def test_logs_on_the_node_become_blocklogs_sessions_and_examples_foyle_loads(
     try:
         wait_for(
             lambda: (
-                {n: e["spec"] for n, e in _view(store.list("Example")).items()}
+                {n: e["spec"] for n, e in kube_view(store.list("Example")).items()}
                 == {n: e["spec"] for n, e in want["Example"].items()}
             ),
             DEADLINE,
@@ -209,16 +202,18 @@ def test_the_ingester_pod_deleted_mid_catch_up_comes_back_with_nothing_lost_or_d
 ) -> None:
     store = _store(node)
     try:
-        before = len(store.list("Trace"))
+        before = len(store.list("BlockLog"))
         _generate(node, seed=32, size=3_000_000, hours=24)
         want = {
             kind: comparable(_analyze(node, tmp_path / "oneshot", "--no-learn").list(kind))
             for kind in ("BlockLog", "Session")
         }
         [old] = _pods(node, *INGESTER)
-        wait_for(lambda: len(store.list("Trace")) > before, DEADLINE, "the catch-up to start", 0.2)
+        wait_for(
+            lambda: len(store.list("BlockLog")) > before, DEADLINE, "the catch-up to start", 0.2
+        )
         node.kubectl("-n", INGESTER[0], "delete", "pod", old["metadata"]["name"], "--wait=false")
-        caught_up = _view(store.list("BlockLog")) == want["BlockLog"]
+        caught_up = kube_view(store.list("BlockLog")) == want["BlockLog"]
     finally:
         store.close()
     assert not caught_up, "the corpus was read before the pod was deleted: make it larger"

@@ -23,7 +23,7 @@ from controller.settings import Settings
 from controller.store.base import NotFound, read_modify_write_many, write_changes
 from controller.store.kube import KubeStore
 from controller.store.sqlite import SQLiteStore
-from tests.cli_helpers import RunningController, comparable, foylectl, wait_for
+from tests.cli_helpers import RunningController, comparable, foylectl, kube_view, wait_for
 from tests.control_plane import Cluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hack"))
@@ -56,16 +56,6 @@ def _wait(runs: list[RunningController], condition: Callable[[], Any], what: str
         wait_for(condition, DEADLINE, what)
     except AssertionError as err:
         raise AssertionError("\n".join([str(err), *(r.output() for r in runs)])) from None
-
-
-def _cluster_view(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """`comparable`, without the namespace that only custom resources have, nor what a
-    BlockLog or Session keeps of its settled members (deleted Traces) to join them."""
-    view = comparable(items)
-    for obj in view.values():
-        obj["metadata"].pop("namespace", None)
-        obj["spec"].pop("settled", None)
-    return view
 
 
 def _sessions(testdata: Path, suffixes: list[str]) -> bytes:
@@ -140,7 +130,7 @@ def _check_run_equals_analyze(
         for kind in want:
             _wait(
                 [run],
-                lambda kind=kind: _cluster_view(store.list(kind)) == want[kind],
+                lambda kind=kind: kube_view(store.list(kind)) == want[kind],
                 f"the {kind}s that analyze derives",
             )
         settled = {t for o in store.list("BlockLog") for t in o["spec"].get("settled", {})}
@@ -226,7 +216,7 @@ def test_two_ingesters_on_disjoint_log_dirs_end_where_analyze_does(
         for kind in want:
             _wait(
                 runs,
-                lambda kind=kind: _cluster_view(store.list(kind)) == want[kind],
+                lambda kind=kind: kube_view(store.list(kind)) == want[kind],
                 f"the {kind}s that analyze derives",
             )
         assert [r.terminate() for r in runs] == [0, 0]
@@ -282,7 +272,7 @@ def test_an_ingester_derives_statuses_again_when_another_writes_members(
         for kind in want:
             _wait(
                 [runme],
-                lambda kind=kind: _cluster_view(store.list(kind)) == want[kind],
+                lambda kind=kind: kube_view(store.list(kind)) == want[kind],
                 f"the {kind}s that analyze derives",
             )
     finally:
