@@ -48,11 +48,13 @@ from controller.runtime.watcher import LogWatcher, scan
 from controller.settings import Settings
 from controller.store.base import ChangeFeed, NotFound, Store
 from controller.store.journal import (
+    ACTIVE_PHASES,
     BLOCKLOGS,
     EXAMPLES,
     SESSION_EXAMPLES,
     SESSIONS,
     TRACES,
+    FileRow,
     Journal,
 )
 from controller.store.sqlite import SQLiteStore
@@ -171,6 +173,7 @@ class Pipeline:
             store.on_change("Trace", self._trace_changed_elsewhere)
             store.on_change("BlockLog", partial(self._joined_changed_elsewhere, blocklogs))
             store.on_change("Session", partial(self._joined_changed_elsewhere, sessions))
+        self._log_dirs = [str(d) for d in settings.log_dirs]
         self._initial: set[str] = set()
         self._initial_lock = threading.Lock()
         self.manager.every(settings.rescan_interval, self._rescan, "rescan")
@@ -313,8 +316,7 @@ class Pipeline:
         """
         self.recover_lost_state()
         self._requeue_dirty()
-        self._add_journal_files()
-        self._resume_drains()
+        self._queue_journal_files(self.journal.files())
 
     def initial_scan(self) -> int:
         paths = list(scan(self.settings.log_dirs))
@@ -349,35 +351,27 @@ class Pipeline:
         re-queuing the durable dirty marks bounds recovery by the rescan interval.
         """
         self.logfiles.add_all(scan(self.settings.log_dirs))
-        self._add_journal_files()
-        self._resume_drains()
-        self.logfile_reconciler.prune_deleted(self.journal.files())
+        rows = self.journal.files()  # one read of the file rows for the three passes
+        self._queue_journal_files(rows)
+        self.logfile_reconciler.prune_deleted(rows)
         self._requeue_dirty()
 
-    def _add_journal_files(self) -> None:
-        """Queue the files being read, those in the log dirs of this run only (issue 24).
+    def _queue_journal_files(self, rows: list[FileRow]) -> None:
+        """Queue the journal's files of this run's log dirs (issue 24): those being read,
+        and the rotated ones that grew since they were let go (or since a kill cut their
+        drain short), to drain again.
 
         A dir dropped from --logs is no longer tailed; its rows stay as they are, so
         adding it back goes on from their watermarks.
         """
-        for row in self.journal.files(active_only=True):
-            if self._in_log_dirs(row.path):
-                self.logfiles.add(row.path)
-
-    def _resume_drains(self) -> None:
-        """Drain again the rotated files that grew since they were let go (or since a
-        kill cut their drain short), in the log dirs of this run only."""
-        rotated = (
-            row
-            for row in self.journal.files()
-            if row.phase == "Rotated" and self._in_log_dirs(row.path)
-        )
+        ours = [row for row in rows if self._in_log_dirs(row.path)]
+        self.logfiles.add_all(row.path for row in ours if row.phase in ACTIVE_PHASES)
+        rotated = (row for row in ours if row.phase == "Rotated")
         self.logfiles.add_all(self.logfile_reconciler.resume_drains(rotated))
 
     def _in_log_dirs(self, path: str) -> bool:
-        dirs = [str(d) for d in self.settings.log_dirs]
-        return any(Path(path).is_relative_to(d) for d in dirs) or inside(
-            os.path.realpath(path), dirs
+        return any(Path(path).is_relative_to(d) for d in self._log_dirs) or inside(
+            os.path.realpath(path), self._log_dirs
         )
 
     def settle_traces(self, keys: list[str]) -> None:
