@@ -35,11 +35,16 @@ DEADLINE = 60.0
 
 
 @pytest.fixture(scope="module")
-def deployed(apiserver: ControlPlane) -> list[dict[str, Any]]:
-    """`kubectl apply -k deploy/` on the server; the rendered objects."""
+def deployed(apiserver: ControlPlane) -> Iterator[list[dict[str, Any]]]:
+    """`kubectl apply -k deploy/` on the server; the rendered objects.
+
+    The server is the session's: deploy/ labels the CRDs it shares with crds/, so
+    they are applied from crds/ again after, as the other modules expect them.
+    """
     apiserver.kubectl("apply", "-k", REPO / "deploy")
     rendered = apiserver.kubectl("kustomize", REPO / "deploy").stdout
-    return [doc for doc in yaml.safe_load_all(rendered) if doc]
+    yield [doc for doc in yaml.safe_load_all(rendered) if doc]
+    apiserver.kubectl("apply", "-k", REPO / "crds")
 
 
 def _pod_from(workload: dict[str, Any], namespace: str | None = None) -> dict[str, Any]:
