@@ -143,8 +143,10 @@ def _view(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         clean["metadata"].pop("namespace", None)
         clean.get("spec", {}).pop("settled", None)
         clean.get("status", {}).pop("observedGeneration", None)
-        if obj["kind"] == LEARNED:
+        if obj["kind"] == LEARNED:  # its owner's uid is this store's
             clean.pop("status", None)
+            for owner in clean["metadata"].get("ownerReferences", []):
+                owner.pop("uid", None)
         out[obj["metadata"]["name"]] = clean
     return out
 
