@@ -1,11 +1,13 @@
 """Kube mode at scale, measured on a real etcd + kube-apiserver (hack/control-plane.sh).
 
-1. catch-up: `foylectl run --store kube` (default flags: client rate limit
-   --kube-qps/--kube-burst and --trace-retention at their defaults) on a
-   generated corpus already on disk; time until etcd holds the BlockLogs and
-   Sessions `foylectl analyze` derives and its Traces not yet settled (the
-   corpus is from 2024: none; polled in etcd, so the API server counts the
-   controller's requests only) -> traces/s,
+1. catch-up: `foylectl run --store kube` (default flags: learning on, client
+   rate limit --kube-qps/--kube-burst and --trace-retention at their defaults;
+   only its directories, --training-dir and --foyle-config, inside the work dir
+   so nothing goes to ~/.foyle; no embedding provider: learning works without)
+   on a generated corpus already on disk; time until etcd holds the BlockLogs,
+   Sessions and Examples `foylectl analyze` derives and its Traces not yet
+   settled (the corpus is from 2024: none; polled in etcd, so the API server
+   counts the controller's requests only) -> traces/s,
    the ratio to `foylectl analyze`'s time on the same corpus (wall time, start-up
    included), and the foyle.io requests the server counted
    (apiserver_request_total) by verb and resource;
@@ -50,6 +52,7 @@ from controller.store.sqlite import SQLiteStore  # noqa: E402
 
 NAMESPACE = "foyle"
 JOINED = ("Trace", "BlockLog", "Session")  # what the catch-up must write as analyze does
+LEARNED = "Example"  # compared by spec: its status names this run's training files
 TWO_INGESTERS = "foyle-two"  # the same corpus again, split between two ingesters
 ETCD_QUOTA = 2 * 2**30  # etcd's default --quota-backend-bytes
 
@@ -140,12 +143,27 @@ def _view(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         clean["metadata"].pop("namespace", None)
         clean.get("spec", {}).pop("settled", None)
         clean.get("status", {}).pop("observedGeneration", None)
+        if obj["kind"] == LEARNED:  # its owner's uid is this store's
+            clean.pop("status", None)
+            for owner in clean["metadata"].get("ownerReferences", []):
+                owner.pop("uid", None)
         out[obj["metadata"]["name"]] = clean
     return out
 
 
 def _differing(got: dict[str, Any], want: dict[str, Any]) -> int:
     return sum(1 for name in got.keys() | want.keys() if got.get(name) != want.get(name))
+
+
+def _learning(work: Path, run: str) -> list[str]:
+    """Learning on, as a user gets it, its files in the work dir (not ~/.foyle): a Foyle
+    config that does not exist (no embedding provider) and a training dir of its own."""
+    return [
+        "--foyle-config",
+        str(work / "no-foyle-config.yaml"),
+        "--training-dir",
+        str(work / f"training-{run}"),
+    ]
 
 
 def _foylectl(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -184,7 +202,8 @@ def _catch_up(
         log = open(work / f"run-{namespace}-{node}.log", "wb")  # noqa: SIM115 - closed below
         argv = [sys.executable, "-m", "controller", "run", "--store", "kube"]
         argv += ["--namespace", namespace, "--kubeconfig", str(kubeconfig), "--logs", str(logs)]
-        argv += ["--state-dir", str(work / f"state-{namespace}-{node}"), "--no-learn"]
+        argv += ["--state-dir", str(work / f"state-{namespace}-{node}")]
+        argv += _learning(work, f"{namespace}-{node}")
         runs.append((subprocess.Popen([*argv, "--node", node], stdout=log, stderr=log), log))
     try:
         while True:
@@ -217,13 +236,13 @@ def _measure(work: Path, plane: Path, size: int, seed: int) -> dict[str, Any]:
     logs = work / "logs"
     stats = gen_logs.generate(logs, size_bytes=size, seed=seed)
     local_started = time.monotonic()
-    _foylectl("analyze", "--logs", logs, "--state-dir", work / "oneshot", "--no-learn")
+    _foylectl("analyze", "--logs", logs, "--state-dir", work / "oneshot", *_learning(work, "local"))
     local_seconds = time.monotonic() - local_started
     expected = SQLiteStore(work / "oneshot" / "store.db")
-    made = {kind: expected.count(kind) for kind in JOINED}
+    made = {kind: expected.count(kind) for kind in (*JOINED, LEARNED)}
     # What the cluster holds once caught up: what analyze derives, but the Traces finished
     # --trace-retention ago (default) are settled into their BlockLogs and Sessions.
-    final = {kind: _view(expected.list(kind)) for kind in JOINED}
+    final = {kind: _view(expected.list(kind)) for kind in (*JOINED, LEARNED)}
     now, retention = time.time(), Settings().trace_retention
     final["Trace"] = {n: t for n, t in final["Trace"].items() if not due(t, now, retention)}
     baseline = db_in_use(etcd)
@@ -240,6 +259,7 @@ def _measure(work: Path, plane: Path, size: int, seed: int) -> dict[str, Any]:
     blocklogs, blocklog_bytes = stored_bytes(etcd, "blocklogs")
     sessions, session_bytes = stored_bytes(etcd, "sessions")
     logfiles, logfile_bytes = stored_bytes(etcd, "logfiles")
+    examples, example_bytes = stored_bytes(etcd, "examples")
     grown = db_in_use(etcd) - baseline
     per_session = grown / stats.sessions
 
@@ -259,7 +279,10 @@ def _measure(work: Path, plane: Path, size: int, seed: int) -> dict[str, Any]:
     return {
         "corpus_bytes": stats.bytes,
         "sessions": stats.sessions,
+        "flags": "run --store kube, defaults (learning on, --kube-qps 200 --kube-burst 400,"
+        " --trace-retention 3600), --training-dir/--foyle-config in the work dir",
         "traces_made": made["Trace"],
+        "examples_made": made[LEARNED],
         "traces_stored": traces,
         "blocklogs": blocklogs,
         "session_objects": sessions,
@@ -276,6 +299,7 @@ def _measure(work: Path, plane: Path, size: int, seed: int) -> dict[str, Any]:
         "etcd_value_bytes_per_blocklog": round(blocklog_bytes / blocklogs),
         "etcd_value_bytes_per_session_object": round(session_bytes / sessions) if sessions else 0,
         "etcd_value_bytes_logfiles": logfile_bytes,
+        "etcd_value_bytes_per_example": round(example_bytes / examples) if examples else 0,
         "etcd_db_in_use_bytes_per_session": round(per_session),
         "sessions_in_2GiB_quota": int(ETCD_QUOTA / per_session),
         "two_ingesters_catch_up_seconds": round(two_seconds, 1),

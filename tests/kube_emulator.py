@@ -15,7 +15,8 @@ replacing its object handling (kmock merges JSON into dicts and nothing more):
 
 * server-set `resourceVersion` (one monotonic counter, as etcd's revision),
   `uid`, `creationTimestamp`, and `generation` bumped only when something other
-  than metadata and status changes; a write that changes nothing is a no-op;
+  than metadata changes (status only where the CRD has no status subresource);
+  a write that changes nothing is a no-op;
 * 201 on create, 409 AlreadyExists, `generateName`;
 * pruning of fields a CRD's structural schema does not declare (unless
   `x-kubernetes-preserve-unknown-fields`), on every write, as the server does;
@@ -428,7 +429,9 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
                 new["status"] = stored["status"]
         elif "status" in body:
             new["status"] = copy.deepcopy(body["status"])
-        if _without(new, "metadata", "status") != _without(stored, "metadata", "status"):
+        # The server's rule: a change of anything but metadata makes a new generation;
+        # with the subresource, status is the stored one here, so only spec counts.
+        if _without(new, "metadata") != _without(stored, "metadata"):
             meta["generation"] = stored["metadata"].get("generation", 1) + 1
         return new
 

@@ -202,6 +202,67 @@ def test_update_status_keeps_spec_and_labels(store: Store) -> None:
     assert got["metadata"]["labels"] == {"team": "x"}
 
 
+# ---- a kind without the status subresource (BlockLog, Session: issue 19) ----
+
+
+def _blocklog(status: dict[str, object] | None = None) -> Resource:
+    return new_resource("BlockLog", "b", {"id": "b", "genTraceId": "g"}, status)
+
+
+def test_a_kind_without_status_subresource_is_created_with_its_status(store: Store) -> None:
+    created = store.create(_blocklog({"executions": 2}))
+    assert created["status"] == {"executions": 2}
+    assert store.get("BlockLog", "b")["status"] == {"executions": 2}
+    assert created["metadata"]["generation"] == 1
+
+
+def test_one_update_writes_spec_and_status_of_such_a_kind(store: Store) -> None:
+    created = store.create(_blocklog({"executions": 2}))
+    both = {**created, "spec": {"id": "b", "genTraceId": "h"}, "status": {"executions": 3}}
+    updated = store.update(both)
+    assert (updated["spec"]["genTraceId"], updated["status"]) == ("h", {"executions": 3})
+    assert _rv(updated) > _rv(created)
+    got = store.get("BlockLog", "b")
+    assert (got["spec"], got["status"]) == (both["spec"], both["status"])
+    assert got["metadata"]["generation"] == 2
+
+
+def test_a_status_change_of_such_a_kind_bumps_its_generation(store: Store) -> None:
+    obj = store.create(_blocklog({"executions": 1}))
+    obj = store.update({**obj, "status": {"executions": 2}})
+    assert obj["metadata"]["generation"] == 2
+    obj = store.update_status({**obj, "status": {"executions": 3}})
+    assert (obj["metadata"]["generation"], obj["status"]) == (3, {"executions": 3})
+    relabelled = {**obj, "metadata": {**obj["metadata"], "labels": {"team": "x"}}}
+    assert store.update(relabelled)["metadata"]["generation"] == 3
+    assert store.get("BlockLog", "b")["metadata"]["generation"] == 3
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["one", "many"])
+def test_read_modify_write_of_such_a_kind_makes_one_version(store: Store, many: bool) -> None:
+    """Spec and status in one write: one new resourceVersion, not two."""
+    created = store.create(_blocklog())
+
+    def mutate(obj: Resource | None) -> Resource | None:
+        assert obj is not None
+        obj["spec"]["genTraceId"], obj["status"] = "h", {"executions": 1}
+        return obj
+
+    if many:
+        result = read_modify_write_many(store, "BlockLog", {"b": mutate})["b"]
+    else:
+        result = read_modify_write(store, "BlockLog", "b", mutate)
+    assert result is not None
+    got = store.get("BlockLog", "b")
+    assert (got["spec"]["genTraceId"], got["status"], got["metadata"]["generation"]) == (
+        "h",
+        {"executions": 1},
+        2,
+    )
+    watched = list(store.watch("BlockLog", created["metadata"]["resourceVersion"], timeout=1))
+    assert [e.type for e in watched] == ["MODIFIED"]
+
+
 # ---- labels and versions ----
 
 

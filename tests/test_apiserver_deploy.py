@@ -207,7 +207,8 @@ def test_a_verb_the_role_does_not_grant_is_refused(
     [
         ("foyle-ingester", "update", "traces"),
         ("foyle-ingester", "delete", "traces"),  # settled Traces (retention.py)
-        ("foyle-ingester", "update", "blocklogs/status"),
+        ("foyle-ingester", "update", "blocklogs"),  # spec and status in one PUT
+        ("foyle-ingester", "update", "traces/status"),
         ("foyle-ingester", "delete", "logfiles"),
         ("foyle-operator", "watch", "blocklogs"),
         ("foyle-operator", "watch", "sessions"),

@@ -19,6 +19,7 @@ from controller.api.resource import new_resource
 from controller.reconcilers.join import membership_mutation
 from controller.reconcilers.retention import due
 from controller.reconcilers.session import join_sessions
+from controller.reconcilers.tracecache import TraceSpecs
 from controller.settings import Settings
 from controller.store.base import NotFound, read_modify_write_many, write_changes
 from controller.store.kube import KubeStore
@@ -262,12 +263,15 @@ def test_an_ingester_derives_statuses_again_when_another_writes_members(
                 "BlockLog",
                 {
                     name_for_id(b): membership_mutation(
-                        "BlockLog", b, [lambda s, b=b, spec=spec: membership_add(s, b, spec)]
+                        "BlockLog",
+                        b,
+                        [lambda s, b=b, spec=spec: membership_add(s, b, spec)],
+                        lambda _: None,  # its Trace not written yet: the status left stale
                     )
                     for b in spec.get("blockIds", [])
                 },
             )
-            join_sessions(store, [(spec, "", False)])
+            join_sessions(store, [(spec, "", False)], TraceSpecs(store), {})
             write_changes(store, None, new_resource("Trace", spec["id"], spec, trace["status"]))
         for kind in want:
             _wait(

@@ -39,7 +39,8 @@ def crd_name(info: KindInfo) -> str:
 
 
 def crd(info: KindInfo) -> dict[str, Any]:
-    """The CRD of one kind: namespaced, structural, with a status subresource.
+    """The CRD of one kind: namespaced, structural, with a status subresource unless
+    the kind writes status with its spec (KindInfo.status_subresource).
 
     Spec and status are atomic maps: every write is a whole-object PUT (never an
     apply), and the API server otherwise records each nested key's manager in
@@ -56,6 +57,11 @@ def crd(info: KindInfo) -> dict[str, Any]:
             "status": {**info.status_schema, "x-kubernetes-map-type": "atomic"},
         },
     }
+    version: dict[str, Any] = {"name": VERSION, "served": True, "storage": True}
+    if info.status_subresource:
+        version["subresources"] = {"status": {}}
+    version["additionalPrinterColumns"] = [printer_column(c) for c in info.columns]
+    version["schema"] = {"openAPIV3Schema": schema}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -71,16 +77,7 @@ def crd(info: KindInfo) -> dict[str, Any]:
                 "categories": [CATEGORY],
             },
             "scope": "Namespaced",
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": [printer_column(c) for c in info.columns],
-                    "schema": {"openAPIV3Schema": schema},
-                }
-            ],
+            "versions": [version],
         },
     }
 

@@ -88,6 +88,11 @@ class KindInfo:
     status_schema: dict[str, Any]
     columns: tuple[PrinterColumn, ...]
     aliases: tuple[str, ...] = field(default=())
+    # With the status subresource, spec and status are two requests (the server drops
+    # status on create). A joined kind whose status is derived in the same write as its
+    # spec goes without, one request per change (issue 19); there the server bumps
+    # metadata.generation on a change of status too.
+    status_subresource: bool = True
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -221,6 +226,7 @@ BLOCKLOG = KindInfo(
         PrinterColumn("Status", ".status.suggestionStatus"),
         AGE,
     ),
+    status_subresource=False,
 )
 
 EXAMPLE = KindInfo(
@@ -308,6 +314,7 @@ SESSION = KindInfo(
         PrinterColumn("Reason", ".status.reason"),
         AGE,
     ),
+    status_subresource=False,
 )
 
 KINDS: tuple[KindInfo, ...] = (LOGFILE, TRACE, BLOCKLOG, SESSION, EXAMPLE)

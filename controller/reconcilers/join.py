@@ -8,6 +8,14 @@ status with the kind's pure function (plus `observedGeneration`), writes the
 changed ones in one bulk write, deletes one no trace names any more, and hands
 what changed on to the kind's learner. A spec lists a bounded number of
 members, so the work per resource does not grow with its history.
+
+The Trace reconciler derives the status in the same write as the membership
+(`membership_mutations`): a catch-up writes each joined resource once, one
+request where the API server holds it (issue 19), and this stage finds nothing
+left to write unless a member's Trace was not known then (another ingester's).
+`status.observedGeneration` is the generation of the spec the status was
+derived from: the generation the write itself makes, since a change of either
+makes one for these kinds (store.base.generation_bumped).
 """
 
 from __future__ import annotations
@@ -23,7 +31,15 @@ from controller.api.names import name_for_id
 from controller.api.resource import new_resource
 from controller.api.result import Outcome
 from controller.reconcilers.tracecache import TraceSpecs
-from controller.store.base import Mutator, NotFound, Store, get_many, read_modify_write_many
+from controller.store.base import (
+    Mutator,
+    NotFound,
+    Store,
+    get_many,
+    read_modify_write_many,
+)
+
+OBSERVED = "observedGeneration"
 
 Spec = dict[str, Any]
 Status = Callable[[Resource, dict[str, Spec], dict[str, Generation]], dict[str, Any]]
@@ -56,27 +72,80 @@ class JoinReconciler:
         live = {n: obj for n, obj in found.items() if n not in empty}
         wanted = {name_for_id(t): t for o in live.values() for t in self.join.members(o["spec"])}
         traces, generations = self._traces.read(wanted)
-        statuses: dict[str, dict[str, Any]] = {}
+        statuses: dict[str, Mutator] = {}
         for name, obj in live.items():
             status = self.join.status(obj, traces, generations)
-            status["observedGeneration"] = obj["metadata"].get("generation", 1)
-            if status != obj.get("status"):
-                statuses[name] = status
+            generation = obj["metadata"].get("generation", 1)
+            if obj.get("status") != {**status, OBSERVED: generation}:
+                statuses[name] = _status_mutation(generation, status)
         self._traces.keep_generations(generations, {t: n for n, t in wanted.items()})
-        read_modify_write_many(
-            self.store, kind, {n: _status_mutation(s) for n, s in statuses.items()}
-        )
+        read_modify_write_many(self.store, kind, statuses)
         outcome = Outcome()
-        # statuses changed or resources went: the learner looks again
-        outcome.hand_on(self.join.learner_queue, [*statuses, *empty])
+        # The Trace stage derives most statuses in its membership write and hands the
+        # names on here: each may have changed (or gone), so the learner looks again.
+        outcome.hand_on(self.join.learner_queue, [*live, *empty])
         return outcome
 
 
 SpecChange = Callable[[Spec | None], Spec | None]
+Derive = Callable[[Resource], dict[str, Any] | None]
 
 
-def membership_mutation(kind: str, raw_id: str, changes: list[SpecChange]) -> Mutator:
-    """Apply a batch's membership changes to one joined resource's spec, in order.
+def membership_mutations(
+    store: Store,
+    join: Join,
+    traces: TraceSpecs,
+    changes: dict[str, list[SpecChange]],
+    batch: dict[str, Spec],
+    *,
+    with_status: bool = True,
+) -> dict[str, Mutator]:
+    """The mutation of each joined resource (by name) that `changes` (raw id -> its
+    changes) touch: its membership and the status derived from it, in one write
+    (`with_status` False: the membership alone, the status left to the stage).
+
+    The members' Trace specs: the batch's own (`batch`, by trace id, newer than any
+    stored) and the others' read once for the batch (`traces`, a cache).
+    """
+    names = {name_for_id(raw): raw for raw in changes}
+    if not with_status:
+        return {
+            name: membership_mutation(join.kind, raw, changes[raw], _stale)
+            for name, raw in names.items()
+        }
+    current = get_many(store, join.kind, names)
+    wanted = {
+        name_for_id(t): t
+        for obj in current.values()
+        for t in join.members(obj["spec"])
+        if t not in batch
+    }
+    stored, generations = traces.read(wanted)
+    traces.keep_generations(generations, {t: n for n, t in wanted.items()})
+    known = {**stored, **batch}
+
+    def derive(resource: Resource) -> dict[str, Any] | None:
+        spec = resource["spec"]
+        settled = spec.get("settled") or {}
+        if any(t not in known and t not in settled for t in join.members(spec)):
+            return None  # a member this batch does not know: the stage derives it
+        return join.status(resource, known, generations)
+
+    return {
+        name: membership_mutation(join.kind, raw, changes[raw], derive)
+        for name, raw in names.items()
+    }
+
+
+def _stale(_resource: Resource) -> None:
+    """No status derived: the stored one stays, stale (the stage derives it)."""
+
+
+def membership_mutation(
+    kind: str, raw_id: str, changes: list[SpecChange], derive: Derive
+) -> Mutator:
+    """Apply a batch's membership changes to one joined resource's spec, in order, with
+    the status `derive` makes of the result (None: the stored one, left stale).
 
     Creates the resource when it is absent and a change makes a spec; writes
     nothing when the spec ends as it was (or as None: nothing to join).
@@ -88,24 +157,29 @@ def membership_mutation(kind: str, raw_id: str, changes: list[SpecChange]) -> Mu
             spec = change(spec)
         if spec is None or (current is not None and spec == current["spec"]):
             return None
-        if current is None:
-            return new_resource(kind, raw_id, spec)
-        current["spec"] = spec
-        return current
+        # The spec changes: the write makes the next generation (1 for a create).
+        generation = 0 if current is None else current["metadata"].get("generation", 1)
+        resource = new_resource(kind, raw_id, spec) if current is None else current
+        resource["spec"] = spec
+        status = derive(resource)
+        if status is not None:
+            resource["status"] = {**status, OBSERVED: generation + 1}
+        return resource
 
     return mutate
 
 
-def _status_mutation(status: dict[str, Any]) -> Mutator:
-    """Write the derived status; a spec changed meanwhile leaves it to the next reconcile."""
+def _status_mutation(generation: int, status: dict[str, Any]) -> Mutator:
+    """Write the status derived from the spec of `generation` (a status change makes the
+    next generation, which it names); a spec changed meanwhile leaves it to the next
+    reconcile."""
 
     def mutate(current: Resource | None) -> Resource | None:
-        if (
-            current is None
-            or current["metadata"].get("generation", 1) != status["observedGeneration"]
-        ):
+        if current is None or current["metadata"].get("generation", 1) != generation:
             return None
-        current["status"] = status
+        if current.get("status") == {**status, OBSERVED: generation}:
+            return None
+        current["status"] = {**status, OBSERVED: generation + 1}
         return current
 
     return mutate

@@ -2,8 +2,9 @@
 
 Membership (`spec.traceIds`) is written by the Trace reconciler through
 `join_sessions` (a batch's changes merged per Session, one CAS
-read-modify-write each, so ingesters on several nodes never lose a member),
-which hands the Sessions it touched on to this stage (queue `sessions`). The status is
+read-modify-write each with the status derived from it, so ingesters on several
+nodes never lose a member), which hands the Sessions it touched on to this stage
+(queue `sessions`), which repairs a status left stale. The status is
 the pure `session_status` plus whether Foyle's session learner would learn
 from it, kept set-wise like every joined kind (controller.reconcilers.join).
 """
@@ -25,19 +26,27 @@ from controller.analyze.sessions import (
 from controller.api.kinds import Resource
 from controller.api.names import name_for_id
 from controller.learn.session_rule import session_learnability
-from controller.reconcilers.join import Join, JoinReconciler, SpecChange, membership_mutation
+from controller.reconcilers.join import Join, JoinReconciler, SpecChange, membership_mutations
+from controller.reconcilers.tracecache import TraceSpecs
 from controller.store.base import Store, read_modify_write_many
 from controller.store.journal import SESSION_EXAMPLES
 
 Spec = dict[str, Any]
 
 
-def join_sessions(store: Store, changes: list[tuple[dict[str, Any], str, bool]]) -> set[str]:
+def join_sessions(
+    store: Store,
+    changes: list[tuple[dict[str, Any], str, bool]],
+    traces: TraceSpecs,
+    batch: dict[str, Spec],
+) -> set[str]:
     """Make each trace's Session list it (and a Session it left not); the touched names.
 
     `changes` holds (trace spec, the context id its stored Trace had, whether the
     trace is settled: its contribution kept in the Session). The changes of a
-    batch are merged per Session: one read-modify-write each.
+    batch are merged per Session: one read-modify-write each, its status derived in
+    the same write (`membership_mutations`: `batch` the batch's Trace specs by id,
+    `traces` the cache the others are read from).
     """
     per_session: defaultdict[str, list[SpecChange]] = defaultdict(list)
     for trace_spec, previous_context, settled in changes:
@@ -52,9 +61,7 @@ def join_sessions(store: Store, changes: list[tuple[dict[str, Any], str, bool]])
                 lambda s, t=trace_id: s and membership_remove(s, t)
             )
     read_modify_write_many(
-        store,
-        "Session",
-        {name_for_id(c): membership_mutation("Session", c, fns) for c, fns in per_session.items()},
+        store, "Session", membership_mutations(store, SESSION_JOIN, traces, per_session, batch)
     )
     return {name_for_id(c) for c in per_session}
 

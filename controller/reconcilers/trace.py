@@ -8,8 +8,10 @@ analysis uses). Then, in this order:
 1. the stored Traces are read in one query, to know which blocks each trace
    named before;
 2. membership changes of every trace in the batch are merged per BlockLog and
-   written with one read-modify-write per BlockLog (member start times live in
-   the spec, so no other trace is read);
+   written with one read-modify-write per BlockLog, its status derived in the
+   same write (reconcilers.join.membership_mutations: the batch's traces from
+   memory, the other members from a cache), so a catch-up writes each BlockLog
+   once, one request where the API server holds it (issue 19);
 3. the Traces are written (one bulk write), and the BlockLogs touched are
    handed on (the worker loop marks them durably in the same unit of work);
    Sessions (by RunMe context id) are joined the same way;
@@ -45,9 +47,11 @@ from controller.analyze.traces import ABANDON_AFTER_SECONDS, is_abandoned, reduc
 from controller.api.names import name_for_id
 from controller.api.resource import new_resource
 from controller.api.result import Outcome
-from controller.reconcilers.join import SpecChange, membership_mutation
+from controller.reconcilers.blocklog import BLOCKLOG_JOIN
+from controller.reconcilers.join import SpecChange, membership_mutations
 from controller.reconcilers.retention import due, join_view
 from controller.reconcilers.session import join_sessions
+from controller.reconcilers.tracecache import TraceSpecs
 from controller.store.base import (
     Mutator,
     ObjectTooLarge,
@@ -90,6 +94,7 @@ class TraceReconciler:
         self.journal = journal
         self.settings = settings or TraceSettings()
         self.clock = clock
+        self._traces = TraceSpecs(store)  # members of the joined resources, for their status
 
     def reconcile(self, keys: list[str]) -> Outcome:
         states = self.journal.trace_states(keys)
@@ -122,9 +127,10 @@ class TraceReconciler:
         previous = {names[n]: blocks for n, (blocks, _) in before.items()}
         contexts = {names[n]: context for n, (_, context) in before.items()}
         outcome = Outcome()
-        outcome.hand_on(BLOCKLOGS, self._write_membership(reduced, previous))
+        batch = {r.spec["id"]: r.spec for r in reduced}
+        outcome.hand_on(BLOCKLOGS, self._write_membership(reduced, previous, batch))
         contexts_before = [(r.spec, contexts.get(r.key) or "", r.settled) for r in reduced]
-        outcome.hand_on(SESSIONS, join_sessions(self.store, contexts_before))
+        outcome.hand_on(SESSIONS, join_sessions(self.store, contexts_before, self._traces, batch))
         self._write_traces([r for r in reduced if not r.settled])
         # Settled: BlockLogs and Sessions hold their contributions now, the Traces may go.
         settled = {r.key for r in reduced if r.settled}
@@ -161,40 +167,54 @@ class TraceReconciler:
                 except ObjectTooLarge as err:
                     log.warning("trace %s: %s; trying it smaller", r.key, err)
 
-    def _write_membership(self, reduced: list[_Reduced], previous: dict[str, Any]) -> set[str]:
-        """Merge every trace's membership change per block; one write per BlockLog."""
+    def _write_membership(
+        self, reduced: list[_Reduced], previous: dict[str, Any], batch: dict[str, Spec]
+    ) -> set[str]:
+        """Merge every trace's membership change per block; one write per BlockLog, its
+        status derived in it."""
         changes = self._membership_changes(reduced, previous)
         try:
-            read_modify_write_many(
-                self.store,
-                "BlockLog",
-                {name_for_id(b): membership_mutation("BlockLog", b, f) for b, f in changes.items()},
-            )
+            read_modify_write_many(self.store, "BlockLog", self._mutations(changes, batch))
         except ObjectTooLarge:
-            self._write_membership_smaller(reduced, previous, changes)
+            self._write_membership_smaller(reduced, previous, changes, batch)
         return {name_for_id(b) for b in changes}
+
+    def _mutations(
+        self, changes: dict[str, list[SpecChange]], batch: dict[str, Spec], with_status: bool = True
+    ) -> dict[str, Mutator]:
+        """Each BlockLog's membership change with its status (by name)."""
+        return membership_mutations(
+            self.store, BLOCKLOG_JOIN, self._traces, changes, batch, with_status=with_status
+        )
 
     def _write_membership_smaller(
         self,
         reduced: list[_Reduced],
         previous: dict[str, Any],
         changes: dict[str, list[SpecChange]],
+        batch: dict[str, Spec],
     ) -> None:
         """Each BlockLog alone: one too large for etcd with what it keeps of its settled
         members (a Generate trace's notebook) keeps them smaller, as `_write_traces`
         writes a Trace, instead of being retried forever (the others are written as
         they were, or were already: writing them again changes nothing)."""
         levels = [changes, *(self._membership_changes(reduced, previous, n) for n in (1, 2, 3))]
+        # With the status derived, then (its notebook too large for etcd, as the Trace's
+        # may be) the membership alone, as the stage would find it.
+        mutations = [
+            *(self._mutations(level, batch) for level in levels),
+            *(self._mutations(level, batch, with_status=False) for level in levels),
+        ]
         for block_id in changes:
-            for level, level_changes in enumerate(levels):
-                mutation = membership_mutation("BlockLog", block_id, level_changes[block_id])
+            name = name_for_id(block_id)
+            for level, level_mutations in enumerate(mutations):
                 try:
-                    read_modify_write(self.store, "BlockLog", name_for_id(block_id), mutation)
+                    read_modify_write(self.store, "BlockLog", name, level_mutations[name])
                     break
                 except ObjectTooLarge as err:
-                    if level == len(levels) - 1:
+                    if level == len(mutations) - 1:
                         raise
-                    log.warning("block log %s: %s; its settled members smaller", block_id, err)
+                    log.warning("block log %s: %s; trying it smaller", block_id, err)
 
     def _membership_changes(
         self, reduced: list[_Reduced], previous: dict[str, Any], smaller: int = 0

@@ -9,6 +9,10 @@ mirrors the API server's:
   raise `Conflict` when the stored one differs; nothing writes blind;
 * `update` writes spec/metadata (labels) only and bumps `metadata.generation`
   when the spec changed; `update_status` writes status only;
+* except for a kind without the status subresource (`status_with_spec`: BlockLog,
+  Session), as the API server has it: `create` keeps its status, `update` (and
+  `update_status`, the same request) writes spec and status together, and a
+  change of either bumps `metadata.generation`;
 * `watch(kind, since)` yields every change after resourceVersion `since`, and
   raises `Gone` when the store no longer remembers that far back (re-list).
 
@@ -25,7 +29,7 @@ from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import orjson
 
-from controller.api.kinds import Resource
+from controller.api.kinds import BY_KIND, Resource
 from controller.api.resource import get_path
 from controller.api.selectors import parse_selector
 
@@ -240,8 +244,32 @@ def delete_many(store: Store, kind: str, names: Sequence[str]) -> None:
             call()
 
 
+def status_with_spec(kind: str) -> bool:
+    """Whether `kind` has no status subresource: one request writes its spec and status."""
+    return not BY_KIND[kind].status_subresource
+
+
+def generation_bumped(kind: str, current: Resource, new: Resource) -> bool:
+    """Whether writing `new` over `current` makes a new generation, as the API server
+    decides: a change of spec, or of status where it is written with the spec."""
+    if (new.get("spec") or {}) != (current.get("spec") or {}):
+        return True
+    return status_with_spec(kind) and (new.get("status") or {}) != (current.get("status") or {})
+
+
 def write_changes(store: Store, current: Resource | None, desired: Resource) -> Resource:
-    """Write only what differs between `current` and `desired` (no write when equal)."""
+    """Write only what differs between `current` and `desired` (no write when equal): one
+    request for a kind whose status goes with its spec, else spec and status apart."""
+    if status_with_spec(desired["kind"]):
+        if current is None:
+            return store.create(desired)
+        if (desired.get("status") or {}) == (current.get("status") or {}) and not _owned_differs(
+            current, desired
+        ):
+            return current
+        body = json_copy(desired)
+        body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        return store.update(body)
     if current is None:
         created = store.create(desired)
         if desired.get("status") and created.get("status") != desired["status"]:
@@ -249,9 +277,7 @@ def write_changes(store: Store, current: Resource | None, desired: Resource) -> 
             created = store.update_status(created)
         return created
     result = current
-    if desired.get("spec") != current.get("spec") or _owned_metadata(desired) != _owned_metadata(
-        current
-    ):
+    if _owned_differs(current, desired):
         body = json_copy(desired)
         body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         result = store.update(body)
@@ -269,6 +295,13 @@ def json_copy(obj: Resource) -> Resource:
 
 def _labels(obj: Resource) -> dict[str, Any]:
     return obj.get("metadata", {}).get("labels") or {}
+
+
+def _owned_differs(current: Resource, desired: Resource) -> bool:
+    """Whether `update` has anything to write: spec or the client's metadata."""
+    return desired.get("spec") != current.get("spec") or _owned_metadata(
+        desired
+    ) != _owned_metadata(current)
 
 
 def _owned_metadata(obj: Resource) -> tuple[Any, ...]:

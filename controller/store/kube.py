@@ -9,7 +9,9 @@ requests too, except for `cached_kinds`, read from watch-fed caches
 source of truth and does the concurrency control: `update` and
 `update_status` send the resourceVersion the caller read, and its 409 becomes
 the same `Conflict` the SQLite store raises; status goes through the status
-subresource, so spec writers and status writers never overwrite each other.
+subresource, so spec writers and status writers never overwrite each other,
+except for the kinds whose status is derived in the same write as their spec
+(BlockLog, Session: `status_with_spec`), one request for both.
 
 `watch` streams `?watch=true` from a resourceVersion. A stream that ends
 (server timeout, dropped connection) is reopened from the last version seen,
@@ -53,6 +55,7 @@ from controller.store.base import (
     StoreError,
     StoreUnavailable,
     WatchEvent,
+    status_with_spec,
 )
 from controller.store.kubecache import KindCache
 from controller.store.tokenbucket import TokenBucket
@@ -300,11 +303,13 @@ class KubeStore:
     # ---- writes ----
 
     def create(self, obj: Resource) -> Resource:
-        """Create; the API server ignores status (subresource), so does this."""
+        """Create; the API server ignores status (subresource), so does this, but for a
+        kind without the subresource: one request with its status."""
         kind, name = obj["kind"], obj["metadata"]["name"]
         body = copy.deepcopy(obj)
         body["metadata"].pop("resourceVersion", None)
-        body.pop("status", None)
+        if not status_with_spec(kind):
+            body.pop("status", None)
         info = self._info(kind)
         self._fits(body)
         return self._written(
@@ -316,7 +321,8 @@ class KubeStore:
         )
 
     def update(self, obj: Resource) -> Resource:
-        """Replace spec and metadata (the server keeps status); Conflict when the version is stale."""
+        """Replace spec and metadata (the server keeps status, or writes it too for a kind
+        without the subresource); Conflict when the version is stale."""
         kind, name = obj["kind"], obj["metadata"]["name"]
         body = _versioned(obj)
         self._fits(body)
@@ -333,8 +339,11 @@ class KubeStore:
         )
 
     def update_status(self, obj: Resource) -> Resource:
-        """Replace status through the status subresource; Conflict when the version is stale."""
+        """Replace status through the status subresource (a kind without it: `update`);
+        Conflict when the version is stale."""
         kind, name = obj["kind"], obj["metadata"]["name"]
+        if status_with_spec(kind):
+            return self.update(obj)
         body = _versioned(obj)
         body["status"] = body.get("status") or {}
         self._fits(body)

@@ -45,7 +45,9 @@ from controller.store.base import (
     NotFound,
     StoreUnavailable,
     WatchEvent,
+    generation_bumped,
     matches_labels,
+    status_with_spec,
 )
 from controller.store.packing import UnreadableBody, pack, unpack
 from controller.store.sqlite_util import (
@@ -269,10 +271,11 @@ class SQLiteStore:
     # ---- writes ----
 
     def create(self, obj: Resource) -> Resource:
-        """Store a new object; status is ignored, as the API server does for a status subresource."""
+        """Store a new object; status is ignored, as the API server does for a status
+        subresource (kept for a kind without one)."""
         kind, name = obj["kind"], obj["metadata"]["name"]
         body = orjson.loads(orjson.dumps(obj))
-        body["status"] = {}
+        body["status"] = (body.get("status") or {}) if status_with_spec(kind) else {}
         meta = body["metadata"]
         meta.pop("resourceVersion", None)
         meta["uid"] = str(uuid.uuid4())
@@ -285,7 +288,8 @@ class SQLiteStore:
         return self._after_write(result)
 
     def update(self, obj: Resource) -> Resource:
-        """Write spec, labels, annotations and ownerReferences; keep the stored status."""
+        """Write spec, labels, annotations and ownerReferences; keep the stored status
+        (write it too for a kind without a status subresource)."""
         with self._write() as conn:
             stored = _checked(conn, obj)
             meta = stored["metadata"]
@@ -294,15 +298,19 @@ class SQLiteStore:
                     meta[key] = obj["metadata"][key]
                 else:
                     meta.pop(key, None)
-            spec = obj.get("spec") or {}
-            if spec != (stored.get("spec") or {}):
+            new = {"spec": obj.get("spec") or {}, "status": stored.get("status") or {}}
+            if status_with_spec(obj["kind"]):
+                new["status"] = obj.get("status") or {}
+            if generation_bumped(obj["kind"], stored, new):
                 meta["generation"] = meta.get("generation", 1) + 1
-            stored["spec"] = spec
+            stored.update(new)
             result = self._commit_change(conn, "MODIFIED", stored)
         return self._after_write(result)
 
     def update_status(self, obj: Resource) -> Resource:
-        """Write status only."""
+        """Write status only (for a kind without a status subresource: `update`)."""
+        if status_with_spec(obj["kind"]):
+            return self.update(obj)
         with self._write() as conn:
             stored = _checked(conn, obj)
             stored["status"] = obj.get("status") or {}
@@ -511,7 +519,7 @@ def _applied(
             meta[key] = desired["metadata"][key]
         else:
             meta.pop(key, None)
-    if spec != (body.get("spec") or {}):
+    if generation_bumped(body["kind"], body, {"spec": spec, "status": status}):
         meta["generation"] = meta.get("generation", 1) + 1
     body["spec"], body["status"] = spec, status
     return "MODIFIED", body
