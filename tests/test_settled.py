@@ -64,6 +64,13 @@ def test_every_blocklog_joins_the_same_without_its_settled_traces(
         assert len(every.get("settled", {})) <= 3
         kept = orjson.dumps(every.get("settled", {}))
         assert len(kept) <= len(orjson.dumps([traces[t] for t in members])), spec["id"]
+        # once the status shows the generation, its notebook is stored there only
+        compact = blocklogs.compact_settled(every, want)
+        assert blocklogs.blocklog_status(compact, {}, previous=want) == want, spec["id"]
+        some = blocklogs.compact_settled(some, want)
+        assert blocklogs.blocklog_status(some, present, previous=want) == want, spec["id"]
+        if spec.get("genTraceId") and "doc" in want:
+            assert "doc" not in orjson.dumps(compact["settled"]).decode(), spec["id"]
 
 
 def test_every_session_joins_the_same_without_its_settled_traces(
@@ -124,3 +131,31 @@ def test_a_settled_member_removed_leaves_nothing_of_it() -> None:
     spec = blocklogs.membership_add(None, "b", gen, settled=True)
     assert spec["settled"]["g"]["response"] == {"blocks": [gen["response"]["blocks"][0]]}
     assert "settled" not in blocklogs.membership_remove(spec, "g")
+
+
+def test_a_compacted_generation_rejoins_the_same_and_needs_the_stored_status(
+    analyzed: SQLiteStore,
+) -> None:
+    """Members joined after the generation was compacted (an execution, a later and an
+    earlier generation) give the status a BlockLog with every Trace present gives."""
+    traces = {t["spec"]["id"]: t["spec"] for t in analyzed.list("Trace")}
+    found = [o["spec"] for o in analyzed.list("BlockLog") if o["spec"].get("genTraceId")]
+    others = [t for t in traces.values() if t["kind"] != "Generate"]
+    assert found and others
+    for spec in found:
+        block, gen = spec["id"], traces[spec["genTraceId"]]
+        alone = blocklogs.membership_add(None, block, gen, settled=True)
+        status = blocklogs.blocklog_status(alone, {})
+        compact = blocklogs.compact_settled(alone, status)
+        assert compact != alone and "request" not in compact["settled"][gen["id"]], block
+        with pytest.raises(ValueError, match="in the status"):
+            blocklogs.blocklog_status(compact, {})
+        execution = dict(others[0], blockIds=[block])
+        later = dict(gen, id="later", startTime="9999-01-01T00:00:00Z")
+        earlier = dict(gen, id="earlier", startTime="0001-01-01T00:00:00Z")
+        for extra in (execution, later, earlier):
+            joined = blocklogs.membership_add(compact, block, extra)
+            plain = blocklogs.membership_add(alone, block, extra)
+            want = blocklogs.blocklog_status(plain, {extra["id"]: extra})
+            got = blocklogs.blocklog_status(joined, {extra["id"]: extra}, previous=status)
+            assert got == want, (block, extra["id"])

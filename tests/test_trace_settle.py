@@ -71,3 +71,37 @@ def test_a_trace_is_written_then_settled_and_deleted_once_its_retention_passed(
         assert retention.sweep() == 0
     finally:
         store.close()
+
+
+def test_a_settled_generation_keeps_its_notebook_in_the_status_only(
+    tmp_path: Path, testdata: Path, cluster: Cluster
+) -> None:
+    """The BlockLogs of a Generate trace show its notebook when the trace is settled; the
+    spec then keeps none of it (etcd holds it once) and the status stays what analyze says."""
+    generate = (testdata / "generate_trace_lines.jsonl").read_bytes().rstrip(b"\n") + b"\n"
+    (tmp_path / "sample.json").write_bytes(generate)
+    want_traces, want_blocklogs = expected(tmp_path / "sample.json")
+    (trace,) = want_traces.values()
+    gen_id = trace["spec"]["id"]
+    ended = parse_rfc3339(trace["spec"].get("endTime") or trace["spec"]["startTime"])
+    clock = FakeClock(ended + 10)
+    pipeline = _kube_pipeline(tmp_path, cluster, clock)
+    store = pipeline.store
+    try:
+        pipeline.log.write_bytes(generate)
+        pipeline.sync(pipeline.log)
+        assert _view(store, "BlockLog") == want_blocklogs
+        assert all("doc" in b["status"] for b in store.list("BlockLog"))
+
+        clock.now = ended + HOUR
+        queued: list[str] = []
+        assert TraceRetention(store, HOUR, queued.extend, clock).sweep() == 1
+        for name in sorted(pipeline.trace.reconcile(queued).downstream["blocklogs"]):
+            pipeline.blocklog.reconcile([name])
+        assert store.list("Trace") == []
+        for blocklog in store.list("BlockLog"):
+            kept = blocklog["spec"]["settled"][gen_id]
+            assert kept["inStatus"] is True and "request" not in kept and "response" not in kept
+        assert _view(store, "BlockLog") == want_blocklogs
+    finally:
+        store.close()

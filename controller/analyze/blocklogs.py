@@ -12,7 +12,10 @@ store keeps only what users look at) leaves its contribution in the spec
 (`settled`, by trace id): `blocklog_contribution` keeps exactly what the status
 reads of it, and only for the members that can still decide the status (the
 generation, the latest execution, the latest feedback), so a rejoin without its
-Trace gives the same status.
+Trace gives the same status. The status already shows the generation's notebook
+and suggestion (`doc`, `generatedBlock`), the bulk of a BlockLog: once it does,
+`compact_settled` drops them from the settled generation (marked `inStatus`) and
+the next status takes them from the previous one, so etcd holds them once.
 
 Member order is (startTime, id): RFC 3339 strings of one fixed format sort
 as text, and the id breaks ties, so "the latest execution" is never left to
@@ -154,6 +157,31 @@ def blocklog_contribution(block_id: str, trace_spec: Mapping[str, Any]) -> dict[
     return out
 
 
+def compact_settled(spec: dict[str, Any], status: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The spec without its settled generation's notebook and suggestion when `status`
+    (the status of this spec) shows exactly those: they are then stored once, in the
+    status, and `blocklog_status` takes them from it (`previous`). The spec as it is
+    when the status does not show them yet (a BlockLog just created)."""
+    gen_id = spec.get("genTraceId")
+    kept = (spec.get("settled") or {}).get(gen_id)
+    if kept is None or kept.get(IN_STATUS) or status is None:
+        return spec
+    doc, blocks = _generation(kept, {})
+    suggested = blocks.get(spec["id"])
+    shown = (status.get("doc"), status.get("generatedBlock"))
+    if shown != (doc, None if suggested is None else normalise_block(suggested)):
+        return spec
+    out = _copy(spec)
+    out["settled"][gen_id] = {
+        **{k: v for k, v in kept.items() if k not in ("request", "response")},
+        IN_STATUS: True,
+    }
+    return out
+
+
+# A settled generation whose notebook and suggestion are in the status (compact_settled).
+IN_STATUS = "inStatus"
+_FROM_STATUS = ("doc", "generatedBlock")
 _CONTRIBUTED_FIELDS = ("id", "kind", "startTime", "evalMode", "exitCode")
 _CONTRIBUTED_REQUEST = {
     GENERATE: ("doc",),
@@ -258,18 +286,25 @@ def blocklog_status(
     spec: dict[str, Any],
     traces: Mapping[str, dict[str, Any]],
     generations: dict[str, Generation] | None = None,
+    previous: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The BlockLog status from its spec and its members' Trace specs (missing ones ignored).
 
     `generations` may be shared by the statuses of one batch (see `_generation`); a
-    settled member (`spec.settled`) stands in for its Trace.
+    settled member (`spec.settled`) stands in for its Trace. `previous` is the stored
+    status, which a compacted settled generation (`compact_settled`) reads its notebook
+    and suggestion from: a ValueError without it, rather than a status without them.
     """
     block_id = spec["id"]
     settled = spec.get("settled") or {}
     status: dict[str, Any] = {}
     gen_ids = [spec["genTraceId"]] if spec.get("genTraceId") else []
     gens = _members(gen_ids, traces, (GENERATE,), settled)
-    if gens:
+    if gens and gens[0].get(IN_STATUS):
+        if previous is None:
+            raise ValueError(f"block log {block_id}: its settled generation is in the status")
+        status.update((k, previous[k]) for k in _FROM_STATUS if k in previous)
+    elif gens:
         # a contribution holds this block's suggestion only: not one for the batch to share
         shared = generations if generations is not None and gens[0]["id"] not in settled else {}
         doc, blocks = _generation(gens[0], shared)

@@ -16,7 +16,7 @@ from controller.store.journal import EXAMPLES
 def _status(
     blocklog: Resource, traces: dict[str, dict[str, Any]], generations: dict[str, Generation]
 ) -> dict[str, Any]:
-    return blocklog_status(blocklog["spec"], traces, generations)
+    return blocklog_status(blocklog["spec"], traces, generations, blocklog.get("status"))
 
 
 BLOCKLOG_JOIN = Join("BlockLog", member_ids, _status, learner_queue=EXAMPLES)

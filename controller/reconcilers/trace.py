@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from controller.analyze.blocklogs import membership_add, membership_remove
+from controller.analyze.blocklogs import compact_settled, membership_add, membership_remove
 from controller.analyze.traces import ABANDON_AFTER_SECONDS, is_abandoned, reduce_trace
 from controller.api.names import name_for_id
 from controller.api.resource import new_resource
@@ -168,7 +168,7 @@ class TraceReconciler:
             read_modify_write_many(
                 self.store,
                 "BlockLog",
-                {name_for_id(b): membership_mutation("BlockLog", b, f) for b, f in changes.items()},
+                {name_for_id(b): _compacted_membership(b, f) for b, f in changes.items()},
             )
         except ObjectTooLarge:
             self._write_membership_smaller(reduced, previous, changes)
@@ -211,6 +211,18 @@ class TraceReconciler:
             for block_id in before - set(blocks):
                 changes[block_id].append(_removing(r.spec["id"]))
         return changes
+
+
+def _compacted_membership(block_id: str, changes: list[SpecChange]) -> Mutator:
+    """The BlockLog's membership changes, then its settled generation compacted against
+    the stored status (`compact_settled`: the notebook stored once, in the status)."""
+
+    def mutate(current: dict | None) -> dict | None:
+        status = current.get("status") if current is not None else None
+        compact: SpecChange = lambda spec: spec and compact_settled(spec, status)  # noqa: E731
+        return membership_mutation("BlockLog", block_id, [*changes, compact])(current)
+
+    return mutate
 
 
 def _smaller_specs(spec: Spec) -> list[Spec]:
