@@ -17,7 +17,9 @@ the trace reconciler, the one place that settles. The SQLite store lives on
 the node's disk and keeps every Trace.
 
 `join_view` (what the joins read of a Trace's bodies) is what the trace
-reconciler falls back to for a Trace too large for etcd.
+reconciler falls back to for a Trace too large for etcd; `smaller_specs` and
+`write_each_smaller` are how a BlockLog or Session too large with what it keeps
+of its settled members is written smaller instead of retried forever.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 from controller.analyze.traces import CONTEXT, EXECUTE, GENERATE, LOG_EVENT, RUNME
 from controller.api.kinds import Resource
 from controller.api.resource import parse_rfc3339
-from controller.store.base import Store, StoreError
+from controller.store.base import Mutator, ObjectTooLarge, Store, StoreError, read_modify_write
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,29 @@ def join_view(spec: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, dict) and body in keep:
             out[body] = {k: value[k] for k in keep[body] if k in value}
     return out
+
+
+def smaller_specs(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The spec, then with bodies elided to the joins' fields, then without them."""
+    elided = join_view(spec)
+    no_request = {k: v for k, v in elided.items() if k != "request"}
+    bare = {k: v for k, v in no_request.items() if k != "response"}
+    return [spec, elided, no_request, bare]
+
+
+def write_each_smaller(store: Store, kind: str, levels: list[dict[str, Mutator]]) -> None:
+    """Each object (by name) alone, at the first level that fits etcd: level n keeps
+    its settled members from their n-th `smaller_specs` (the objects that fit at once
+    were written already, or are written again to no change)."""
+    for name in levels[0]:
+        for level, mutations in enumerate(levels):
+            try:
+                read_modify_write(store, kind, name, mutations[name])
+                break
+            except ObjectTooLarge as err:
+                if level == len(levels) - 1:
+                    raise
+                log.warning("%s %s: %s; its settled members smaller", kind, name, err)
 
 
 def _finished_at(trace: Resource) -> float | None:

@@ -26,7 +26,8 @@ from controller.api.kinds import Resource
 from controller.api.names import name_for_id
 from controller.learn.session_rule import session_learnability
 from controller.reconcilers.join import Join, JoinReconciler, SpecChange, membership_mutation
-from controller.store.base import Store, read_modify_write_many
+from controller.reconcilers.retention import smaller_specs, write_each_smaller
+from controller.store.base import Mutator, ObjectTooLarge, Store, read_modify_write_many
 from controller.store.journal import SESSION_EXAMPLES
 
 Spec = dict[str, Any]
@@ -37,13 +38,28 @@ def join_sessions(store: Store, changes: list[tuple[dict[str, Any], str, bool]])
 
     `changes` holds (trace spec, the context id its stored Trace had, whether the
     trace is settled: its contribution kept in the Session). The changes of a
-    batch are merged per Session: one read-modify-write each.
+    batch are merged per Session: one read-modify-write each. A Session too large
+    for etcd with what it keeps of its settled members (a huge notebook context)
+    keeps them smaller (`write_each_smaller`) instead of being retried forever.
     """
+    mutations = _mutations(changes)
+    try:
+        read_modify_write_many(store, "Session", mutations)
+    except ObjectTooLarge:
+        smaller = [_mutations(changes, n) for n in (1, 2, 3)]
+        write_each_smaller(store, "Session", [mutations, *smaller])
+    return set(mutations)
+
+
+def _mutations(changes: list[tuple[Spec, str, bool]], smaller: int = 0) -> dict[str, Mutator]:
+    """Each touched Session's mutation (by name); a settled trace's contribution from its
+    `smaller`-th smaller spec (`smaller_specs`)."""
     per_session: defaultdict[str, list[SpecChange]] = defaultdict(list)
     for trace_spec, previous_context, settled in changes:
         trace_id, context_id = trace_spec["id"], context_of(trace_spec)
         if context_id:
-            kept = session_contribution(trace_spec) if settled else None
+            spec = smaller_specs(trace_spec)[smaller] if smaller else trace_spec
+            kept = session_contribution(spec) if settled else None
             per_session[context_id].append(
                 lambda s, c=context_id, t=trace_id, k=kept: membership_add(s, c, t, k)
             )
@@ -51,12 +67,7 @@ def join_sessions(store: Store, changes: list[tuple[dict[str, Any], str, bool]])
             per_session[previous_context].append(
                 lambda s, t=trace_id: s and membership_remove(s, t)
             )
-    read_modify_write_many(
-        store,
-        "Session",
-        {name_for_id(c): membership_mutation("Session", c, fns) for c, fns in per_session.items()},
-    )
-    return {name_for_id(c) for c in per_session}
+    return {name_for_id(c): membership_mutation("Session", c, f) for c, f in per_session.items()}
 
 
 def _status(

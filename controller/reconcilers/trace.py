@@ -46,7 +46,7 @@ from controller.api.names import name_for_id
 from controller.api.resource import new_resource
 from controller.api.result import Outcome
 from controller.reconcilers.join import SpecChange, membership_mutation
-from controller.reconcilers.retention import due, join_view
+from controller.reconcilers.retention import due, smaller_specs, write_each_smaller
 from controller.reconcilers.session import join_sessions
 from controller.store.base import (
     Mutator,
@@ -149,7 +149,7 @@ class TraceReconciler:
         except ObjectTooLarge:
             pass
         for r in reduced:
-            for spec in _smaller_specs(r.spec):
+            for spec in smaller_specs(r.spec):
                 try:
                     read_modify_write(
                         self.store,
@@ -182,30 +182,24 @@ class TraceReconciler:
     ) -> None:
         """Each BlockLog alone: one too large for etcd with what it keeps of its settled
         members (a Generate trace's notebook) keeps them smaller, as `_write_traces`
-        writes a Trace, instead of being retried forever (the others are written as
-        they were, or were already: writing them again changes nothing)."""
+        writes a Trace, instead of being retried forever."""
         levels = [changes, *(self._membership_changes(reduced, previous, n) for n in (1, 2, 3))]
-        for block_id in changes:
-            for level, level_changes in enumerate(levels):
-                mutation = membership_mutation("BlockLog", block_id, level_changes[block_id])
-                try:
-                    read_modify_write(self.store, "BlockLog", name_for_id(block_id), mutation)
-                    break
-                except ObjectTooLarge as err:
-                    if level == len(levels) - 1:
-                        raise
-                    log.warning("block log %s: %s; its settled members smaller", block_id, err)
+        write_each_smaller(
+            self.store,
+            "BlockLog",
+            [{name_for_id(b): _compacted_membership(b, c) for b, c in lc.items()} for lc in levels],
+        )
 
     def _membership_changes(
         self, reduced: list[_Reduced], previous: dict[str, Any], smaller: int = 0
     ) -> dict[str, list[SpecChange]]:
         """Every trace's membership change by block; a settled trace's contribution from
-        its `smaller`-th smaller spec (`_smaller_specs`)."""
+        its `smaller`-th smaller spec (`smaller_specs`)."""
         changes: defaultdict[str, list[SpecChange]] = defaultdict(list)
         for r in reduced:
             before = set(previous.get(r.key) or ())
             blocks = r.spec.get("blockIds", [])
-            spec = _smaller_specs(r.spec)[smaller] if r.settled and smaller else r.spec
+            spec = smaller_specs(r.spec)[smaller] if r.settled and smaller else r.spec
             for block_id in blocks:
                 changes[block_id].append(_adding(block_id, spec, r.settled, block_id in before))
             for block_id in before - set(blocks):
@@ -223,14 +217,6 @@ def _compacted_membership(block_id: str, changes: list[SpecChange]) -> Mutator:
         return membership_mutation("BlockLog", block_id, [*changes, compact])(current)
 
     return mutate
-
-
-def _smaller_specs(spec: Spec) -> list[Spec]:
-    """The spec, then with bodies elided to the joins' fields, then without them."""
-    elided = join_view(spec)
-    no_request = {k: v for k, v in elided.items() if k != "request"}
-    bare = {k: v for k, v in no_request.items() if k != "response"}
-    return [spec, elided, no_request, bare]
 
 
 def _adding(
