@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
+
+from controller.analyze.blocklogs import MAX_LISTED
 from controller.api.resource import parse_rfc3339
 from controller.reconcilers.retention import TraceRetention
 from controller.reconcilers.trace import TraceSettings
@@ -15,7 +18,7 @@ from controller.store.kube import KubeStore
 from tests.cli_helpers import comparable
 from tests.control_plane import Cluster
 from tests.fakes import FakeClock
-from tests.test_trace_reconciler import RUNME_TRACE, Pipeline, expected, runme_lines
+from tests.test_trace_reconciler import RUNME_BLOCK, RUNME_TRACE, Pipeline, expected, runme_lines
 
 HOUR = 3600.0
 KINDS = ("Trace", "BlockLog", "LogFile")
@@ -103,5 +106,69 @@ def test_a_settled_generation_keeps_its_notebook_in_the_status_only(
             kept = blocklog["spec"]["settled"][gen_id]
             assert kept["inStatus"] is True and "request" not in kept and "response" not in kept
         assert _view(store, "BlockLog") == want_blocklogs
+    finally:
+        store.close()
+
+
+def _executions(log_lines: list[bytes], count: int) -> list[bytes]:
+    """`count` RunMe executions of one block, 10 s apart, each its own trace id."""
+    out = []
+    for n in range(count):
+        trace_id = f"01HYRKRJETPVQA84VQR9AR{n:04d}".encode()
+        for line in log_lines:
+            obj = orjson.loads(line.replace(RUNME_TRACE.encode(), trace_id))
+            obj["ts"] += 10 * n
+            out.append(orjson.dumps(obj) + b"\n")
+    return out
+
+
+def test_a_settled_trace_whose_late_line_names_another_block_leaves_the_old_one(
+    tmp_path: Path, testdata: Path, cluster: Cluster
+) -> None:
+    """Its Trace is gone (settled), so the journal says which blocks it named."""
+    log_lines = runme_lines(testdata)
+    late = orjson.loads(log_lines[7])
+    late.update(ts=late["ts"] - 5, knownID="01HF7B0KJM3HHFDVSX9YFTZ8PF")
+    everything = tmp_path / "everything.json"
+    everything.write_bytes(b"".join(log_lines) + orjson.dumps(late) + b"\n")
+    want_traces, want_blocklogs = expected(everything)
+    ((name, blocklog),) = want_blocklogs.items()
+    assert blocklog["spec"]["id"] != RUNME_BLOCK
+    pipeline = _kube_pipeline(tmp_path, cluster, FakeClock(2_000_000_000.0))  # all due
+    store = pipeline.store
+    try:
+        pipeline.log.write_bytes(b"".join(log_lines))
+        pipeline.sync(pipeline.log)
+        assert store.list("Trace") == []
+        assert [b["spec"]["id"] for b in store.list("BlockLog")] == [RUNME_BLOCK]
+        with open(pipeline.log, "ab") as f:
+            f.write(orjson.dumps(late) + b"\n")
+        pipeline.sync(pipeline.log)
+        assert store.list("Trace") == []
+        assert _view(store, "BlockLog") == want_blocklogs
+    finally:
+        store.close()
+
+
+def test_a_settled_execution_pushed_out_of_the_list_and_read_again_counts_once(
+    tmp_path: Path, testdata: Path, cluster: Cluster
+) -> None:
+    """22 settled executions of one block: the two oldest are only counted; reconciled
+    again (a retry, a late line), the oldest must not count twice."""
+    lines = _executions(runme_lines(testdata), MAX_LISTED + 2)
+    pipeline = _kube_pipeline(tmp_path, cluster, FakeClock(2_000_000_000.0))  # all due
+    store = pipeline.store
+    try:
+        pipeline.log.write_bytes(b"".join(lines))
+        pipeline.sync(pipeline.log)
+        (blocklog,) = store.list("BlockLog")
+        assert blocklog["status"]["executions"] == MAX_LISTED + 2
+        oldest = "01HYRKRJETPVQA84VQR9AR0000"
+        assert oldest not in blocklog["spec"]["execTraceIds"]
+        for name in pipeline.trace.reconcile([oldest]).downstream.get("blocklogs", set()):
+            pipeline.blocklog.reconcile([name])
+        (blocklog,) = store.list("BlockLog")
+        assert blocklog["spec"]["olderExecutions"] == 2
+        assert blocklog["status"]["executions"] == MAX_LISTED + 2
     finally:
         store.close()

@@ -121,6 +121,10 @@ class TraceReconciler:
         before = get_fields_many(self.store, "Trace", names, (".spec.blockIds", ".spec.contextId"))
         previous = {names[n]: blocks for n, (blocks, _) in before.items()}
         contexts = {names[n]: context for n, (_, context) in before.items()}
+        # A settled trace's Trace is gone: the journal says what it was joined with.
+        unstored = [key for name, key in names.items() if name not in before]
+        for key, (blocks, context) in self.journal.settled_joins(unstored).items():
+            previous[key], contexts[key] = blocks, context
         outcome = Outcome()
         outcome.hand_on(BLOCKLOGS, self._write_membership(reduced, previous))
         contexts_before = [(r.spec, contexts.get(r.key) or "", r.settled) for r in reduced]
@@ -129,6 +133,13 @@ class TraceReconciler:
         # Settled: BlockLogs and Sessions hold their contributions now, the Traces may go.
         settled = {r.key for r in reduced if r.settled}
         delete_many(self.store, "Trace", [n for n in before if names[n] in settled])
+        self.journal.record_settled(
+            {
+                r.key: (r.spec.get("blockIds", []), r.spec.get("contextId") or "")
+                for r in reduced
+                if r.settled
+            }
+        )
         self.journal.finish_traces(outcomes)
         return outcome
 
