@@ -32,6 +32,7 @@ from typing import Any
 from controller.analyze.traces import CONTEXT, EXECUTE, GENERATE, LOG_EVENT, RUNME
 from controller.api.kinds import Resource
 from controller.api.resource import parse_rfc3339
+from controller.reconcilers.join import SpecChange, membership_mutation
 from controller.store.base import Mutator, ObjectTooLarge, Store, StoreError, read_modify_write
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,23 @@ def write_each_smaller(store: Store, kind: str, levels: list[dict[str, Mutator]]
                 if level == len(levels) - 1:
                     raise
                 log.warning("%s %s: %s; its settled members smaller", kind, name, err)
+
+
+def compacted_membership(
+    kind: str,
+    raw_id: str,
+    changes: list[SpecChange],
+    compact: Callable[[dict[str, Any], dict[str, Any] | None], dict[str, Any]],
+) -> Mutator:
+    """A joined resource's membership changes, then its settled members compacted against
+    its stored status (`compact`: what the status shows is stored there only)."""
+
+    def mutate(current: Resource | None) -> Resource | None:
+        status = current.get("status") if current is not None else None
+        last: SpecChange = lambda spec: spec and compact(spec, status)  # noqa: E731
+        return membership_mutation(kind, raw_id, [*changes, last])(current)
+
+    return mutate
 
 
 def _finished_at(trace: Resource) -> float | None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from controller.analyze.blocklogs import Generation
 from controller.analyze.sessions import (
+    compact_settled,
     context_of,
     membership_add,
     membership_remove,
@@ -25,8 +26,12 @@ from controller.analyze.sessions import (
 from controller.api.kinds import Resource
 from controller.api.names import name_for_id
 from controller.learn.session_rule import session_learnability
-from controller.reconcilers.join import Join, JoinReconciler, SpecChange, membership_mutation
-from controller.reconcilers.retention import smaller_specs, write_each_smaller
+from controller.reconcilers.join import Join, JoinReconciler, SpecChange
+from controller.reconcilers.retention import (
+    compacted_membership,
+    smaller_specs,
+    write_each_smaller,
+)
 from controller.store.base import Mutator, ObjectTooLarge, Store, read_modify_write_many
 from controller.store.journal import SESSION_EXAMPLES
 
@@ -67,14 +72,17 @@ def _mutations(changes: list[tuple[Spec, str, bool]], smaller: int = 0) -> dict[
             per_session[previous_context].append(
                 lambda s, t=trace_id: s and membership_remove(s, t)
             )
-    return {name_for_id(c): membership_mutation("Session", c, f) for c, f in per_session.items()}
+    return {
+        name_for_id(c): compacted_membership("Session", c, f, compact_settled)
+        for c, f in per_session.items()
+    }
 
 
 def _status(
     session: Resource, traces: dict[str, Spec], _generations: dict[str, Generation]
 ) -> dict[str, Any]:
     """Foyle's Session status, and whether Foyle's session learner would learn from it."""
-    status = session_status(session["spec"], traces)
+    status = session_status(session["spec"], traces, session.get("status"))
     learnable, reason = session_learnability({**session, "status": status})
     status["learnable"] = learnable
     if not learnable:

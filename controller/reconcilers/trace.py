@@ -45,8 +45,13 @@ from controller.analyze.traces import ABANDON_AFTER_SECONDS, is_abandoned, reduc
 from controller.api.names import name_for_id
 from controller.api.resource import new_resource
 from controller.api.result import Outcome
-from controller.reconcilers.join import SpecChange, membership_mutation
-from controller.reconcilers.retention import due, smaller_specs, write_each_smaller
+from controller.reconcilers.join import SpecChange
+from controller.reconcilers.retention import (
+    compacted_membership,
+    due,
+    smaller_specs,
+    write_each_smaller,
+)
 from controller.reconcilers.session import join_sessions
 from controller.store.base import (
     Mutator,
@@ -179,7 +184,10 @@ class TraceReconciler:
             read_modify_write_many(
                 self.store,
                 "BlockLog",
-                {name_for_id(b): _compacted_membership(b, f) for b, f in changes.items()},
+                {
+                    name_for_id(b): compacted_membership("BlockLog", b, f, compact_settled)
+                    for b, f in changes.items()
+                },
             )
         except ObjectTooLarge:
             self._write_membership_smaller(reduced, previous, changes)
@@ -198,7 +206,13 @@ class TraceReconciler:
         write_each_smaller(
             self.store,
             "BlockLog",
-            [{name_for_id(b): _compacted_membership(b, c) for b, c in lc.items()} for lc in levels],
+            [
+                {
+                    name_for_id(b): compacted_membership("BlockLog", b, c, compact_settled)
+                    for b, c in lc.items()
+                }
+                for lc in levels
+            ],
         )
 
     def _membership_changes(
@@ -216,18 +230,6 @@ class TraceReconciler:
             for block_id in before - set(blocks):
                 changes[block_id].append(_removing(r.spec["id"]))
         return changes
-
-
-def _compacted_membership(block_id: str, changes: list[SpecChange]) -> Mutator:
-    """The BlockLog's membership changes, then its settled generation compacted against
-    the stored status (`compact_settled`: the notebook stored once, in the status)."""
-
-    def mutate(current: dict | None) -> dict | None:
-        status = current.get("status") if current is not None else None
-        compact: SpecChange = lambda spec: spec and compact_settled(spec, status)  # noqa: E731
-        return membership_mutation("BlockLog", block_id, [*changes, compact])(current)
-
-    return mutate
 
 
 def _adding(
