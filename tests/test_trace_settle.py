@@ -15,7 +15,7 @@ from controller.reconcilers.retention import TraceRetention
 from controller.reconcilers.trace import TraceSettings
 from controller.store.base import Store
 from controller.store.kube import KubeStore
-from tests.cli_helpers import comparable
+from tests.cli_helpers import comparable, foylectl
 from tests.control_plane import Cluster
 from tests.fakes import FakeClock
 from tests.test_trace_reconciler import RUNME_BLOCK, RUNME_TRACE, Pipeline, expected, runme_lines
@@ -172,3 +172,27 @@ def test_a_settled_execution_pushed_out_of_the_list_and_read_again_counts_once(
         assert blocklog["status"]["executions"] == MAX_LISTED + 2
     finally:
         store.close()
+
+
+def test_describe_finds_a_settled_trace_in_the_ingesters_journal(
+    tmp_path: Path, testdata: Path, cluster: Cluster
+) -> None:
+    """A settled Trace is gone from the cluster: describe on the ingester's state dir shows
+    it from the journal, and elsewhere says where it went."""
+    pipeline = _kube_pipeline(tmp_path, cluster, FakeClock(2_000_000_000.0))  # all due
+    try:
+        pipeline.log.write_bytes(b"".join(runme_lines(testdata)))
+        pipeline.sync(pipeline.log)
+        assert pipeline.store.list("Trace") == []
+    finally:
+        pipeline.store.close()
+    kube = ["--store", "kube", "--kubeconfig", cluster.kubeconfig]
+    kube += ["--namespace", cluster.namespace]
+    shown = foylectl("describe", "trace", RUNME_TRACE, *kube, "--state-dir", tmp_path)
+    assert RUNME_TRACE in shown.stdout and "RunMe" in shown.stdout
+    assert f"deleted from the cluster (--trace-retention); read from {tmp_path}" in shown.stdout
+    elsewhere = foylectl(
+        "describe", "trace", RUNME_TRACE, *kube, "--state-dir", tmp_path / "other", check=False
+    )
+    assert elsewhere.returncode == 1 and elsewhere.stdout == ""
+    assert "settled" in elsewhere.stderr and "--state-dir" in elsewhere.stderr

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from controller.analyze.blocklogs import member_ids
@@ -23,6 +24,7 @@ from controller.api.kinds import KindInfo, Resource
 from controller.api.resource import parse_rfc3339
 from controller.cli.getargs import BadResourceArgs, Wanted, parse_resource_args
 from controller.cli.getcmd import find, not_found
+from controller.cli.journaltrace import NOT_HERE, SETTLED_NOTE, settled_trace
 from controller.cli.output import describe, printable
 from controller.learn import rule, session_rule
 from controller.store.base import NotFound, Store, get_many
@@ -60,7 +62,8 @@ def wanted_from(args: argparse.Namespace) -> list[Wanted]:
         raise UsageError(str(err)) from err
 
 
-def cmd_describe(args: argparse.Namespace, store: Store) -> int:
+def cmd_describe(args: argparse.Namespace, store: Store, journal: Path | None = None) -> int:
+    """`journal`: the kube store's local journal, where a settled Trace is still found."""
     views: list[str] = []
     missing: list[str] = []
     for want in wanted_from(args):
@@ -69,7 +72,13 @@ def cmd_describe(args: argparse.Namespace, store: Store) -> int:
             for name in want.names:
                 found = find(store, want.info, name)
                 objects.extend(found[:1])
-                if not found:
+                if not found and journal is not None and want.info.kind == "Trace":
+                    settled = settled_trace(journal, name)
+                    if settled is not None:
+                        views.append(describe(settled) + "\n" + SETTLED_NOTE.format(path=journal))
+                        continue
+                    missing.append(not_found(store, want.info, name) + NOT_HERE)
+                elif not found:
                     missing.append(not_found(store, want.info, name))
         else:
             objects = store.list(want.info.kind)
