@@ -60,8 +60,9 @@ def test_every_blocklog_joins_the_same_without_its_settled_traces(
         some = _settle_blocklog(spec, traces, members[: len(members) // 2])
         present = {t: traces[t] for t in members[len(members) // 2 :]}
         assert blocklogs.blocklog_status(some, present) == want, spec["id"]
-        # what is kept is what the status reads, not the Traces
+        # what is kept is what the status reads, not the Traces, nor what the spec has
         assert len(every.get("settled", {})) <= 3
+        assert not any({"id", "startTime"} & set(c) for c in every.get("settled", {}).values())
         kept = orjson.dumps(every.get("settled", {}))
         assert len(kept) <= len(orjson.dumps([traces[t] for t in members])), spec["id"]
         # once the status shows the generation, its notebook is stored there only
@@ -90,6 +91,7 @@ def test_every_session_joins_the_same_without_its_settled_traces(
             contribution = sessions.session_contribution(traces[trace_id])
             every = sessions.membership_add(every, spec["contextId"], trace_id, contribution)
         assert every["traceIds"] == spec["traceIds"]
+        assert not any({"id", "contextId"} & set(c) for c in every.get("settled", {}).values())
         assert sessions.session_status(every, {}) == want, spec["contextId"]
         some = every
         for trace_id in members[: len(members) // 2]:  # removed and added back, not settled

@@ -196,3 +196,6 @@ def test_describe_finds_a_settled_trace_in_the_ingesters_journal(
     )
     assert elsewhere.returncode == 1 and elsewhere.stdout == ""
     assert "settled" in elsewhere.stderr and "--state-dir" in elsewhere.stderr
+    # its BlockLog lists it by what it keeps of it (its id and start time restored)
+    block = foylectl("describe", "blocklog", RUNME_BLOCK, *kube, "--state-dir", tmp_path)
+    assert f"{RUNME_TRACE}  RunMe  2024-05-25T" in block.stdout

@@ -79,9 +79,10 @@ def membership_add(
     """
     out = _join(spec, block_id, trace_spec, listed_before=listed_before)
     if settled:
-        out.setdefault("settled", {})[trace_spec["id"]] = blocklog_contribution(
-            block_id, trace_spec
-        )
+        kept = blocklog_contribution(block_id, trace_spec)
+        out.setdefault("settled", {})[trace_spec["id"]] = {
+            k: v for k, v in kept.items() if k not in _RESTORED
+        }
     if out.get("settled"):
         _prune_settled(out)
     return out
@@ -157,13 +158,27 @@ def blocklog_contribution(block_id: str, trace_spec: Mapping[str, Any]) -> dict[
     return out
 
 
+def settled_member(spec: Mapping[str, Any], trace_id: str) -> dict[str, Any] | None:
+    """A settled member's contribution as `blocklog_contribution` made it: its id is its
+    key and its start time in `startTimes`, so neither is stored twice."""
+    kept = (spec.get("settled") or {}).get(trace_id)
+    if kept is None:
+        return None
+    start = (spec.get("startTimes") or {}).get(trace_id, kept.get("startTime"))
+    return {**kept, "id": trace_id, **({"startTime": start} if start is not None else {})}
+
+
+# What a settled member's stored contribution leaves out (settled_member restores it).
+_RESTORED = ("id", "startTime")
+
+
 def compact_settled(spec: dict[str, Any], status: Mapping[str, Any] | None) -> dict[str, Any]:
     """The spec without its settled generation's notebook and suggestion when `status`
     (the status of this spec) shows exactly those: they are then stored once, in the
     status, and `blocklog_status` takes them from it (`previous`). The spec as it is
     when the status does not show them yet (a BlockLog just created)."""
     gen_id = spec.get("genTraceId")
-    kept = (spec.get("settled") or {}).get(gen_id)
+    kept = settled_member(spec, gen_id) if isinstance(gen_id, str) else None
     if kept is None or kept.get(IN_STATUS) or status is None:
         return spec
     doc, blocks = _generation(kept, {})
@@ -173,7 +188,7 @@ def compact_settled(spec: dict[str, Any], status: Mapping[str, Any] | None) -> d
         return spec
     out = _copy(spec)
     out["settled"][gen_id] = {
-        **{k: v for k, v in kept.items() if k not in ("request", "response")},
+        **{k: v for k, v in kept.items() if k not in ("request", "response", *_RESTORED)},
         IN_STATUS: True,
     }
     return out
@@ -226,10 +241,10 @@ def _members(
     ids: list[str],
     traces: Mapping[str, dict[str, Any]],
     kinds: tuple[str, ...],
-    settled: Mapping[str, dict[str, Any]],
+    spec: Mapping[str, Any],
 ) -> list[dict[str, Any]]:
     """The members' specs: a settled contribution, else the Trace's (missing ones left out)."""
-    found = (settled.get(t) or traces.get(t) for t in ids)
+    found = (settled_member(spec, t) or traces.get(t) for t in ids)
     return [m for m in found if m is not None and m.get("kind") in kinds]
 
 
@@ -299,7 +314,7 @@ def blocklog_status(
     settled = spec.get("settled") or {}
     status: dict[str, Any] = {}
     gen_ids = [spec["genTraceId"]] if spec.get("genTraceId") else []
-    gens = _members(gen_ids, traces, (GENERATE,), settled)
+    gens = _members(gen_ids, traces, (GENERATE,), spec)
     if gens and gens[0].get(IN_STATUS):
         if previous is None:
             raise ValueError(f"block log {block_id}: its settled generation is in the status")
@@ -312,9 +327,9 @@ def blocklog_status(
             status["doc"] = doc
         if block_id in blocks:
             status["generatedBlock"] = normalise_block(blocks[block_id])
-    events = _members(_list(spec.get("eventIds")), traces, (LOG_EVENT,), settled)
+    events = _members(_list(spec.get("eventIds")), traces, (LOG_EVENT,), spec)
     executions = _members(
-        _list(spec.get("execTraceIds")), traces, (EXECUTE, RUNME, LOG_EVENT), settled
+        _list(spec.get("execTraceIds")), traces, (EXECUTE, RUNME, LOG_EVENT), spec
     )
     latest = max(executions, key=_order, default=None)
     if latest is not None:

@@ -64,14 +64,27 @@ def membership_add(
     out: Spec = {"contextId": context_id, "traceIds": sorted(members)}
     settled = dict((spec or {}).get("settled") or {})
     if contribution is not None:
-        settled[trace_id] = contribution
-        contexts = [c for c in settled.values() if c["kind"] == CONTEXT]
+        settled[trace_id] = {k: v for k, v in contribution.items() if k not in _RESTORED}
+        contexts = [t for t, c in settled.items() if c["kind"] == CONTEXT]
         if len(contexts) > 1:  # only the latest context is read
-            latest = max(contexts, key=_order)
-            settled = {t: c for t, c in settled.items() if c["kind"] != CONTEXT or c is latest}
+            latest = max(contexts, key=lambda t: (settled[t].get("startTime", ""), t))
+            settled = {t: c for t, c in settled.items() if c["kind"] != CONTEXT or t == latest}
     if settled:
         out["settled"] = settled
     return out
+
+
+def settled_member(spec: Spec, trace_id: str) -> Spec | None:
+    """A settled member's contribution as `session_contribution` made it: its id is its
+    key and its context the Session's, so neither is stored once per member."""
+    kept = (spec.get("settled") or {}).get(trace_id)
+    if kept is None:
+        return None
+    return {**kept, "id": trace_id, "contextId": spec.get("contextId", "")}
+
+
+# What a settled member's stored contribution leaves out (settled_member restores it).
+_RESTORED = ("id", "contextId")
 
 
 def membership_remove(spec: Spec, trace_id: str) -> Spec:
@@ -124,7 +137,8 @@ def compact_settled(spec: Spec, status: Mapping[str, Any] | None) -> Spec:
         return spec
     events = {e.get("eventId"): e for e in _list(status.get("logEvents"))}
     compacted = {}
-    for trace_id, kept in settled.items():
+    for trace_id, stored in settled.items():
+        kept = {**stored, "id": trace_id, "contextId": spec.get("contextId", "")}
         if kept.get(IN_STATUS):
             continue
         if kept["kind"] == LOG_EVENT:
@@ -138,7 +152,7 @@ def compact_settled(spec: Spec, status: Mapping[str, Any] | None) -> Spec:
         if shown:
             request = {k: v for k, v in (kept.get("request") or {}).items() if k in essentials}
             compacted[trace_id] = {
-                **{k: v for k, v in kept.items() if k != "request"},
+                **{k: v for k, v in stored.items() if k not in ("request", *_RESTORED)},
                 **({"request": request} if request else {}),
                 IN_STATUS: True,
             }
@@ -218,7 +232,7 @@ def session_status(
     if previous is None and any(c.get(IN_STATUS) for c in settled.values()):
         raise ValueError(f"session {spec.get('contextId')}: settled members are in the status")
     shown = {e.get("eventId"): e for e in _list((previous or {}).get("logEvents"))}
-    found = (settled.get(t) or traces.get(t) for t in spec.get("traceIds", []))
+    found = (settled_member(spec, t) or traces.get(t) for t in spec.get("traceIds", []))
     members = sorted((m for m in found if m is not None), key=_order)
     starts = [t for t in members if t["kind"] == LOG_EVENT and _event_type(t) == "SESSION_START"]
     status: dict[str, Any] = {}

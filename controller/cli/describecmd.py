@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from controller.analyze.blocklogs import member_ids
+from controller.analyze.blocklogs import member_ids, settled_member
 from controller.api.kinds import KindInfo, Resource
 from controller.api.resource import parse_rfc3339
 from controller.cli.getargs import BadResourceArgs, Wanted, parse_resource_args
@@ -96,7 +96,7 @@ def view(store: Store, info: KindInfo, obj: Resource) -> str:
     """describe's text for one resource: its fields, then what it is made of and its life."""
     if info.kind == "BlockLog":
         spec = obj.get("spec") or {}
-        traces = _traces(store, member_ids(spec), spec.get("settled") or {})
+        traces = _traces(store, member_ids(spec), spec)
         text = describe(obj, {"Traces": traces})
         return text + "\n" + _timeline(_blocklog_events(obj, traces), _verdict(store, obj))
     if info.kind == "Session":
@@ -104,7 +104,7 @@ def view(store: Store, info: KindInfo, obj: Resource) -> str:
     return describe(obj)
 
 
-def _traces(store: Store, ids: list[str], settled: dict[str, Any]) -> list[Resource]:
+def _traces(store: Store, ids: list[str], spec: dict[str, Any]) -> list[Resource]:
     """The members' Traces; a settled one (deleted from the cluster) by what its BlockLog
     keeps of it."""
     from controller.api.names import name_for_id
@@ -114,8 +114,9 @@ def _traces(store: Store, ids: list[str], settled: dict[str, Any]) -> list[Resou
     out = []
     for trace_id in ids:
         trace = found.get(name_for_id(trace_id))
-        if trace is None and trace_id in settled:
-            trace = new_resource("Trace", trace_id, settled[trace_id])
+        kept = settled_member(spec, trace_id) if trace is None else None
+        if kept is not None:
+            trace = new_resource("Trace", trace_id, kept)
         if trace is not None:
             out.append(trace)
     return out
