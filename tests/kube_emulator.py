@@ -418,6 +418,7 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
             "generation",
             "resourceVersion",
             "deletionTimestamp",
+            "managedFields",  # never recorded here; `[{}]` clears them on the server
         ):
             if field in stored["metadata"]:
                 meta[field] = stored["metadata"][field]

@@ -22,6 +22,7 @@ from controller.store.kube import (
 from tests.control_plane import Cluster, ControlPlane
 
 GENERATE_FN = "github.com/jlewi/foyle/app/pkg/agent.(*Agent).Generate"
+STREAM_FN = "github.com/jlewi/foyle/app/pkg/agent.(*Agent).StreamGenerate.func2.2"
 
 
 def _trace(name: str, total_bytes: int) -> dict[str, object]:
@@ -96,7 +97,8 @@ def test_a_settled_notebook_too_large_for_its_blocklog_is_kept_smaller(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     """A finished Generate trace is settled into its BlockLog; its notebook does not fit
-    there: the BlockLog keeps the suggestion without it instead of being retried forever."""
+    there: the BlockLog keeps the suggestion without it instead of being retried forever
+    (in its status, where a settled generation's suggestion is stored once)."""
     log = tmp_path / "logs" / "foyle.json"
     log.parent.mkdir()
     log.write_text("".join(json.dumps(line) + "\n" for line in _huge_generate_trace()))
@@ -106,7 +108,38 @@ def test_a_settled_notebook_too_large_for_its_blocklog_is_kept_smaller(
         read = LogFileReconciler(store, journal).reconcile([str(log)])
         TraceReconciler(store, journal, settled).reconcile(sorted(read.downstream[TRACES]))
         assert store.list("Trace") == []
-        spec = store.get("BlockLog", "b1")["spec"]
+        blocklog = store.get("BlockLog", "b1")
+        spec, status = blocklog["spec"], blocklog["status"]
         kept = spec["settled"]["a" * 32]
-        assert spec["genTraceId"] == "a" * 32 and "request" not in kept
-        assert kept["response"]["blocks"][0]["id"] == "b1"  # the suggestion stays
+        assert spec["genTraceId"] == "a" * 32 and "request" not in kept and "doc" not in status
+        assert status["generatedBlock"]["id"] == "b1"  # the suggestion stays
+
+
+def test_a_settled_context_too_large_for_its_session_is_kept_smaller(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A finished full context (StreamGenerate's notebook) is settled into its Session; a
+    notebook over etcd's limit does not fit there: the Session keeps the context's member
+    without it instead of the trace being retried forever."""
+    cells = [{"kind": "MARKUP", "value": "x" * 1_700_000, "metadata": {"id": "m"}}]
+    line = {
+        "time": 1.0,
+        "function": STREAM_FN,
+        "message": "Received full context",
+        "traceId": "c" * 32,
+        "contextId": "01HVMGZFBFN2EMPS5R5AF1ZTA1",
+        "context": {"notebook": {"cells": cells}, "selected": 0},
+    }
+    log = tmp_path / "logs" / "foyle.json"
+    log.parent.mkdir()
+    log.write_text(json.dumps(line) + "\n")
+    journal = Journal(tmp_path / "journal.db")
+    settled = TraceSettings(settle_after=3600.0)
+    with KubeStore(cluster.namespace, kubeconfig=str(cluster.kubeconfig)) as store:
+        read = LogFileReconciler(store, journal).reconcile([str(log)])
+        TraceReconciler(store, journal, settled).reconcile(sorted(read.downstream[TRACES]))
+        assert store.list("Trace") == []
+        (session,) = store.list("Session")
+        kept = session["spec"]["settled"]["c" * 32]
+        assert session["spec"]["traceIds"] == ["c" * 32] and kept["kind"] == "Context"
+        assert "request" not in kept  # the 1.7 MB notebook could not stay

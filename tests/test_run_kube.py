@@ -16,6 +16,7 @@ from typing import Any
 from controller.analyze.blocklogs import membership_add
 from controller.api.names import name_for_id
 from controller.api.resource import new_resource
+from controller.reconcilers.blocklog import BLOCKLOG_JOIN
 from controller.reconcilers.join import membership_mutation
 from controller.reconcilers.retention import due
 from controller.reconcilers.session import join_sessions
@@ -263,7 +264,7 @@ def test_an_ingester_derives_statuses_again_when_another_writes_members(
                 "BlockLog",
                 {
                     name_for_id(b): membership_mutation(
-                        "BlockLog",
+                        BLOCKLOG_JOIN,
                         b,
                         [lambda s, b=b, spec=spec: membership_add(s, b, spec)],
                         lambda _: None,  # its Trace not written yet: the status left stale

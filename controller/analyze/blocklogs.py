@@ -12,7 +12,10 @@ store keeps only what users look at) leaves its contribution in the spec
 (`settled`, by trace id): `blocklog_contribution` keeps exactly what the status
 reads of it, and only for the members that can still decide the status (the
 generation, the latest execution, the latest feedback), so a rejoin without its
-Trace gives the same status.
+Trace gives the same status. The status already shows the generation's notebook
+and suggestion (`doc`, `generatedBlock`), the bulk of a BlockLog: once it does,
+`compact_settled` drops them from the settled generation (marked `inStatus`) and
+the next status takes them from the previous one, so etcd holds them once.
 
 Member order is (startTime, id): RFC 3339 strings of one fixed format sort
 as text, and the id breaks ties, so "the latest execution" is never left to
@@ -76,9 +79,10 @@ def membership_add(
     """
     out = _join(spec, block_id, trace_spec, listed_before=listed_before)
     if settled:
-        out.setdefault("settled", {})[trace_spec["id"]] = blocklog_contribution(
-            block_id, trace_spec
-        )
+        kept = blocklog_contribution(block_id, trace_spec)
+        out.setdefault("settled", {})[trace_spec["id"]] = {
+            k: v for k, v in kept.items() if k not in _RESTORED
+        }
     if out.get("settled"):
         _prune_settled(out)
     return out
@@ -154,6 +158,45 @@ def blocklog_contribution(block_id: str, trace_spec: Mapping[str, Any]) -> dict[
     return out
 
 
+def settled_member(spec: Mapping[str, Any], trace_id: str) -> dict[str, Any] | None:
+    """A settled member's contribution as `blocklog_contribution` made it: its id is its
+    key and its start time in `startTimes`, so neither is stored twice."""
+    kept = (spec.get("settled") or {}).get(trace_id)
+    if kept is None:
+        return None
+    start = (spec.get("startTimes") or {}).get(trace_id, kept.get("startTime"))
+    return {**kept, "id": trace_id, **({"startTime": start} if start is not None else {})}
+
+
+# What a settled member's stored contribution leaves out (settled_member restores it).
+_RESTORED = ("id", "startTime")
+
+
+def compact_settled(spec: dict[str, Any], status: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The spec without its settled generation's notebook and suggestion when `status`
+    (the status of this spec) shows exactly those: they are then stored once, in the
+    status, and `blocklog_status` takes them from it (`previous`). The spec as it is
+    when the status does not show them yet (a BlockLog just created)."""
+    gen_id = spec.get("genTraceId")
+    kept = settled_member(spec, gen_id) if isinstance(gen_id, str) else None
+    if kept is None or kept.get(IN_STATUS) or status is None:
+        return spec
+    doc, blocks = _generation(kept, {})
+    suggested = blocks.get(spec["id"])
+    shown = (status.get("doc"), status.get("generatedBlock"))
+    if shown != (doc, None if suggested is None else normalise_block(suggested)):
+        return spec
+    out = _copy(spec)
+    out["settled"][gen_id] = {
+        **{k: v for k, v in kept.items() if k not in ("request", "response", *_RESTORED)},
+        IN_STATUS: True,
+    }
+    return out
+
+
+# A settled generation whose notebook and suggestion are in the status (compact_settled).
+IN_STATUS = "inStatus"
+_FROM_STATUS = ("doc", "generatedBlock")
 _CONTRIBUTED_FIELDS = ("id", "kind", "startTime", "evalMode", "exitCode")
 _CONTRIBUTED_REQUEST = {
     GENERATE: ("doc",),
@@ -198,10 +241,10 @@ def _members(
     ids: list[str],
     traces: Mapping[str, dict[str, Any]],
     kinds: tuple[str, ...],
-    settled: Mapping[str, dict[str, Any]],
+    spec: Mapping[str, Any],
 ) -> list[dict[str, Any]]:
     """The members' specs: a settled contribution, else the Trace's (missing ones left out)."""
-    found = (settled.get(t) or traces.get(t) for t in ids)
+    found = (settled_member(spec, t) or traces.get(t) for t in ids)
     return [m for m in found if m is not None and m.get("kind") in kinds]
 
 
@@ -258,18 +301,25 @@ def blocklog_status(
     spec: dict[str, Any],
     traces: Mapping[str, dict[str, Any]],
     generations: dict[str, Generation] | None = None,
+    previous: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The BlockLog status from its spec and its members' Trace specs (missing ones ignored).
 
     `generations` may be shared by the statuses of one batch (see `_generation`); a
-    settled member (`spec.settled`) stands in for its Trace.
+    settled member (`spec.settled`) stands in for its Trace. `previous` is the stored
+    status, which a compacted settled generation (`compact_settled`) reads its notebook
+    and suggestion from: a ValueError without it, rather than a status without them.
     """
     block_id = spec["id"]
     settled = spec.get("settled") or {}
     status: dict[str, Any] = {}
     gen_ids = [spec["genTraceId"]] if spec.get("genTraceId") else []
-    gens = _members(gen_ids, traces, (GENERATE,), settled)
-    if gens:
+    gens = _members(gen_ids, traces, (GENERATE,), spec)
+    if gens and gens[0].get(IN_STATUS):
+        if previous is None:
+            raise ValueError(f"block log {block_id}: its settled generation is in the status")
+        status.update((k, previous[k]) for k in _FROM_STATUS if k in previous)
+    elif gens:
         # a contribution holds this block's suggestion only: not one for the batch to share
         shared = generations if generations is not None and gens[0]["id"] not in settled else {}
         doc, blocks = _generation(gens[0], shared)
@@ -277,9 +327,9 @@ def blocklog_status(
             status["doc"] = doc
         if block_id in blocks:
             status["generatedBlock"] = normalise_block(blocks[block_id])
-    events = _members(_list(spec.get("eventIds")), traces, (LOG_EVENT,), settled)
+    events = _members(_list(spec.get("eventIds")), traces, (LOG_EVENT,), spec)
     executions = _members(
-        _list(spec.get("execTraceIds")), traces, (EXECUTE, RUNME, LOG_EVENT), settled
+        _list(spec.get("execTraceIds")), traces, (EXECUTE, RUNME, LOG_EVENT), spec
     )
     latest = max(executions, key=_order, default=None)
     if latest is not None:

@@ -28,7 +28,10 @@ A member whose Trace is settled (final, and deleted from the cluster) leaves
 its contribution in the spec (`settled`, by trace id): `session_contribution`
 keeps what the status reads of it (an event's fields and cells, a Generate's
 token counts, the latest context), so a rejoin without its Trace gives the
-same status.
+same status. Once the status shows a settled event or context exactly,
+`compact_settled` drops its body from the spec (marked `inStatus`) and the next
+status takes it from the previous one (an event by its `eventId`, unique in
+`logEvents`), so etcd holds each once.
 """
 
 from __future__ import annotations
@@ -61,14 +64,27 @@ def membership_add(
     out: Spec = {"contextId": context_id, "traceIds": sorted(members)}
     settled = dict((spec or {}).get("settled") or {})
     if contribution is not None:
-        settled[trace_id] = contribution
-        contexts = [c for c in settled.values() if c["kind"] == CONTEXT]
+        settled[trace_id] = {k: v for k, v in contribution.items() if k not in _RESTORED}
+        contexts = [t for t, c in settled.items() if c["kind"] == CONTEXT]
         if len(contexts) > 1:  # only the latest context is read
-            latest = max(contexts, key=_order)
-            settled = {t: c for t, c in settled.items() if c["kind"] != CONTEXT or c is latest}
+            latest = max(contexts, key=lambda t: (settled[t].get("startTime", ""), t))
+            settled = {t: c for t, c in settled.items() if c["kind"] != CONTEXT or t == latest}
     if settled:
         out["settled"] = settled
     return out
+
+
+def settled_member(spec: Spec, trace_id: str) -> Spec | None:
+    """A settled member's contribution as `session_contribution` made it: its id is its
+    key and its context the Session's, so neither is stored once per member."""
+    kept = (spec.get("settled") or {}).get(trace_id)
+    if kept is None:
+        return None
+    return {**kept, "id": trace_id, "contextId": spec.get("contextId", "")}
+
+
+# What a settled member's stored contribution leaves out (settled_member restores it).
+_RESTORED = ("id", "contextId")
 
 
 def membership_remove(spec: Spec, trace_id: str) -> Spec:
@@ -106,6 +122,47 @@ def session_contribution(trace_spec: Mapping[str, Any]) -> Spec:
     if out["kind"] == GENERATE and isinstance(usage, dict):
         out["usage"] = {k: usage[k] for k in ("inputTokens", "outputTokens") if k in usage}
     return out
+
+
+# A settled member whose event or context is in the status (compact_settled).
+IN_STATUS = "inStatus"
+
+
+def compact_settled(spec: Spec, status: Mapping[str, Any] | None) -> Spec:
+    """The spec without the bodies of the settled events and context that `status` (the
+    status of this spec) shows exactly: they are stored once, in the status, and
+    `session_status` takes them from it (`previous`). The spec as it is otherwise."""
+    settled = spec.get("settled") or {}
+    if status is None or not settled:
+        return spec
+    events = {e.get("eventId"): e for e in _list(status.get("logEvents"))}
+    compacted = {}
+    for trace_id, stored in settled.items():
+        kept = {**stored, "id": trace_id, "contextId": spec.get("contextId", "")}
+        if kept.get(IN_STATUS):
+            continue
+        if kept["kind"] == LOG_EVENT:
+            shown = events.get(get_path(kept, "request.eventId") or "") == _log_event(kept)
+            essentials = {"eventId", "eventType"}
+        elif kept["kind"] == CONTEXT:
+            shown = status.get("fullContext") == _full_context(kept)
+            essentials = set()
+        else:
+            continue
+        if shown:
+            request = {k: v for k, v in (kept.get("request") or {}).items() if k in essentials}
+            compacted[trace_id] = {
+                **{k: v for k, v in stored.items() if k not in ("request", *_RESTORED)},
+                **({"request": request} if request else {}),
+                IN_STATUS: True,
+            }
+    if not compacted:
+        return spec
+    return {**spec, "settled": {**settled, **compacted}}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _order(trace: Mapping[str, Any]) -> tuple[str, str]:
@@ -162,30 +219,55 @@ def _full_context(trace: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def session_status(spec: Spec, traces: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def session_status(
+    spec: Spec,
+    traces: Mapping[str, Mapping[str, Any]],
+    previous: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The Session status from its spec and its members' Trace specs (missing ones ignored);
-    a settled member's contribution stands in for its Trace."""
+    a settled member's contribution stands in for its Trace. `previous` is the stored
+    status, which a compacted settled member (`compact_settled`) is read from: a
+    ValueError without it, rather than a status without them."""
     settled = spec.get("settled") or {}
-    found = (settled.get(t) or traces.get(t) for t in spec.get("traceIds", []))
+    if previous is None and any(c.get(IN_STATUS) for c in settled.values()):
+        raise ValueError(f"session {spec.get('contextId')}: settled members are in the status")
+    shown = {e.get("eventId"): e for e in _list((previous or {}).get("logEvents"))}
+    found = (settled_member(spec, t) or traces.get(t) for t in spec.get("traceIds", []))
     members = sorted((m for m in found if m is not None), key=_order)
     starts = [t for t in members if t["kind"] == LOG_EVENT and _event_type(t) == "SESSION_START"]
     status: dict[str, Any] = {}
     if starts:
         status["startTime"] = starts[-1].get("startTime", "")
         members = [t for t in members if _order(t) >= _order(starts[-1])]
-    events = _first_of_each_event_id([_log_event(t) for t in members if t["kind"] == LOG_EVENT])
+    events = _first_of_each_event_id(
+        [_shown_event(t, shown) for t in members if t["kind"] == LOG_EVENT]
+    )
     ends = [e for e in events if e["type"] == "SESSION_END"]
     if ends:
         status["endTime"] = ends[-1]["time"]
     status["logEvents"] = events
     contexts = [t for t in members if t["kind"] == CONTEXT]
-    if contexts:
+    if contexts and contexts[-1].get(IN_STATUS):
+        if "fullContext" in (previous or {}):
+            status["fullContext"] = (previous or {})["fullContext"]
+    elif contexts:
         status["fullContext"] = _full_context(contexts[-1])
     generates = [t for t in members if t["kind"] == GENERATE]
     status["totalInputTokens"] = sum(_tokens(t, "inputTokens") for t in generates)
     status["totalOutputTokens"] = sum(_tokens(t, "outputTokens") for t in generates)
     status["generateTraceIds"] = [t["id"] for t in generates]
     return status
+
+
+def _shown_event(member: Mapping[str, Any], shown: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    """A member's LogEvent: a compacted one's from the previous status (by its eventId and
+    time), else from what the member keeps."""
+    event = _log_event(member)
+    if member.get(IN_STATUS):
+        found = shown.get(event["eventId"])
+        if found is not None and found.get("time") == event["time"]:
+            return found
+    return event
 
 
 def _tokens(trace: Mapping[str, Any], key: str) -> int:

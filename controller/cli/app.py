@@ -112,7 +112,9 @@ def cmd_describe(args: argparse.Namespace) -> int:
     from controller.cli.describecmd import wanted_from
 
     wanted_from(args)  # usage errors before opening anything
-    return describe(args, open_store(settings_from(args, need_logs=False), args, must_exist=True))
+    settings = settings_from(args, need_logs=False)
+    journal = settings.journal_path if settings.store == "kube" else None
+    return describe(args, open_store(settings, args, must_exist=True), journal)
 
 
 def _setup_logging(fmt: str) -> None:

@@ -16,13 +16,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
-from controller.analyze.blocklogs import member_ids
+from controller.analyze.blocklogs import member_ids, settled_member
 from controller.api.kinds import KindInfo, Resource
 from controller.api.resource import parse_rfc3339
 from controller.cli.getargs import BadResourceArgs, Wanted, parse_resource_args
 from controller.cli.getcmd import find, not_found
+from controller.cli.journaltrace import NOT_HERE, SETTLED_NOTE, settled_trace
 from controller.cli.output import describe, printable
 from controller.learn import rule, session_rule
 from controller.store.base import NotFound, Store, get_many
@@ -60,7 +62,8 @@ def wanted_from(args: argparse.Namespace) -> list[Wanted]:
         raise UsageError(str(err)) from err
 
 
-def cmd_describe(args: argparse.Namespace, store: Store) -> int:
+def cmd_describe(args: argparse.Namespace, store: Store, journal: Path | None = None) -> int:
+    """`journal`: the kube store's local journal, where a settled Trace is still found."""
     views: list[str] = []
     missing: list[str] = []
     for want in wanted_from(args):
@@ -69,7 +72,13 @@ def cmd_describe(args: argparse.Namespace, store: Store) -> int:
             for name in want.names:
                 found = find(store, want.info, name)
                 objects.extend(found[:1])
-                if not found:
+                if not found and journal is not None and want.info.kind == "Trace":
+                    settled = settled_trace(journal, name)
+                    if settled is not None:
+                        views.append(describe(settled) + "\n" + SETTLED_NOTE.format(path=journal))
+                        continue
+                    missing.append(not_found(store, want.info, name) + NOT_HERE)
+                elif not found:
                     missing.append(not_found(store, want.info, name))
         else:
             objects = store.list(want.info.kind)
@@ -87,7 +96,7 @@ def view(store: Store, info: KindInfo, obj: Resource) -> str:
     """describe's text for one resource: its fields, then what it is made of and its life."""
     if info.kind == "BlockLog":
         spec = obj.get("spec") or {}
-        traces = _traces(store, member_ids(spec), spec.get("settled") or {})
+        traces = _traces(store, member_ids(spec), spec)
         text = describe(obj, {"Traces": traces})
         return text + "\n" + _timeline(_blocklog_events(obj, traces), _verdict(store, obj))
     if info.kind == "Session":
@@ -95,7 +104,7 @@ def view(store: Store, info: KindInfo, obj: Resource) -> str:
     return describe(obj)
 
 
-def _traces(store: Store, ids: list[str], settled: dict[str, Any]) -> list[Resource]:
+def _traces(store: Store, ids: list[str], spec: dict[str, Any]) -> list[Resource]:
     """The members' Traces; a settled one (deleted from the cluster) by what its BlockLog
     keeps of it."""
     from controller.api.names import name_for_id
@@ -105,8 +114,9 @@ def _traces(store: Store, ids: list[str], settled: dict[str, Any]) -> list[Resou
     out = []
     for trace_id in ids:
         trace = found.get(name_for_id(trace_id))
-        if trace is None and trace_id in settled:
-            trace = new_resource("Trace", trace_id, settled[trace_id])
+        kept = settled_member(spec, trace_id) if trace is None else None
+        if kept is not None:
+            trace = new_resource("Trace", trace_id, kept)
         if trace is not None:
             out.append(trace)
     return out

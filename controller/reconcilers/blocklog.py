@@ -7,7 +7,12 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from controller.analyze.blocklogs import Generation, blocklog_status, member_ids
+from controller.analyze.blocklogs import (
+    Generation,
+    blocklog_status,
+    compact_settled,
+    member_ids,
+)
 from controller.api.kinds import Resource
 from controller.reconcilers.join import Join, JoinReconciler
 from controller.store.journal import EXAMPLES
@@ -16,10 +21,12 @@ from controller.store.journal import EXAMPLES
 def _status(
     blocklog: Resource, traces: dict[str, dict[str, Any]], generations: dict[str, Generation]
 ) -> dict[str, Any]:
-    return blocklog_status(blocklog["spec"], traces, generations)
+    return blocklog_status(blocklog["spec"], traces, generations, blocklog.get("status"))
 
 
-BLOCKLOG_JOIN = Join("BlockLog", member_ids, _status, learner_queue=EXAMPLES)
+BLOCKLOG_JOIN = Join(
+    "BlockLog", member_ids, _status, learner_queue=EXAMPLES, compact=compact_settled
+)
 
 
 # BlockLogReconciler(store)

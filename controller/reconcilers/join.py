@@ -21,7 +21,7 @@ makes one for these kinds (store.base.generation_bumped).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,17 +43,21 @@ OBSERVED = "observedGeneration"
 
 Spec = dict[str, Any]
 Status = Callable[[Resource, dict[str, Spec], dict[str, Generation]], dict[str, Any]]
+Compact = Callable[[Spec, Mapping[str, Any] | None], Spec]
 
 
 @dataclass(frozen=True)
 class Join:
     """What differs between joined kinds: the kind, who its members are, the pure status of
-    a resource from its members' Trace specs, and the learner stage told of changes."""
+    a resource from its members' Trace specs, the learner stage told of changes, and how
+    a spec drops what its status already shows of its settled members (`compact`: the
+    spec and that status -> the spec storing it once)."""
 
     kind: str
     members: Callable[[Spec], list[str]]
     status: Status
     learner_queue: str
+    compact: Compact
 
 
 class JoinReconciler:
@@ -77,7 +81,7 @@ class JoinReconciler:
             status = self.join.status(obj, traces, generations)
             generation = obj["metadata"].get("generation", 1)
             if obj.get("status") != {**status, OBSERVED: generation}:
-                statuses[name] = _status_mutation(generation, status)
+                statuses[name] = _status_mutation(self.join, generation, status)
         self._traces.keep_generations(generations, {t: n for n, t in wanted.items()})
         read_modify_write_many(self.store, kind, statuses)
         outcome = Outcome()
@@ -110,7 +114,7 @@ def membership_mutations(
     names = {name_for_id(raw): raw for raw in changes}
     if not with_status:
         return {
-            name: membership_mutation(join.kind, raw, changes[raw], _stale)
+            name: membership_mutation(join, raw, changes[raw], _stale)
             for name, raw in names.items()
         }
     current = get_many(store, join.kind, names)
@@ -132,8 +136,7 @@ def membership_mutations(
         return join.status(resource, known, generations)
 
     return {
-        name: membership_mutation(join.kind, raw, changes[raw], derive)
-        for name, raw in names.items()
+        name: membership_mutation(join, raw, changes[raw], derive) for name, raw in names.items()
     }
 
 
@@ -142,10 +145,11 @@ def _stale(_resource: Resource) -> None:
 
 
 def membership_mutation(
-    kind: str, raw_id: str, changes: list[SpecChange], derive: Derive
+    join: Join, raw_id: str, changes: list[SpecChange], derive: Derive
 ) -> Mutator:
     """Apply a batch's membership changes to one joined resource's spec, in order, with
-    the status `derive` makes of the result (None: the stored one, left stale).
+    the status `derive` makes of the result (None: the stored one, left stale), and
+    what that status shows of the settled members dropped from the spec (`compact`).
 
     Creates the resource when it is absent and a change makes a spec; writes
     nothing when the spec ends as it was (or as None: nothing to join).
@@ -159,20 +163,21 @@ def membership_mutation(
             return None
         # The spec changes: the write makes the next generation (1 for a create).
         generation = 0 if current is None else current["metadata"].get("generation", 1)
-        resource = new_resource(kind, raw_id, spec) if current is None else current
+        resource = new_resource(join.kind, raw_id, spec) if current is None else current
         resource["spec"] = spec
         status = derive(resource)
         if status is not None:
             resource["status"] = {**status, OBSERVED: generation + 1}
+        resource["spec"] = join.compact(spec, resource.get("status"))
         return resource
 
     return mutate
 
 
-def _status_mutation(generation: int, status: dict[str, Any]) -> Mutator:
+def _status_mutation(join: Join, generation: int, status: dict[str, Any]) -> Mutator:
     """Write the status derived from the spec of `generation` (a status change makes the
-    next generation, which it names); a spec changed meanwhile leaves it to the next
-    reconcile."""
+    next generation, which it names), the spec compacted against it in the same write; a
+    spec changed meanwhile leaves it to the next reconcile."""
 
     def mutate(current: Resource | None) -> Resource | None:
         if current is None or current["metadata"].get("generation", 1) != generation:
@@ -180,6 +185,7 @@ def _status_mutation(generation: int, status: dict[str, Any]) -> Mutator:
         if current.get("status") == {**status, OBSERVED: generation}:
             return None
         current["status"] = {**status, OBSERVED: generation + 1}
+        current["spec"] = join.compact(current["spec"], current["status"])
         return current
 
     return mutate

@@ -17,7 +17,10 @@ the trace reconciler, the one place that settles. The SQLite store lives on
 the node's disk and keeps every Trace.
 
 `join_view` (what the joins read of a Trace's bodies) is what the trace
-reconciler falls back to for a Trace too large for etcd.
+reconciler falls back to for a Trace too large for etcd; `write_joined` writes
+a batch's BlockLogs or Sessions, and one too large with what it keeps of its
+settled members smaller (`smaller_specs`, `write_each_smaller`) instead of
+retrying it forever.
 """
 
 from __future__ import annotations
@@ -29,8 +32,18 @@ from typing import Any
 
 from controller.analyze.traces import CONTEXT, EXECUTE, GENERATE, LOG_EVENT, RUNME
 from controller.api.kinds import Resource
+from controller.api.names import name_for_id
 from controller.api.resource import parse_rfc3339
-from controller.store.base import Store, StoreError
+from controller.reconcilers.join import Join, SpecChange, membership_mutations
+from controller.reconcilers.tracecache import TraceSpecs
+from controller.store.base import (
+    Mutator,
+    ObjectTooLarge,
+    Store,
+    StoreError,
+    read_modify_write,
+    read_modify_write_many,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +79,65 @@ def join_view(spec: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, dict) and body in keep:
             out[body] = {k: value[k] for k in keep[body] if k in value}
     return out
+
+
+def smaller_specs(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The spec, then with bodies elided to the joins' fields, then without them."""
+    elided = join_view(spec)
+    no_request = {k: v for k, v in elided.items() if k != "request"}
+    bare = {k: v for k, v in no_request.items() if k != "response"}
+    return [spec, elided, no_request, bare]
+
+
+def write_joined(
+    store: Store,
+    join: Join,
+    traces: TraceSpecs,
+    batch: dict[str, dict[str, Any]],
+    changes_at: Callable[[int], dict[str, list[SpecChange]]],
+) -> set[str]:
+    """Write a batch's membership changes of one joined kind (`changes_at(n)`: raw id ->
+    changes, settled members from their n-th `smaller_specs`), each status derived in
+    the same write; the names touched.
+
+    All at once; when one is too large for etcd, each alone at the first level that
+    fits: with its status derived, then (a notebook too large for etcd, as a Trace's
+    may be) the membership alone, as the stage would find it.
+    """
+    changes = changes_at(0)
+    try:
+        read_modify_write_many(
+            store, join.kind, membership_mutations(store, join, traces, changes, batch)
+        )
+    except ObjectTooLarge:
+        levels = [changes, *(changes_at(n) for n in (1, 2, 3))]
+        write_each_smaller(
+            store,
+            join.kind,
+            [
+                *(membership_mutations(store, join, traces, level, batch) for level in levels),
+                *(
+                    membership_mutations(store, join, traces, level, batch, with_status=False)
+                    for level in levels
+                ),
+            ],
+        )
+    return {name_for_id(raw) for raw in changes}
+
+
+def write_each_smaller(store: Store, kind: str, levels: list[dict[str, Mutator]]) -> None:
+    """Each object (by name) alone, at the first level that fits etcd: level n keeps
+    its settled members from their n-th `smaller_specs` (the objects that fit at once
+    were written already, or are written again to no change)."""
+    for name in levels[0]:
+        for level, mutations in enumerate(levels):
+            try:
+                read_modify_write(store, kind, name, mutations[name])
+                break
+            except ObjectTooLarge as err:
+                if level == len(levels) - 1:
+                    raise
+                log.warning("%s %s: %s; its settled members smaller", kind, name, err)
 
 
 def _finished_at(trace: Resource) -> float | None:

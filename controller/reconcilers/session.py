@@ -17,6 +17,7 @@ from typing import Any
 
 from controller.analyze.blocklogs import Generation
 from controller.analyze.sessions import (
+    compact_settled,
     context_of,
     membership_add,
     membership_remove,
@@ -24,11 +25,11 @@ from controller.analyze.sessions import (
     session_status,
 )
 from controller.api.kinds import Resource
-from controller.api.names import name_for_id
 from controller.learn.session_rule import session_learnability
-from controller.reconcilers.join import Join, JoinReconciler, SpecChange, membership_mutations
+from controller.reconcilers.join import Join, JoinReconciler, SpecChange
+from controller.reconcilers.retention import smaller_specs, write_joined
 from controller.reconcilers.tracecache import TraceSpecs
-from controller.store.base import Store, read_modify_write_many
+from controller.store.base import Store
 from controller.store.journal import SESSION_EXAMPLES
 
 Spec = dict[str, Any]
@@ -45,14 +46,23 @@ def join_sessions(
     `changes` holds (trace spec, the context id its stored Trace had, whether the
     trace is settled: its contribution kept in the Session). The changes of a
     batch are merged per Session: one read-modify-write each, its status derived in
-    the same write (`membership_mutations`: `batch` the batch's Trace specs by id,
-    `traces` the cache the others are read from).
+    the same write (`batch` the batch's Trace specs by id, `traces` the cache the others
+    are read from). A Session too large for etcd with what it keeps of its settled
+    members (a huge notebook context) keeps them smaller (`write_joined`) instead of
+    being retried forever.
     """
+    return write_joined(store, SESSION_JOIN, traces, batch, partial(_changes, changes))
+
+
+def _changes(changes: list[tuple[Spec, str, bool]], smaller: int) -> dict[str, list[SpecChange]]:
+    """Each touched Session's membership changes (by context id); a settled trace's
+    contribution from its `smaller`-th smaller spec (`smaller_specs`)."""
     per_session: defaultdict[str, list[SpecChange]] = defaultdict(list)
     for trace_spec, previous_context, settled in changes:
         trace_id, context_id = trace_spec["id"], context_of(trace_spec)
         if context_id:
-            kept = session_contribution(trace_spec) if settled else None
+            spec = smaller_specs(trace_spec)[smaller] if smaller else trace_spec
+            kept = session_contribution(spec) if settled else None
             per_session[context_id].append(
                 lambda s, c=context_id, t=trace_id, k=kept: membership_add(s, c, t, k)
             )
@@ -60,17 +70,14 @@ def join_sessions(
             per_session[previous_context].append(
                 lambda s, t=trace_id: s and membership_remove(s, t)
             )
-    read_modify_write_many(
-        store, "Session", membership_mutations(store, SESSION_JOIN, traces, per_session, batch)
-    )
-    return {name_for_id(c) for c in per_session}
+    return dict(per_session)
 
 
 def _status(
     session: Resource, traces: dict[str, Spec], _generations: dict[str, Generation]
 ) -> dict[str, Any]:
     """Foyle's Session status, and whether Foyle's session learner would learn from it."""
-    status = session_status(session["spec"], traces)
+    status = session_status(session["spec"], traces, session.get("status"))
     learnable, reason = session_learnability({**session, "status": status})
     status["learnable"] = learnable
     if not learnable:
@@ -82,7 +89,9 @@ def _members(spec: Spec) -> list[str]:
     return list(spec.get("traceIds", []))
 
 
-SESSION_JOIN = Join("Session", _members, _status, learner_queue=SESSION_EXAMPLES)
+SESSION_JOIN = Join(
+    "Session", _members, _status, learner_queue=SESSION_EXAMPLES, compact=compact_settled
+)
 
 
 # SessionReconciler(store)

@@ -40,6 +40,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from controller.analyze.blocklogs import membership_add, membership_remove
@@ -48,8 +49,8 @@ from controller.api.names import name_for_id
 from controller.api.resource import new_resource
 from controller.api.result import Outcome
 from controller.reconcilers.blocklog import BLOCKLOG_JOIN
-from controller.reconcilers.join import SpecChange, membership_mutations
-from controller.reconcilers.retention import due, join_view
+from controller.reconcilers.join import SpecChange
+from controller.reconcilers.retention import due, smaller_specs, write_joined
 from controller.reconcilers.session import join_sessions
 from controller.reconcilers.tracecache import TraceSpecs
 from controller.store.base import (
@@ -126,6 +127,10 @@ class TraceReconciler:
         before = get_fields_many(self.store, "Trace", names, (".spec.blockIds", ".spec.contextId"))
         previous = {names[n]: blocks for n, (blocks, _) in before.items()}
         contexts = {names[n]: context for n, (_, context) in before.items()}
+        # A settled trace's Trace is gone: the journal says what it was joined with.
+        unstored = [key for name, key in names.items() if name not in before]
+        for key, (blocks, context) in self.journal.settled_joins(unstored).items():
+            previous[key], contexts[key] = blocks, context
         outcome = Outcome()
         batch = {r.spec["id"]: r.spec for r in reduced}
         outcome.hand_on(BLOCKLOGS, self._write_membership(reduced, previous, batch))
@@ -135,6 +140,13 @@ class TraceReconciler:
         # Settled: BlockLogs and Sessions hold their contributions now, the Traces may go.
         settled = {r.key for r in reduced if r.settled}
         delete_many(self.store, "Trace", [n for n in before if names[n] in settled])
+        self.journal.record_settled(
+            {
+                r.key: (r.spec.get("blockIds", []), r.spec.get("contextId") or "")
+                for r in reduced
+                if r.settled
+            }
+        )
         self.journal.finish_traces(outcomes)
         return outcome
 
@@ -155,7 +167,7 @@ class TraceReconciler:
         except ObjectTooLarge:
             pass
         for r in reduced:
-            for spec in _smaller_specs(r.spec):
+            for spec in smaller_specs(r.spec):
                 try:
                     read_modify_write(
                         self.store,
@@ -171,74 +183,32 @@ class TraceReconciler:
         self, reduced: list[_Reduced], previous: dict[str, Any], batch: dict[str, Spec]
     ) -> set[str]:
         """Merge every trace's membership change per block; one write per BlockLog, its
-        status derived in it."""
-        changes = self._membership_changes(reduced, previous)
-        try:
-            read_modify_write_many(self.store, "BlockLog", self._mutations(changes, batch))
-        except ObjectTooLarge:
-            self._write_membership_smaller(reduced, previous, changes, batch)
-        return {name_for_id(b) for b in changes}
-
-    def _mutations(
-        self, changes: dict[str, list[SpecChange]], batch: dict[str, Spec], with_status: bool = True
-    ) -> dict[str, Mutator]:
-        """Each BlockLog's membership change with its status (by name)."""
-        return membership_mutations(
-            self.store, BLOCKLOG_JOIN, self._traces, changes, batch, with_status=with_status
-        )
-
-    def _write_membership_smaller(
-        self,
-        reduced: list[_Reduced],
-        previous: dict[str, Any],
-        changes: dict[str, list[SpecChange]],
-        batch: dict[str, Spec],
-    ) -> None:
-        """Each BlockLog alone: one too large for etcd with what it keeps of its settled
+        status derived in it. One too large for etcd with what it keeps of its settled
         members (a Generate trace's notebook) keeps them smaller, as `_write_traces`
-        writes a Trace, instead of being retried forever (the others are written as
-        they were, or were already: writing them again changes nothing)."""
-        levels = [changes, *(self._membership_changes(reduced, previous, n) for n in (1, 2, 3))]
-        # With the status derived, then (its notebook too large for etcd, as the Trace's
-        # may be) the membership alone, as the stage would find it.
-        mutations = [
-            *(self._mutations(level, batch) for level in levels),
-            *(self._mutations(level, batch, with_status=False) for level in levels),
-        ]
-        for block_id in changes:
-            name = name_for_id(block_id)
-            for level, level_mutations in enumerate(mutations):
-                try:
-                    read_modify_write(self.store, "BlockLog", name, level_mutations[name])
-                    break
-                except ObjectTooLarge as err:
-                    if level == len(mutations) - 1:
-                        raise
-                    log.warning("block log %s: %s; trying it smaller", block_id, err)
+        writes a Trace, instead of being retried forever (`write_joined`)."""
+        return write_joined(
+            self.store,
+            BLOCKLOG_JOIN,
+            self._traces,
+            batch,
+            partial(self._membership_changes, reduced, previous),
+        )
 
     def _membership_changes(
         self, reduced: list[_Reduced], previous: dict[str, Any], smaller: int = 0
     ) -> dict[str, list[SpecChange]]:
         """Every trace's membership change by block; a settled trace's contribution from
-        its `smaller`-th smaller spec (`_smaller_specs`)."""
+        its `smaller`-th smaller spec (`smaller_specs`)."""
         changes: defaultdict[str, list[SpecChange]] = defaultdict(list)
         for r in reduced:
             before = set(previous.get(r.key) or ())
             blocks = r.spec.get("blockIds", [])
-            spec = _smaller_specs(r.spec)[smaller] if r.settled and smaller else r.spec
+            spec = smaller_specs(r.spec)[smaller] if r.settled and smaller else r.spec
             for block_id in blocks:
                 changes[block_id].append(_adding(block_id, spec, r.settled, block_id in before))
             for block_id in before - set(blocks):
                 changes[block_id].append(_removing(r.spec["id"]))
         return changes
-
-
-def _smaller_specs(spec: Spec) -> list[Spec]:
-    """The spec, then with bodies elided to the joins' fields, then without them."""
-    elided = join_view(spec)
-    no_request = {k: v for k, v in elided.items() if k != "request"}
-    bare = {k: v for k, v in no_request.items() if k != "response"}
-    return [spec, elided, no_request, bare]
 
 
 def _adding(

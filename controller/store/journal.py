@@ -86,6 +86,14 @@ CREATE TABLE IF NOT EXISTS traces (
 );
 CREATE INDEX IF NOT EXISTS traces_open_by_activity ON traces(last_entry_at)
     WHERE complete = 0 AND abandoned = 0;
+-- The blocks and context a settled trace was joined with (kube: its Trace left the
+-- cluster, issue 19), which its stored Trace told before: a late line or a second
+-- reconcile must leave the old ones and not count a pushed-out execution again.
+CREATE TABLE IF NOT EXISTS settled (
+    trace_key TEXT PRIMARY KEY,
+    block_ids BLOB NOT NULL,
+    context_id TEXT NOT NULL
+);
 """
 
 T = TypeVar("T")
@@ -453,6 +461,33 @@ class Journal:
                 conn.executemany(
                     "UPDATE traces SET complete = ?, abandoned = ? WHERE trace_key = ?", rows
                 )
+
+    def record_settled(self, joined: Mapping[str, tuple[list[str], str]]) -> None:
+        """Record what each settled trace (key -> (block ids, context id)) was joined with."""
+        rows = [(key, orjson.dumps(blocks), context) for key, (blocks, context) in joined.items()]
+        if rows:
+            with self._tx() as conn:
+                conn.executemany(
+                    "INSERT INTO settled (trace_key, block_ids, context_id) VALUES (?, ?, ?)"
+                    " ON CONFLICT(trace_key) DO UPDATE SET block_ids = excluded.block_ids,"
+                    " context_id = excluded.context_id",
+                    rows,
+                )
+
+    @_reads
+    def settled_joins(self, keys: Iterable[str]) -> dict[str, tuple[list[str], str]]:
+        """What `record_settled` recorded of `keys` (key -> (block ids, context id))."""
+        out: dict[str, tuple[list[str], str]] = {}
+        with self._snapshot() as conn:
+            for chunk, marks in in_lists(keys):
+                rows = conn.execute(
+                    "SELECT trace_key, block_ids, context_id FROM settled"
+                    f" WHERE trace_key IN ({marks})",
+                    chunk,
+                )
+                for key, blocks, context in rows:
+                    out[key] = (orjson.loads(blocks), context)
+        return out
 
     @_reads
     def traces_to_abandon(self, idle_since: float) -> list[str]:
