@@ -162,3 +162,24 @@ def test_reading_batches_of_every_size_keeps_sqlite_memory_flat(tmp_path: Path) 
     store.close()
     journal.close()
     assert grown < 1 << 20, f"SQLite's memory grew {grown >> 10} KB over 1,600 batch reads"
+
+
+def test_a_connection_caches_a_bounded_share_of_a_large_store(tmp_path: Path) -> None:
+    """Issue 23: a run holds ~24 connections, each caching pages until its bound; at
+    SQLite's default (2 MiB each) that bound was ~50 MB of a long catch-up's memory."""
+    memory_used = _sqlite_memory_used()
+    store = SQLiteStore(tmp_path / "store.db")
+    names = [f"t{n:05d}" for n in range(3000)]
+    filler = os.urandom(1500).hex()  # ~3 KB a body that zstd cannot shrink: ~9 MB in all
+    with store.transaction():
+        for name in names:
+            store.create(new_resource("Trace", name, {"id": name, "filler": filler}))
+    store.close()
+    store = SQLiteStore(tmp_path / "store.db")
+    store.get_many("Trace", names[:1])
+    before = memory_used()
+    for i in range(0, len(names), 250):
+        assert len(store.get_many("Trace", names[i : i + 250])) == len(names[i : i + 250])
+    grown = memory_used() - before
+    store.close()
+    assert grown < 1536 << 10, f"one connection's memory grew {grown >> 10} KB reading 9 MB"

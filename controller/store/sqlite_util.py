@@ -24,6 +24,10 @@ _warned_stale: set[Path] = set()
 
 
 WAL_SIZE_LIMIT = 1 << 20  # bytes a WAL file keeps after a checkpoint
+# Page cache per connection (SQLite's default is 2 MiB). A run holds ~24 connections
+# (one per worker thread and database), each filling its cache as the files outgrow it:
+# 1 MiB keeps that under 25 MB whatever the history, for ~1 % more CPU (issue 23).
+CACHE_KIB = 1024
 # `column IN_KEYS` with `key_list(keys)` as its parameter: one statement for any number of keys.
 IN_KEYS = "IN (SELECT value FROM json_each(?))"
 
@@ -67,6 +71,7 @@ def open_database(
         if not read_only and conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         # After a checkpoint, the WAL file is cut back to this instead of keeping its
         # largest size for ever (issue 23: a caught-up state dir's WALs held 12 MB).
         conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
