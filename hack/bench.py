@@ -17,6 +17,9 @@ kept in the work dir:
   writing a Generate trace's end line to its BlockLog being readable from this
   (another) process;
 * peak_rss_mb at --size and --large (VmHWM of the run process) and their ratio;
+* history_<small|large>_lines_per_cpu_s: `foylectl analyze` of the --small and the
+  --large corpus from an empty state dir, lines per CPU second (user + system), and
+  history_cpu_ratio, large over small (flat with history: >= 0.8);
 * get_blocklog_ms / list_blocklogs_first_row_ms: `foylectl get blocklog NAME` and
   the first row of `foylectl get blocklogs` on a store of --blocklogs BlockLogs;
 * fanin_s_per_1000: `analyze` seconds per 1,000 executions of one block, at each
@@ -70,7 +73,7 @@ from gen_logs import parse_size  # noqa: E402
 
 MEASUREMENTS = (
     "floor", "analyze", "catchup", "store", "incremental", "freshness", "rss",
-    "blocklog", "fanin", "fanout",
+    "history", "blocklog", "fanin", "fanout",
 )  # fmt: skip
 NOT_FIGURES = {"sizes", "machine", "git", "flags", "errors", "quick"}
 # key -> (target as text, check); the check gets the whole result (issues 10 and 13).
@@ -84,6 +87,7 @@ TARGETS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
     "peak_rss_mb": ("<= 200", lambda r: r["peak_rss_mb"] <= 200),
     "peak_rss_large_mb": ("<= 200", lambda r: r["peak_rss_large_mb"] <= 200),
     "peak_rss_ratio": ("<= 1.25", lambda r: r["peak_rss_ratio"] <= 1.25),
+    "history_cpu_ratio": (">= 0.8", lambda r: r["history_cpu_ratio"] >= 0.8),
     "get_blocklog_ms": ("<= 300 at 100k", lambda r: r["get_blocklog_ms"] <= 300),
     "fanin_ratio": ("~1, linear (<= 1.25)", lambda r: r["fanin_ratio"] <= 1.25),
 }
@@ -166,6 +170,22 @@ def live_history(cfg: Config, result: dict[str, Any], name: str, size: int, seed
             result["freshness_p99_ms"] = percentile(latencies, 0.99)
 
 
+def history_cpu(cfg: Config, result: dict[str, Any]) -> None:
+    """Lines per CPU second of `analyze` with --small and with --large of history (issue
+    23): the work per line must not grow with what was read before it. CPU seconds, not
+    wall: on a shared machine they are what the work costs."""
+    result["flags"]["history"] = flags_text(cfg)
+    for name, size, seed in (("small", cfg.small, 2), ("large", cfg.large, 4)):
+        logs, stats = make_corpus(cfg, f"history-{name}", size, seed=seed)
+        cpu_before = children_cpu_s()
+        analyze_s(cfg, logs, f"history-{name}", learn_flags(cfg, f"history-{name}"))
+        result[f"history_{name}_lines_per_cpu_s"] = stats.lines / (children_cpu_s() - cpu_before)
+        shutil.rmtree(logs)  # a --large corpus is the largest thing in the work dir
+    result["history_cpu_ratio"] = (
+        result["history_large_lines_per_cpu_s"] / result["history_small_lines_per_cpu_s"]
+    )
+
+
 def measure(cfg: Config, result: dict[str, Any]) -> None:
     """Fill `result` figure by figure, so a failed run still shows what it measured."""
     wants = cfg.only.__contains__
@@ -181,6 +201,8 @@ def measure(cfg: Config, result: dict[str, Any]) -> None:
         )
     if "peak_rss_large_mb" in result and "peak_rss_mb" in result:
         result["peak_rss_ratio"] = result["peak_rss_large_mb"] / result["peak_rss_mb"]
+    if wants("history"):
+        attempt(result, "history", lambda: history_cpu(cfg, result))
     if wants("blocklog"):
         attempt(result, "blocklog", lambda: measure_blocklogs(cfg, result))
     if wants("fanin"):

@@ -39,9 +39,10 @@ import orjson
 from controller.analyze.traces import TraceAccumulator
 from controller.store.packing import UnreadableBody, pack, unpack
 from controller.store.sqlite_util import (
+    IN_KEYS,
     ThreadConnections,
     Transactions,
-    in_lists,
+    key_list,
     open_database,
     translated,
     translated_within,
@@ -376,10 +377,9 @@ class Journal:
 
     @staticmethod
     def _stored_accs(conn: sqlite3.Connection, keys: Iterable[str]) -> Iterator[tuple[str, bytes]]:
-        for chunk, marks in in_lists(keys):
-            yield from conn.execute(
-                f"SELECT trace_key, acc FROM traces WHERE trace_key IN ({marks})", chunk
-            )
+        yield from conn.execute(
+            f"SELECT trace_key, acc FROM traces WHERE trace_key {IN_KEYS}", (key_list(keys),)
+        )
 
     # -- dirty marks ---------------------------------------------------------------------
 
@@ -406,13 +406,12 @@ class Journal:
         """The current dirty marks of `keys` (absent: not dirty)."""
         out: dict[str, int] = {}
         with self._snapshot() as conn:
-            for chunk, marks in in_lists(keys):
-                out.update(
-                    conn.execute(
-                        f"SELECT key, seq FROM dirty WHERE queue = ? AND key IN ({marks})",
-                        (queue, *chunk),
-                    )
+            out.update(
+                conn.execute(
+                    f"SELECT key, seq FROM dirty WHERE queue = ? AND key {IN_KEYS}",
+                    (queue, key_list(keys)),
                 )
+            )
         return out
 
     def clear_dirty(self, queue: str, seqs: Mapping[str, int]) -> None:
@@ -443,14 +442,12 @@ class Journal:
         """The journal rows of `keys` (absent keys: nothing was read of them)."""
         out: dict[str, TraceState] = {}
         with self._snapshot() as conn:
-            for chunk, marks in in_lists(keys):
-                rows = conn.execute(
-                    "SELECT trace_key, acc, last_entry_at FROM traces"
-                    f" WHERE trace_key IN ({marks})",
-                    chunk,
-                )
-                for key, acc, last_entry_at in rows:
-                    out[key] = TraceState(_load_acc(acc), last_entry_at)
+            rows = conn.execute(
+                f"SELECT trace_key, acc, last_entry_at FROM traces WHERE trace_key {IN_KEYS}",
+                (key_list(keys),),
+            )
+            for key, acc, last_entry_at in rows:
+                out[key] = TraceState(_load_acc(acc), last_entry_at)
         return out
 
     def finish_traces(self, outcomes: Iterable[TraceOutcome]) -> None:

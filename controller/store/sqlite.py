@@ -51,10 +51,11 @@ from controller.store.base import (
 )
 from controller.store.packing import UnreadableBody, pack, unpack
 from controller.store.sqlite_util import (
+    IN_KEYS,
     ThreadConnections,
     Transactions,
-    in_lists,
     is_read_only,
+    key_list,
     open_database,
     translated,
     translated_within,
@@ -215,12 +216,11 @@ class SQLiteStore:
         names: Iterable[str],
         params: Sequence[Any] = (),
     ) -> Iterator[Any]:
-        """`select` (over objects `o`) for the objects of `kind` among `names`, 500 at a time."""
+        """`select` (over objects `o`) for the objects of `kind` among `names`."""
         with self._translate_errors():
-            for chunk, marks in in_lists(names):
-                yield from conn.execute(
-                    f"{select} WHERE o.kind = ? AND o.name IN ({marks})", (*params, kind, *chunk)
-                )
+            yield from conn.execute(
+                f"{select} WHERE o.kind = ? AND o.name {IN_KEYS}", (*params, kind, key_list(names))
+            )
 
     def list(self, kind: str, label_selector: str | None = None) -> list[Resource]:
         return self.list_with_version(kind, label_selector)[0]
