@@ -474,17 +474,11 @@ class Journal:
     @_reads
     def settled_joins(self, keys: Iterable[str]) -> dict[str, tuple[list[str], str]]:
         """What `record_settled` recorded of `keys` (key -> (block ids, context id))."""
-        out: dict[str, tuple[list[str], str]] = {}
-        with self._snapshot() as conn:
-            for chunk, marks in in_lists(keys):
-                rows = conn.execute(
-                    "SELECT trace_key, block_ids, context_id FROM settled"
-                    f" WHERE trace_key IN ({marks})",
-                    chunk,
-                )
-                for key, blocks, context in rows:
-                    out[key] = (orjson.loads(blocks), context)
-        return out
+        rows = self._conn().execute(
+            f"SELECT trace_key, block_ids, context_id FROM settled WHERE trace_key {IN_KEYS}",
+            (key_list(keys),),
+        )
+        return {key: (orjson.loads(blocks), context) for key, blocks, context in rows}
 
     @_reads
     def traces_to_abandon(self, idle_since: float) -> list[str]:
