@@ -12,7 +12,8 @@
    included), and the foyle.io requests the server counted
    (apiserver_request_total) by verb and resource;
 2. etcd bytes: the stored value + key bytes under /registry/foyle.io/<plural>/
-   (etcd's JSON gateway, no etcdctl) per object, and the growth of etcd's
+   (etcd's JSON gateway, no etcdctl) per object, the mean bytes of each of its
+   metadata, spec and status fields (what an object holds), and the growth of etcd's
    in-use db size (etcd_mvcc_db_total_size_in_use_in_bytes) after compaction
    and defragmentation, per session;
 3. two ingesters: the same corpus in a second namespace, Foyle's logs read by
@@ -69,13 +70,25 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-def stored_bytes(url: str, plural: str) -> tuple[int, int]:
-    """(objects, key + value bytes) etcd holds for the custom resources `plural`."""
+def stored_bytes(url: str, plural: str) -> tuple[int, int, dict[str, int]]:
+    """(objects, key + value bytes, mean bytes by field) etcd holds for the custom
+    resources `plural`: what each object costs, and what of it (docs/kubernetes.md)."""
     prefix = f"/registry/foyle.io/{plural}/"
     end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
     kvs = _etcd(url, "kv/range", {"key": _b64(prefix), "range_end": _b64(end)}).get("kvs", [])
-    size = sum(len(base64.b64decode(kv["key"])) + len(base64.b64decode(kv["value"])) for kv in kvs)
-    return len(kvs), size
+    values = [base64.b64decode(kv["value"]) for kv in kvs]
+    size = sum(len(base64.b64decode(kv["key"])) for kv in kvs) + sum(map(len, values))
+    return len(kvs), size, _by_field([json.loads(v) for v in values])
+
+
+def _by_field(objects: list[dict[str, Any]]) -> dict[str, int]:
+    """Mean compact-JSON bytes of each metadata, spec and status field, largest first."""
+    total: Counter[str] = Counter()
+    for obj in objects:
+        for part in ("metadata", "spec", "status"):
+            for key, value in (obj.get(part) or {}).items():
+                total[f"{part}.{key}"] += len(json.dumps(value, separators=(",", ":")))
+    return {field: round(n / len(objects)) for field, n in total.most_common()}
 
 
 def db_in_use(url: str) -> int:
@@ -255,11 +268,11 @@ def _measure(work: Path, plane: Path, size: int, seed: int) -> dict[str, Any]:
         raise SystemExit(f"no convergence on what analyze derives: {differ} objects differ")
     requests = api_requests(kubectl) - requests_before
     total = sum(requests.values())
-    traces, trace_bytes = stored_bytes(etcd, "traces")
-    blocklogs, blocklog_bytes = stored_bytes(etcd, "blocklogs")
-    sessions, session_bytes = stored_bytes(etcd, "sessions")
-    logfiles, logfile_bytes = stored_bytes(etcd, "logfiles")
-    examples, example_bytes = stored_bytes(etcd, "examples")
+    traces, trace_bytes, _ = stored_bytes(etcd, "traces")
+    blocklogs, blocklog_bytes, blocklog_fields = stored_bytes(etcd, "blocklogs")
+    sessions, session_bytes, session_fields = stored_bytes(etcd, "sessions")
+    logfiles, logfile_bytes, _ = stored_bytes(etcd, "logfiles")
+    examples, example_bytes, example_fields = stored_bytes(etcd, "examples")
     grown = db_in_use(etcd) - baseline
     per_session = grown / stats.sessions
 
@@ -300,6 +313,11 @@ def _measure(work: Path, plane: Path, size: int, seed: int) -> dict[str, Any]:
         "etcd_value_bytes_per_session_object": round(session_bytes / sessions) if sessions else 0,
         "etcd_value_bytes_logfiles": logfile_bytes,
         "etcd_value_bytes_per_example": round(example_bytes / examples) if examples else 0,
+        "etcd_bytes_by_field": {
+            "BlockLog": blocklog_fields,
+            "Session": session_fields,
+            "Example": example_fields,
+        },
         "etcd_db_in_use_bytes_per_session": round(per_session),
         "sessions_in_2GiB_quota": int(ETCD_QUOTA / per_session),
         "two_ingesters_catch_up_seconds": round(two_seconds, 1),
