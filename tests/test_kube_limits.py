@@ -93,21 +93,27 @@ def test_a_trace_too_large_for_etcd_is_stored_with_its_bodies_elided(
         assert store.get("BlockLog", "b1")["spec"]["genTraceId"] == "a" * 32
 
 
+def _settle(store: KubeStore, tmp_path: Path, lines: list[dict[str, Any]]) -> None:
+    """Read `lines` from a log file and reduce their traces, settled at once (finished in
+    the past): their Traces are never written, their BlockLogs and Session are."""
+    log = tmp_path / "logs" / "foyle.json"
+    log.parent.mkdir()
+    log.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    journal = Journal(tmp_path / "journal.db")
+    read = LogFileReconciler(store, journal).reconcile([str(log)])
+    settled = TraceSettings(settle_after=3600.0)
+    TraceReconciler(store, journal, settled).reconcile(sorted(read.downstream[TRACES]))
+    assert store.list("Trace") == []
+
+
 def test_a_settled_notebook_too_large_for_its_blocklog_is_kept_smaller(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     """A finished Generate trace is settled into its BlockLog; its notebook does not fit
     there: the BlockLog keeps the suggestion without it instead of being retried forever
     (in its status, where a settled generation's suggestion is stored once)."""
-    log = tmp_path / "logs" / "foyle.json"
-    log.parent.mkdir()
-    log.write_text("".join(json.dumps(line) + "\n" for line in _huge_generate_trace()))
-    journal = Journal(tmp_path / "journal.db")
-    settled = TraceSettings(settle_after=3600.0)
     with KubeStore(cluster.namespace, kubeconfig=str(cluster.kubeconfig)) as store:
-        read = LogFileReconciler(store, journal).reconcile([str(log)])
-        TraceReconciler(store, journal, settled).reconcile(sorted(read.downstream[TRACES]))
-        assert store.list("Trace") == []
+        _settle(store, tmp_path, _huge_generate_trace())
         blocklog = store.get("BlockLog", "b1")
         spec, status = blocklog["spec"], blocklog["status"]
         kept = spec["settled"]["a" * 32]
@@ -130,15 +136,8 @@ def test_a_settled_context_too_large_for_its_session_is_kept_smaller(
         "contextId": "01HVMGZFBFN2EMPS5R5AF1ZTA1",
         "context": {"notebook": {"cells": cells}, "selected": 0},
     }
-    log = tmp_path / "logs" / "foyle.json"
-    log.parent.mkdir()
-    log.write_text(json.dumps(line) + "\n")
-    journal = Journal(tmp_path / "journal.db")
-    settled = TraceSettings(settle_after=3600.0)
     with KubeStore(cluster.namespace, kubeconfig=str(cluster.kubeconfig)) as store:
-        read = LogFileReconciler(store, journal).reconcile([str(log)])
-        TraceReconciler(store, journal, settled).reconcile(sorted(read.downstream[TRACES]))
-        assert store.list("Trace") == []
+        _settle(store, tmp_path, [line])
         (session,) = store.list("Session")
         kept = session["spec"]["settled"]["c" * 32]
         assert session["spec"]["traceIds"] == ["c" * 32] and kept["kind"] == "Context"
