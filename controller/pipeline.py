@@ -5,6 +5,9 @@ Flow (see docs/design.md), one row of `stages()` per box:
     watchdog / scans --path--> [logfile] --trace keys--> [trace] --names--> [blocklog] --> [example]
                                                                   +--names--> [session] --> [session-example]
 
+(A BlockLog or Session the trace stage wrote with its derived status goes
+straight to its learner: its own stage would find nothing to write.)
+
 Every arrow is a key an Outcome hands downstream: the worker loop marks it
 durably in the journal in the same unit of work and queues it after the
 commit. The marks and the store's `observedGeneration` are what `resync()`
@@ -145,7 +148,12 @@ class Pipeline:
                 journal_marks=False,
                 gated=True,
             ),
-            Stage("trace", TRACES, trace.reconcile, (BLOCKLOGS, SESSIONS)),
+            Stage(
+                "trace",
+                TRACES,
+                trace.reconcile,
+                (BLOCKLOGS, SESSIONS, EXAMPLES, SESSION_EXAMPLES),
+            ),
             Stage("blocklog", BLOCKLOGS, BlockLogReconciler(store).reconcile, (EXAMPLES,)),
             Stage("session", SESSIONS, SessionReconciler(store).reconcile, (SESSION_EXAMPLES,)),
             Stage("example", EXAMPLES, learner, workers=1),

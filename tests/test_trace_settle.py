@@ -99,7 +99,7 @@ def test_a_settled_generation_keeps_its_notebook_in_the_status_only(
         clock.now = ended + HOUR
         queued: list[str] = []
         assert TraceRetention(store, HOUR, queued.extend, clock).sweep() == 1
-        for name in sorted(pipeline.trace.reconcile(queued).downstream["blocklogs"]):
+        for name in sorted(pipeline.trace.reconcile(queued).downstream.get("blocklogs", set())):
             pipeline.blocklog.reconcile([name])
         assert store.list("Trace") == []
         for blocklog in store.list("BlockLog"):

@@ -103,10 +103,12 @@ def membership_mutations(
     batch: dict[str, Spec],
     *,
     with_status: bool = True,
+    derived: set[str],
 ) -> dict[str, Mutator]:
     """The mutation of each joined resource (by name) that `changes` (raw id -> its
     changes) touch: its membership and the status derived from it, in one write
     (`with_status` False: the membership alone, the status left to the stage).
+    `derived` gets the names whose last write carried the status derived from it.
 
     The members' Trace specs: the batch's own (`batch`, by trace id, newer than any
     stored) and the others' read once for the batch (`traces`, a cache).
@@ -114,7 +116,7 @@ def membership_mutations(
     names = {name_for_id(raw): raw for raw in changes}
     if not with_status:
         return {
-            name: membership_mutation(join, raw, changes[raw], _stale)
+            name: _noting(join, name, membership_mutation(join, raw, changes[raw], _stale), derived)
             for name, raw in names.items()
         }
     current = get_many(store, join.kind, names)
@@ -136,8 +138,30 @@ def membership_mutations(
         return join.status(resource, known, generations)
 
     return {
-        name: membership_mutation(join, raw, changes[raw], derive) for name, raw in names.items()
+        name: _noting(join, name, membership_mutation(join, raw, changes[raw], derive), derived)
+        for name, raw in names.items()
     }
+
+
+def _noting(join: Join, name: str, mutation: Mutator, derived: set[str]) -> Mutator:
+    """`mutation`, noting in `derived` whether what it writes carries the status derived
+    from the spec it writes: the kind's stage would find nothing to do for it (a
+    resource with members, its status current), so the learner is told at once. A
+    conflict's retry notes again; nothing written, a status left stale, or no members
+    left (to be deleted) leave the name to the stage."""
+
+    def mutate(current: Resource | None) -> Resource | None:
+        generation = 0 if current is None else current["metadata"].get("generation", 1)
+        written = mutation(current)
+        carried = (
+            written is not None
+            and bool(join.members(written["spec"]))
+            and (written.get("status") or {}).get(OBSERVED) == generation + 1
+        )
+        (derived.add if carried else derived.discard)(name)
+        return written
+
+    return mutate
 
 
 def _stale(_resource: Resource) -> None:

@@ -28,12 +28,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from controller.analyze.traces import CONTEXT, EXECUTE, GENERATE, LOG_EVENT, RUNME
 from controller.api.kinds import Resource
 from controller.api.names import name_for_id
 from controller.api.resource import parse_rfc3339
+from controller.api.result import Outcome
 from controller.reconcilers.join import Join, SpecChange, membership_mutations
 from controller.reconcilers.tracecache import TraceSpecs
 from controller.store.base import (
@@ -95,34 +98,46 @@ def write_joined(
     traces: TraceSpecs,
     batch: dict[str, dict[str, Any]],
     changes_at: Callable[[int], dict[str, list[SpecChange]]],
-) -> set[str]:
+) -> Joined:
     """Write a batch's membership changes of one joined kind (`changes_at(n)`: raw id ->
     changes, settled members from their n-th `smaller_specs`), each status derived in
-    the same write; the names touched.
+    the same write; the names touched, by what is left to do for them (`Joined`).
 
     All at once; when one is too large for etcd, each alone at the first level that
     fits: with its status derived, then (a notebook too large for etcd, as a Trace's
     may be) the membership alone, as the stage would find it.
     """
     changes = changes_at(0)
+    derived: set[str] = set()
+    mutations = partial(membership_mutations, store, join, traces, batch=batch, derived=derived)
     try:
-        read_modify_write_many(
-            store, join.kind, membership_mutations(store, join, traces, changes, batch)
-        )
+        read_modify_write_many(store, join.kind, mutations(changes))
     except ObjectTooLarge:
         levels = [changes, *(changes_at(n) for n in (1, 2, 3))]
         write_each_smaller(
             store,
             join.kind,
             [
-                *(membership_mutations(store, join, traces, level, batch) for level in levels),
-                *(
-                    membership_mutations(store, join, traces, level, batch, with_status=False)
-                    for level in levels
-                ),
+                *(mutations(level) for level in levels),
+                *(mutations(level, with_status=False) for level in levels),
             ],
         )
-    return {name_for_id(raw) for raw in changes}
+    touched = {name_for_id(raw) for raw in changes}
+    return Joined(derived=touched & derived, rest=touched - derived)
+
+
+@dataclass(frozen=True)
+class Joined:
+    """The joined resources a batch wrote: `derived`, those written with their derived
+    status (for the learner only), and the `rest` (for the kind's stage: a status left
+    stale or not derived again, or no members left)."""
+
+    derived: set[str]
+    rest: set[str]
+
+    def hand_on(self, outcome: Outcome, stage: str, learner: str) -> None:
+        outcome.hand_on(stage, self.rest)
+        outcome.hand_on(learner, self.derived)
 
 
 def write_each_smaller(store: Store, kind: str, levels: list[dict[str, Mutator]]) -> None:

@@ -27,7 +27,7 @@ from controller.analyze.sessions import (
 from controller.api.kinds import Resource
 from controller.learn.session_rule import session_learnability
 from controller.reconcilers.join import Join, JoinReconciler, SpecChange
-from controller.reconcilers.retention import smaller_specs, write_joined
+from controller.reconcilers.retention import Joined, smaller_specs, write_joined
 from controller.reconcilers.tracecache import TraceSpecs
 from controller.store.base import Store
 from controller.store.journal import SESSION_EXAMPLES
@@ -40,8 +40,9 @@ def join_sessions(
     changes: list[tuple[dict[str, Any], str, bool]],
     traces: TraceSpecs,
     batch: dict[str, Spec],
-) -> set[str]:
-    """Make each trace's Session list it (and a Session it left not); the touched names.
+) -> Joined:
+    """Make each trace's Session list it (and a Session it left not); the touched names
+    (`Joined`: by what is left to do for them).
 
     `changes` holds (trace spec, the context id its stored Trace had, whether the
     trace is settled: its contribution kept in the Session). The changes of a

@@ -13,7 +13,9 @@ analysis uses). Then, in this order:
    memory, the other members from a cache), so a catch-up writes each BlockLog
    once, one request where the API server holds it (issue 19);
 3. the Traces are written (one bulk write), and the BlockLogs touched are
-   handed on (the worker loop marks them durably in the same unit of work);
+   handed on (the worker loop marks them durably in the same unit of work):
+   those written with their derived status to the learner, whose stage they
+   skip (it would find nothing to write), the rest to the BlockLog stage;
    Sessions (by RunMe context id) are joined the same way;
 4. phases are recorded (the worker loop clears the batch's dirty marks).
 
@@ -50,7 +52,7 @@ from controller.api.resource import new_resource
 from controller.api.result import Outcome
 from controller.reconcilers.blocklog import BLOCKLOG_JOIN
 from controller.reconcilers.join import SpecChange
-from controller.reconcilers.retention import due, smaller_specs, write_joined
+from controller.reconcilers.retention import Joined, due, smaller_specs, write_joined
 from controller.reconcilers.session import join_sessions
 from controller.reconcilers.tracecache import TraceSpecs
 from controller.store.base import (
@@ -62,7 +64,14 @@ from controller.store.base import (
     read_modify_write,
     read_modify_write_many,
 )
-from controller.store.journal import BLOCKLOGS, SESSIONS, Journal, TraceOutcome
+from controller.store.journal import (
+    BLOCKLOGS,
+    EXAMPLES,
+    SESSION_EXAMPLES,
+    SESSIONS,
+    Journal,
+    TraceOutcome,
+)
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +142,11 @@ class TraceReconciler:
             previous[key], contexts[key] = blocks, context
         outcome = Outcome()
         batch = {r.spec["id"]: r.spec for r in reduced}
-        outcome.hand_on(BLOCKLOGS, self._write_membership(reduced, previous, batch))
+        # Those written with their derived status go to the learner, the rest to their stage.
+        self._write_membership(reduced, previous, batch).hand_on(outcome, BLOCKLOGS, EXAMPLES)
         contexts_before = [(r.spec, contexts.get(r.key) or "", r.settled) for r in reduced]
-        outcome.hand_on(SESSIONS, join_sessions(self.store, contexts_before, self._traces, batch))
+        sessions = join_sessions(self.store, contexts_before, self._traces, batch)
+        sessions.hand_on(outcome, SESSIONS, SESSION_EXAMPLES)
         self._write_traces([r for r in reduced if not r.settled])
         # Settled: BlockLogs and Sessions hold their contributions now, the Traces may go.
         settled = {r.key for r in reduced if r.settled}
@@ -181,7 +192,7 @@ class TraceReconciler:
 
     def _write_membership(
         self, reduced: list[_Reduced], previous: dict[str, Any], batch: dict[str, Spec]
-    ) -> set[str]:
+    ) -> Joined:
         """Merge every trace's membership change per block; one write per BlockLog, its
         status derived in it. One too large for etcd with what it keeps of its settled
         members (a Generate trace's notebook) keeps them smaller, as `_write_traces`
