@@ -5,8 +5,9 @@ Flow (see docs/design.md), one row of `stages()` per box:
     watchdog / scans --path--> [logfile] --trace keys--> [trace] --names--> [blocklog] --> [example]
                                                                   +--names--> [session] --> [session-example]
 
-(A BlockLog or Session the trace stage wrote with its derived status goes
-straight to its learner: its own stage would find nothing to write.)
+(On the local store, a BlockLog or Session the trace stage wrote with its
+derived status goes straight to its learner: its own stage would find nothing
+to write.)
 
 Every arrow is a key an Outcome hands downstream: the worker loop marks it
 durably in the journal in the same unit of work and queues it after the

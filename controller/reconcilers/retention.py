@@ -129,15 +129,22 @@ def write_joined(
 @dataclass(frozen=True)
 class Joined:
     """The joined resources a batch wrote: `derived`, those written with their derived
-    status (for the learner only), and the `rest` (for the kind's stage: a status left
-    stale or not derived again, or no members left)."""
+    status, and the `rest` (a status left stale or not derived again, or no members
+    left), which the kind's stage must see."""
 
     derived: set[str]
     rest: set[str]
 
-    def hand_on(self, outcome: Outcome, stage: str, learner: str) -> None:
-        outcome.hand_on(stage, self.rest)
-        outcome.hand_on(learner, self.derived)
+    def hand_on(self, outcome: Outcome, stage: str, learner: str, *, atomic: bool) -> None:
+        """The derived ones straight to the learner when the batch is `atomic` (one
+        transaction, the local store): their stage would find nothing to write. Not
+        with the API server, where another batch may write a member's Trace between
+        this derivation and this batch's own Traces: the stage derives them again."""
+        if atomic:
+            outcome.hand_on(stage, self.rest)
+            outcome.hand_on(learner, self.derived)
+        else:
+            outcome.hand_on(stage, self.rest | self.derived)
 
 
 def write_each_smaller(store: Store, kind: str, levels: list[dict[str, Mutator]]) -> None:

@@ -14,8 +14,9 @@ analysis uses). Then, in this order:
    once, one request where the API server holds it (issue 19);
 3. the Traces are written (one bulk write), and the BlockLogs touched are
    handed on (the worker loop marks them durably in the same unit of work):
-   those written with their derived status to the learner, whose stage they
-   skip (it would find nothing to write), the rest to the BlockLog stage;
+   on the local store, whose unit of work makes the batch one transaction,
+   those written with their derived status to the learner, past their stage
+   (it would find nothing to write), the rest to the BlockLog stage;
    Sessions (by RunMe context id) are joined the same way;
 4. phases are recorded (the worker loop clears the batch's dirty marks).
 
@@ -72,6 +73,7 @@ from controller.store.journal import (
     Journal,
     TraceOutcome,
 )
+from controller.store.unit import Transactional
 
 log = logging.getLogger(__name__)
 
@@ -142,11 +144,12 @@ class TraceReconciler:
             previous[key], contexts[key] = blocks, context
         outcome = Outcome()
         batch = {r.spec["id"]: r.spec for r in reduced}
-        # Those written with their derived status go to the learner, the rest to their stage.
-        self._write_membership(reduced, previous, batch).hand_on(outcome, BLOCKLOGS, EXAMPLES)
+        atomic = isinstance(self.store, Transactional)  # this batch is one transaction
+        blocklogs = self._write_membership(reduced, previous, batch)
+        blocklogs.hand_on(outcome, BLOCKLOGS, EXAMPLES, atomic=atomic)
         contexts_before = [(r.spec, contexts.get(r.key) or "", r.settled) for r in reduced]
         sessions = join_sessions(self.store, contexts_before, self._traces, batch)
-        sessions.hand_on(outcome, SESSIONS, SESSION_EXAMPLES)
+        sessions.hand_on(outcome, SESSIONS, SESSION_EXAMPLES, atomic=atomic)
         self._write_traces([r for r in reduced if not r.settled])
         # Settled: BlockLogs and Sessions hold their contributions now, the Traces may go.
         settled = {r.key for r in reduced if r.settled}
