@@ -116,7 +116,7 @@ def membership_mutations(
     names = {name_for_id(raw): raw for raw in changes}
     if not with_status:
         return {
-            name: _noting(join, name, membership_mutation(join, raw, changes[raw], _stale), derived)
+            name: membership_mutation(join, raw, changes[raw], _stale, derived)
             for name, raw in names.items()
         }
     current = get_many(store, join.kind, names)
@@ -138,30 +138,9 @@ def membership_mutations(
         return join.status(resource, known, generations)
 
     return {
-        name: _noting(join, name, membership_mutation(join, raw, changes[raw], derive), derived)
+        name: membership_mutation(join, raw, changes[raw], derive, derived)
         for name, raw in names.items()
     }
-
-
-def _noting(join: Join, name: str, mutation: Mutator, derived: set[str]) -> Mutator:
-    """`mutation`, noting in `derived` whether what it writes carries the status derived
-    from the spec it writes: the kind's stage would find nothing to do for it (a
-    resource with members, its status current), so the learner is told at once. A
-    conflict's retry notes again; nothing written, a status left stale, or no members
-    left (to be deleted) leave the name to the stage."""
-
-    def mutate(current: Resource | None) -> Resource | None:
-        generation = 0 if current is None else current["metadata"].get("generation", 1)
-        written = mutation(current)
-        carried = (
-            written is not None
-            and bool(join.members(written["spec"]))
-            and (written.get("status") or {}).get(OBSERVED) == generation + 1
-        )
-        (derived.add if carried else derived.discard)(name)
-        return written
-
-    return mutate
 
 
 def _stale(_resource: Resource) -> None:
@@ -169,17 +148,26 @@ def _stale(_resource: Resource) -> None:
 
 
 def membership_mutation(
-    join: Join, raw_id: str, changes: list[SpecChange], derive: Derive
+    join: Join,
+    raw_id: str,
+    changes: list[SpecChange],
+    derive: Derive,
+    derived: set[str] | None = None,
 ) -> Mutator:
     """Apply a batch's membership changes to one joined resource's spec, in order, with
     the status `derive` makes of the result (None: the stored one, left stale), and
     what that status shows of the settled members dropped from the spec (`compact`).
 
     Creates the resource when it is absent and a change makes a spec; writes
-    nothing when the spec ends as it was (or as None: nothing to join).
+    nothing when the spec ends as it was (or as None: nothing to join). `derived`
+    holds its name after a write that carried its derived status and had members: its
+    stage would find nothing to do for it. A conflict's retry notes again.
     """
+    name = name_for_id(raw_id)
 
     def mutate(current: Resource | None) -> Resource | None:
+        if derived is not None:
+            derived.discard(name)
         spec = current["spec"] if current is not None else None
         for change in changes:
             spec = change(spec)
@@ -192,6 +180,8 @@ def membership_mutation(
         status = derive(resource)
         if status is not None:
             resource["status"] = {**status, OBSERVED: generation + 1}
+            if derived is not None and join.members(spec):
+                derived.add(name)
         resource["spec"] = join.compact(spec, resource.get("status"))
         return resource
 
