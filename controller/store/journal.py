@@ -213,10 +213,6 @@ class Journal:
         with translated_within(self.path, self._transactions.write()) as conn:
             yield conn
 
-    def _snapshot(self) -> AbstractContextManager[sqlite3.Connection]:
-        """Several reads that see one state (the open unit's transaction already does)."""
-        return self._transactions.read()
-
     def transaction(self) -> AbstractContextManager[None]:
         """One transaction for many writes (controller.store.unit.unit_of_work)."""
         return translated_within(self.path, self._transactions.transaction())
@@ -404,15 +400,11 @@ class Journal:
     @_reads
     def dirty_seqs(self, queue: str, keys: Iterable[str]) -> dict[str, int]:
         """The current dirty marks of `keys` (absent: not dirty)."""
-        out: dict[str, int] = {}
-        with self._snapshot() as conn:
-            out.update(
-                conn.execute(
-                    f"SELECT key, seq FROM dirty WHERE queue = ? AND key {IN_KEYS}",
-                    (queue, key_list(keys)),
-                )
-            )
-        return out
+        rows = self._conn().execute(
+            f"SELECT key, seq FROM dirty WHERE queue = ? AND key {IN_KEYS}",
+            (queue, key_list(keys)),
+        )
+        return dict(rows)
 
     def clear_dirty(self, queue: str, seqs: Mapping[str, int]) -> None:
         """Forget each mark unless something set it again since its `seq` was read."""
@@ -440,15 +432,11 @@ class Journal:
     @_reads
     def trace_states(self, keys: Iterable[str]) -> dict[str, TraceState]:
         """The journal rows of `keys` (absent keys: nothing was read of them)."""
-        out: dict[str, TraceState] = {}
-        with self._snapshot() as conn:
-            rows = conn.execute(
-                f"SELECT trace_key, acc, last_entry_at FROM traces WHERE trace_key {IN_KEYS}",
-                (key_list(keys),),
-            )
-            for key, acc, last_entry_at in rows:
-                out[key] = TraceState(_load_acc(acc), last_entry_at)
-        return out
+        rows = self._conn().execute(
+            f"SELECT trace_key, acc, last_entry_at FROM traces WHERE trace_key {IN_KEYS}",
+            (key_list(keys),),
+        )
+        return {key: TraceState(_load_acc(acc), last) for key, acc, last in rows}
 
     def finish_traces(self, outcomes: Iterable[TraceOutcome]) -> None:
         """Record phases (an abandoned trace leaves the sweep; a new line brings it back)."""
