@@ -1,6 +1,8 @@
 """One write per BlockLog and Session (issue 19): the Trace reconciler derives their status
 in the same write as their membership, on every store, and hands them straight to the
-learners: the BlockLog and Session stages would find nothing to write. Real journal, real SQLite, the emulator and the real API server.
+learners: the BlockLog and Session stages would find nothing to write, and the learners
+nothing to do for one that neither taught nor teaches. Real journal, real SQLite, the
+emulator and the real API server.
 """
 
 from __future__ import annotations
@@ -11,9 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from controller.reconcilers.blocklog import BlockLogReconciler
+from controller.api.resource import new_resource
+from controller.api.result import Outcome
+from controller.reconcilers.blocklog import BLOCKLOG_JOIN, BlockLogReconciler
+from controller.reconcilers.join import Join, membership_mutation
 from controller.reconcilers.logfile import LogFileReconciler
-from controller.reconcilers.session import SessionReconciler
+from controller.reconcilers.retention import Joined
+from controller.reconcilers.session import SESSION_JOIN, SessionReconciler
 from controller.reconcilers.trace import TraceReconciler, TraceSettings
 from controller.store.base import Store
 from controller.store.journal import (
@@ -62,7 +68,7 @@ def test_a_catch_up_writes_each_blocklog_and_session_once_with_its_status(
     store: Store, tmp_path: Path, settle: bool
 ) -> None:
     logs = tmp_path / "logs"
-    gen_logs.generate(logs, size_bytes=40_000, seed=19)
+    gen_logs.generate(logs, size_bytes=40_000, seed=3)
     journal = Journal(tmp_path / "journal.db")
     files = sorted(str(p) for p in logs.rglob("*.json"))
     traces = LogFileReconciler(store, journal).reconcile(files).downstream[TRACES]
@@ -70,6 +76,8 @@ def test_a_catch_up_writes_each_blocklog_and_session_once_with_its_status(
     settings = TraceSettings(settle_after=3600.0 if settle else 0.0)
     handed = TraceReconciler(store, journal, settings).reconcile(sorted(traces)).downstream
 
+    teaching = [b for b in store.list("BlockLog") if BLOCKLOG_JOIN.teaches(b)]
+    assert 0 < len(teaching) < len(store.list("BlockLog")), "some BlockLogs teach, not all"
     for kind in JOINED:
         written = _changes(store, kind, since[kind])
         objects = store.list(kind)
@@ -77,14 +85,18 @@ def test_a_catch_up_writes_each_blocklog_and_session_once_with_its_status(
         assert sorted(written) == sorted(("ADDED", o["metadata"]["name"]) for o in objects)
         for obj in objects:
             assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"] == 1
-    # Written with its status, each goes straight to its learner where the batch is one
-    # transaction (SQLite), past its own stage; with the API server, to its stage ...
+    # Written with its status, each that teaches goes straight to its learner where the
+    # batch is one transaction (SQLite), past its own stage, and one that does not to no
+    # one (the learner would find nothing to do); with the API server, all to the stage ...
     names = {kind: sorted(o["metadata"]["name"] for o in store.list(kind)) for kind in JOINED}
     learners = isinstance(store, Transactional)
-    joined = ((BLOCKLOGS, EXAMPLES, "BlockLog"), (SESSIONS, SESSION_EXAMPLES, "Session"))
-    for stage, learner, kind in joined:
-        to, not_to = (learner, stage) if learners else (stage, learner)
-        assert sorted(handed[to]) == names[kind] and not_to not in handed, kind
+    joined = ((BLOCKLOGS, EXAMPLES, BLOCKLOG_JOIN), (SESSIONS, SESSION_EXAMPLES, SESSION_JOIN))
+    for stage, learner, join in joined:
+        teaching = sorted(o["metadata"]["name"] for o in store.list(join.kind) if join.teaches(o))
+        if learners:
+            assert sorted(handed.get(learner, [])) == teaching and stage not in handed
+        else:
+            assert sorted(handed[stage]) == names[join.kind] and learner not in handed
     # ... which would find every status as it derives it: no write.
     after = {kind: store.list_with_version(kind)[1] for kind in JOINED}
     BlockLogReconciler(store).reconcile(names["BlockLog"])
@@ -119,3 +131,60 @@ def test_a_stage_derives_a_status_left_stale_once_and_names_its_generation(
         store.get("BlockLog", name)["metadata"]["resourceVersion"]
         == (fixed["metadata"]["resourceVersion"])
     )
+
+
+def _teaching_join() -> Join:
+    """A joined kind whose status teaches when its members say so (spec.members)."""
+    return Join(
+        "BlockLog",
+        members=lambda spec: spec.get("members", []),
+        status=lambda _r, _t, _g: {},
+        learner_queue=EXAMPLES,
+        compact=lambda spec, _status: spec,
+        teaches=lambda r: (r.get("status") or {}).get("teaches", False),
+    )
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "to_learner"),
+    [
+        (None, False, False),
+        (None, True, True),
+        (False, True, True),
+        (True, False, True),
+        (False, False, False),
+    ],
+)
+def test_the_learner_sees_a_write_that_taught_or_teaches_and_no_other(
+    before: bool | None, after: bool, to_learner: bool
+) -> None:
+    """An Example can exist only for a resource whose stored status taught: a write from
+    a status that did not to one that does not leaves the learner nothing to do."""
+    join = _teaching_join()
+    current = None
+    if before is not None:
+        current = new_resource("BlockLog", "b", {"members": ["t0"]}, {"teaches": before})
+        current["metadata"]["generation"] = 1
+    derived: dict[str, bool] = {}
+    mutate = membership_mutation(
+        join,
+        "b",
+        [lambda spec: {"members": [*(spec or {}).get("members", []), "t1"]}],
+        lambda _resource: {"teaches": after},
+        derived,
+    )
+    assert mutate(current) is not None
+    assert derived == {"b": to_learner}
+    joined = Joined(
+        derived={n for n, v in derived.items() if v},
+        untaught={n for n, v in derived.items() if not v},
+        rest=set(),
+    )
+    for atomic, stage, learner in (
+        (True, set(), {"b"} if to_learner else set()),
+        (False, {"b"}, set()),
+    ):
+        outcome = Outcome()
+        joined.hand_on(outcome, BLOCKLOGS, EXAMPLES, atomic=atomic)
+        assert set(outcome.downstream.get(BLOCKLOGS, ())) == stage
+        assert set(outcome.downstream.get(EXAMPLES, ())) == learner

@@ -14,6 +14,7 @@ from controller.analyze.blocklogs import (
     member_ids,
 )
 from controller.api.kinds import Resource
+from controller.learn.rule import learnability
 from controller.reconcilers.join import Join, JoinReconciler
 from controller.store.journal import EXAMPLES
 
@@ -24,8 +25,17 @@ def _status(
     return blocklog_status(blocklog["spec"], traces, generations, blocklog.get("status"))
 
 
+def _teaches(blocklog: Resource) -> bool:
+    return learnability(blocklog)[0]
+
+
 BLOCKLOG_JOIN = Join(
-    "BlockLog", member_ids, _status, learner_queue=EXAMPLES, compact=compact_settled
+    "BlockLog",
+    member_ids,
+    _status,
+    learner_queue=EXAMPLES,
+    compact=compact_settled,
+    teaches=_teaches,
 )
 
 

@@ -49,15 +49,17 @@ Compact = Callable[[Spec, Mapping[str, Any] | None], Spec]
 @dataclass(frozen=True)
 class Join:
     """What differs between joined kinds: the kind, who its members are, the pure status of
-    a resource from its members' Trace specs, the learner stage told of changes, and how
+    a resource from its members' Trace specs, the learner stage told of changes, how
     a spec drops what its status already shows of its settled members (`compact`: the
-    spec and that status -> the spec storing it once)."""
+    spec and that status -> the spec storing it once), and whether the learner would
+    make an Example of a resource as stored (`teaches`: its learnability rule)."""
 
     kind: str
     members: Callable[[Spec], list[str]]
     status: Status
     learner_queue: str
     compact: Compact
+    teaches: Callable[[Resource], bool]
 
 
 class JoinReconciler:
@@ -103,12 +105,13 @@ def membership_mutations(
     batch: dict[str, Spec],
     *,
     with_status: bool = True,
-    derived: set[str],
+    derived: dict[str, bool],
 ) -> dict[str, Mutator]:
     """The mutation of each joined resource (by name) that `changes` (raw id -> its
     changes) touch: its membership and the status derived from it, in one write
     (`with_status` False: the membership alone, the status left to the stage).
-    `derived` gets the names whose last write carried the status derived from it.
+    `derived` gets the names whose last write carried the status derived from it
+    (see `membership_mutation`).
 
     The members' Trace specs: the batch's own (`batch`, by trace id, newer than any
     stored) and the others' read once for the batch (`traces`, a cache).
@@ -152,7 +155,7 @@ def membership_mutation(
     raw_id: str,
     changes: list[SpecChange],
     derive: Derive,
-    derived: set[str] | None = None,
+    derived: dict[str, bool] | None = None,
 ) -> Mutator:
     """Apply a batch's membership changes to one joined resource's spec, in order, with
     the status `derive` makes of the result (None: the stored one, left stale), and
@@ -161,13 +164,16 @@ def membership_mutation(
     Creates the resource when it is absent and a change makes a spec; writes
     nothing when the spec ends as it was (or as None: nothing to join). `derived`
     holds its name after a write that carried its derived status and had members: its
-    stage would find nothing to do for it. A conflict's retry notes again.
+    stage would find nothing to do for it. Its value says whether the learner must look:
+    False when neither the stored status nor the new one teaches (`Join.teaches`), as
+    in most of a catch-up: no Example can exist (the learner has seen, or has marked
+    to see, every version before) and none is to be made. A conflict's retry notes again.
     """
     name = name_for_id(raw_id)
 
     def mutate(current: Resource | None) -> Resource | None:
         if derived is not None:
-            derived.discard(name)
+            derived.pop(name, None)
         spec = current["spec"] if current is not None else None
         for change in changes:
             spec = change(spec)
@@ -175,13 +181,14 @@ def membership_mutation(
             return None
         # The spec changes: the write makes the next generation (1 for a create).
         generation = 0 if current is None else current["metadata"].get("generation", 1)
+        taught = current is not None and join.teaches(current)
         resource = new_resource(join.kind, raw_id, spec) if current is None else current
         resource["spec"] = spec
         status = derive(resource)
         if status is not None:
             resource["status"] = {**status, OBSERVED: generation + 1}
             if derived is not None and join.members(spec):
-                derived.add(name)
+                derived[name] = taught or join.teaches(resource)
         resource["spec"] = join.compact(spec, resource.get("status"))
         return resource
 

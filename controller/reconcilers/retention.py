@@ -108,7 +108,7 @@ def write_joined(
     may be) the membership alone, as the stage would find it.
     """
     changes = changes_at(0)
-    derived: set[str] = set()
+    derived: dict[str, bool] = {}
     mutations = partial(membership_mutations, store, join, traces, batch=batch, derived=derived)
     try:
         read_modify_write_many(store, join.kind, mutations(changes))
@@ -123,28 +123,36 @@ def write_joined(
             ],
         )
     touched = {name_for_id(raw) for raw in changes}
-    return Joined(derived=touched & derived, rest=touched - derived)
+    return Joined(
+        derived={n for n in touched if derived.get(n)},
+        untaught={n for n in touched if derived.get(n) is False},
+        rest=touched - derived.keys(),
+    )
 
 
 @dataclass(frozen=True)
 class Joined:
     """The joined resources a batch wrote: `derived`, those written with their derived
-    status, and the `rest` (a status left stale or not derived again, or no members
-    left), which the kind's stage must see."""
+    status that the learner must look at, `untaught`, those written with their derived
+    status where neither it nor the one before teaches (`Join.teaches`), and the `rest`
+    (a status left stale or not derived again, or no members left), which the kind's
+    stage must see."""
 
     derived: set[str]
+    untaught: set[str]
     rest: set[str]
 
     def hand_on(self, outcome: Outcome, stage: str, learner: str, *, atomic: bool) -> None:
         """The derived ones straight to the learner when the batch is `atomic` (one
-        transaction, the local store): their stage would find nothing to write. Not
-        with the API server, where another batch may write a member's Trace between
-        this derivation and this batch's own Traces: the stage derives them again."""
+        transaction, the local store): their stage would find nothing to write, and
+        the untaught ones to no one: the learner would find nothing either. Not with
+        the API server, where another batch may write a member's Trace between this
+        derivation and this batch's own Traces: the stage derives them all again."""
         if atomic:
             outcome.hand_on(stage, self.rest)
             outcome.hand_on(learner, self.derived)
         else:
-            outcome.hand_on(stage, self.rest | self.derived)
+            outcome.hand_on(stage, self.rest | self.derived | self.untaught)
 
 
 def write_each_smaller(store: Store, kind: str, levels: list[dict[str, Mutator]]) -> None:

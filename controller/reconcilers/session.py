@@ -90,8 +90,17 @@ def _members(spec: Spec) -> list[str]:
     return list(spec.get("traceIds", []))
 
 
+def _teaches(session: Resource) -> bool:
+    return session_learnability(session)[0]
+
+
 SESSION_JOIN = Join(
-    "Session", _members, _status, learner_queue=SESSION_EXAMPLES, compact=compact_settled
+    "Session",
+    _members,
+    _status,
+    learner_queue=SESSION_EXAMPLES,
+    compact=compact_settled,
+    teaches=_teaches,
 )
 
 
