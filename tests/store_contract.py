@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+import uuid
 from collections.abc import Callable
 
 import pytest
@@ -65,6 +66,22 @@ def test_create_sets_server_fields_and_get_returns_the_object(store: Store) -> N
     got = store.get("Trace", "a")
     assert got == created
     assert got["spec"]["id"] == "a" and got["metadata"]["labels"] == {"team": "x"}
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["one", "many"])
+def test_each_object_created_gets_a_uid_of_its_own(store: Store, many: bool) -> None:
+    """A random UUID, as the API server gives; a create through read_modify_write_many
+    leaves the object its mutator made as it was (the store fills in its own copy)."""
+    made = [_trace(name, {"team": "x"}) for name in ("a", "b", "c")]
+    if many:
+        mutations = {o["metadata"]["name"]: (lambda _c, o=o: o) for o in made}
+        read_modify_write_many(store, "Trace", mutations)
+        assert made == [_trace(name, {"team": "x"}) for name in ("a", "b", "c")]
+    else:
+        for obj in made:
+            store.create(obj)
+    uids = [uuid.UUID(store.get("Trace", name)["metadata"]["uid"]) for name in "abc"]
+    assert len(set(uids)) == 3 and {u.version for u in uids} == {4}
 
 
 def test_create_ignores_status_as_the_api_server_does(store: Store) -> None:
