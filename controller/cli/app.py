@@ -20,6 +20,7 @@ from controller.learning import (
     learning_manager,
     pipeline_learners,
 )
+from controller.runtime.collector import collect_rarely
 from controller.settings import STOP_SECONDS, Settings
 from controller.store.base import Store
 
@@ -145,6 +146,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     journal = _journal(settings)
     learners = build_learners(settings, store) if settings.learn else {}
     manager = Pipeline(settings, store, journal, oneshot=True, **pipeline_learners(learners))
+    collect_rarely()
     tty = sys.stderr.isatty()
     progress = ProgressReporter(
         settings.log_dirs,
@@ -244,6 +246,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     registry = MetricsRegistry()
     learners = build_learners(settings, store, registry) if settings.learn else {}
     manager = Pipeline(settings, store, journal, registry, **pipeline_learners(learners))
+    collect_rarely()
     server = None
     if settings.metrics_addr:
         try:
