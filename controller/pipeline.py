@@ -6,8 +6,8 @@ Flow (see docs/design.md), one row of `stages()` per box:
                                                                   +--names--> [session] --> [session-example]
 
 (On the local store, a BlockLog or Session the trace stage wrote with its
-derived status goes straight to its learner: its own stage would find nothing
-to write.)
+derived status goes straight to its learner, its own stage would find nothing
+to write; and to no one when neither that status nor the one before teaches.)
 
 Every arrow is a key an Outcome hands downstream: the worker loop marks it
 durably in the journal in the same unit of work and queues it after the
