@@ -276,11 +276,7 @@ class SQLiteStore:
         kind, name = obj["kind"], obj["metadata"]["name"]
         body = orjson.loads(orjson.dumps(obj))
         body["status"] = (body.get("status") or {}) if status_with_spec(kind) else {}
-        meta = body["metadata"]
-        meta.pop("resourceVersion", None)
-        meta["uid"] = new_uid()
-        meta["generation"] = 1
-        meta["creationTimestamp"] = rfc3339_seconds(time.time())
+        _set_created(body["metadata"], rfc3339_seconds(time.time()))
         with self._write() as conn:
             if _stored(conn, kind, name) is not None:
                 raise AlreadyExists(f"{kind}/{name} already exists")
@@ -396,7 +392,8 @@ class SQLiteStore:
         no Conflict is possible, and all reads and writes are one statement per
         batch. As in `read_modify_write`, `mutate` gets a copy of its own (parsed
         again from the stored text) and may change it in place.
-        Returns each object as stored afterwards (None: absent).
+        Returns each object as stored afterwards (None: absent); a created one shares
+        what lies below its top level and metadata with the object its mutator returned.
         """
         created = rfc3339_seconds(time.time())  # one creationTimestamp for the batch
         results: dict[str, Resource | None] = {}
@@ -495,6 +492,15 @@ def new_uid() -> str:
     return f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-{variant}{digits[17:20]}-{digits[20:]}"
 
 
+def _set_created(meta: dict[str, Any], created: str) -> None:
+    """What the API server sets on a create: a new uid, generation 1, the
+    creationTimestamp (`created`), and no resourceVersion until the commit gives one."""
+    meta.pop("resourceVersion", None)
+    meta["uid"] = new_uid()
+    meta["generation"] = 1
+    meta["creationTimestamp"] = created
+
+
 def _applied(
     current: Resource | None, desired: Resource, created: str
 ) -> tuple[EventType, Resource] | None:
@@ -505,15 +511,11 @@ def _applied(
     ownerReferences, status).
     """
     if current is None:
-        # Its own top level and metadata, which the create fills in: the caller's stay as
-        # they are (mutators build a new object for a create, so nothing deeper is shared
-        # with what the store holds: the body is stored as its serialised text).
+        # Its own top level and metadata, which the create fills in, so the caller's
+        # object stays as it was; what lies deeper is shared with it (not copied: the
+        # store keeps the body's serialised text, and nothing here changes it).
         body = {**desired, "metadata": dict(desired["metadata"])}
-        meta = body["metadata"]
-        meta.pop("resourceVersion", None)
-        meta["uid"] = new_uid()
-        meta["generation"] = 1
-        meta["creationTimestamp"] = created
+        _set_created(body["metadata"], created)
         body["status"] = body.get("status") or {}
         return "ADDED", body
     spec, status = desired.get("spec") or {}, desired.get("status") or {}
