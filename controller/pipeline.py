@@ -34,6 +34,7 @@ from controller.api.kinds import Resource
 from controller.api.names import name_for_id
 from controller.api.result import Outcome
 from controller.logs.opening import inside
+from controller.logs.scanning import scan
 from controller.reconcilers.blocklog import BlockLogReconciler
 from controller.reconcilers.logfile import LogFileReconciler, LogFileSettings, logfile_name
 from controller.reconcilers.session import SessionReconciler
@@ -48,7 +49,7 @@ from controller.runtime.controller import (
 from controller.runtime.manager import Manager
 from controller.runtime.memory import limit_arenas, release_free_memory
 from controller.runtime.metrics import IngestMetrics, MetricsRegistry
-from controller.runtime.watcher import LogWatcher, scan
+from controller.runtime.watcher import LogWatcher
 from controller.settings import Settings
 from controller.store.base import ChangeFeed, NotFound, Store
 from controller.store.journal import (

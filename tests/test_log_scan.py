@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.runtime.watcher import scan
+from controller.logs.scanning import scan
 from tests.test_logfile_reconciler import without_read_override
 
 

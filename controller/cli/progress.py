@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from controller.runtime.watcher import scan
+from controller.logs.scanning import scan
 from controller.store.journal import Journal
 
 log = logging.getLogger(__name__)

@@ -10,68 +10,14 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers.api import BaseObserver
-
-from controller.logs.opening import is_log_file
+if TYPE_CHECKING:  # watchdog is imported when a watcher starts: `analyze` never pays for it
+    from watchdog.observers.api import BaseObserver
 
 log = logging.getLogger(__name__)
-
-# Our own reads open and close the files: reacting to that would re-read them forever.
-IGNORED_EVENTS = frozenset({"opened", "closed_no_write"})
-
-
-_unlistable: set[tuple[str, int]] = set()  # (directory, errno) said already
-
-
-def _say_unlistable(err: OSError) -> None:
-    """A directory the scan cannot list is said once (every rescan meets it again):
-    its log files are not read, and a silent skip looked like an empty directory."""
-    key = (str(err.filename), err.errno or 0)
-    if key not in _unlistable:
-        _unlistable.add(key)
-        log.warning("cannot list %r, its log files are not read: %s", err.filename, err.strerror)
-
-
-def scan(directories: list[Path]) -> Iterator[str]:
-    """Every log file under the directories, recursively, in a stable order."""
-    for directory in directories:
-        for root, dirs, files in os.walk(directory, onerror=_say_unlistable):
-            dirs.sort()
-            for name in sorted(files):
-                if is_log_file(name):
-                    yield os.path.join(root, name)
-
-
-class _Handler(FileSystemEventHandler):
-    def __init__(self, on_path: Callable[[str], None]) -> None:
-        self._on_path = on_path
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type in IGNORED_EVENTS:
-            return
-        paths = [event.src_path, getattr(event, "dest_path", "")]
-        for raw in paths:
-            path = os.fsdecode(raw) if raw else ""
-            if not path:
-                continue
-            if event.is_directory:
-                if event.event_type in ("created", "moved"):
-                    for found in scan([Path(path)]):
-                        self._on_path(found)
-            elif is_log_file(path):
-                self._on_path(path)
-        if event.event_type == "moved" and not event.is_directory:
-            source, dest = (os.fsdecode(raw) for raw in paths)
-            if is_log_file(source) and not is_log_file(dest):
-                # Rotated to a name nobody watches (logrotate's `create`): read as a
-                # rotated file if its log name was never looked at (issue 24).
-                self._on_path(dest)
-
 
 # The per-user limit each failure means (shared with every program: editors and IDEs often
 # take most of them), so the warning names the one to raise.
@@ -135,7 +81,9 @@ class LogWatcher:
 
     def _started(self, observer: BaseObserver) -> BaseObserver:
         """`observer` watching every directory and running; on OSError nothing is left running."""
-        handler = _Handler(self._on_path)
+        from controller.runtime.watch_events import PathEventHandler
+
+        handler = PathEventHandler(self._on_path)
         try:
             for directory in self.directories:
                 observer.schedule(handler, str(directory), recursive=True)
