@@ -52,7 +52,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_common import REPO, Config, flags_text, learn_flags  # noqa: E402
+from bench_common import REPO, Config, compile_package, flags_text, learn_flags  # noqa: E402
 from bench_live import (  # noqa: E402
     freshness_ms,
     incremental_s,
@@ -358,6 +358,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
 def main(argv: list[str] | None = None) -> int:
     args, cfg = parse_args(argv)
     result: dict[str, Any] = {"machine": machine(), "git": git_commit(), "flags": {}}
+    compile_package()
     try:
         measure(cfg, result)
     except KeyboardInterrupt:
