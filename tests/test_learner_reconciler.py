@@ -234,6 +234,40 @@ def test_a_key_that_fails_is_reported_failed_and_counted_and_the_others_learned(
     assert env.example("b2") is not None and env.example("b2")["status"]["trainingFiles"]
 
 
+def test_a_batchs_index_entries_are_committed_once(env: Env) -> None:
+    names = [f"b{i}" for i in range(5)]
+    for i, name in enumerate(names):
+        env.put_blocklog(name, f"{FIXED} | head -{i}")
+    statements: list[str] = []
+    env.index._conn.set_trace_callback(statements.append)
+
+    outcome = env.learner.reconcile(names)
+
+    assert not outcome.failed
+    assert statements.count("COMMIT") == 1  # FTS5 writes a segment per commit
+    assert sorted(env.index.names()) == names
+    assert env.files() == [f"{name}.example.binpb" for name in names]
+
+
+def test_an_index_commit_that_fails_fails_its_batch_and_the_retry_learns_it(env: Env) -> None:
+    env.put_blocklog("b1", FIXED)
+    env.put_blocklog("b2", FIXED + " | head")
+    env.index._conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON examples BEGIN"
+                            " SELECT RAISE(ABORT, 'index refused'); END")  # fmt: skip
+
+    outcome = env.learner.reconcile(["b1", "b2"])
+
+    assert sorted(outcome.failed) == ["b1", "b2"]
+    assert env.counter("learner_examples_total", result="failed") == 2
+    assert env.files() == []
+    for name in ("b1", "b2"):  # the spec is written; no status claims an index entry
+        example = env.example(name)
+        assert example is not None and "indexedTime" not in example.get("status", {})
+    env.index._conn.execute("DROP TRIGGER refuse")
+    assert not env.learner.reconcile(["b1", "b2"]).failed
+    assert sorted(env.index.names()) == ["b1", "b2"] and len(env.files()) == 2
+
+
 def test_a_batch_the_store_cannot_read_raises(env: Env) -> None:
     env.put_blocklog("b1", FIXED)
     env.store.close()

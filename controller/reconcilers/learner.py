@@ -39,7 +39,7 @@ from controller.api.kinds import Resource
 from controller.api.resource import rfc3339
 from controller.api.result import Outcome, Result
 from controller.index.embedders import EmbeddingUnavailable
-from controller.index.retrieval import ExampleIndex
+from controller.index.retrieval import ExampleIndex, IndexWrite
 from controller.index.training import TrainingWriter, foyle_skip_reason
 from controller.learn.query import blocks_to_markdown
 from controller.learn.rule import BLOCKLOG_LABEL, example_for, learnability
@@ -66,6 +66,21 @@ class Source:
 
 BLOCKLOG_SOURCE = Source("BlockLog", BLOCKLOG_LABEL, learnability, example_for)
 SESSION_SOURCE = Source("Session", SESSION_LABEL, session_learnability, example_for_session)
+
+
+@dataclass
+class _Learning:
+    """A learnable source within a batch: its Example (spec written), whether the spec
+    changed, and its index entry to write (None: up to date, or `waiting` for the
+    embedding service)."""
+
+    name: str
+    example: Resource
+    changed: bool
+    write: IndexWrite | None
+    waiting: bool
+
+
 LEARN_FROM = {
     "blocklogs": (BLOCKLOG_SOURCE,),
     "sessions": (SESSION_SOURCE,),
@@ -118,7 +133,8 @@ class LearnerReconciler:
             )
 
     def reconcile(self, names: list[str]) -> Outcome:
-        """Converge a batch: its sources and Examples are read in one query each.
+        """Converge a batch: its sources and Examples are read in one query each, and
+        the index entries of the batch are written in one transaction.
 
         A source that is not learnable and has no Example needs no work: nothing
         derived from it can exist (an Example is written before its index entry and
@@ -130,62 +146,85 @@ class LearnerReconciler:
         sources = get_many(self.store, self.source.kind, names)
         examples = get_many(self.store, KIND, names)
         outcome = Outcome()
+        learning: list[_Learning] = []
         for name in names:
             source = sources.get(name)
             learnable, reason = self.source.learnability(source) if source else (False, "NotFound")
             if not learnable and name not in examples:
                 self._not_learnable.labels(reason).inc()
                 continue
+            example = None
             try:
                 example = self.source.example_for(source) if source and learnable else None
-                if self._converge(name, example, reason):
-                    outcome.set_result(name, Result(requeue_after=self.index.outage.retry_in()))
+                if example is None:
+                    self._not_learnable.labels(reason).inc()
+                    self._forget(name)
+                else:
+                    learning.append(self._prepare(name, example))
             except Exception as err:
-                self._errors.inc()
-                outcome.failed[name] = err
+                self._failed(outcome, name, err, learnable=example is not None)
+        self._index(learning, outcome)
+        for item in learning:
+            if item.name in outcome.failed:
+                continue
+            try:
+                if self._finish(item):
+                    outcome.set_result(
+                        item.name, Result(requeue_after=self.index.outage.retry_in())
+                    )
+            except Exception as err:
+                self._failed(outcome, item.name, err, learnable=True)
         return outcome
 
-    def _converge(self, name: str, example: Resource | None, reason: str) -> bool:
-        """Make the Example, index entry and files match `example` (none of them when None);
-        True when the Example waits for the embedding service."""
-        if example is None:
-            self._not_learnable.labels(reason).inc()
-            self._forget(name)
-            return False
+    def _prepare(self, name: str, example: Resource) -> _Learning:
+        """Write the Example's spec and make its index entry (embedded if it must be)."""
+        changed = self._write_spec(example)
         try:
-            changed = self._write_spec(example)
-            waiting, derived = self._derive(name, example)
-        except Exception:
-            self._learned.labels("failed").inc()
-            raise
-        if waiting:
-            self._learned.labels("failed").inc()
-            return True
-        self._learned.labels("written" if changed or derived else "skipped").inc()
-        return False
-
-    def _derive(self, name: str, example: Resource) -> tuple[bool, bool]:
-        """The index entry, training files and status of a written spec. Returns (waiting for
-        the embedding service, status moved: a retry that finishes what a failed attempt began
-        counts as written)."""
-        try:
-            self.index.upsert(
+            write = self.index.prepared(
                 name,
                 blocks_to_markdown(example["spec"]["query"]["blocks"]),
                 orjson.dumps(example, option=orjson.OPT_SORT_KEYS).decode(),
             )
         except EmbeddingUnavailable:
+            return _Learning(name, example, changed, None, waiting=True)
+        return _Learning(name, example, changed, write, waiting=False)
+
+    def _index(self, learning: list[_Learning], outcome: Outcome) -> None:
+        """The batch's index entries in one transaction; if it fails, each of them fails."""
+        writes = [item.write for item in learning if item.write is not None]
+        try:
+            self.index.apply(writes)
+        except Exception as err:
+            for write in writes:
+                self._failed(outcome, write.name, err, learnable=True)
+
+    def _finish(self, item: _Learning) -> bool:
+        """The training files and status of an indexed Example; True when it waits for the
+        embedding service (no index entry or file then: Foyle would skip a file without a
+        vector)."""
+        name = item.name
+        if item.waiting:
             self.index.delete(name)
             self.training.delete(name)
             self._unloadable.labels(EMBEDDING_UNAVAILABLE).inc()
             self._write_status(name, [], EMBEDDING_UNAVAILABLE)
-            return True, False
+            self._learned.labels("failed").inc()
+            return True
         embedding = self.index.embedding(name)
-        files = self.training.write(example, embedding)
+        files = self.training.write(item.example, embedding)
         skip = foyle_skip_reason(embedding)
         if skip:
             self._unloadable.labels(skip).inc()
-        return False, self._write_status(name, files, skip)
+        moved = self._write_status(name, files, skip)
+        # A retry that finishes what a failed attempt began counts as written.
+        self._learned.labels("written" if item.changed or moved else "skipped").inc()
+        return False
+
+    def _failed(self, outcome: Outcome, name: str, err: Exception, *, learnable: bool) -> None:
+        if learnable:
+            self._learned.labels("failed").inc()
+        self._errors.inc()
+        outcome.failed[name] = err
 
     def _write_spec(self, example: Resource) -> bool:
         """Create or update the Example's spec, labels and owner; True when they changed."""
