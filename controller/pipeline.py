@@ -98,6 +98,9 @@ class Stage:
     batch_size: int = 256
     journal_marks: bool = True
     gated: bool = False  # waits while any later stage's queue is full (back-pressure)
+    # Opens its own store transactions around its writes, never around its slow work
+    # (the learner: embedding calls, training files), so it runs in no unit of work.
+    own_transactions: bool = False
 
 
 class Pipeline:
@@ -158,8 +161,14 @@ class Pipeline:
             ),
             Stage("blocklog", BLOCKLOGS, BlockLogReconciler(store).reconcile, (EXAMPLES,)),
             Stage("session", SESSIONS, SessionReconciler(store).reconcile, (SESSION_EXAMPLES,)),
-            Stage("example", EXAMPLES, learner, workers=1),
-            Stage("session-example", SESSION_EXAMPLES, session_learner, workers=1),
+            Stage("example", EXAMPLES, learner, workers=1, own_transactions=True),
+            Stage(
+                "session-example",
+                SESSION_EXAMPLES,
+                session_learner,
+                workers=1,
+                own_transactions=True,
+            ),
         )
         self.controllers_by_queue = self._build(self.stages, store)
         self.logfiles = self.controllers_by_queue[LOGFILES]
@@ -215,7 +224,7 @@ class Pipeline:
                     self.registry,
                     workers=stage.workers or self._workers,
                     policy=self._policy,
-                    unit=unit if stage.journal_marks else (),
+                    unit=unit if stage.journal_marks and not stage.own_transactions else (),
                     batch_size=stage.batch_size,
                     gate=self._room_downstream if stage.gated else None,
                     marks=self.journal,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -371,6 +372,52 @@ def test_the_pipeline_keeps_a_waiting_sources_mark_and_run_looks_again_later(
     assert (queue.len(), queue.is_settled(), queue.is_idle()) == (0, True, oneshot)
     queue.shutdown()
     store.close()
+    journal.close()
+
+
+class BlockingEmbedder(ConstantEmbedder):
+    """Foyle's 1536 floats once `release` is set; `entered` says a call is waiting."""
+
+    def __init__(self) -> None:
+        super().__init__(1536)
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        self.entered.set()
+        if not self.release.wait(30):
+            raise EmbeddingError("never released")
+        return super().embed(texts)
+
+
+def test_the_stores_other_writers_go_on_while_the_learner_waits_for_an_embedding(
+    tmp_path: Path,
+) -> None:
+    """Issue 23: the learner's slow work (embedding calls, training files) ran inside
+    the store's write transaction, holding every other stage up until it was done."""
+    embedder = BlockingEmbedder()
+    env = Env(tmp_path, embedder=embedder)
+    journal = Journal(tmp_path / "journal.db")
+    settings = Settings(log_dirs=[tmp_path / "logs"], state_dir=tmp_path / "state")
+    pipeline = Pipeline(settings, env.store, journal, learner=env.learner.reconcile, oneshot=True)
+    env.put_blocklog("b1", FIXED)
+    journal.mark_dirty(EXAMPLES, ["b1"])
+    examples = pipeline.controllers_by_queue[EXAMPLES]
+    learning = threading.Thread(target=examples.process, args=(["b1"],))
+    learning.start()
+    try:
+        assert embedder.entered.wait(30)
+        other = threading.Thread(target=env.put_blocklog, args=("b2", None))
+        other.start()
+        other.join(10)  # a held write lock would keep it waiting until the release
+        assert not other.is_alive()
+    finally:
+        embedder.release.set()
+        learning.join(30)
+    assert env.example("b1")["status"]["foyleLoadable"] is True
+    assert journal.dirty_seqs(EXAMPLES, ["b1"]) == {}
+    examples.queue.shutdown()
+    env.index.close()
+    env.store.close()
     journal.close()
 
 

@@ -31,7 +31,8 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 
 import orjson
 
@@ -46,6 +47,7 @@ from controller.learn.rule import BLOCKLOG_LABEL, example_for, learnability
 from controller.learn.session_rule import SESSION_LABEL, example_for_session, session_learnability
 from controller.reconcilers.metrics import Counter, Metrics, NullCounter
 from controller.store.base import NotFound, Store, get_many, read_modify_write
+from controller.store.unit import Transactional
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +73,16 @@ SESSION_SOURCE = Source("Session", SESSION_LABEL, session_learnability, example_
 @dataclass
 class _Learning:
     """A learnable source within a batch: its Example (spec written), whether the spec
-    changed, and its index entry to write (None: up to date, or `waiting` for the
-    embedding service)."""
+    changed, its index entry to write (None: up to date, or `waiting` for the
+    embedding service), then its embedding and training files."""
 
     name: str
     example: Resource
     changed: bool
     write: IndexWrite | None
     waiting: bool
+    embedding: list[float] | None = None  # what the index holds, once written
+    files: list[str] = field(default_factory=list)  # the training files written
 
 
 LEARN_FROM = {
@@ -133,8 +137,15 @@ class LearnerReconciler:
             )
 
     def reconcile(self, names: list[str]) -> Outcome:
-        """Converge a batch: its sources and Examples are read in one query each, and
-        the index entries of the batch are written in one transaction.
+        """Converge a batch: its sources and Examples are read in one query each, their
+        specs and then their statuses written in one store transaction each, and their
+        index entries in one index transaction.
+
+        What is slow and outside the store (embedding calls, training files) runs
+        between those transactions, never inside one: a store transaction holds the
+        store's write lock, which every other stage waits on (issue 23: a batch of
+        training files on ext4 held the trace stage up for seconds). A crash in between
+        leaves the dirty mark, and the batch is converged again.
 
         A source that is not learnable and has no Example needs no work: nothing
         derived from it can exist (an Example is written before its index entry and
@@ -146,7 +157,7 @@ class LearnerReconciler:
         sources = get_many(self.store, self.source.kind, names)
         examples = get_many(self.store, KIND, names)
         outcome = Outcome()
-        learning: list[_Learning] = []
+        wanted: list[tuple[str, Resource]] = []
         for name in names:
             source = sources.get(name)
             learnable, reason = self.source.learnability(source) if source else (False, "NotFound")
@@ -160,25 +171,57 @@ class LearnerReconciler:
                     self._not_learnable.labels(reason).inc()
                     self._forget(name)
                 else:
-                    learning.append(self._prepare(name, example))
+                    wanted.append((name, example))
             except Exception as err:
                 self._failed(outcome, name, err, learnable=example is not None)
+        learning = self._write_specs(wanted, outcome)
         self._index(learning, outcome)
+        learning = [item for item in learning if item.name not in outcome.failed]
         for item in learning:
-            if item.name in outcome.failed:
-                continue
-            try:
-                if self._finish(item):
-                    outcome.set_result(
-                        item.name, Result(requeue_after=self.index.outage.retry_in())
-                    )
-            except Exception as err:
-                self._failed(outcome, item.name, err, learnable=True)
+            self._guarded(outcome, item.name, self._write_files, item)
+        with self._transaction():
+            for item in learning:
+                if item.name not in outcome.failed:
+                    self._guarded(outcome, item.name, self._finish, item)
+        for item in learning:
+            if item.waiting and item.name not in outcome.failed:
+                outcome.set_result(item.name, Result(requeue_after=self.index.outage.retry_in()))
         return outcome
 
-    def _prepare(self, name: str, example: Resource) -> _Learning:
-        """Write the Example's spec and make its index entry (embedded if it must be)."""
-        changed = self._write_spec(example)
+    def _transaction(self) -> AbstractContextManager[None]:
+        """One store transaction (a store of round trips has none: each write is one)."""
+        return self.store.transaction() if isinstance(self.store, Transactional) else nullcontext()
+
+    def _guarded(
+        self, outcome: Outcome, name: str, step: Callable[[_Learning], None], item: _Learning
+    ) -> None:
+        try:
+            step(item)
+        except Exception as err:
+            self._failed(outcome, name, err, learnable=True)
+
+    def _write_specs(self, wanted: list[tuple[str, Resource]], outcome: Outcome) -> list[_Learning]:
+        """Write the Examples' specs (one transaction), then make their index entries
+        (embedded where they must be, outside it)."""
+        changed: dict[str, bool] = {}
+        with self._transaction():
+            for name, example in wanted:
+                try:
+                    changed[name] = self._write_spec(example)
+                except Exception as err:
+                    self._failed(outcome, name, err, learnable=True)
+        learning = []
+        for name, example in wanted:
+            if name not in changed:
+                continue
+            try:
+                learning.append(self._prepare(name, example, changed[name]))
+            except Exception as err:
+                self._failed(outcome, name, err, learnable=True)
+        return learning
+
+    def _prepare(self, name: str, example: Resource, changed: bool) -> _Learning:
+        """The Example's index entry to write, its vector made when it must be."""
         try:
             write = self.index.prepared(
                 name,
@@ -198,27 +241,29 @@ class LearnerReconciler:
             for write in writes:
                 self._failed(outcome, write.name, err, learnable=True)
 
-    def _finish(self, item: _Learning) -> bool:
-        """The training files and status of an indexed Example; True when it waits for the
-        embedding service (no index entry or file then: Foyle would skip a file without a
-        vector)."""
-        name = item.name
+    def _write_files(self, item: _Learning) -> None:
+        """The training files of an indexed Example; none for one waiting for the embedding
+        service (Foyle would skip a file without a vector), and no index entry either."""
         if item.waiting:
-            self.index.delete(name)
-            self.training.delete(name)
+            self.index.delete(item.name)
+            self.training.delete(item.name)
+            return
+        item.embedding = self.index.embedding(item.name)
+        item.files = self.training.write(item.example, item.embedding)
+
+    def _finish(self, item: _Learning) -> None:
+        """The status that says what `_write_files` did, and the learned counts."""
+        if item.waiting:
             self._unloadable.labels(EMBEDDING_UNAVAILABLE).inc()
-            self._write_status(name, [], EMBEDDING_UNAVAILABLE)
+            self._write_status(item.name, [], EMBEDDING_UNAVAILABLE)
             self._learned.labels("failed").inc()
-            return True
-        embedding = self.index.embedding(name)
-        files = self.training.write(item.example, embedding)
-        skip = foyle_skip_reason(embedding)
+            return
+        skip = foyle_skip_reason(item.embedding)
         if skip:
             self._unloadable.labels(skip).inc()
-        moved = self._write_status(name, files, skip)
+        moved = self._write_status(item.name, item.files, skip)
         # A retry that finishes what a failed attempt began counts as written.
         self._learned.labels("written" if item.changed or moved else "skipped").inc()
-        return False
 
     def _failed(self, outcome: Outcome, name: str, err: Exception, *, learnable: bool) -> None:
         if learnable:
