@@ -241,3 +241,30 @@ def test_every_change_kept_below_the_pruned_horizon_is_a_current_version(
     assert pruned == 500 and stale == 0
     replayed = [e.object["metadata"]["name"] for e in store.watch("Trace", str(pruned), timeout=0)]
     assert replayed == [*names[500:], "t0"]
+
+
+def test_a_store_with_the_old_index_of_objects_by_rv_loses_it_and_prunes_by_key(
+    new_store: Callable[..., SQLiteStore], db_path: Path
+) -> None:
+    """Issue 23: stores written before kept `objects_rv`, which each write moved (a page
+    write at a random leaf). Opened now, the index goes, every object stays readable, and
+    a prune still keeps each current version while it drops the superseded ones."""
+    new_store().close()
+    with sqlite3.connect(db_path) as raw:
+        raw.execute("CREATE INDEX objects_rv ON objects (rv)")
+    store = new_store(keep_changes=100)  # a prune every change
+    store.read_modify_write_many(
+        "Trace", {n: (lambda _, n=n: new_resource("Trace", n, {"id": n})) for n in ("a", "b")}
+    )
+    for i in range(150):
+        read_modify_write(store, "Trace", "a", lambda obj, i=i: _trace_with(obj, blockIds=[str(i)]))
+    with sqlite3.connect(db_path) as raw:
+        indexes = {
+            row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        }
+        (pruned,) = raw.execute("SELECT value FROM meta WHERE key = 'pruned_through'").fetchone()
+        below = raw.execute("SELECT name FROM changes WHERE rv <= ?", (pruned,)).fetchall()
+    assert "objects_rv" not in indexes and "changes_kind_rv" in indexes
+    assert pruned >= 50 and below == [("b",)]  # b's only version is current: kept
+    assert store.get("Trace", "b")["spec"]["id"] == "b"
+    assert store.get("Trace", "a")["spec"]["blockIds"] == ["149"]

@@ -74,7 +74,6 @@ CREATE TABLE IF NOT EXISTS objects (
     rv INTEGER NOT NULL,
     PRIMARY KEY (kind, name)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS objects_rv ON objects (rv);
 CREATE TABLE IF NOT EXISTS changes (
     rv INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL,
@@ -88,7 +87,24 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('pruned_through', 0);
 """
 
+# Stores before issue 23's last change kept an index of objects by rv, read only when
+# pruning: each write moved an entry of it from a random leaf to the end (about a tenth
+# of the store's page writes and an eighth of its bytes). A prune finds an object by its
+# key instead, a read where the index cost a write.
+_DROP_OBJECTS_RV = "DROP INDEX IF EXISTS objects_rv;"
+
 _SELECT_BODY = "SELECT c.body FROM objects o JOIN changes c ON c.rv = o.rv"
+
+
+def _run_script(conn: sqlite3.Connection, script: str) -> None:
+    """`script` in one write transaction (executescript() would commit a BEGIN issued
+    separately, so the BEGIN is part of the script)."""
+    try:
+        conn.executescript(f"BEGIN IMMEDIATE;{script}COMMIT;")
+    except BaseException:
+        if conn.in_transaction:
+            conn.rollback()
+        raise
 
 
 class SQLiteStore:
@@ -136,13 +152,11 @@ class SQLiteStore:
                     " run `foylectl analyze` to rebuild it from the logs"
                 )
             if not exists:
-                # One script: executescript() would commit a BEGIN issued separately.
-                try:
-                    conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.rollback()
-                    raise
+                _run_script(conn, _SCHEMA)
+            elif conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'objects_rv'"
+            ).fetchone():
+                _run_script(conn, _DROP_OBJECTS_RV)
 
     def _translate_errors(self) -> AbstractContextManager[None]:
         """Turn SQLite failures into StoreUnavailable with a message that says what to do."""
@@ -378,7 +392,8 @@ class SQLiteStore:
             if horizon > pruned:
                 conn.execute(
                     "DELETE FROM changes WHERE rv > ? AND rv <= ? AND NOT EXISTS"
-                    " (SELECT 1 FROM objects o WHERE o.rv = changes.rv)",
+                    " (SELECT 1 FROM objects o WHERE o.kind = changes.kind"
+                    " AND o.name = changes.name AND o.rv = changes.rv)",
                     (pruned, horizon),
                 )
                 conn.execute("UPDATE meta SET value = ? WHERE key = 'pruned_through'", (horizon,))
