@@ -160,6 +160,8 @@ class ExampleIndex:
 
     def embedding(self, name: str) -> list[float] | None:
         """The Example's current (unit-length) query vector, None without a fresh one."""
+        if self._embedder is None:  # no vector is fresh without one (`_key`): no read
+            return None
         with self._lock:
             row = self._conn.execute(
                 "SELECT query_text, embedding, embedding_key FROM examples WHERE name = ?",
