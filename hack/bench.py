@@ -19,7 +19,8 @@ kept in the work dir:
 * peak_rss_mb at --size and --large (VmHWM of the run process) and their ratio;
 * history_<small|large>_lines_per_cpu_s: `foylectl analyze` of the --small and the
   --large corpus from an empty state dir, lines per CPU second (user + system; the
-  median of 3 runs for a side under 10 CPU seconds), and history_cpu_ratio, large over small (flat with history: >= 0.8);
+  median of 3 runs for a side under 10 CPU seconds), and history_cpu_ratio, large
+  over small (flat with history: >= 0.8);
 * get_blocklog_ms / list_blocklogs_first_row_ms: `foylectl get blocklog NAME` and
   the first row of `foylectl get blocklogs` on a store of --blocklogs BlockLogs;
 * fanin_s_per_1000: `analyze` seconds per 1,000 executions of one block, at each
