@@ -332,11 +332,16 @@ def test_run_builds_a_session_and_learns_from_it_while_lines_arrive(tmp_path: Pa
                     break
             else:
                 raise AssertionError("10 sessions and none learnable")
-        example = wait_for(lambda: _get(store, "Example", name), 10, "the session's Example")
+        # The spec lands first; the status lists the training file once it is written.
+        example = wait_for(
+            lambda: _trained(_get(store, "Example", name)), 10, "the session's Example trained"
+        )
         assert example["spec"]["id"] == appended.session.context_id
         assert example["spec"]["session"] == name
         # Foyle's own file name for the id, the one its in-process learner writes (issue 20)
-        assert (training / f"{appended.session.context_id}.example.binpb").is_file()
+        path = training / f"{appended.session.context_id}.example.binpb"
+        assert example["status"]["trainingFiles"] == [str(path)]
+        assert path.is_file()
         assert store.list("Example", "foyle.io/blocklog") == []  # --learn-from sessions
         store.close()
     finally:
@@ -356,3 +361,10 @@ def _complete_session(store: Any, name: str) -> dict[str, Any] | None:
     if session is None or "endTime" not in session.get("status", {}):
         return None
     return session
+
+
+def _trained(example: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The Example once its status lists its training files (written after its spec)."""
+    if example is None or not example.get("status", {}).get("trainingFiles"):
+        return None
+    return example
