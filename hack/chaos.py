@@ -385,8 +385,10 @@ def overflow(work: Path, seed: int = 8) -> Report:
     """A real inotify queue overflow, no sysctl changed: the rescan finds what events lost.
 
     The controller is SIGSTOPped, so its inotify queue (fs.inotify.max_queued_events)
-    fills with alternating appends to two files (distinct events never coalesce);
-    a third file created after that has its events dropped. First with the rescan
+    fills with alternating appends to two files (distinct events never coalesce): twice
+    the queue's limit, each line in small writes, so the events a reader may still take
+    before the stop lands cannot save the queue and the lines stay few. A third file
+    created after that has its events dropped. First with the rescan
     effectively off: a later line in another file is ingested but the third file
     is not (the loss is real). Then with a 1 s rescan: the third file is found.
     """
@@ -394,6 +396,8 @@ def overflow(work: Path, seed: int = 8) -> Report:
     limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
     lines = Lines(seed)
     line = lines.next()
+    pieces = [line[i : i + 16] for i in range(0, len(line), 16)]  # an event per write
+    repeats = limit // len(pieces) + 1  # per file: 2 files x repeats x pieces > 2 x limit
     for phase, rescan in (("lost", "3600"), ("caught-up", "1")):
         logs, state = work / phase / "logs", work / phase / "state"
         a, b, late = logs / "a.json", logs / "b.json", logs / "late.json"
@@ -402,18 +406,18 @@ def overflow(work: Path, seed: int = 8) -> Report:
         with controller(logs, state, "--rescan-interval", rescan) as run:
             run.wait_started()
             run.proc.send_signal(signal.SIGSTOP)
-            with open(a, "ab") as fa, open(b, "ab") as fb:
-                for _ in range(limit // 2 + 1000):
-                    fa.write(line)
-                    fa.flush()
-                    fb.write(line)
-                    fb.flush()
+            with open(a, "ab", buffering=0) as fa, open(b, "ab", buffering=0) as fb:
+                for _ in range(repeats):
+                    for piece in pieces:
+                        fa.write(piece)
+                        fb.write(piece)
             write_lines(late, lines.take(5))
             run.proc.send_signal(signal.SIGCONT)
             wait_for(
                 lambda r=run: "Inotify queue overflowed" in r.output(),
                 30,
                 "the overflow to be reported",
+                detail=run.tail,
             )
             if phase == "lost":
                 write_lines(a, [line])

@@ -71,16 +71,22 @@ def kube_view(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def wait_for(
-    condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.02
+    condition: Callable[[], Any],
+    timeout: float,
+    what: str,
+    interval: float = 0.02,
+    detail: Callable[[], str] | None = None,
 ) -> Any:
-    """Poll `condition` until it returns something truthy; fail with `what` at the deadline."""
+    """Poll `condition` until it returns something truthy; fail with `what` at the deadline,
+    and with `detail()` (e.g. what the controller logged) so the failure explains itself."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            said = f"\n{detail()}" if detail is not None else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}{said}")
         time.sleep(interval)
 
 
@@ -120,7 +126,12 @@ class RunningController:
 
     def wait_started(self, timeout: float = 30) -> None:
         """Until the controller logged that it started (its signal handlers are in place)."""
-        wait_for(lambda: "INFO    foylectl: started" in self.output(), timeout, "start-up")
+        wait_for(
+            lambda: "INFO    foylectl: started" in self.output(),
+            timeout,
+            "start-up",
+            detail=self.tail,
+        )
 
     def terminate(self, timeout: float = 10) -> int:
         """SIGTERM once started; the exit code."""
@@ -133,6 +144,11 @@ class RunningController:
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def tail(self, lines: int = 30) -> str:
+        """The last `lines` lines the controller logged, for a failure's message."""
+        said = self.output().splitlines()[-lines:]
+        return "the controller's last lines:\n" + "\n".join(said)
 
 
 @contextlib.contextmanager
