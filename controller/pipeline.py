@@ -368,10 +368,13 @@ class Pipeline:
 
         After a long outage (a full disk) per-key back-off reaches many minutes;
         re-queuing the durable dirty marks bounds recovery by the rescan interval.
+        A file read to its end whose stat has not changed since is not looked at again
+        (LogFileReconciler.unchanged_since_read): an event it lost would have changed it.
         """
-        self.logfiles.add_all(scan(self.settings.log_dirs))
+        unchanged = self.logfile_reconciler.unchanged_since_read
+        self.logfiles.add_all(path for path in scan(self.settings.log_dirs) if not unchanged(path))
         rows = self.journal.files()  # one read of the file rows for the three passes
-        self._queue_journal_files(rows)
+        self._queue_journal_files([row for row in rows if not unchanged(row.path)])
         self.logfile_reconciler.prune_deleted(rows)
         self._requeue_dirty()
 

@@ -577,6 +577,7 @@ def idle_files(work: Path, files: int = 10_000, hot_lines: int = 100, seed: int 
                 10,
                 "the hot line",
                 interval=0.002,
+                detail=run.tail,
             )
             latencies.append(time.monotonic() - written)
             time.sleep(0.02)  # the writer's pace, not synchronisation

@@ -884,3 +884,42 @@ def test_status_is_published_at_most_once_per_interval_and_the_final_state_after
     rig.clock.now += 0.1
     assert rig.reconcile(path) == DONE  # nothing changed: no write, no requeue
     assert rig.store.get("LogFile", name)["metadata"]["resourceVersion"] == published
+
+
+def test_a_rescan_skips_only_files_read_to_their_end_and_unchanged_since(rig: Rig) -> None:
+    """A rescan stats a file instead of looking at it (10,000 idle files took longer to look
+    at than the 30 s between rescans, and a hot file waited behind them). Whatever a lost
+    event would have said, an append, a touch, a replacement, a deletion, and an Idle
+    phase coming due, brings the look back."""
+    path = rig.path("a.json", lines([1, 2]))
+    unchanged = rig.reconciler.unchanged_since_read
+    assert not unchanged(str(path))  # never looked at
+    assert rig.reconcile(path) == DONE
+    assert unchanged(str(path))
+
+    append(path, line(3))  # its event lost: only the rescan can find it
+    assert not unchanged(str(path))
+    assert rig.reconcile(path) == DONE
+    rig.assert_once([1, 2, 3])
+    assert unchanged(str(path))
+
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1))  # same size, touched
+    assert not unchanged(str(path))
+    assert rig.reconcile(path) == DONE
+    assert unchanged(str(path))
+
+    replacement = rig.path("a.json.new", path.read_bytes())
+    os.replace(replacement, path)  # the same bytes under a new inode
+    assert not unchanged(str(path))
+    rig.reconcile(path)
+    assert unchanged(str(path))
+
+    rig.clock.advance(rig.settings.idle_after)  # its phase is due to turn Idle
+    assert not unchanged(str(path))
+    assert rig.reconcile(path) == DONE
+    assert rig.row(path).phase == "Idle"
+    assert unchanged(str(path))  # Idle: nothing left to come due
+
+    path.unlink()
+    assert not unchanged(str(path))

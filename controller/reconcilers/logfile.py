@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import threading
 import time
@@ -88,6 +89,11 @@ def _sooner(result: Result, wait: float | None) -> Result:
         return result
     after = wait if result.requeue_after is None else min(wait, result.requeue_after)
     return Result(requeue_after=after)
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, ...]:
+    """What changes whenever a file is written, replaced, truncated or touched."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 @dataclass(frozen=True)
@@ -274,6 +280,9 @@ class LogFileReconciler:
         self._last_growth: dict[int, float] = {}
         self._sizes: dict[int, tuple[int, float]] = {}  # a file's size, and since when
         self._skipped: dict[str, str] = {}  # issue 13: paths never read, and why (logged once)
+        # Paths read to their end at their last look: the file's stat then, and when its
+        # phase turns Idle (a rescan looks again only if either says so).
+        self._read_to_end: dict[str, tuple[tuple[int, ...], float]] = {}
 
     # -- entry point ---------------------------------------------------------------------
 
@@ -307,7 +316,28 @@ class LogFileReconciler:
             self._publish(row, force=True)
         self.handles.close_all()
 
+    def unchanged_since_read(self, path: str) -> bool:
+        """True when `path`'s file was read to its end at its last look and is as it was
+        then (same inode, size, mtime and ctime), its phase not due to turn Idle: a rescan
+        need not look at it.
+
+        A look opens the file, resolves its path and reads the journal (~4 ms here); a
+        stat is ~10 us. With every file looked at, a rescan of 10,000 idle files took
+        longer than the 30 s between rescans, and a hot file's line waited behind them.
+        """
+        seen = self._read_to_end.get(path)
+        if seen is None:
+            return False
+        try:
+            st = os.stat(path)
+        except OSError:
+            self._read_to_end.pop(path, None)
+            return False
+        stat, idle_due = seen
+        return _stat_key(st) == stat and self.clock() < idle_due
+
     def _reconcile(self, path: str) -> Result:
+        self._read_to_end.pop(path, None)  # any look may change what it holds: set again below
         if not is_log_file(path):
             return self._rotated_away(path)
         row = self.journal.active_file_at(path)
@@ -803,7 +833,17 @@ class LogFileReconciler:
         if not take_unterminated and current.watermark < size:  # look again once quiet
             left = self.settings.rotate_wait - quiet
             wait = min(wait, left) if wait > 0 else left
-        return Result(requeue_after=wait) if wait > 0 else DONE
+        if wait > 0:
+            return Result(requeue_after=wait)
+        st = os.fstat(f.fileno())
+        if current.watermark == st.st_size:
+            idle_due = (
+                self._last_growth[row.id] + self.settings.idle_after
+                if current.phase == "Active"
+                else math.inf
+            )
+            self._read_to_end[current.path] = (_stat_key(st), idle_due)
+        return DONE
 
     def _quiet_for(self, file_id: int, size: int) -> float:
         """Seconds the file has kept `size` (0 when it changed since the last look)."""
