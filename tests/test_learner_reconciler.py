@@ -250,6 +250,50 @@ def test_a_batchs_index_entries_are_committed_once(env: Env) -> None:
     assert env.files() == [f"{name}.example.binpb" for name in names]
 
 
+def test_a_batchs_example_specs_and_statuses_are_one_store_write_each(env: Env) -> None:
+    names = [f"b{i}" for i in range(5)]
+    for i, name in enumerate(names):
+        env.put_blocklog(name, f"{FIXED} | head -{i}")
+    statements: list[str] = []
+    env.store._conn().set_trace_callback(statements.append)
+
+    outcome = env.learner.reconcile(names)
+
+    assert not outcome.failed
+    reads = [s for s in statements if s.startswith("SELECT") and "o.kind = 'Example'" in s]
+    assert len(reads) == 3  # the batch's Examples, then one read for each bulk write
+    assert statements.count("BEGIN IMMEDIATE") == 2  # the specs, then the statuses
+    writes = [s for s in statements if s.startswith("INSERT INTO changes")]
+    assert len(writes) == 10  # traced once a row: 5 specs, then 5 statuses
+    for name in names:
+        example = env.example(name)
+        assert example is not None and example["status"]["trainingFiles"]
+
+
+def test_an_example_the_store_refuses_fails_alone_and_the_retry_learns_it(env: Env) -> None:
+    env.put_blocklog("b1", FIXED)
+    env.put_blocklog("b2", FIXED + " | head")
+    env.store._conn().execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON changes"
+        " WHEN NEW.kind = 'Example' AND NEW.name = 'b1'"
+        " BEGIN SELECT RAISE(ABORT, 'store refused'); END"
+    )
+
+    outcome = env.learner.reconcile(["b1", "b2"])
+
+    assert list(outcome.failed) == ["b1"] and "store refused" in str(outcome.failed["b1"])
+    assert env.counter("learner_examples_total", result="failed") == 1
+    assert env.counter("learner_examples_total", result="written") == 1
+    assert env.example("b1") is None and env.files() == ["b2.example.binpb"]
+    b2 = env.example("b2")
+    assert b2 is not None and b2["status"]["trainingFiles"]
+    env.store._conn().execute("DROP TRIGGER refuse")
+    assert not env.learner.reconcile(["b1", "b2"]).failed
+    b1 = env.example("b1")
+    assert b1 is not None and b1["status"]["trainingFiles"]
+    assert env.files() == ["b1.example.binpb", "b2.example.binpb"]
+
+
 def test_an_index_commit_that_fails_fails_its_batch_and_the_retry_learns_it(env: Env) -> None:
     env.put_blocklog("b1", FIXED)
     env.put_blocklog("b2", FIXED + " | head")

@@ -46,7 +46,14 @@ from controller.learn.query import blocks_to_markdown
 from controller.learn.rule import BLOCKLOG_LABEL, example_for, learnability
 from controller.learn.session_rule import SESSION_LABEL, example_for_session, session_learnability
 from controller.reconcilers.metrics import Counter, Metrics, NullCounter
-from controller.store.base import NotFound, Store, get_many, read_modify_write
+from controller.store.base import (
+    Mutator,
+    NotFound,
+    Store,
+    get_many,
+    read_modify_write,
+    read_modify_write_many,
+)
 from controller.store.unit import Transactional
 
 log = logging.getLogger(__name__)
@@ -179,10 +186,7 @@ class LearnerReconciler:
         learning = [item for item in learning if item.name not in outcome.failed]
         for item in learning:
             self._guarded(outcome, item.name, self._write_files, item)
-        with self._transaction():
-            for item in learning:
-                if item.name not in outcome.failed:
-                    self._guarded(outcome, item.name, self._finish, item)
+        self._finish([item for item in learning if item.name not in outcome.failed], outcome)
         for item in learning:
             if item.waiting and item.name not in outcome.failed:
                 outcome.set_result(item.name, Result(requeue_after=self.index.outage.retry_in()))
@@ -201,24 +205,35 @@ class LearnerReconciler:
             self._failed(outcome, name, err, learnable=True)
 
     def _write_specs(self, wanted: list[tuple[str, Resource]], outcome: Outcome) -> list[_Learning]:
-        """Write the Examples' specs (one transaction), then make their index entries
-        (embedded where they must be, outside it)."""
+        """Write the Examples' specs (one bulk write), then make their index entries
+        (embedded where they must be, outside any transaction)."""
         changed: dict[str, bool] = {}
-        with self._transaction():
-            for name, example in wanted:
-                try:
-                    changed[name] = self._write_spec(example)
-                except Exception as err:
-                    self._failed(outcome, name, err, learnable=True)
+        mutations = {name: _spec_mutation(example, changed) for name, example in wanted}
+        self._write_each(mutations, outcome)
         learning = []
         for name, example in wanted:
-            if name not in changed:
+            if name not in changed or name in outcome.failed:
                 continue
             try:
                 learning.append(self._prepare(name, example, changed[name]))
             except Exception as err:
                 self._failed(outcome, name, err, learnable=True)
         return learning
+
+    def _write_each(self, mutations: dict[str, Mutator], outcome: Outcome) -> None:
+        """The Examples' `mutations` in one bulk write (one statement per batch on SQLite);
+        if it fails, each on its own, in one transaction, so only the failing ones fail."""
+        try:
+            read_modify_write_many(self.store, KIND, mutations)
+            return
+        except Exception:
+            log.debug("learner: a bulk write of %d Examples failed; one by one", len(mutations))
+        with self._transaction():
+            for name, mutate in mutations.items():
+                try:
+                    read_modify_write(self.store, KIND, name, mutate)
+                except Exception as err:
+                    self._failed(outcome, name, err, learnable=True)
 
     def _prepare(self, name: str, example: Resource, changed: bool) -> _Learning:
         """The Example's index entry to write, its vector made when it must be."""
@@ -251,19 +266,34 @@ class LearnerReconciler:
         item.embedding = self.index.embedding(item.name)
         item.files = self.training.write(item.example, item.embedding)
 
-    def _finish(self, item: _Learning) -> None:
-        """The status that says what `_write_files` did, and the learned counts."""
-        if item.waiting:
-            self._unloadable.labels(EMBEDDING_UNAVAILABLE).inc()
-            self._write_status(item.name, [], EMBEDDING_UNAVAILABLE)
-            self._learned.labels("failed").inc()
-            return
-        skip = foyle_skip_reason(item.embedding)
-        if skip:
-            self._unloadable.labels(skip).inc()
-        moved = self._write_status(item.name, item.files, skip)
-        # A retry that finishes what a failed attempt began counts as written.
-        self._learned.labels("written" if item.changed or moved else "skipped").inc()
+    def _finish(self, learning: list[_Learning], outcome: Outcome) -> None:
+        """The statuses that say what `_write_files` did (one bulk write), then the
+        learned counts."""
+        moved: dict[str, bool] = {}
+        mutations = {
+            item.name: _status_mutation(
+                item.name,
+                [] if item.waiting else item.files,
+                EMBEDDING_UNAVAILABLE if item.waiting else foyle_skip_reason(item.embedding),
+                rfc3339(self.clock()),
+                moved,
+            )
+            for item in learning
+        }
+        self._write_each(mutations, outcome)
+        for item in learning:
+            if item.name in outcome.failed:
+                continue
+            if item.waiting:
+                self._unloadable.labels(EMBEDDING_UNAVAILABLE).inc()
+                self._learned.labels("failed").inc()
+                continue
+            skip = foyle_skip_reason(item.embedding)
+            if skip:
+                self._unloadable.labels(skip).inc()
+            # A retry that finishes what a failed attempt began counts as written.
+            written = item.changed or moved.get(item.name, False)
+            self._learned.labels("written" if written else "skipped").inc()
 
     def _failed(self, outcome: Outcome, name: str, err: Exception, *, learnable: bool) -> None:
         if learnable:
@@ -271,66 +301,69 @@ class LearnerReconciler:
         self._errors.inc()
         outcome.failed[name] = err
 
-    def _write_spec(self, example: Resource) -> bool:
-        """Create or update the Example's spec, labels and owner; True when they changed."""
-        changed = False
-
-        def mutate(current: Resource | None) -> Resource | None:
-            nonlocal changed
-            if current is None:
-                changed = True
-                return example
-            desired = dict(current, spec=example["spec"])
-            desired["metadata"] = dict(current["metadata"])
-            for key in ("labels", "ownerReferences"):
-                if key in example["metadata"]:
-                    desired["metadata"][key] = example["metadata"][key]
-                else:
-                    desired["metadata"].pop(key, None)
-            changed = desired != current
-            return desired if changed else None
-
-        read_modify_write(self.store, KIND, example["metadata"]["name"], mutate)
-        return changed
-
-    def _write_status(self, name: str, files: list[str], reason: str) -> bool:
-        written = False
-
-        def mutate(current: Resource | None) -> Resource | None:
-            nonlocal written
-            if current is None:
-                return None  # deleted meanwhile; the next reconcile decides again
-            status = current.get("status") or {}
-            generation = current["metadata"].get("generation", 1)
-            if (
-                status.get("observedGeneration") == generation
-                and status.get("trainingFiles") == files
-                and status.get("indexedTime")
-                and status.get("foyleLoadable") == (not reason)
-                and status.get("reason", "") == reason
-            ):
-                return None
-            current["status"] = dict(
-                status,
-                indexedTime=rfc3339(self.clock()),
-                trainingFiles=files,
-                observedGeneration=generation,
-                foyleLoadable=not reason,
-            )
-            current["status"].pop("reason", None)
-            if reason:
-                current["status"]["reason"] = reason
-            written = True
-            return current
-
-        read_modify_write(self.store, KIND, name, mutate)
-        return written
-
     def _forget(self, name: str) -> None:
         self.index.delete(name)
         self.training.delete(name)
         with contextlib.suppress(NotFound):
             self.store.delete(KIND, name)
+
+
+def _spec_mutation(example: Resource, changed: dict[str, bool]) -> Mutator:
+    """Create or update the Example's spec, labels and owner; `changed` says whether they
+    changed (once True, a conflict's retry finding its own write keeps it True)."""
+    name = example["metadata"]["name"]
+
+    def mutate(current: Resource | None) -> Resource | None:
+        if current is None:
+            changed[name] = True
+            return example
+        desired = dict(current, spec=example["spec"])
+        desired["metadata"] = dict(current["metadata"])
+        for key in ("labels", "ownerReferences"):
+            if key in example["metadata"]:
+                desired["metadata"][key] = example["metadata"][key]
+            else:
+                desired["metadata"].pop(key, None)
+        differs = desired != current
+        changed[name] = changed.get(name, False) or differs
+        return desired if differs else None
+
+    return mutate
+
+
+def _status_mutation(
+    name: str, files: list[str], reason: str, now: str, moved: dict[str, bool]
+) -> Mutator:
+    """The Example's status for the training files written (`reason`: why Foyle would
+    skip them, "" if it would not); `moved` says whether it changed."""
+
+    def mutate(current: Resource | None) -> Resource | None:
+        if current is None:
+            return None  # deleted meanwhile; the next reconcile decides again
+        status = current.get("status") or {}
+        generation = current["metadata"].get("generation", 1)
+        if (
+            status.get("observedGeneration") == generation
+            and status.get("trainingFiles") == files
+            and status.get("indexedTime")
+            and status.get("foyleLoadable") == (not reason)
+            and status.get("reason", "") == reason
+        ):
+            return None
+        current["status"] = dict(
+            status,
+            indexedTime=now,
+            trainingFiles=files,
+            observedGeneration=generation,
+            foyleLoadable=not reason,
+        )
+        current["status"].pop("reason", None)
+        if reason:
+            current["status"]["reason"] = reason
+        moved[name] = True
+        return current
+
+    return mutate
 
 
 def learn_all(store: Store, reconciler: LearnerReconciler) -> dict[str, int]:
