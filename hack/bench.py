@@ -24,7 +24,11 @@ kept in the work dir:
 * get_blocklog_ms / list_blocklogs_first_row_ms: `foylectl get blocklog NAME` and
   the first row of `foylectl get blocklogs` on a store of --blocklogs BlockLogs;
 * fanin_s_per_1000: `analyze` seconds per 1,000 executions of one block, at each
-  --fanin count, and fanout_<N>_blocks_s: one Generate trace with --fanout blocks.
+  --fanin count, and fanout_<N>_blocks_s: one Generate trace with --fanout blocks;
+* vs_peer_<tmpfs|disk> (with --peer): foylectl analyze's lines/s over another
+  analyzer's (Foyle's, issue 23) on the --size corpus, state on tmpfs and on the
+  work dir's disk, runs interleaved, the median of --peer-runs each
+  (peer_/ours_<place>_lines_per_s and _cpu_s; hack/bench_peer.py).
 
 One JSON object goes to stdout, a table with the targets to stderr. A figure that
 fails is reported under "errors" (exit status 1) and the others are still measured.
@@ -33,6 +37,7 @@ Waiting is always polling a condition with a deadline; the only sleeps pace the 
     python hack/bench.py                         # full: 100MB, 10MB vs 1GB, 100k BlockLogs
     python hack/bench.py --quick                 # CI: tiny sizes, checks the harness
     python hack/bench.py --only fanin --fanin 1000,10000
+    python hack/bench.py --only peer --size 10MB --peer '/path/foyle-harness {logs} {state}'
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ import argparse
 import json
 import os
 import platform
-import resource
+import re
 import shutil
 import statistics
 import subprocess
@@ -54,7 +59,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_common import REPO, Config, compile_package, flags_text, learn_flags  # noqa: E402
+from bench_common import (  # noqa: E402
+    REPO,
+    Config,
+    children_cpu_s,
+    compile_package,
+    flags_text,
+    learn_flags,
+)
 from bench_live import (  # noqa: E402
     freshness_ms,
     incremental_s,
@@ -63,6 +75,7 @@ from bench_live import (  # noqa: E402
     state_file_bytes,
     store_bytes,
 )
+from bench_peer import measure_peer  # noqa: E402
 from bench_shapes import (  # noqa: E402
     SHORT_RUN_S,
     analyze_s,
@@ -76,7 +89,7 @@ from gen_logs import parse_size  # noqa: E402
 
 MEASUREMENTS = (
     "floor", "analyze", "catchup", "store", "incremental", "freshness", "rss",
-    "history", "blocklog", "fanin", "fanout",
+    "history", "blocklog", "fanin", "fanout", "peer",
 )  # fmt: skip
 NOT_FIGURES = {"sizes", "machine", "git", "flags", "errors", "quick"}
 # key -> (target as text, check); the check gets the whole result (issues 10 and 13).
@@ -93,6 +106,8 @@ TARGETS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
     "history_cpu_ratio": (">= 0.8", lambda r: r["history_cpu_ratio"] >= 0.8),
     "get_blocklog_ms": ("<= 300 at 100k", lambda r: r["get_blocklog_ms"] <= 300),
     "fanin_ratio": ("~1, linear (<= 1.25)", lambda r: r["fanin_ratio"] <= 1.25),
+    "vs_peer_tmpfs": (">= 2 (Foyle)", lambda r: r["vs_peer_tmpfs"] >= 2),
+    "vs_peer_disk": (">= 3 (Foyle)", lambda r: r["vs_peer_disk"] >= 3),
 }
 
 
@@ -104,12 +119,6 @@ def attempt(result: dict[str, Any], figure: str, measure: Callable[[], None]) ->
         message = f"{type(e).__name__}: {e}".splitlines()[0]
         result.setdefault("errors", {})[figure] = message
         print(f"{figure}: FAILED: {message}", file=sys.stderr)
-
-
-def children_cpu_s() -> float:
-    """User + system seconds of every child process waited for so far."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def main_corpus(cfg: Config, result: dict[str, Any]) -> None:
@@ -197,7 +206,9 @@ def analyze_cpu_s(cfg: Config, logs: Path, name: str) -> float:
     return children_cpu_s() - cpu_before
 
 
-def measure(cfg: Config, result: dict[str, Any]) -> None:
+def measure(
+    cfg: Config, result: dict[str, Any], peer: str | None = None, peer_runs: int = 3
+) -> None:
     """Fill `result` figure by figure, so a failed run still shows what it measured."""
     wants = cfg.only.__contains__
     if {"floor", "analyze", "catchup", "store", "rss"} & cfg.only:
@@ -220,6 +231,8 @@ def measure(cfg: Config, result: dict[str, Any]) -> None:
         attempt(result, "fanin", lambda: measure_fanin(cfg, result))
     if wants("fanout"):
         attempt(result, "fanout", lambda: measure_fanout(cfg, result))
+    if wants("peer") and peer is not None:
+        attempt(result, "peer", lambda: measure_peer(cfg, result, peer, peer_runs))
 
 
 def machine() -> dict[str, Any]:
@@ -337,7 +350,19 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
         "--workdir", type=Path, help="where corpora and state dirs go (default: a temp dir)"
     )
     p.add_argument("--keep", action="store_true", help="keep the work dir")
+    p.add_argument(
+        "--peer",
+        metavar="COMMAND",
+        help="another analyzer to run side by side on the --size corpus (e.g. Foyle's, built"
+        " elsewhere): a command line with {logs} and {state} in it, which exits 0 once caught"
+        " up (see hack/bench_peer.py); without it the peer figure is skipped",
+    )
+    p.add_argument("--peer-runs", type=positive, default=3, help="runs of each side (3)")
     args = p.parse_args(argv)
+    if args.peer is not None and not {"{logs}", "{state}"} <= set(re.findall(r"{\w+}", args.peer)):
+        p.error("--peer: the command needs {logs} and {state}")
+    if args.peer is None and args.only and "peer" in args.only:
+        p.error("--only peer needs --peer COMMAND")
     sizes, numbers = (QUICK, QUICK_COUNTS) if args.quick else (FULL, FULL_COUNTS)
     for key, value in sizes.items():
         if getattr(args, key) is None:
@@ -371,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"machine": machine(), "git": git_commit(), "flags": {}}
     compile_package()
     try:
-        measure(cfg, result)
+        measure(cfg, result, args.peer, args.peer_runs)
     except KeyboardInterrupt:
         result.setdefault("errors", {})["interrupted"] = "KeyboardInterrupt"
     settings = {"size_bytes": cfg.size, "small_bytes": cfg.small, "large_bytes": cfg.large,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import compileall
+import resource
 import subprocess
 import sys
 import time
@@ -58,6 +59,12 @@ def compile_package() -> None:
     """
     if not compileall.compile_dir(REPO / "controller", quiet=1):
         raise RuntimeError("compileall failed on controller/")
+
+
+def children_cpu_s() -> float:
+    """User + system seconds of every child process waited for so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def foylectl(*args: str | Path) -> list[str]:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 POSITIVE = (
     "floor_lines_per_s",
@@ -77,3 +79,35 @@ def test_a_figure_that_fails_is_reported_and_the_others_still_measured(tmp_path:
     assert result["floor_lines_per_s"] > 0 and "analyze_lines_per_s" not in result
     assert result["flags"]["analyze"].endswith("--no-learn")
     assert "Traceback" not in proc.stderr and "analyze: FAILED" in proc.stderr
+
+
+def test_a_peer_runs_side_by_side_with_foylectl_on_tmpfs_and_disk(tmp_path: Path) -> None:
+    (tmp_path / "work").mkdir()
+    peer = (  # foylectl itself, learning off, stands in for Foyle's analyzer
+        f"{sys.executable} -m controller analyze --logs {{logs}} --state-dir {{state}}"
+        " --no-learn --foyle-config {state}/absent.yaml --no-progress"
+    )
+    args = ("--only", "peer", "--size", "200KB", "--peer-runs", "1", "--peer", peer)
+    proc = _bench(tmp_path, *args)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    places = ["tmpfs", "disk"] if Path("/dev/shm").is_dir() else ["disk"]
+    for place in places:
+        for side in ("peer", "ours"):
+            assert result[f"{side}_{place}_lines_per_s"] > 0
+            assert result[f"{side}_{place}_cpu_s"] > 0
+        assert result[f"vs_peer_{place}"] == pytest.approx(
+            result[f"ours_{place}_lines_per_s"] / result[f"peer_{place}_lines_per_s"]
+        )
+    assert result["flags"]["peer"] == peer and "--no-learn" not in result["flags"]["vs_peer"]
+    assert "vs_peer_disk" in proc.stderr  # in the table, against its target
+    assert list((tmp_path / "work").iterdir()) == []
+    assert not [p for p in Path("/dev/shm").glob("foyle-bench-*")]  # state dirs removed
+
+
+def test_a_peer_command_without_its_placeholders_is_one_line_of_error(tmp_path: Path) -> None:
+    (tmp_path / "work").mkdir()
+    for args in (("--peer", "foyle-harness {logs}"), ("--only", "peer")):
+        proc = _bench(tmp_path, *args)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert "peer" in proc.stderr.strip().splitlines()[-1]

@@ -1,0 +1,81 @@
+"""Side by side with another analyzer on the same corpus (issue 23: Foyle's own).
+
+The peer is any command, given with `{logs}` (the corpus: `foyle/` and `runme/`
+under it) and `{state}` (a new, empty directory for its state) in it; it must
+exit 0 once it has caught up. Neither Foyle's code nor a way to build it
+belongs in this repository: the peer is built outside it (docs/performance.md
+says how it was wired), and only its command line comes here.
+
+Each side runs as a whole process, peer then foylectl, `runs` times in turn, with
+its state on tmpfs (/dev/shm: no fsync cost, the CPU-bound comparison) and then
+in the work dir (the normal disk). Wall seconds give lines/s; user + system
+seconds of the process give CPU seconds. The median of each side is reported, and
+`vs_peer_<place>`, foylectl's lines/s over the peer's.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from bench_common import REPO, Config, children_cpu_s, flags_text, foylectl, learn_flags
+from bench_shapes import make_corpus
+
+TMPFS = Path("/dev/shm")
+
+
+def places(cfg: Config) -> list[tuple[str, Path]]:
+    """Where the state dirs go: tmpfs when this machine has one, and the work dir."""
+    found = [("tmpfs", TMPFS)] if TMPFS.is_dir() else []
+    return [*found, ("disk", cfg.workdir)]
+
+
+def measure_peer(cfg: Config, result: dict[str, Any], command: str, runs: int) -> None:
+    """The peer's and foylectl's lines/s and CPU s on the --size corpus, interleaved."""
+    logs, stats = make_corpus(cfg, "size", cfg.size, seed=1)
+    result["flags"]["peer"] = command
+    result["flags"]["vs_peer"] = flags_text(cfg)
+    for place, parent in places(cfg):
+        peer: list[tuple[float, float]] = []
+        ours: list[tuple[float, float]] = []
+        for run in range(runs):
+            state = _fresh(parent / f"{cfg.workdir.name}-peer-{run}")  # tmpfs is shared
+            peer.append(timed(shlex.split(command.format(logs=logs, state=state)), cfg, None))
+            shutil.rmtree(state)
+            state = _fresh(parent / f"{cfg.workdir.name}-ours-{run}")
+            flags = learn_flags(cfg, f"vs-peer-{place}-{run}")
+            analyze = foylectl("analyze", "--logs", logs, "--state-dir", state, *flags)
+            ours.append(timed([*analyze, "--no-progress"], cfg, REPO))
+            shutil.rmtree(state)
+        for side, figures in (("peer", peer), ("ours", ours)):
+            wall = statistics.median(w for w, _ in figures)
+            result[f"{side}_{place}_lines_per_s"] = stats.lines / wall
+            result[f"{side}_{place}_cpu_s"] = statistics.median(c for _, c in figures)
+        result[f"vs_peer_{place}"] = (
+            result[f"ours_{place}_lines_per_s"] / result[f"peer_{place}_lines_per_s"]
+        )
+
+
+def _fresh(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def timed(argv: list[str], cfg: Config, cwd: Path | None) -> tuple[float, float]:
+    """Wall and CPU (user + system) seconds of one whole process run in `cwd`; a failure
+    raises with its last stderr line. The bench runs one child at a time, so the children's rusage
+    grows by this one's alone."""
+    cpu_before = children_cpu_s()
+    start = time.perf_counter()
+    proc = subprocess.run(argv, cwd=cwd, capture_output=True, timeout=cfg.timeout)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        last = proc.stderr.decode(errors="replace").strip().splitlines() or ["(no stderr)"]
+        raise RuntimeError(f"{argv[0]} exited {proc.returncode}: {last[-1]}")
+    return wall, children_cpu_s() - cpu_before
