@@ -20,6 +20,7 @@ import shutil
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +45,11 @@ def measure_peer(cfg: Config, result: dict[str, Any], command: str, runs: int) -
         peer: list[tuple[float, float]] = []
         ours: list[tuple[float, float]] = []
         for run in range(runs):
-            state = _fresh(parent / f"{cfg.workdir.name}-peer-{run}")  # tmpfs is shared
-            peer.append(timed(shlex.split(command.format(logs=logs, state=state)), cfg, None))
-            shutil.rmtree(state)
-            state = _fresh(parent / f"{cfg.workdir.name}-ours-{run}")
-            flags = learn_flags(cfg, f"vs-peer-{place}-{run}")
-            analyze = foylectl("analyze", "--logs", logs, "--state-dir", state, *flags)
-            ours.append(timed([*analyze, "--no-progress"], cfg, REPO))
-            shutil.rmtree(state)
+            name = f"{cfg.workdir.name}-{{}}-{run}"  # under /dev/shm too, which is shared
+            peer_argv = _peer_argv(command, logs)
+            peer.append(_timed_in(parent / name.format("peer"), peer_argv, cfg, None))
+            ours_argv = _ours_argv(logs, learn_flags(cfg, f"vs-peer-{place}-{run}"))
+            ours.append(_timed_in(parent / name.format("ours"), ours_argv, cfg, REPO))
         for side, figures in (("peer", peer), ("ours", ours)):
             wall = statistics.median(w for w, _ in figures)
             result[f"{side}_{place}_lines_per_s"] = stats.lines / wall
@@ -61,16 +59,32 @@ def measure_peer(cfg: Config, result: dict[str, Any], command: str, runs: int) -
         )
 
 
-def _fresh(path: Path) -> Path:
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
-    return path
+def _peer_argv(command: str, logs: Path) -> Callable[[Path], list[str]]:
+    return lambda state: shlex.split(command.format(logs=logs, state=state))
+
+
+def _ours_argv(logs: Path, flags: list[str]) -> Callable[[Path], list[str]]:
+    return lambda state: foylectl(
+        "analyze", "--logs", logs, "--state-dir", state, *flags, "--no-progress"
+    )
+
+
+def _timed_in(
+    state: Path, argv: Callable[[Path], list[str]], cfg: Config, cwd: Path | None
+) -> tuple[float, float]:
+    """`timed` of the command `argv` makes for a new, empty `state` dir, removed after."""
+    shutil.rmtree(state, ignore_errors=True)
+    state.mkdir(parents=True)
+    try:
+        return timed(argv(state), cfg, cwd)
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def timed(argv: list[str], cfg: Config, cwd: Path | None) -> tuple[float, float]:
     """Wall and CPU (user + system) seconds of one whole process run in `cwd`; a failure
-    raises with its last stderr line. The bench runs one child at a time, so the children's rusage
-    grows by this one's alone."""
+    raises with its last stderr line. The bench runs one child at a time, so the
+    children's rusage grows by this one's alone."""
     cpu_before = children_cpu_s()
     start = time.perf_counter()
     proc = subprocess.run(argv, cwd=cwd, capture_output=True, timeout=cfg.timeout)

@@ -87,7 +87,7 @@ def test_a_peer_runs_side_by_side_with_foylectl_on_tmpfs_and_disk(tmp_path: Path
         f"{sys.executable} -m controller analyze --logs {{logs}} --state-dir {{state}}"
         " --no-learn --foyle-config {state}/absent.yaml --no-progress"
     )
-    args = ("--only", "peer", "--size", "200KB", "--peer-runs", "1", "--peer", peer)
+    args = ("--only", "peer", "--size", "200KB", "--peer-runs", "1", "--peer", peer, "--keep")
     proc = _bench(tmp_path, *args)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
@@ -101,8 +101,7 @@ def test_a_peer_runs_side_by_side_with_foylectl_on_tmpfs_and_disk(tmp_path: Path
         )
     assert result["flags"]["peer"] == peer and "--no-learn" not in result["flags"]["vs_peer"]
     assert "vs_peer_disk" in proc.stderr  # in the table, against its target
-    assert list((tmp_path / "work").iterdir()) == []
-    assert not [p for p in Path("/dev/shm").glob("foyle-bench-*")]  # state dirs removed
+    assert _state_dirs_left(tmp_path) == []
 
 
 def test_a_peer_command_without_its_placeholders_is_one_line_of_error(tmp_path: Path) -> None:
@@ -111,3 +110,20 @@ def test_a_peer_command_without_its_placeholders_is_one_line_of_error(tmp_path: 
         proc = _bench(tmp_path, *args)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
         assert "peer" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_a_failing_peer_is_one_error_line_and_leaves_no_state_behind(tmp_path: Path) -> None:
+    (tmp_path / "work").mkdir()
+    peer = f"{sys.executable} -c 'import sys; sys.exit(\"no such corpus\")' {{logs}} {{state}}"
+    proc = _bench(tmp_path, "--only", "peer", "--size", "200KB", "--peer", peer)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["errors"]["peer"].endswith("exited 1: no such corpus")
+    assert _state_dirs_left(tmp_path) == []
+
+
+def _state_dirs_left(tmp_path: Path) -> list[Path]:
+    """The peer figure's state dirs still in the (kept) work dir or on tmpfs."""
+    (workdir,) = (tmp_path / "work").iterdir()
+    shared = Path("/dev/shm").glob(f"{workdir.name}-*") if Path("/dev/shm").is_dir() else []
+    return [*workdir.glob(f"{workdir.name}-*"), *shared]
