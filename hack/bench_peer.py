@@ -39,6 +39,7 @@ def places(cfg: Config) -> list[tuple[str, Path]]:
 def measure_peer(cfg: Config, result: dict[str, Any], command: str, runs: int) -> None:
     """The peer's and foylectl's lines/s and CPU s on the --size corpus, interleaved."""
     logs, stats = make_corpus(cfg, "size", cfg.size, seed=1)
+    result["corpus_lines"], result["corpus_bytes"] = stats.lines, stats.bytes
     result["flags"]["peer"] = command
     result["flags"]["vs_peer"] = flags_text(cfg)
     for place, parent in places(cfg):

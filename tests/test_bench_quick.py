@@ -91,6 +91,7 @@ def test_a_peer_runs_side_by_side_with_foylectl_on_tmpfs_and_disk(tmp_path: Path
     proc = _bench(tmp_path, *args)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
+    assert result["corpus_lines"] > 0 and result["corpus_bytes"] >= 200_000
     places = ["tmpfs", "disk"] if Path("/dev/shm").is_dir() else ["disk"]
     for place in places:
         for side in ("peer", "ours"):
