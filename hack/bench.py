@@ -206,9 +206,7 @@ def analyze_cpu_s(cfg: Config, logs: Path, name: str) -> float:
     return children_cpu_s() - cpu_before
 
 
-def measure(
-    cfg: Config, result: dict[str, Any], peer: str | None = None, peer_runs: int = 3
-) -> None:
+def measure(cfg: Config, result: dict[str, Any]) -> None:
     """Fill `result` figure by figure, so a failed run still shows what it measured."""
     wants = cfg.only.__contains__
     if {"floor", "analyze", "catchup", "store", "rss"} & cfg.only:
@@ -231,8 +229,8 @@ def measure(
         attempt(result, "fanin", lambda: measure_fanin(cfg, result))
     if wants("fanout"):
         attempt(result, "fanout", lambda: measure_fanout(cfg, result))
-    if wants("peer") and peer is not None:
-        attempt(result, "peer", lambda: measure_peer(cfg, result, peer, peer_runs))
+    if wants("peer") and cfg.peer is not None:
+        attempt(result, "peer", lambda: measure_peer(cfg, result))
 
 
 def machine() -> dict[str, Any]:
@@ -387,6 +385,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
         timeout=args.timeout,
         only=set(args.only or MEASUREMENTS),
         workdir=workdir,
+        peer=args.peer,
+        peer_runs=args.peer_runs,
     )
     return args, cfg
 
@@ -396,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"machine": machine(), "git": git_commit(), "flags": {}}
     compile_package()
     try:
-        measure(cfg, result, args.peer, args.peer_runs)
+        measure(cfg, result)
     except KeyboardInterrupt:
         result.setdefault("errors", {})["interrupted"] = "KeyboardInterrupt"
     settings = {"size_bytes": cfg.size, "small_bytes": cfg.small, "large_bytes": cfg.large,

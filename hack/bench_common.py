@@ -30,6 +30,8 @@ class Config:
     timeout: float  # seconds any one wait may take
     only: set[str]
     workdir: Path
+    peer: str | None = None  # another analyzer's command line (bench_peer)
+    peer_runs: int = 3  # runs of each side for the peer figure
 
 
 def learn_flags(cfg: Config, name: str, learn: bool | None = None) -> list[str]:
@@ -73,13 +75,21 @@ def foylectl(*args: str | Path) -> list[str]:
 
 def timed_foylectl(cfg: Config, *args: str | Path) -> float:
     """Seconds one whole `foylectl` process takes; a failure raises with its last stderr line."""
+    return timed(foylectl(*args), cfg, REPO, f"foylectl {args[0]}")[0]
+
+
+def timed(argv: list[str], cfg: Config, cwd: Path | None, what: str) -> tuple[float, float]:
+    """Wall and CPU (user + system) seconds of one whole process run in `cwd`; a failure
+    raises with `what` and its last stderr line. The bench runs one child at a time, so
+    the children's rusage grows by this one's alone."""
+    cpu_before = children_cpu_s()
     start = time.perf_counter()
-    proc = subprocess.run(foylectl(*args), cwd=REPO, capture_output=True, timeout=cfg.timeout)
+    proc = subprocess.run(argv, cwd=cwd, capture_output=True, timeout=cfg.timeout)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         lines = proc.stderr.decode(errors="replace").strip().splitlines() or ["(no stderr)"]
-        raise RuntimeError(f"foylectl {args[0]} exited {proc.returncode}: {lines[-1]}")
-    return elapsed
+        raise RuntimeError(f"{what} exited {proc.returncode}: {lines[-1]}")
+    return elapsed, children_cpu_s() - cpu_before
 
 
 def wait_for(

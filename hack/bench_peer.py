@@ -6,7 +6,7 @@ exit 0 once it has caught up. Neither Foyle's code nor a way to build it
 belongs in this repository: the peer is built outside it (docs/performance.md
 says how it was wired), and only its command line comes here.
 
-Each side runs as a whole process, peer then foylectl, `runs` times in turn, with
+Each side runs as a whole process, peer then foylectl, `cfg.peer_runs` times in turn, with
 its state on tmpfs (/dev/shm: no fsync cost, the CPU-bound comparison) and then
 in the work dir (the normal disk). Wall seconds give lines/s; user + system
 seconds of the process give CPU seconds. The median of each side is reported, and
@@ -18,13 +18,11 @@ from __future__ import annotations
 import shlex
 import shutil
 import statistics
-import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench_common import REPO, Config, children_cpu_s, flags_text, foylectl, learn_flags
+from bench_common import REPO, Config, flags_text, foylectl, learn_flags, timed
 from bench_shapes import make_corpus
 
 TMPFS = Path("/dev/shm")
@@ -36,8 +34,11 @@ def places(cfg: Config) -> list[tuple[str, Path]]:
     return [*found, ("disk", cfg.workdir)]
 
 
-def measure_peer(cfg: Config, result: dict[str, Any], command: str, runs: int) -> None:
-    """The peer's and foylectl's lines/s and CPU s on the --size corpus, interleaved."""
+def measure_peer(cfg: Config, result: dict[str, Any]) -> None:
+    """The peer's (`cfg.peer`) and foylectl's lines/s and CPU s on the --size corpus,
+    interleaved."""
+    command = cfg.peer
+    assert command is not None, "the peer figure needs --peer"
     logs, stats = make_corpus(cfg, "size", cfg.size, seed=1)
     result["corpus_lines"], result["corpus_bytes"] = stats.lines, stats.bytes
     result["flags"]["peer"] = command
@@ -45,7 +46,7 @@ def measure_peer(cfg: Config, result: dict[str, Any], command: str, runs: int) -
     for place, parent in places(cfg):
         peer: list[tuple[float, float]] = []
         ours: list[tuple[float, float]] = []
-        for run in range(runs):
+        for run in range(cfg.peer_runs):
             name = f"{cfg.workdir.name}-{{}}-{run}"  # under /dev/shm too, which is shared
             peer_argv = _peer_argv(command, logs)
             peer.append(_timed_in(parent / name.format("peer"), peer_argv, cfg, None))
@@ -77,20 +78,7 @@ def _timed_in(
     shutil.rmtree(state, ignore_errors=True)
     state.mkdir(parents=True)
     try:
-        return timed(argv(state), cfg, cwd)
+        command = argv(state)
+        return timed(command, cfg, cwd, command[0])
     finally:
         shutil.rmtree(state, ignore_errors=True)
-
-
-def timed(argv: list[str], cfg: Config, cwd: Path | None) -> tuple[float, float]:
-    """Wall and CPU (user + system) seconds of one whole process run in `cwd`; a failure
-    raises with its last stderr line. The bench runs one child at a time, so the
-    children's rusage grows by this one's alone."""
-    cpu_before = children_cpu_s()
-    start = time.perf_counter()
-    proc = subprocess.run(argv, cwd=cwd, capture_output=True, timeout=cfg.timeout)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        last = proc.stderr.decode(errors="replace").strip().splitlines() or ["(no stderr)"]
-        raise RuntimeError(f"{argv[0]} exited {proc.returncode}: {last[-1]}")
-    return wall, children_cpu_s() - cpu_before
