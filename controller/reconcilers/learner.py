@@ -269,14 +269,15 @@ class LearnerReconciler:
     def _finish(self, learning: list[_Learning], outcome: Outcome) -> None:
         """The statuses that say what `_write_files` did (one bulk write), then the
         learned counts."""
+        now = rfc3339(self.clock())
+        reasons = {  # why Foyle would skip the training files ("": it would not)
+            item.name: EMBEDDING_UNAVAILABLE if item.waiting else foyle_skip_reason(item.embedding)
+            for item in learning
+        }
         moved: dict[str, bool] = {}
         mutations = {
             item.name: _status_mutation(
-                item.name,
-                [] if item.waiting else item.files,
-                EMBEDDING_UNAVAILABLE if item.waiting else foyle_skip_reason(item.embedding),
-                rfc3339(self.clock()),
-                moved,
+                item.name, [] if item.waiting else item.files, reasons[item.name], now, moved
             )
             for item in learning
         }
@@ -284,13 +285,11 @@ class LearnerReconciler:
         for item in learning:
             if item.name in outcome.failed:
                 continue
+            if reasons[item.name]:
+                self._unloadable.labels(reasons[item.name]).inc()
             if item.waiting:
-                self._unloadable.labels(EMBEDDING_UNAVAILABLE).inc()
                 self._learned.labels("failed").inc()
                 continue
-            skip = foyle_skip_reason(item.embedding)
-            if skip:
-                self._unloadable.labels(skip).inc()
             # A retry that finishes what a failed attempt began counts as written.
             written = item.changed or moved.get(item.name, False)
             self._learned.labels("written" if written else "skipped").inc()
